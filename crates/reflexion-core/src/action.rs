@@ -1,0 +1,209 @@
+//! The typed action catalog. Planners (rules, learned strategies, an LLM) only ever produce these; the executor
+//! turns them into minimal API calls. Validation here is the first gate: an invalid action never reaches the cluster.
+
+use crate::image::ImageRef;
+use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::owner::{WorkloadKind, WorkloadRef};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How much harm a wrong action can do; the policy maps risk to a mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    None,
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Change one container's image on a workload (on a bare pod the API allows this in place).
+    SetImage { target: WorkloadRef, container: String, image: String },
+    /// Delete a bare pod and create it again with its whole spec preserved except one container's image.
+    RecreatePod { target: WorkloadRef, container: String, image: String },
+    /// No safe automatic fix: a precise diagnosis and a suggested manual step.
+    Escalate { diagnosis: String, suggestion: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ActionError {
+    #[error("{field}: {value:?} is not a valid Kubernetes name")]
+    InvalidName { field: &'static str, value: String },
+    #[error("image: {0}")]
+    InvalidImage(String),
+    #[error("{action} does not apply to a {kind}")]
+    WrongTarget { action: &'static str, kind: WorkloadKind },
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+}
+
+const MAX_TEXT: usize = 4096;
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SetImage { .. } => "set_image",
+            Self::RecreatePod { .. } => "recreate_pod",
+            Self::Escalate { .. } => "escalate",
+        }
+    }
+
+    pub fn risk(&self) -> Risk {
+        match self {
+            Self::SetImage { .. } => Risk::Low,
+            Self::RecreatePod { .. } => Risk::Medium,
+            Self::Escalate { .. } => Risk::None,
+        }
+    }
+
+    /// The workload this action writes to, if any.
+    pub fn target(&self) -> Option<&WorkloadRef> {
+        match self {
+            Self::SetImage { target, .. } | Self::RecreatePod { target, .. } => Some(target),
+            Self::Escalate { .. } => None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ActionError> {
+        match self {
+            Self::SetImage { target, container, image } => {
+                let allowed = [WorkloadKind::Deployment, WorkloadKind::StatefulSet, WorkloadKind::DaemonSet, WorkloadKind::Pod];
+                check_target("set_image", target, &allowed)?;
+                check_container_and_image(container, image)
+            }
+            Self::RecreatePod { target, container, image } => {
+                check_target("recreate_pod", target, &[WorkloadKind::Pod])?;
+                check_container_and_image(container, image)
+            }
+            Self::Escalate { diagnosis, suggestion } => {
+                check_text("diagnosis", diagnosis)?;
+                check_text("suggestion", suggestion)
+            }
+        }
+    }
+
+    /// The equivalent kubectl command, for humans: what the action does, in the words an SRE would type.
+    pub fn render(&self) -> String {
+        match self {
+            Self::SetImage { target, container, image } => format!(
+                "kubectl set image {}/{} {container}={image} -n {}",
+                target.kind.kubectl_name(),
+                target.name,
+                target.namespace
+            ),
+            Self::RecreatePod { target, container, image } => format!(
+                "kubectl get pod {name} -n {ns} -o json | <set container {container} image to {image}> | kubectl replace --force -f -",
+                name = target.name,
+                ns = target.namespace
+            ),
+            Self::Escalate { diagnosis, suggestion } => format!("escalate: {diagnosis} Suggested: {suggestion}"),
+        }
+    }
+}
+
+fn check_target(action: &'static str, target: &WorkloadRef, allowed: &[WorkloadKind]) -> Result<(), ActionError> {
+    if !allowed.contains(&target.kind) {
+        return Err(ActionError::WrongTarget { action, kind: target.kind });
+    }
+    if !is_dns1123_label(&target.namespace) {
+        return Err(ActionError::InvalidName { field: "target.namespace", value: target.namespace.clone() });
+    }
+    if !is_dns1123_subdomain(&target.name) {
+        return Err(ActionError::InvalidName { field: "target.name", value: target.name.clone() });
+    }
+    Ok(())
+}
+
+fn check_container_and_image(container: &str, image: &str) -> Result<(), ActionError> {
+    if !is_dns1123_label(container) {
+        return Err(ActionError::InvalidName { field: "container", value: container.to_string() });
+    }
+    ImageRef::parse(image).map(drop).map_err(|e| ActionError::InvalidImage(e.to_string()))
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), ActionError> {
+    if text.trim().is_empty() {
+        return Err(ActionError::Empty { field });
+    }
+    if text.chars().count() > MAX_TEXT {
+        return Err(ActionError::TooLong { field, max: MAX_TEXT });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(name: &str) -> WorkloadRef {
+        WorkloadRef::new(WorkloadKind::Deployment, "default", name)
+    }
+    fn pod(name: &str) -> WorkloadRef {
+        WorkloadRef::new(WorkloadKind::Pod, "default", name)
+    }
+
+    #[test]
+    fn validation_table() {
+        let set_image = |target: WorkloadRef, c: &str, i: &str| Action::SetImage { target, container: c.into(), image: i.into() };
+        let recreate = |target: WorkloadRef, c: &str, i: &str| Action::RecreatePod { target, container: c.into(), image: i.into() };
+        let cases: Vec<(Action, Result<(), ActionError>)> = vec![
+            (set_image(deploy("web"), "web", "nginx:1.27"), Ok(())),
+            (set_image(pod("p"), "web", "nginx:1.27"), Ok(())),
+            (recreate(pod("test-nginx"), "test-nginx", "nginx:1.27.3"), Ok(())),
+            (
+                recreate(deploy("web"), "web", "nginx:1.27"),
+                Err(ActionError::WrongTarget { action: "recreate_pod", kind: WorkloadKind::Deployment }),
+            ),
+            (
+                set_image(WorkloadRef::new(WorkloadKind::Job, "default", "j"), "c", "nginx"),
+                Err(ActionError::WrongTarget { action: "set_image", kind: WorkloadKind::Job }),
+            ),
+            (set_image(deploy("Web"), "web", "nginx"), Err(ActionError::InvalidName { field: "target.name", value: "Web".into() })),
+            (
+                set_image(WorkloadRef::new(WorkloadKind::Deployment, "a.b", "web"), "web", "nginx"),
+                Err(ActionError::InvalidName { field: "target.namespace", value: "a.b".into() }),
+            ),
+            (set_image(deploy("web"), "we_b", "nginx"), Err(ActionError::InvalidName { field: "container", value: "we_b".into() })),
+            (
+                set_image(deploy("web"), "web", "nginx; rm -rf /"),
+                Err(ActionError::InvalidImage("invalid reference format: \"nginx; rm -rf \" is not a valid repository path component".into())),
+            ),
+            (set_image(deploy("web"), "web", "NGINX"), Err(ActionError::InvalidImage("invalid reference format: repository name must be lowercase".into()))),
+            (Action::Escalate { diagnosis: "d".into(), suggestion: " ".into() }, Err(ActionError::Empty { field: "suggestion" })),
+            (
+                Action::Escalate { diagnosis: "d".repeat(5000), suggestion: "s".into() },
+                Err(ActionError::TooLong { field: "diagnosis", max: MAX_TEXT }),
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(action.validate(), want, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn renders_as_kubectl() {
+        let a = Action::SetImage { target: deploy("web"), container: "web".into(), image: "nginx:1.27".into() };
+        assert_eq!(a.render(), "kubectl set image deployment/web web=nginx:1.27 -n default");
+        assert_eq!((a.name(), a.risk()), ("set_image", Risk::Low));
+        let r = Action::RecreatePod { target: pod("test-nginx"), container: "test-nginx".into(), image: "nginx:1.27".into() };
+        assert!(r.render().contains("kubectl replace --force"), "{}", r.render());
+        assert_eq!((r.name(), r.risk()), ("recreate_pod", Risk::Medium));
+    }
+
+    #[test]
+    fn wire_format_is_tagged_and_strict() {
+        let a = Action::SetImage { target: deploy("web"), container: "web".into(), image: "nginx:1.27".into() };
+        let v = serde_json::to_value(&a).unwrap_or_default();
+        assert_eq!(v["action"], "set_image");
+        assert_eq!(v["target"]["kind"], "Deployment");
+        let unknown = r#"{"action":"set_image","target":{"kind":"Deployment","namespace":"d","name":"w"},"container":"w","image":"x","shell":"rm"}"#;
+        assert!(serde_json::from_str::<Action>(unknown).is_err());
+        let invented = r#"{"action":"delete_namespace","namespace":"default"}"#;
+        assert!(serde_json::from_str::<Action>(invented).is_err());
+    }
+}

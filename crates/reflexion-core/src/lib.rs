@@ -1,0 +1,21 @@
+//! The kube-reflexion domain, with no I/O: what a failing pod is ([`classify`]), how failures are grouped
+//! ([`signature`]), what the watcher sends ([`report`]), which fixes exist ([`action`]), which of them may run
+//! ([`policy`]), how image references and registry tags are reasoned about ([`image`], [`tags`]), what a trial
+//! teaches ([`reflect`]) and how strategies are scored ([`strategy`]).
+
+pub mod action;
+pub mod classify;
+pub mod image;
+pub mod names;
+pub mod owner;
+pub mod policy;
+pub mod reflect;
+pub mod report;
+pub mod signature;
+pub mod strategy;
+pub mod tags;
+
+pub use action::{Action, ActionError, Risk};
+pub use classify::{Failure, FailureKind, classify};
+pub use owner::{WorkloadKind, WorkloadRef};
+pub use signature::Signature;

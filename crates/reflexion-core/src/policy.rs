@@ -1,0 +1,114 @@
+//! Whether an action may run automatically, needs a human's approval, or is only suggested. Decided by
+//! configuration and code, never by anything a planner or a model says about itself.
+
+use crate::action::{Action, Risk};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Auto,
+    Approve,
+    Suggest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Execute,
+    NeedsApproval { reason: String },
+    SuggestOnly { reason: String },
+    Refuse { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Mode for namespaces not listed in `namespaces`.
+    pub default_mode: Mode,
+    pub namespaces: BTreeMap<String, Mode>,
+    /// Namespaces that are never touched, whatever the mode.
+    pub protected_namespaces: Vec<String>,
+    /// In `auto` mode, actions above this risk still need approval.
+    pub max_auto_risk: Risk,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_mode: Mode::Auto,
+            namespaces: BTreeMap::new(),
+            protected_namespaces: vec!["kube-system".into(), "kube-public".into(), "kube-node-lease".into()],
+            max_auto_risk: Risk::Medium,
+        }
+    }
+}
+
+impl Policy {
+    pub fn decide(&self, action: &Action) -> Decision {
+        let Some(target) = action.target() else {
+            return Decision::Execute;
+        };
+        let ns = &target.namespace;
+        if self.protected_namespaces.iter().any(|p| p == ns) {
+            return Decision::Refuse { reason: format!("namespace {ns} is protected") };
+        }
+        match self.namespaces.get(ns).copied().unwrap_or(self.default_mode) {
+            Mode::Suggest => Decision::SuggestOnly { reason: format!("namespace {ns} is in suggest mode") },
+            Mode::Approve => Decision::NeedsApproval { reason: format!("namespace {ns} requires approval") },
+            Mode::Auto if action.risk() > self.max_auto_risk => Decision::NeedsApproval {
+                reason: format!("{} is {:?} risk, above the automatic limit {:?}", action.name(), action.risk(), self.max_auto_risk),
+            },
+            Mode::Auto => Decision::Execute,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner::{WorkloadKind, WorkloadRef};
+
+    fn set_image(ns: &str) -> Action {
+        Action::SetImage { target: WorkloadRef::new(WorkloadKind::Deployment, ns, "web"), container: "web".into(), image: "nginx:1.27".into() }
+    }
+    fn recreate(ns: &str) -> Action {
+        Action::RecreatePod { target: WorkloadRef::new(WorkloadKind::Pod, ns, "p"), container: "p".into(), image: "nginx:1.27".into() }
+    }
+
+    #[test]
+    fn decision_table() {
+        let strict = Policy {
+            namespaces: BTreeMap::from([("prod".to_string(), Mode::Approve), ("audit".to_string(), Mode::Suggest)]),
+            max_auto_risk: Risk::Low,
+            ..Policy::default()
+        };
+        let escalate = Action::Escalate { diagnosis: "d".into(), suggestion: "s".into() };
+        let cases = [
+            (Policy::default(), set_image("default"), "execute"),
+            (Policy::default(), recreate("default"), "execute"),
+            (Policy::default(), set_image("kube-system"), "refuse"),
+            (Policy::default(), escalate.clone(), "execute"),
+            (strict.clone(), set_image("default"), "execute"),
+            (strict.clone(), recreate("default"), "needs_approval"),
+            (strict.clone(), set_image("prod"), "needs_approval"),
+            (strict.clone(), set_image("audit"), "suggest_only"),
+            (strict.clone(), set_image("kube-public"), "refuse"),
+            (strict, escalate, "execute"),
+        ];
+        for (policy, action, want) in cases {
+            let got = serde_json::to_value(policy.decide(&action)).unwrap_or_default();
+            assert_eq!(got["decision"], want, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn policy_files_are_strict() {
+        let ok: Policy = serde_json::from_str(r#"{"default_mode":"approve","namespaces":{"dev":"auto"}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ok.default_mode, ok.protected_namespaces.len()), (Mode::Approve, 3));
+        assert!(serde_json::from_str::<Policy>(r#"{"default_mode":"yolo"}"#).is_err());
+        assert!(serde_json::from_str::<Policy>(r#"{"unknown":1}"#).is_err());
+    }
+}
