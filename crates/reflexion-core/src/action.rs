@@ -21,11 +21,22 @@ pub enum Risk {
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Change one container's image on a workload (on a bare pod the API allows this in place).
-    SetImage { target: WorkloadRef, container: String, image: String },
+    SetImage {
+        target: WorkloadRef,
+        container: String,
+        image: String,
+    },
     /// Delete a bare pod and create it again with its whole spec preserved except one container's image.
-    RecreatePod { target: WorkloadRef, container: String, image: String },
+    RecreatePod {
+        target: WorkloadRef,
+        container: String,
+        image: String,
+    },
     /// No safe automatic fix: a precise diagnosis and a suggested manual step.
-    Escalate { diagnosis: String, suggestion: String },
+    Escalate {
+        diagnosis: String,
+        suggestion: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -35,7 +46,10 @@ pub enum ActionError {
     #[error("image: {0}")]
     InvalidImage(String),
     #[error("{action} does not apply to a {kind}")]
-    WrongTarget { action: &'static str, kind: WorkloadKind },
+    WrongTarget {
+        action: &'static str,
+        kind: WorkloadKind,
+    },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} is longer than {max} characters")]
@@ -71,16 +85,32 @@ impl Action {
 
     pub fn validate(&self) -> Result<(), ActionError> {
         match self {
-            Self::SetImage { target, container, image } => {
-                let allowed = [WorkloadKind::Deployment, WorkloadKind::StatefulSet, WorkloadKind::DaemonSet, WorkloadKind::Pod];
+            Self::SetImage {
+                target,
+                container,
+                image,
+            } => {
+                let allowed = [
+                    WorkloadKind::Deployment,
+                    WorkloadKind::StatefulSet,
+                    WorkloadKind::DaemonSet,
+                    WorkloadKind::Pod,
+                ];
                 check_target("set_image", target, &allowed)?;
                 check_container_and_image(container, image)
             }
-            Self::RecreatePod { target, container, image } => {
+            Self::RecreatePod {
+                target,
+                container,
+                image,
+            } => {
                 check_target("recreate_pod", target, &[WorkloadKind::Pod])?;
                 check_container_and_image(container, image)
             }
-            Self::Escalate { diagnosis, suggestion } => {
+            Self::Escalate {
+                diagnosis,
+                suggestion,
+            } => {
                 check_text("diagnosis", diagnosis)?;
                 check_text("suggestion", suggestion)
             }
@@ -90,40 +120,69 @@ impl Action {
     /// The equivalent kubectl command, for humans: what the action does, in the words an SRE would type.
     pub fn render(&self) -> String {
         match self {
-            Self::SetImage { target, container, image } => format!(
+            Self::SetImage {
+                target,
+                container,
+                image,
+            } => format!(
                 "kubectl set image {}/{} {container}={image} -n {}",
                 target.kind.kubectl_name(),
                 target.name,
                 target.namespace
             ),
-            Self::RecreatePod { target, container, image } => format!(
+            Self::RecreatePod {
+                target,
+                container,
+                image,
+            } => format!(
                 "kubectl get pod {name} -n {ns} -o json | <set container {container} image to {image}> | kubectl replace --force -f -",
                 name = target.name,
                 ns = target.namespace
             ),
-            Self::Escalate { diagnosis, suggestion } => format!("escalate: {diagnosis} Suggested: {suggestion}"),
+            Self::Escalate {
+                diagnosis,
+                suggestion,
+            } => format!("escalate: {diagnosis} Suggested: {suggestion}"),
         }
     }
 }
 
-fn check_target(action: &'static str, target: &WorkloadRef, allowed: &[WorkloadKind]) -> Result<(), ActionError> {
+fn check_target(
+    action: &'static str,
+    target: &WorkloadRef,
+    allowed: &[WorkloadKind],
+) -> Result<(), ActionError> {
     if !allowed.contains(&target.kind) {
-        return Err(ActionError::WrongTarget { action, kind: target.kind });
+        return Err(ActionError::WrongTarget {
+            action,
+            kind: target.kind,
+        });
     }
     if !is_dns1123_label(&target.namespace) {
-        return Err(ActionError::InvalidName { field: "target.namespace", value: target.namespace.clone() });
+        return Err(ActionError::InvalidName {
+            field: "target.namespace",
+            value: target.namespace.clone(),
+        });
     }
     if !is_dns1123_subdomain(&target.name) {
-        return Err(ActionError::InvalidName { field: "target.name", value: target.name.clone() });
+        return Err(ActionError::InvalidName {
+            field: "target.name",
+            value: target.name.clone(),
+        });
     }
     Ok(())
 }
 
 fn check_container_and_image(container: &str, image: &str) -> Result<(), ActionError> {
     if !is_dns1123_label(container) {
-        return Err(ActionError::InvalidName { field: "container", value: container.to_string() });
+        return Err(ActionError::InvalidName {
+            field: "container",
+            value: container.to_string(),
+        });
     }
-    ImageRef::parse(image).map(drop).map_err(|e| ActionError::InvalidImage(e.to_string()))
+    ImageRef::parse(image)
+        .map(drop)
+        .map_err(|e| ActionError::InvalidImage(e.to_string()))
 }
 
 fn check_text(field: &'static str, text: &str) -> Result<(), ActionError> {
@@ -131,7 +190,10 @@ fn check_text(field: &'static str, text: &str) -> Result<(), ActionError> {
         return Err(ActionError::Empty { field });
     }
     if text.chars().count() > MAX_TEXT {
-        return Err(ActionError::TooLong { field, max: MAX_TEXT });
+        return Err(ActionError::TooLong {
+            field,
+            max: MAX_TEXT,
+        });
     }
     Ok(())
 }
@@ -149,8 +211,16 @@ mod tests {
 
     #[test]
     fn validation_table() {
-        let set_image = |target: WorkloadRef, c: &str, i: &str| Action::SetImage { target, container: c.into(), image: i.into() };
-        let recreate = |target: WorkloadRef, c: &str, i: &str| Action::RecreatePod { target, container: c.into(), image: i.into() };
+        let set_image = |target: WorkloadRef, c: &str, i: &str| Action::SetImage {
+            target,
+            container: c.into(),
+            image: i.into(),
+        };
+        let recreate = |target: WorkloadRef, c: &str, i: &str| Action::RecreatePod {
+            target,
+            container: c.into(),
+            image: i.into(),
+        };
         let cases: Vec<(Action, Result<(), ActionError>)> = vec![
             (set_image(deploy("web"), "web", "nginx:1.27"), Ok(())),
             (set_image(pod("p"), "web", "nginx:1.27"), Ok(())),
@@ -187,17 +257,36 @@ mod tests {
 
     #[test]
     fn renders_as_kubectl() {
-        let a = Action::SetImage { target: deploy("web"), container: "web".into(), image: "nginx:1.27".into() };
-        assert_eq!(a.render(), "kubectl set image deployment/web web=nginx:1.27 -n default");
+        let a = Action::SetImage {
+            target: deploy("web"),
+            container: "web".into(),
+            image: "nginx:1.27".into(),
+        };
+        assert_eq!(
+            a.render(),
+            "kubectl set image deployment/web web=nginx:1.27 -n default"
+        );
         assert_eq!((a.name(), a.risk()), ("set_image", Risk::Low));
-        let r = Action::RecreatePod { target: pod("test-nginx"), container: "test-nginx".into(), image: "nginx:1.27".into() };
-        assert!(r.render().contains("kubectl replace --force"), "{}", r.render());
+        let r = Action::RecreatePod {
+            target: pod("test-nginx"),
+            container: "test-nginx".into(),
+            image: "nginx:1.27".into(),
+        };
+        assert!(
+            r.render().contains("kubectl replace --force"),
+            "{}",
+            r.render()
+        );
         assert_eq!((r.name(), r.risk()), ("recreate_pod", Risk::Medium));
     }
 
     #[test]
     fn wire_format_is_tagged_and_strict() {
-        let a = Action::SetImage { target: deploy("web"), container: "web".into(), image: "nginx:1.27".into() };
+        let a = Action::SetImage {
+            target: deploy("web"),
+            container: "web".into(),
+            image: "nginx:1.27".into(),
+        };
         let v = serde_json::to_value(&a).unwrap_or_default();
         assert_eq!(v["action"], "set_image");
         assert_eq!(v["target"]["kind"], "Deployment");

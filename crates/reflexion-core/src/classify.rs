@@ -50,12 +50,25 @@ pub struct Failure {
 /// containers in spec order; the first failing container is the failure.
 pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
     let status = pod.status.as_ref()?;
-    let init = status.init_container_statuses.iter().flatten().map(|s| (s, true));
-    let app = status.container_statuses.iter().flatten().map(|s| (s, false));
-    init.chain(app).find_map(|(cs, is_init)| classify_container(cs, is_init, events))
+    let init = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .map(|s| (s, true));
+    let app = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|s| (s, false));
+    init.chain(app)
+        .find_map(|(cs, is_init)| classify_container(cs, is_init, events))
 }
 
-fn classify_container(cs: &ContainerStatus, init_container: bool, events: &[PodEvent]) -> Option<Failure> {
+fn classify_container(
+    cs: &ContainerStatus,
+    init_container: bool,
+    events: &[PodEvent],
+) -> Option<Failure> {
     let waiting = cs.state.as_ref()?.waiting.as_ref()?;
     let reason = waiting.reason.as_deref()?;
     let kind = match reason {
@@ -83,7 +96,9 @@ fn specific_message(image: &str, waiting_message: &str, events: &[PodEvent]) -> 
     events
         .iter()
         .rev()
-        .find(|e| e.reason == "Failed" && e.message.contains(&quoted) && !e.message.starts_with("Error: "))
+        .find(|e| {
+            e.reason == "Failed" && e.message.contains(&quoted) && !e.message.starts_with("Error: ")
+        })
         .map(|e| e.message.clone())
         .unwrap_or_else(|| waiting_message.to_string())
 }
@@ -111,13 +126,23 @@ mod tests {
     const NOT_FOUND: &str = "Failed to pull image \"nginx:bu-tag-yok\": rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/nginx:bu-tag-yok\": failed to resolve reference \"docker.io/library/nginx:bu-tag-yok\": docker.io/library/nginx:bu-tag-yok: not found";
 
     fn failed_event(message: &str) -> PodEvent {
-        PodEvent { type_: "Warning".into(), reason: "Failed".into(), message: message.into(), count: 1 }
+        PodEvent {
+            type_: "Warning".into(),
+            reason: "Failed".into(),
+            message: message.into(),
+            count: 1,
+        }
     }
 
     #[test]
     fn image_failures_are_classified() {
         let cases = [
-            ("ErrImagePull", NOT_FOUND, vec![], Some((FailureKind::ImagePull, NOT_FOUND))),
+            (
+                "ErrImagePull",
+                NOT_FOUND,
+                vec![],
+                Some((FailureKind::ImagePull, NOT_FOUND)),
+            ),
             // The back-off message is generic; the Failed event says why.
             (
                 "ImagePullBackOff",
@@ -130,15 +155,33 @@ mod tests {
                 "ImagePullBackOff",
                 "Back-off pulling image \"nginx:bu-tag-yok\"",
                 vec![],
-                Some((FailureKind::ImagePull, "Back-off pulling image \"nginx:bu-tag-yok\"")),
+                Some((
+                    FailureKind::ImagePull,
+                    "Back-off pulling image \"nginx:bu-tag-yok\"",
+                )),
             ),
-            ("ErrImageNeverPull", "Container image \"nginx:bu-tag-yok\" is not present with pull policy of Never", vec![],
-                Some((FailureKind::ImagePull, "Container image \"nginx:bu-tag-yok\" is not present with pull policy of Never"))),
-            ("InvalidImageName", "couldn't parse image name", vec![], Some((FailureKind::InvalidImageName, "couldn't parse image name"))),
+            (
+                "ErrImageNeverPull",
+                "Container image \"nginx:bu-tag-yok\" is not present with pull policy of Never",
+                vec![],
+                Some((
+                    FailureKind::ImagePull,
+                    "Container image \"nginx:bu-tag-yok\" is not present with pull policy of Never",
+                )),
+            ),
+            (
+                "InvalidImageName",
+                "couldn't parse image name",
+                vec![],
+                Some((FailureKind::InvalidImageName, "couldn't parse image name")),
+            ),
             ("ContainerCreating", "", vec![], None),
         ];
         for (reason, message, events, want) in cases {
-            let p = pod(json!([waiting("test-nginx", "nginx:bu-tag-yok", reason, message)]), json!([]));
+            let p = pod(
+                json!([waiting("test-nginx", "nginx:bu-tag-yok", reason, message)]),
+                json!([]),
+            );
             let got = classify(&p, &events).map(|f| (f.kind, f.message));
             assert_eq!(got, want.map(|(k, m)| (k, m.to_string())), "{reason}");
         }
@@ -146,10 +189,21 @@ mod tests {
 
     #[test]
     fn events_about_another_image_are_ignored() {
-        let p = pod(json!([waiting("c", "nginx:bu-tag-yok", "ImagePullBackOff", "Back-off pulling image \"nginx:bu-tag-yok\"")]), json!([]));
+        let p = pod(
+            json!([waiting(
+                "c",
+                "nginx:bu-tag-yok",
+                "ImagePullBackOff",
+                "Back-off pulling image \"nginx:bu-tag-yok\""
+            )]),
+            json!([]),
+        );
         let other = failed_event("Failed to pull image \"redis:nope\": not found");
         let f = classify(&p, &[other]).map(|f| f.message);
-        assert_eq!(f.as_deref(), Some("Back-off pulling image \"nginx:bu-tag-yok\""));
+        assert_eq!(
+            f.as_deref(),
+            Some("Back-off pulling image \"nginx:bu-tag-yok\"")
+        );
     }
 
     #[test]
@@ -159,11 +213,18 @@ mod tests {
         let p = pod(json!([running.clone()]), json!([]));
         assert_eq!(classify(&p, &[]), None);
 
-        let p = pod(json!([waiting("app", "nginx:nope", "ErrImagePull", "x")]), json!([waiting("init", "busybox:nope", "ErrImagePull", "y")]));
+        let p = pod(
+            json!([waiting("app", "nginx:nope", "ErrImagePull", "x")]),
+            json!([waiting("init", "busybox:nope", "ErrImagePull", "y")]),
+        );
         let f = classify(&p, &[]).map(|f| (f.container, f.init_container, f.image));
-        assert_eq!(f, Some(("init".to_string(), true, "busybox:nope".to_string())));
+        assert_eq!(
+            f,
+            Some(("init".to_string(), true, "busybox:nope".to_string()))
+        );
 
-        let no_status: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap_or_default();
+        let no_status: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap_or_default();
         assert_eq!(classify(&no_status, &[]), None);
     }
 }

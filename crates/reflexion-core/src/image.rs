@@ -58,7 +58,9 @@ impl ImageRef {
             }
         }
         let (registry, path, explicit_registry) = match name.split_once('/') {
-            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_string(), path.to_string(), true)
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string(), false),
@@ -71,8 +73,18 @@ impl ImageRef {
                 return Err(ImageRefError::BadComponent(component.to_string()));
             }
         }
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("library/{path}") } else { path };
-        Ok(Self { registry, repository, tag: tag.map(str::to_string), digest, explicit_registry })
+        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        Ok(Self {
+            registry,
+            repository,
+            tag: tag.map(str::to_string),
+            digest,
+            explicit_registry,
+        })
     }
 
     /// The tag the runtime pulls: the written tag, or `latest` when neither tag nor digest is given.
@@ -87,7 +99,11 @@ impl ImageRef {
     /// The same image with another tag and no digest, written the way the user wrote the original
     /// (`nginx:1.27`, not `docker.io/library/nginx:1.27`).
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self { tag: Some(tag.to_string()), digest: None, ..self.clone() }
+        Self {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// Fully qualified name without tag, as a runtime reports it (`docker.io/library/nginx`).
@@ -99,7 +115,10 @@ impl ImageRef {
         if self.explicit_registry {
             return self.full_name();
         }
-        self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
+        self.repository
+            .strip_prefix("library/")
+            .unwrap_or(&self.repository)
+            .to_string()
     }
 }
 
@@ -155,9 +174,19 @@ fn is_alnum(b: u8) -> bool {
 fn parse_digest(d: &str) -> Result<String, ImageRefError> {
     let bad = || ImageRefError::BadDigest(d.to_string());
     let (alg, hex) = d.split_once(':').ok_or_else(bad)?;
-    let alg_ok = !alg.is_empty() && alg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
-    let hex_ok = hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
-    if alg_ok && hex_ok { Ok(d.to_string()) } else { Err(bad()) }
+    let alg_ok = !alg.is_empty()
+        && alg
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+    let hex_ok = hex.len() >= 32
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    if alg_ok && hex_ok {
+        Ok(d.to_string())
+    } else {
+        Err(bad())
+    }
 }
 
 #[cfg(test)]
@@ -168,17 +197,63 @@ mod tests {
     fn parses_and_normalizes() {
         let cases = [
             ("nginx", "docker.io", "library/nginx", None, "nginx"),
-            ("nginx:bu-tag-yok", "docker.io", "library/nginx", Some("bu-tag-yok"), "nginx:bu-tag-yok"),
-            ("bitnami/redis:7.2", "docker.io", "bitnami/redis", Some("7.2"), "bitnami/redis:7.2"),
-            ("docker.io/library/nginx:1.27", "docker.io", "library/nginx", Some("1.27"), "docker.io/library/nginx:1.27"),
-            ("localhost:5000/app:v1", "localhost:5000", "app", Some("v1"), "localhost:5000/app:v1"),
-            ("ghcr.io/org/team/app:1.0.0-rc.1", "ghcr.io", "org/team/app", Some("1.0.0-rc.1"), "ghcr.io/org/team/app:1.0.0-rc.1"),
-            ("registry:5000/app", "registry:5000", "app", None, "registry:5000/app"),
-            ("my_app__x-y", "docker.io", "library/my_app__x-y", None, "my_app__x-y"),
+            (
+                "nginx:bu-tag-yok",
+                "docker.io",
+                "library/nginx",
+                Some("bu-tag-yok"),
+                "nginx:bu-tag-yok",
+            ),
+            (
+                "bitnami/redis:7.2",
+                "docker.io",
+                "bitnami/redis",
+                Some("7.2"),
+                "bitnami/redis:7.2",
+            ),
+            (
+                "docker.io/library/nginx:1.27",
+                "docker.io",
+                "library/nginx",
+                Some("1.27"),
+                "docker.io/library/nginx:1.27",
+            ),
+            (
+                "localhost:5000/app:v1",
+                "localhost:5000",
+                "app",
+                Some("v1"),
+                "localhost:5000/app:v1",
+            ),
+            (
+                "ghcr.io/org/team/app:1.0.0-rc.1",
+                "ghcr.io",
+                "org/team/app",
+                Some("1.0.0-rc.1"),
+                "ghcr.io/org/team/app:1.0.0-rc.1",
+            ),
+            (
+                "registry:5000/app",
+                "registry:5000",
+                "app",
+                None,
+                "registry:5000/app",
+            ),
+            (
+                "my_app__x-y",
+                "docker.io",
+                "library/my_app__x-y",
+                None,
+                "my_app__x-y",
+            ),
         ];
         for (input, registry, repo, tag, display) in cases {
             let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), (registry, repo, tag), "{input}");
+            assert_eq!(
+                (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+                (registry, repo, tag),
+                "{input}"
+            );
             assert_eq!(r.to_string(), display, "{input}");
         }
     }
@@ -192,20 +267,32 @@ mod tests {
             ("nginx:", ImageRefError::BadTag(String::new())),
             ("ngi$nx", ImageRefError::BadComponent("ngi$nx".into())),
             ("a//b", ImageRefError::BadComponent(String::new())),
-            ("nginx@sha256:abc", ImageRefError::BadDigest("sha256:abc".into())),
+            (
+                "nginx@sha256:abc",
+                ImageRefError::BadDigest("sha256:abc".into()),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(ImageRef::parse(input), Err(want), "{input:?}");
         }
-        assert_eq!(ImageRef::parse(&"a".repeat(500)), Err(ImageRefError::TooLong));
+        assert_eq!(
+            ImageRef::parse(&"a".repeat(500)),
+            Err(ImageRefError::TooLong)
+        );
     }
 
     #[test]
     fn effective_tag_defaults_to_latest_unless_pinned_by_digest() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(ImageRef::parse("nginx").map(|r| r.effective_tag().map(String::from)), Ok(Some("latest".into())));
+        assert_eq!(
+            ImageRef::parse("nginx").map(|r| r.effective_tag().map(String::from)),
+            Ok(Some("latest".into()))
+        );
         let pinned = ImageRef::parse(&format!("nginx@{digest}"));
-        assert_eq!(pinned.map(|r| r.effective_tag().map(String::from)), Ok(None));
+        assert_eq!(
+            pinned.map(|r| r.effective_tag().map(String::from)),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -34,10 +35,18 @@ mod tests {
             ("we_b", false, false),
             ("a..b", false, false),
         ] {
-            assert_eq!((is_dns1123_label(s), is_dns1123_subdomain(s)), (label, subdomain), "{s:?}");
+            assert_eq!(
+                (is_dns1123_label(s), is_dns1123_subdomain(s)),
+                (label, subdomain),
+                "{s:?}"
+            );
         }
         assert!(!is_dns1123_label(&"a".repeat(64)));
-        assert!(is_dns1123_subdomain(&format!("{}.{}", "a".repeat(63), "b".repeat(63))));
+        assert!(is_dns1123_subdomain(&format!(
+            "{}.{}",
+            "a".repeat(63),
+            "b".repeat(63)
+        )));
         assert!(!is_dns1123_subdomain(&"a.".repeat(127)));
     }
 }

@@ -71,13 +71,23 @@ pub struct WorkloadRef {
 
 impl WorkloadRef {
     pub fn new(kind: WorkloadKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { kind, namespace: namespace.into(), name: name.into() }
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
 impl fmt::Display for WorkloadRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -n {}", self.kind.kubectl_name(), self.name, self.namespace)
+        write!(
+            f,
+            "{}/{} -n {}",
+            self.kind.kubectl_name(),
+            self.name,
+            self.namespace
+        )
     }
 }
 
@@ -105,7 +115,11 @@ mod tests {
     use super::*;
 
     fn link(kind: &str, name: &str) -> OwnerLink {
-        OwnerLink { kind: kind.into(), name: name.into(), uid: String::new() }
+        OwnerLink {
+            kind: kind.into(),
+            name: name.into(),
+            uid: String::new(),
+        }
     }
 
     #[test]
@@ -113,18 +127,35 @@ mod tests {
         let cases: Vec<(Vec<OwnerLink>, Option<(WorkloadKind, &str)>)> = vec![
             (vec![link("Pod", "p")], Some((WorkloadKind::Pod, "p"))),
             (
-                vec![link("Pod", "web-7d9c-x2x"), link("ReplicaSet", "web-7d9c"), link("Deployment", "web")],
+                vec![
+                    link("Pod", "web-7d9c-x2x"),
+                    link("ReplicaSet", "web-7d9c"),
+                    link("Deployment", "web"),
+                ],
                 Some((WorkloadKind::Deployment, "web")),
             ),
-            (vec![link("Pod", "db-0"), link("StatefulSet", "db")], Some((WorkloadKind::StatefulSet, "db"))),
-            (vec![link("Pod", "p"), link("ReplicaSet", "rs")], Some((WorkloadKind::ReplicaSet, "rs"))),
-            (vec![link("Pod", "p"), link("Job", "j"), link("CronJob", "c")], Some((WorkloadKind::CronJob, "c"))),
+            (
+                vec![link("Pod", "db-0"), link("StatefulSet", "db")],
+                Some((WorkloadKind::StatefulSet, "db")),
+            ),
+            (
+                vec![link("Pod", "p"), link("ReplicaSet", "rs")],
+                Some((WorkloadKind::ReplicaSet, "rs")),
+            ),
+            (
+                vec![link("Pod", "p"), link("Job", "j"), link("CronJob", "c")],
+                Some((WorkloadKind::CronJob, "c")),
+            ),
             (vec![link("Pod", "p"), link("Rollout", "r")], None),
             (vec![], None),
         ];
         for (chain, want) in cases {
             let got = fix_target("ns", &chain).map(|w| (w.kind, w.name));
-            assert_eq!(got, want.map(|(k, n)| (k, n.to_string())), "chain {chain:?}");
+            assert_eq!(
+                got,
+                want.map(|(k, n)| (k, n.to_string())),
+                "chain {chain:?}"
+            );
         }
     }
 

@@ -39,7 +39,11 @@ impl Default for Policy {
         Self {
             default_mode: Mode::Auto,
             namespaces: BTreeMap::new(),
-            protected_namespaces: vec!["kube-system".into(), "kube-public".into(), "kube-node-lease".into()],
+            protected_namespaces: vec![
+                "kube-system".into(),
+                "kube-public".into(),
+                "kube-node-lease".into(),
+            ],
             max_auto_risk: Risk::Medium,
         }
     }
@@ -52,13 +56,29 @@ impl Policy {
         };
         let ns = &target.namespace;
         if self.protected_namespaces.iter().any(|p| p == ns) {
-            return Decision::Refuse { reason: format!("namespace {ns} is protected") };
+            return Decision::Refuse {
+                reason: format!("namespace {ns} is protected"),
+            };
         }
-        match self.namespaces.get(ns).copied().unwrap_or(self.default_mode) {
-            Mode::Suggest => Decision::SuggestOnly { reason: format!("namespace {ns} is in suggest mode") },
-            Mode::Approve => Decision::NeedsApproval { reason: format!("namespace {ns} requires approval") },
+        match self
+            .namespaces
+            .get(ns)
+            .copied()
+            .unwrap_or(self.default_mode)
+        {
+            Mode::Suggest => Decision::SuggestOnly {
+                reason: format!("namespace {ns} is in suggest mode"),
+            },
+            Mode::Approve => Decision::NeedsApproval {
+                reason: format!("namespace {ns} requires approval"),
+            },
             Mode::Auto if action.risk() > self.max_auto_risk => Decision::NeedsApproval {
-                reason: format!("{} is {:?} risk, above the automatic limit {:?}", action.name(), action.risk(), self.max_auto_risk),
+                reason: format!(
+                    "{} is {:?} risk, above the automatic limit {:?}",
+                    action.name(),
+                    action.risk(),
+                    self.max_auto_risk
+                ),
             },
             Mode::Auto => Decision::Execute,
         }
@@ -71,20 +91,34 @@ mod tests {
     use crate::owner::{WorkloadKind, WorkloadRef};
 
     fn set_image(ns: &str) -> Action {
-        Action::SetImage { target: WorkloadRef::new(WorkloadKind::Deployment, ns, "web"), container: "web".into(), image: "nginx:1.27".into() }
+        Action::SetImage {
+            target: WorkloadRef::new(WorkloadKind::Deployment, ns, "web"),
+            container: "web".into(),
+            image: "nginx:1.27".into(),
+        }
     }
     fn recreate(ns: &str) -> Action {
-        Action::RecreatePod { target: WorkloadRef::new(WorkloadKind::Pod, ns, "p"), container: "p".into(), image: "nginx:1.27".into() }
+        Action::RecreatePod {
+            target: WorkloadRef::new(WorkloadKind::Pod, ns, "p"),
+            container: "p".into(),
+            image: "nginx:1.27".into(),
+        }
     }
 
     #[test]
     fn decision_table() {
         let strict = Policy {
-            namespaces: BTreeMap::from([("prod".to_string(), Mode::Approve), ("audit".to_string(), Mode::Suggest)]),
+            namespaces: BTreeMap::from([
+                ("prod".to_string(), Mode::Approve),
+                ("audit".to_string(), Mode::Suggest),
+            ]),
             max_auto_risk: Risk::Low,
             ..Policy::default()
         };
-        let escalate = Action::Escalate { diagnosis: "d".into(), suggestion: "s".into() };
+        let escalate = Action::Escalate {
+            diagnosis: "d".into(),
+            suggestion: "s".into(),
+        };
         let cases = [
             (Policy::default(), set_image("default"), "execute"),
             (Policy::default(), recreate("default"), "execute"),
@@ -105,9 +139,13 @@ mod tests {
 
     #[test]
     fn policy_files_are_strict() {
-        let ok: Policy = serde_json::from_str(r#"{"default_mode":"approve","namespaces":{"dev":"auto"}}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((ok.default_mode, ok.protected_namespaces.len()), (Mode::Approve, 3));
+        let ok: Policy =
+            serde_json::from_str(r#"{"default_mode":"approve","namespaces":{"dev":"auto"}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (ok.default_mode, ok.protected_namespaces.len()),
+            (Mode::Approve, 3)
+        );
         assert!(serde_json::from_str::<Policy>(r#"{"default_mode":"yolo"}"#).is_err());
         assert!(serde_json::from_str::<Policy>(r#"{"unknown":1}"#).is_err());
     }

@@ -25,20 +25,36 @@ pub struct Reflection {
 }
 
 pub fn reflect(o: &TrialOutcome) -> Reflection {
-    let seen = format!("{} failed with {} ({}): {}", o.workload, o.reason, o.signature, o.symptom);
+    let seen = format!(
+        "{} failed with {} ({}): {}",
+        o.workload, o.reason, o.signature, o.symptom
+    );
     if o.verified {
         Reflection {
-            text: format!("{seen}. I ran `{}` because {}; verification: {}. The fix held.", o.action, o.rationale, o.verification),
-            lessons: vec![format!("For {}: `{}` ({}) was verified to fix it.", o.signature, o.action, o.rationale)],
+            text: format!(
+                "{seen}. I ran `{}` because {}; verification: {}. The fix held.",
+                o.action, o.rationale, o.verification
+            ),
+            lessons: vec![format!(
+                "For {}: `{}` ({}) was verified to fix it.",
+                o.signature, o.action, o.rationale
+            )],
         }
     } else {
-        let undo = if o.reverted { " The change was reverted." } else { "" };
+        let undo = if o.reverted {
+            " The change was reverted."
+        } else {
+            ""
+        };
         Reflection {
             text: format!(
                 "{seen}. I ran `{}` because {}; verification failed: {}.{undo} Next time, do not repeat this action for this workload.",
                 o.action, o.rationale, o.verification
             ),
-            lessons: vec![format!("For {}: `{}` ({}) did not fix it: {}.", o.signature, o.action, o.rationale, o.verification)],
+            lessons: vec![format!(
+                "For {}: `{}` ({}) did not fix it: {}.",
+                o.signature, o.action, o.rationale, o.verification
+            )],
         }
     }
 }
@@ -56,7 +72,11 @@ mod tests {
             action: "kubectl set image deployment/web web=nginx:1.27.3 -n default".into(),
             rationale: "1.27.3 is the newest stable tag of docker.io/library/nginx".into(),
             verified,
-            verification: if verified { "Ready and stable for 30s".into() } else { "not Ready within 180s".into() },
+            verification: if verified {
+                "Ready and stable for 30s".into()
+            } else {
+                "not Ready within 180s".into()
+            },
             reverted,
         }
     }
@@ -64,13 +84,31 @@ mod tests {
     #[test]
     fn success_and_failure_reflections_name_the_evidence_and_the_lesson() {
         let ok = reflect(&outcome(true, false));
-        assert!(ok.text.contains("ImagePullBackOff") && ok.text.contains("fix held"), "{}", ok.text);
+        assert!(
+            ok.text.contains("ImagePullBackOff") && ok.text.contains("fix held"),
+            "{}",
+            ok.text
+        );
         assert_eq!(ok.lessons.len(), 1);
-        assert!(ok.lessons[0].contains("verified to fix"), "{:?}", ok.lessons);
+        assert!(
+            ok.lessons[0].contains("verified to fix"),
+            "{:?}",
+            ok.lessons
+        );
 
         let bad = reflect(&outcome(false, true));
-        assert!(bad.text.contains("verification failed: not Ready within 180s") && bad.text.contains("reverted"), "{}", bad.text);
-        assert!(bad.lessons[0].contains("did not fix it"), "{:?}", bad.lessons);
+        assert!(
+            bad.text
+                .contains("verification failed: not Ready within 180s")
+                && bad.text.contains("reverted"),
+            "{}",
+            bad.text
+        );
+        assert!(
+            bad.lessons[0].contains("did not fix it"),
+            "{:?}",
+            bad.lessons
+        );
         assert!(!reflect(&outcome(false, false)).text.contains("reverted"));
     }
 }

@@ -59,24 +59,45 @@ pub struct ReportError {
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ReportError {
-    ReportError { field: field.into(), problem: problem.into() }
+    ReportError {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 impl FailureReport {
     pub fn validate(&self) -> Result<(), ReportError> {
         if !is_dns1123_subdomain(&self.pod_name) {
-            return Err(err("pod_name", format!("{:?} is not a valid pod name (DNS-1123 subdomain)", truncate(&self.pod_name))));
+            return Err(err(
+                "pod_name",
+                format!(
+                    "{:?} is not a valid pod name (DNS-1123 subdomain)",
+                    truncate(&self.pod_name)
+                ),
+            ));
         }
         if !is_dns1123_label(&self.namespace) {
-            return Err(err("namespace", format!("{:?} is not a valid namespace name (DNS-1123 label)", truncate(&self.namespace))));
+            return Err(err(
+                "namespace",
+                format!(
+                    "{:?} is not a valid namespace name (DNS-1123 label)",
+                    truncate(&self.namespace)
+                ),
+            ));
         }
         let et = &self.error_type;
         if et.is_empty() || et.len() > 64 || !et.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(err("error_type", "must be 1-64 ASCII letters or digits, a kubelet reason such as ImagePullBackOff"));
+            return Err(err(
+                "error_type",
+                "must be 1-64 ASCII letters or digits, a kubelet reason such as ImagePullBackOff",
+            ));
         }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(err("idempotency_key", "must be 1-128 printable ASCII characters"));
+                return Err(err(
+                    "idempotency_key",
+                    "must be 1-128 printable ASCII characters",
+                ));
             }
         }
         self.real_k8s_data.validate()
@@ -86,22 +107,37 @@ impl FailureReport {
 impl K8sData {
     fn validate(&self) -> Result<(), ReportError> {
         if self.events.len() > MAX_EVENTS {
-            return Err(err("real_k8s_data.events", format!("at most {MAX_EVENTS} events, got {}", self.events.len())));
+            return Err(err(
+                "real_k8s_data.events",
+                format!("at most {MAX_EVENTS} events, got {}", self.events.len()),
+            ));
         }
         for (i, e) in self.events.iter().enumerate() {
             if e.message.chars().count() > MAX_MESSAGE_CHARS {
-                return Err(err(format!("real_k8s_data.events[{i}].message"), format!("longer than {MAX_MESSAGE_CHARS} characters")));
+                return Err(err(
+                    format!("real_k8s_data.events[{i}].message"),
+                    format!("longer than {MAX_MESSAGE_CHARS} characters"),
+                ));
             }
         }
         if self.container_statuses.len() > MAX_CONTAINER_STATUSES {
-            return Err(err("real_k8s_data.container_statuses", format!("at most {MAX_CONTAINER_STATUSES} entries")));
+            return Err(err(
+                "real_k8s_data.container_statuses",
+                format!("at most {MAX_CONTAINER_STATUSES} entries"),
+            ));
         }
         if self.owner_chain.len() > MAX_OWNER_CHAIN {
-            return Err(err("real_k8s_data.owner_chain", format!("at most {MAX_OWNER_CHAIN} links")));
+            return Err(err(
+                "real_k8s_data.owner_chain",
+                format!("at most {MAX_OWNER_CHAIN} links"),
+            ));
         }
         for (i, link) in self.owner_chain.iter().enumerate() {
             if !is_dns1123_subdomain(&link.name) || link.kind.is_empty() || link.kind.len() > 63 {
-                return Err(err(format!("real_k8s_data.owner_chain[{i}]"), "kind and a DNS-1123 name are required"));
+                return Err(err(
+                    format!("real_k8s_data.owner_chain[{i}]"),
+                    "kind and a DNS-1123 name are required",
+                ));
             }
         }
         if let Some(p) = &self.pod {
@@ -133,41 +169,95 @@ mod tests {
 
     #[test]
     fn validation_table() {
-        let event = PodEvent { type_: "Warning".into(), reason: "Failed".into(), message: "m".into(), count: 1 };
+        let event = PodEvent {
+            type_: "Warning".into(),
+            reason: "Failed".into(),
+            message: "m".into(),
+            count: 1,
+        };
         type Edit = fn(&mut FailureReport, &PodEvent);
         let cases: Vec<(&str, Edit, Option<&str>)> = vec![
             ("valid", |_, _| {}, None),
-            ("bad pod", |r, _| r.pod_name = "Test_Nginx".into(), Some("pod_name")),
+            (
+                "bad pod",
+                |r, _| r.pod_name = "Test_Nginx".into(),
+                Some("pod_name"),
+            ),
             ("empty pod", |r, _| r.pod_name.clear(), Some("pod_name")),
-            ("bad ns", |r, _| r.namespace = "a.b".into(), Some("namespace")),
-            ("bad error_type", |r, _| r.error_type = "Image Pull".into(), Some("error_type")),
-            ("empty error_type", |r, _| r.error_type.clear(), Some("error_type")),
-            ("bad key", |r, _| r.idempotency_key = Some("a b".into()), Some("idempotency_key")),
-            ("too many events", |r, e| r.real_k8s_data.events = vec![e.clone(); MAX_EVENTS + 1], Some("real_k8s_data.events")),
+            (
+                "bad ns",
+                |r, _| r.namespace = "a.b".into(),
+                Some("namespace"),
+            ),
+            (
+                "bad error_type",
+                |r, _| r.error_type = "Image Pull".into(),
+                Some("error_type"),
+            ),
+            (
+                "empty error_type",
+                |r, _| r.error_type.clear(),
+                Some("error_type"),
+            ),
+            (
+                "bad key",
+                |r, _| r.idempotency_key = Some("a b".into()),
+                Some("idempotency_key"),
+            ),
+            (
+                "too many events",
+                |r, e| r.real_k8s_data.events = vec![e.clone(); MAX_EVENTS + 1],
+                Some("real_k8s_data.events"),
+            ),
             (
                 "long message",
-                |r, e| r.real_k8s_data.events = vec![PodEvent { message: "x".repeat(MAX_MESSAGE_CHARS + 1), ..e.clone() }],
+                |r, e| {
+                    r.real_k8s_data.events = vec![PodEvent {
+                        message: "x".repeat(MAX_MESSAGE_CHARS + 1),
+                        ..e.clone()
+                    }]
+                },
                 Some("real_k8s_data.events[0].message"),
             ),
             (
                 "bad owner",
-                |r, _| r.real_k8s_data.owner_chain = vec![OwnerLink { kind: "Pod".into(), name: "A B".into(), uid: String::new() }],
+                |r, _| {
+                    r.real_k8s_data.owner_chain = vec![OwnerLink {
+                        kind: "Pod".into(),
+                        name: "A B".into(),
+                        uid: String::new(),
+                    }]
+                },
                 Some("real_k8s_data.owner_chain[0]"),
             ),
-            ("pod not object", |r, _| r.real_k8s_data.pod = Some(serde_json::json!("pod")), Some("real_k8s_data.pod")),
+            (
+                "pod not object",
+                |r, _| r.real_k8s_data.pod = Some(serde_json::json!("pod")),
+                Some("real_k8s_data.pod"),
+            ),
         ];
         for (name, edit, want) in cases {
             let mut r = base();
             edit(&mut r, &event);
-            assert_eq!(r.validate().err().map(|e| e.field), want.map(String::from), "{name}");
+            assert_eq!(
+                r.validate().err().map(|e| e.field),
+                want.map(String::from),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn the_original_systems_minimal_body_parses_and_unknown_fields_are_refused() {
-        let minimal = r#"{"pod_name":"test-nginx","namespace":"default","error_type":"ImagePullBackOff"}"#;
+        let minimal =
+            r#"{"pod_name":"test-nginx","namespace":"default","error_type":"ImagePullBackOff"}"#;
         let r: FailureReport = serde_json::from_str(minimal).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.validate(), Ok(()));
-        assert!(serde_json::from_str::<FailureReport>(r#"{"pod_name":"a","namespace":"b","error_type":"c","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<FailureReport>(
+                r#"{"pod_name":"a","namespace":"b","error_type":"c","x":1}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -19,7 +19,10 @@ impl Signature {
             FailureKind::InvalidImageName => "invalid_reference",
             FailureKind::ImagePull => image_pull_cause(&failure.reason, &failure.message),
         };
-        Self { kind: failure.kind, cause: cause.to_string() }
+        Self {
+            kind: failure.kind,
+            cause: cause.to_string(),
+        }
     }
 
     /// The signature class strategies are learned for (`image_pull/not_found`).
@@ -38,12 +41,19 @@ fn image_pull_cause(reason: &str, message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
     if reason == "ErrImageNeverPull" {
         "never_pull"
-    } else if m.contains("pull access denied") || m.contains("unauthorized") || m.contains("authorization failed") {
+    } else if m.contains("pull access denied")
+        || m.contains("unauthorized")
+        || m.contains("authorization failed")
+    {
         // Registries answer a missing repository with the same "access denied" as a missing credential.
         "access_denied"
     } else if m.contains("not found") || m.contains("manifest unknown") {
         "not_found"
-    } else if m.contains("no such host") || m.contains("i/o timeout") || m.contains("connection refused") || m.contains("tls") {
+    } else if m.contains("no such host")
+        || m.contains("i/o timeout")
+        || m.contains("connection refused")
+        || m.contains("tls")
+    {
         "registry_unreachable"
     } else {
         "unknown"
@@ -68,24 +78,76 @@ mod tests {
     #[test]
     fn signatures_discriminate_causes() {
         let cases = [
-            (FailureKind::ImagePull, "ErrImagePull", "rpc error: code = NotFound desc = ... docker.io/library/nginx:x: not found", "image_pull/not_found"),
-            (FailureKind::ImagePull, "ErrImagePull", "manifest unknown: manifest unknown", "image_pull/not_found"),
-            (FailureKind::ImagePull, "ImagePullBackOff", "pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed", "image_pull/access_denied"),
-            (FailureKind::ImagePull, "ErrImagePull", "401 Unauthorized", "image_pull/access_denied"),
-            (FailureKind::ImagePull, "ErrImagePull", "dial tcp: lookup registry.example: no such host", "image_pull/registry_unreachable"),
-            (FailureKind::ImagePull, "ImagePullBackOff", "Back-off pulling image \"nginx:x\"", "image_pull/unknown"),
-            (FailureKind::ImagePull, "ErrImageNeverPull", "Container image \"nginx:x\" is not present with pull policy of Never", "image_pull/never_pull"),
-            (FailureKind::InvalidImageName, "InvalidImageName", "couldn't parse image name", "invalid_image_name/invalid_reference"),
+            (
+                FailureKind::ImagePull,
+                "ErrImagePull",
+                "rpc error: code = NotFound desc = ... docker.io/library/nginx:x: not found",
+                "image_pull/not_found",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ErrImagePull",
+                "manifest unknown: manifest unknown",
+                "image_pull/not_found",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ImagePullBackOff",
+                "pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed",
+                "image_pull/access_denied",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ErrImagePull",
+                "401 Unauthorized",
+                "image_pull/access_denied",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ErrImagePull",
+                "dial tcp: lookup registry.example: no such host",
+                "image_pull/registry_unreachable",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ImagePullBackOff",
+                "Back-off pulling image \"nginx:x\"",
+                "image_pull/unknown",
+            ),
+            (
+                FailureKind::ImagePull,
+                "ErrImageNeverPull",
+                "Container image \"nginx:x\" is not present with pull policy of Never",
+                "image_pull/never_pull",
+            ),
+            (
+                FailureKind::InvalidImageName,
+                "InvalidImageName",
+                "couldn't parse image name",
+                "invalid_image_name/invalid_reference",
+            ),
         ];
         for (kind, reason, message, want) in cases {
-            assert_eq!(Signature::of(&failure(kind, reason, message)).class(), want, "{message}");
+            assert_eq!(
+                Signature::of(&failure(kind, reason, message)).class(),
+                want,
+                "{message}"
+            );
         }
     }
 
     #[test]
     fn err_image_pull_and_back_off_share_a_signature() {
-        let a = Signature::of(&failure(FailureKind::ImagePull, "ErrImagePull", "x: not found"));
-        let b = Signature::of(&failure(FailureKind::ImagePull, "ImagePullBackOff", "x: not found"));
+        let a = Signature::of(&failure(
+            FailureKind::ImagePull,
+            "ErrImagePull",
+            "x: not found",
+        ));
+        let b = Signature::of(&failure(
+            FailureKind::ImagePull,
+            "ImagePullBackOff",
+            "x: not found",
+        ));
         assert_eq!(a, b);
     }
 }

@@ -9,7 +9,11 @@ pub fn confidence(successes: u64, failures: u64) -> f64 {
 /// Observed success rate; 0 when the strategy has never been verified either way.
 pub fn success_rate(successes: u64, failures: u64) -> f64 {
     let n = successes + failures;
-    if n == 0 { 0.0 } else { successes as f64 / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        successes as f64 / n as f64
+    }
 }
 
 #[cfg(test)]
@@ -18,7 +22,12 @@ mod tests {
 
     #[test]
     fn scores() {
-        for (s, f, conf, rate) in [(0, 0, 0.5, 0.0), (1, 0, 2.0 / 3.0, 1.0), (3, 1, 4.0 / 6.0, 0.75), (0, 2, 0.25, 0.0)] {
+        for (s, f, conf, rate) in [
+            (0, 0, 0.5, 0.0),
+            (1, 0, 2.0 / 3.0, 1.0),
+            (3, 1, 4.0 / 6.0, 0.75),
+            (0, 2, 0.25, 0.0),
+        ] {
             assert!((confidence(s, f) - conf).abs() < 1e-12, "{s} {f}");
             assert!((success_rate(s, f) - rate).abs() < 1e-12, "{s} {f}");
         }

@@ -36,12 +36,25 @@ pub fn choose_tag(intended: &str, available: &[String], exclude: &[String]) -> O
         .filter(|(d, _)| *d <= max_distance)
         .min_by(|(da, a), (db, b)| da.cmp(db).then_with(|| compare_versions(b, a)));
     if let Some((distance, tag)) = closest {
-        return Some(TagChoice { tag: tag.to_string(), rule: TagRule::Closest { distance } });
+        return Some(TagChoice {
+            tag: tag.to_string(),
+            rule: TagRule::Closest { distance },
+        });
     }
-    if let Some(tag) = candidates.iter().filter(|t| stable_version(t).is_some()).max_by(|a, b| compare_versions(a, b)) {
-        return Some(TagChoice { tag: tag.to_string(), rule: TagRule::NewestStable });
+    if let Some(tag) = candidates
+        .iter()
+        .filter(|t| stable_version(t).is_some())
+        .max_by(|a, b| compare_versions(a, b))
+    {
+        return Some(TagChoice {
+            tag: tag.to_string(),
+            rule: TagRule::NewestStable,
+        });
     }
-    candidates.contains(&"latest").then(|| TagChoice { tag: "latest".to_string(), rule: TagRule::Latest })
+    candidates.contains(&"latest").then(|| TagChoice {
+        tag: "latest".to_string(),
+        rule: TagRule::Latest,
+    })
 }
 
 /// `1`, `1.27`, `v1.27.3`: plain numeric versions without a pre-release or variant suffix.
@@ -76,7 +89,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -96,19 +111,70 @@ mod tests {
 
     #[test]
     fn chooses_like_an_sre_would() {
-        let nginx = tags(&["1.25", "1.25.5", "1.26", "1.26.2", "1.27", "1.27.3", "1.28.0-rc1", "alpine", "latest", "stable"]);
+        let nginx = tags(&[
+            "1.25",
+            "1.25.5",
+            "1.26",
+            "1.26.2",
+            "1.27",
+            "1.27.3",
+            "1.28.0-rc1",
+            "alpine",
+            "latest",
+            "stable",
+        ]);
         let cases: &[(&str, &[String], &[&str], Option<(&str, TagRule)>)] = &[
             // The seed's scenario: not a typo of anything, so the newest stable release.
-            ("bu-tag-yok", &nginx, &[], Some(("1.27.3", TagRule::NewestStable))),
-            ("1.27.O", &nginx, &[], Some(("1.27.3", TagRule::Closest { distance: 1 }))),
-            ("lates", &nginx, &[], Some(("latest", TagRule::Closest { distance: 1 }))),
-            ("alpnie", &nginx, &[], Some(("alpine", TagRule::Closest { distance: 1 }))),
+            (
+                "bu-tag-yok",
+                &nginx,
+                &[],
+                Some(("1.27.3", TagRule::NewestStable)),
+            ),
+            (
+                "1.27.O",
+                &nginx,
+                &[],
+                Some(("1.27.3", TagRule::Closest { distance: 1 })),
+            ),
+            (
+                "lates",
+                &nginx,
+                &[],
+                Some(("latest", TagRule::Closest { distance: 1 })),
+            ),
+            (
+                "alpnie",
+                &nginx,
+                &[],
+                Some(("alpine", TagRule::Closest { distance: 1 })),
+            ),
             // Equal distance: the newer version wins.
-            ("1.29", &nginx, &[], Some(("1.27", TagRule::Closest { distance: 1 }))),
+            (
+                "1.29",
+                &nginx,
+                &[],
+                Some(("1.27", TagRule::Closest { distance: 1 })),
+            ),
             // An excluded (already failed) tag is never chosen again.
-            ("bu-tag-yok", &nginx, &["1.27.3"], Some(("1.27", TagRule::NewestStable))),
-            ("v1.2.3x", &tags(&["v1.2.2", "v1.10.0", "main"]), &[], Some(("v1.10.0", TagRule::NewestStable))),
-            ("nope", &tags(&["latest", "edge"]), &[], Some(("latest", TagRule::Latest))),
+            (
+                "bu-tag-yok",
+                &nginx,
+                &["1.27.3"],
+                Some(("1.27", TagRule::NewestStable)),
+            ),
+            (
+                "v1.2.3x",
+                &tags(&["v1.2.2", "v1.10.0", "main"]),
+                &[],
+                Some(("v1.10.0", TagRule::NewestStable)),
+            ),
+            (
+                "nope",
+                &tags(&["latest", "edge"]),
+                &[],
+                Some(("latest", TagRule::Latest)),
+            ),
             ("nope", &tags(&["edge"]), &[], None),
             ("nope", &[], &[], None),
             ("latest", &tags(&["latest"]), &[], None),
@@ -116,8 +182,14 @@ mod tests {
         for (intended, available, exclude, want) in cases {
             let exclude = tags(exclude);
             let got = choose_tag(intended, available, &exclude);
-            let want = want.clone().map(|(t, rule)| TagChoice { tag: t.to_string(), rule });
-            assert_eq!(got, want, "intended {intended:?} among {available:?} excluding {exclude:?}");
+            let want = want.clone().map(|(t, rule)| TagChoice {
+                tag: t.to_string(),
+                rule,
+            });
+            assert_eq!(
+                got, want,
+                "intended {intended:?} among {available:?} excluding {exclude:?}"
+            );
         }
     }
 
@@ -132,7 +204,14 @@ mod tests {
 
     #[test]
     fn edit_distances() {
-        for (a, b, d) in [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("1.27.O", "1.27.0", 1), ("ü", "u", 1), ("alpnie", "alpine", 1)] {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("abc", "", 3),
+            ("kitten", "sitting", 3),
+            ("1.27.O", "1.27.0", 1),
+            ("ü", "u", 1),
+            ("alpnie", "alpine", 1),
+        ] {
             assert_eq!(edit_distance(a, b), d, "{a} {b}");
         }
     }

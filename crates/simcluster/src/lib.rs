@@ -1,1 +1,75 @@
-// placeholder
+//! simcluster: a Kubernetes-API-compatible simulated cluster for running and testing kube-reflexion without
+//! Kubernetes. It serves the API over plain HTTP on loopback; a scheduler, deployment/replicaset/GC controllers
+//! and a kubelet drive objects the way a small real cluster does, including the failures an SRE meets.
+
+pub mod admission;
+pub mod apiserver;
+pub mod catalog;
+pub mod clock;
+pub mod controllers;
+pub mod error;
+pub mod events;
+pub mod kubelet;
+pub mod patch;
+pub mod registry;
+pub mod resources;
+pub mod selector;
+pub mod store;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use catalog::Catalog;
+pub use clock::Clock;
+pub use store::Store;
+
+/// The name of the one simulated node.
+pub const NODE_NAME: &str = "sim-node-1";
+
+/// Everything a running simcluster shares between its API server and its controllers.
+#[derive(Clone)]
+pub struct Cluster {
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub clock: Clock,
+    pub logs: Arc<kubelet::Logs>,
+}
+
+impl Cluster {
+    pub fn new(catalog: Catalog, clock: Clock) -> Self {
+        let store = Arc::new(Store::new());
+        store::bootstrap(&store, NODE_NAME);
+        Self {
+            store,
+            catalog: Arc::new(catalog),
+            clock,
+            logs: Arc::new(kubelet::Logs::default()),
+        }
+    }
+
+    /// Start the scheduler, controllers and kubelet as background tasks; they stop when `shutdown` fires.
+    pub fn spawn_controllers(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(controllers::run(self.clone(), shutdown.clone()));
+        tokio::spawn(kubelet::run(self.clone(), shutdown));
+    }
+}
+
+/// A kubeconfig for a simcluster at `addr` (plain HTTP, no credentials: it only listens on loopback by default).
+pub fn kubeconfig(addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: simcluster\n  cluster:\n    server: http://{addr}\n\
+         contexts:\n- name: simcluster\n  context:\n    cluster: simcluster\n    user: simcluster\n    namespace: default\n\
+         current-context: simcluster\nusers:\n- name: simcluster\n  user: {{}}\npreferences: {{}}\n"
+    )
+}
+
+pub fn write_kubeconfig(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, kubeconfig(addr))?;
+    std::fs::rename(tmp, path)
+}

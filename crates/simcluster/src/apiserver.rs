@@ -1,0 +1,713 @@
+//! The Kubernetes REST API over the store: discovery, CRUD, list and watch with selectors and
+//! resourceVersions, patches, subresources (`status`, `log`, `binding`, `eviction`), Tables for kubectl.
+
+use crate::error::ApiError;
+use crate::patch;
+use crate::resources::{self, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{Change, ChangeType, DeleteOptions};
+use crate::{Cluster, registry, table};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn router(cluster: Cluster) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/api", get(api_versions))
+        .route("/apis", get(api_groups))
+        .route("/api/{*rest}", any(core_api))
+        .route("/apis/{*rest}", any(group_api))
+        .route("/v2/", get(registry::base))
+        .route("/v2/{*rest}", get(registry::tags))
+        .fallback(|uri: axum::http::Uri| async move { ApiError::unsupported_path(uri.path()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(cluster)
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "major": "1", "minor": "33", "gitVersion": "v1.33.0-simcluster", "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+        "platform": "linux/amd64",
+    }))
+    .into_response()
+}
+
+async fn api_versions() -> Response {
+    axum::Json(json!({"kind": "APIVersions", "versions": ["v1"],
+                      "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}))
+    .into_response()
+}
+
+fn api_group(name: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+}
+
+async fn api_groups() -> Response {
+    let groups: Vec<Value> = resources::groups().into_iter().map(api_group).collect();
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        .into_response()
+}
+
+/// A parsed resource path.
+struct Target {
+    rt: &'static ResourceType,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+struct Req {
+    method: Method,
+    params: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn core_api(
+    State(c): State<Cluster>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((version, rest)) = segs.split_first() else {
+        return api_versions().await;
+    };
+    let req = Req {
+        method,
+        params,
+        headers,
+        body,
+    };
+    dispatch(&c, "", version, rest, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn group_api(
+    State(c): State<Cluster>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [group] if resources::groups().contains(group) => {
+            let mut g = api_group(group);
+            g["kind"] = json!("APIGroup");
+            g["apiVersion"] = json!("v1");
+            axum::Json(g).into_response()
+        }
+        [group, version, rest @ ..] => {
+            let req = Req {
+                method,
+                params,
+                headers,
+                body,
+            };
+            dispatch(&c, group, version, rest, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        _ => ApiError::unsupported_path(&format!("/apis/{rest}")).into_response(),
+    }
+}
+
+fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
+    let namespaced =
+        |plural: &str| resources::find(group, version, plural).filter(|r| r.namespaced);
+    let (rt, ns, rest) = match segs {
+        ["namespaces", ns, plural, rest @ ..] if namespaced(plural).is_some() => {
+            (namespaced(plural)?, Some(ns.to_string()), rest)
+        }
+        [plural, rest @ ..] => (resources::find(group, version, plural)?, None, rest),
+        [] => return None,
+    };
+    let (name, sub) = match rest {
+        [] => (None, None),
+        [name] => (Some(name.to_string()), None),
+        [name, sub] => (Some(name.to_string()), Some(sub.to_string())),
+        _ => return None,
+    };
+    if sub
+        .as_deref()
+        .is_some_and(|s| !rt.subresources.contains(&s) && !matches!(s, "binding" | "eviction"))
+    {
+        return None;
+    }
+    Some(Target { rt, ns, name, sub })
+}
+
+async fn dispatch(
+    c: &Cluster,
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    req: Req,
+) -> Result<Response, ApiError> {
+    if segs.is_empty() {
+        return resources::api_resource_list(group, version)
+            .map(|v| axum::Json(v).into_response())
+            .ok_or_else(|| ApiError::unsupported_path(&format!("{group}/{version}")));
+    }
+    let t = parse_target(group, version, segs)
+        .ok_or_else(|| ApiError::unsupported_path(&segs.join("/")))?;
+    let ns = t.ns.clone().unwrap_or_default();
+    if t.rt.namespaced && t.name.is_some() && t.ns.is_none() {
+        return Err(ApiError::unsupported_path(&segs.join("/")));
+    }
+    let dry_run = dry_run(&req.params)?;
+    let store = &c.store;
+    let wants_table = req
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    match (&req.method, t.name.as_deref(), t.sub.as_deref()) {
+        (&Method::GET, None, None) => {
+            let labels = LabelSelector::parse(
+                req.params
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?;
+            let fields = FieldSelector::parse(
+                req.params
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                t.rt,
+            )?;
+            if req
+                .params
+                .get("watch")
+                .is_some_and(|w| w == "true" || w == "1")
+            {
+                return watch(c, &t, labels, fields, &req.params);
+            }
+            let (items, rv) = store.list(t.rt, t.ns.as_deref());
+            let items: Vec<Value> = items
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+                .collect();
+            if wants_table {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    table::table(t.rt.kind, &items, rv),
+                ));
+            }
+            let list = json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(),
+                              "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+            Ok(json_response(StatusCode::OK, list))
+        }
+        (&Method::GET, Some(name), None | Some("status")) => {
+            let obj = store.get(t.rt, &ns, name)?;
+            if wants_table {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    table::table(t.rt.kind, &[obj], store.resource_version()),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, obj))
+        }
+        (&Method::GET, Some(name), Some("log")) => logs(c, &ns, name, &req.params),
+        (&Method::POST, None, None) => {
+            let obj = parse_body(&req.body)?;
+            let created = store.create(t.rt, &ns, obj, dry_run)?;
+            Ok(json_response(StatusCode::CREATED, created))
+        }
+        (&Method::POST, Some(name), Some("binding")) => {
+            let b = parse_body(&req.body)?;
+            let node = b["target"]["name"]
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("binding target name is required"))?;
+            store.bind(&ns, name, node)?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
+            ))
+        }
+        (&Method::POST, Some(name), Some("eviction")) => {
+            store.delete(
+                resources::pods(),
+                &ns,
+                name,
+                &DeleteOptions {
+                    dry_run,
+                    ..Default::default()
+                },
+            )?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
+            ))
+        }
+        (&Method::PUT, Some(name), None | Some("status")) => {
+            let obj = parse_body(&req.body)?;
+            let updated = store.update(t.rt, &ns, name, obj, t.sub.is_some(), dry_run)?;
+            Ok(json_response(StatusCode::OK, updated))
+        }
+        (&Method::PATCH, Some(name), None | Some("status")) => {
+            let content_type = req
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let body = parse_body(&req.body)?;
+            let patched = store.modify(t.rt, &ns, name, t.sub.is_some(), dry_run, |old| {
+                let mut new = old.clone();
+                // A patch that does not mention resourceVersion must not trip the optimistic-concurrency check.
+                new["metadata"]["resourceVersion"] = Value::Null;
+                match kind.as_str() {
+                    "application/merge-patch+json" => patch::merge_patch(&mut new, &body),
+                    "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &body),
+                    "application/json-patch+json" => {
+                        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                        patch::json_patch(&mut new, &body).map_err(|e| ApiError::invalid(t.rt.kind, name, vec![
+                            crate::store::cause("FieldValueInvalid", "patch", &e),
+                        ]))?;
+                        if new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"] {
+                            new["metadata"]["resourceVersion"] = Value::Null;
+                        }
+                    }
+                    "application/apply-patch+yaml" => {
+                        return Err(ApiError::unsupported_media_type(
+                            "server-side apply is not supported by simcluster; use a merge, strategic-merge or JSON patch",
+                        ));
+                    }
+                    other => {
+                        return Err(ApiError::unsupported_media_type(format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                        )));
+                    }
+                }
+                Ok(new)
+            })?;
+            Ok(json_response(StatusCode::OK, patched))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let mut opts = delete_options(&req.body, &req.params)?;
+            opts.dry_run |= dry_run;
+            let deleted = store.delete(t.rt, &ns, name, &opts)?;
+            Ok(json_response(StatusCode::OK, deleted))
+        }
+        (&Method::DELETE, None, None) => {
+            let labels = LabelSelector::parse(
+                req.params
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?;
+            let fields = FieldSelector::parse(
+                req.params
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                t.rt,
+            )?;
+            let mut opts = delete_options(&req.body, &req.params)?;
+            opts.dry_run |= dry_run;
+            let (items, rv) = store.list(t.rt, t.ns.as_deref());
+            let mut deleted = Vec::new();
+            for o in items
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+            {
+                let n = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let ons = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                deleted.push(store.delete(t.rt, &ons, &n, &opts)?);
+            }
+            let list = json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(),
+                              "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
+            Ok(json_response(StatusCode::OK, list))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({})",
+            req.method
+        ))),
+    }
+}
+
+fn json_response(code: StatusCode, v: Value) -> Response {
+    (code, axum::Json(v)).into_response()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+fn dry_run(params: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match params.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid dry run value: {other:?}; only \"All\" is supported"
+        ))),
+    }
+}
+
+fn delete_options(
+    body: &Bytes,
+    params: &HashMap<String, String>,
+) -> Result<DeleteOptions, ApiError> {
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_body(body)?
+    };
+    let policy = b["propagationPolicy"]
+        .as_str()
+        .or(params.get("propagationPolicy").map(String::as_str))
+        .unwrap_or("Background");
+    if !["Background", "Foreground", "Orphan"].contains(&policy) {
+        return Err(ApiError::bad_request(format!(
+            "invalid propagationPolicy {policy:?}"
+        )));
+    }
+    let orphan = policy == "Orphan" || b["orphanDependents"] == true;
+    let body_dry = b["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        uid: b["preconditions"]["uid"].as_str().map(String::from),
+        resource_version: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        orphan,
+        dry_run: body_dry,
+    })
+}
+
+fn logs(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let pod = c.store.get(resources::pods(), ns, name)?;
+    let names: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match params.get("container") {
+        Some(cn) if names.contains(&cn.as_str()) => cn.clone(),
+        Some(cn) => {
+            return Err(ApiError::bad_request(format!(
+                "container {cn} is not valid for pod {name}"
+            )));
+        }
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+    };
+    let previous = params.get("previous").is_some_and(|p| p == "true");
+    let status = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == container.as_str());
+    let lines = match c.logs.read(ns, name, &container, previous) {
+        Some(lines) => lines,
+        None if previous => {
+            return Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            )));
+        }
+        None => {
+            let waiting = status
+                .and_then(|s| s["state"]["waiting"]["reason"].as_str())
+                .unwrap_or("ContainerCreating");
+            let why = match waiting {
+                "ErrImagePull" | "ImagePullBackOff" => "trying and failing to pull image",
+                "InvalidImageName" => "InvalidImageName",
+                other => other,
+            };
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: {why}"
+            )));
+        }
+    };
+    let tail = params
+        .get("tailLines")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let start = lines.len().saturating_sub(tail);
+    let mut text = lines[start..].join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+fn watch(
+    c: &Cluster,
+    t: &Target,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let from_rv = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
+    let initial_events_end = params.get("sendInitialEvents").is_some_and(|b| b == "true");
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let filter = WatchFilter {
+        rt: t.rt,
+        ns: t.ns.clone(),
+        labels,
+        fields,
+    };
+    let watched = c.store.watch(t.rt, from_rv);
+    let store = c.store.clone();
+    tokio::spawn(async move {
+        let (backlog, mut changes) = match watched {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx
+                    .send(Ok(line(json!({"type": "ERROR", "object": e.status()}))))
+                    .await;
+                return;
+            }
+        };
+        let mut last_rv = from_rv.unwrap_or(0);
+        for ch in backlog {
+            last_rv = last_rv.max(ch.rv);
+            if let Some(ev) = filter.event(&ch) {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if initial_events_end {
+            let rv = store.resource_version();
+            let bm = bookmark(filter.rt, rv, true);
+            if tx.send(Ok(bm)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(Ok(bookmark(filter.rt, last_rv.max(1), false))).await.is_err() {
+                        return;
+                    }
+                }
+                r = changes.recv() => match r {
+                    Ok(ch) => {
+                        if ch.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = ch.rv;
+                        if let Some(ev) = filter.event(&ch) {
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // This watcher fell too far behind: it must re-list, exactly as after a compaction.
+                        let gone = ApiError::gone(format!("too old resource version: {last_rv}"));
+                        let _ = tx.send(Ok(line(json!({"type": "ERROR", "object": gone.status()})))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    Ok(response)
+}
+
+fn line(v: Value) -> Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}}),
+    )
+}
+
+struct WatchFilter {
+    rt: &'static ResourceType,
+    ns: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    fn matches(&self, o: &Value) -> bool {
+        self.labels.matches(o) && self.fields.matches(o)
+    }
+
+    /// The event a watcher of this filter sees for a change: an object that starts matching is ADDED for it, one
+    /// that stops matching is DELETED, as the API server's watch cache does.
+    fn event(&self, ch: &Arc<Change>) -> Option<Bytes> {
+        if !std::ptr::eq(ch.rt, self.rt) {
+            return None;
+        }
+        if let Some(ns) = &self.ns {
+            if ch.object["metadata"]["namespace"].as_str() != Some(ns) {
+                return None;
+            }
+        }
+        let now = self.matches(&ch.object);
+        let before = ch.old.as_ref().map(|o| self.matches(o));
+        let type_ = match (ch.type_, before, now) {
+            (ChangeType::Added, _, true) => "ADDED",
+            (ChangeType::Modified, Some(true), true) => "MODIFIED",
+            (ChangeType::Modified, Some(false) | None, true) => "ADDED",
+            (ChangeType::Modified, Some(true), false) => "DELETED",
+            (ChangeType::Deleted, b, n) if n || b == Some(true) => "DELETED",
+            _ => return None,
+        };
+        Some(line(json!({"type": type_, "object": ch.object})))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_like_the_api_server() {
+        let cases: &[(
+            &str,
+            &str,
+            &[&str],
+            Option<(&str, Option<&str>, Option<&str>, Option<&str>)>,
+        )] = &[
+            ("", "v1", &["pods"], Some(("Pod", None, None, None))),
+            (
+                "",
+                "v1",
+                &["namespaces", "default", "pods"],
+                Some(("Pod", Some("default"), None, None)),
+            ),
+            (
+                "",
+                "v1",
+                &["namespaces", "default", "pods", "web", "log"],
+                Some(("Pod", Some("default"), Some("web"), Some("log"))),
+            ),
+            (
+                "",
+                "v1",
+                &["namespaces", "default"],
+                Some(("Namespace", None, Some("default"), None)),
+            ),
+            (
+                "",
+                "v1",
+                &["namespaces", "default", "status"],
+                Some(("Namespace", None, Some("default"), Some("status"))),
+            ),
+            (
+                "",
+                "v1",
+                &["nodes", "sim-node-1"],
+                Some(("Node", None, Some("sim-node-1"), None)),
+            ),
+            (
+                "apps",
+                "v1",
+                &["namespaces", "x", "deployments", "web", "status"],
+                Some(("Deployment", Some("x"), Some("web"), Some("status"))),
+            ),
+            (
+                "",
+                "v1",
+                &["namespaces", "default", "pods", "web", "exec"],
+                None,
+            ),
+            ("", "v1", &["bogus"], None),
+            ("apps", "v1", &["pods"], None),
+        ];
+        for (group, version, segs, want) in cases {
+            let got = parse_target(group, version, segs).map(|t| (t.rt.kind, t.ns, t.name, t.sub));
+            let want = want.map(|(k, ns, n, s)| {
+                (
+                    k,
+                    ns.map(String::from),
+                    n.map(String::from),
+                    s.map(String::from),
+                )
+            });
+            assert_eq!(got, want, "{segs:?}");
+        }
+    }
+}

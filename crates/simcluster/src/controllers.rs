@@ -1,0 +1,568 @@
+//! The control plane's loops: scheduler, deployment and replicaset controllers, garbage collector. Each pass
+//! reads the store and writes through the same admission and resourceVersion rules as any API client.
+
+use crate::events::{Recorder, Source};
+use crate::resources;
+use crate::store::{DeleteOptions, Store};
+use crate::{Cluster, NODE_NAME};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const RESYNC: Duration = Duration::from_millis(500);
+/// Changes arriving within this window are handled by one pass.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut changes = cluster.store.subscribe();
+    let recorder = Recorder::default();
+    loop {
+        reconcile(&cluster.store, &recorder);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(RESYNC) => break,
+                r = changes.recv() => match r {
+                    // Events never change what a controller should do; they would only wake it for nothing.
+                    Ok(c) if c.rt.kind == "Event" => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {
+                        tokio::time::sleep(DEBOUNCE).await;
+                        // Everything queued meanwhile is covered by the next pass.
+                        while changes.try_recv().is_ok() {}
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// One pass of every controller.
+pub fn reconcile(store: &Store, recorder: &Recorder) {
+    collect_garbage(store);
+    schedule(store, recorder);
+    let (deployments, _) = store.list(resources::deployments(), None);
+    for d in &deployments {
+        reconcile_deployment(store, recorder, d);
+    }
+    let (replicasets, _) = store.list(resources::replicasets(), None);
+    for rs in &replicasets {
+        reconcile_replicaset(store, recorder, rs);
+    }
+    for d in &deployments {
+        update_deployment_status(store, d);
+    }
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+fn ns(o: &Value) -> &str {
+    o["metadata"]["namespace"].as_str().unwrap_or("default")
+}
+fn uid(o: &Value) -> &str {
+    o["metadata"]["uid"].as_str().unwrap_or_default()
+}
+fn controller_uid(o: &Value) -> Option<&str> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?["uid"]
+        .as_str()
+}
+fn is_pod_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn owner_ref(owner: &Value) -> Value {
+    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": name(owner), "uid": uid(owner),
+           "controller": true, "blockOwnerDeletion": true})
+}
+
+fn source(component: &str) -> Source<'_> {
+    Source {
+        component,
+        host: None,
+    }
+}
+
+/// Background cascading deletion: delete objects whose owners are all gone.
+fn collect_garbage(store: &Store) {
+    let owners = [
+        resources::deployments(),
+        resources::replicasets(),
+        resources::pods(),
+    ];
+    let mut live: HashSet<String> = HashSet::new();
+    for rt in owners {
+        live.extend(store.list(rt, None).0.iter().map(|o| uid(o).to_string()));
+    }
+    for rt in [resources::replicasets(), resources::pods()] {
+        for o in store.list(rt, None).0 {
+            let refs = o["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !refs.is_empty()
+                && refs
+                    .iter()
+                    .all(|r| !live.contains(r["uid"].as_str().unwrap_or_default()))
+            {
+                let _ = store.delete(rt, ns(&o), name(&o), &DeleteOptions::default());
+            }
+        }
+    }
+}
+
+fn schedule(store: &Store, recorder: &Recorder) {
+    for p in store.list(resources::pods(), None).0 {
+        let unbound = p["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
+        if unbound
+            && p["spec"]["schedulerName"] == "default-scheduler"
+            && p["metadata"]["deletionTimestamp"].is_null()
+        {
+            if let Ok(bound) = store.bind(ns(&p), name(&p), NODE_NAME) {
+                let msg = format!(
+                    "Successfully assigned {}/{} to {NODE_NAME}",
+                    ns(&p),
+                    name(&p)
+                );
+                recorder.record(
+                    store,
+                    &source("default-scheduler"),
+                    &bound,
+                    None,
+                    "Normal",
+                    "Scheduled",
+                    &msg,
+                );
+            }
+        }
+    }
+}
+
+fn owned_by<'a>(items: &'a [Value], owner: &Value) -> Vec<&'a Value> {
+    items
+        .iter()
+        .filter(|o| {
+            controller_uid(o) == Some(uid(owner)) && o["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+fn reconcile_replicaset(store: &Store, recorder: &Recorder, rs: &Value) {
+    if !rs["metadata"]["deletionTimestamp"].is_null() {
+        return;
+    }
+    let (pods, _) = store.list(resources::pods(), Some(ns(rs)));
+    let mine = owned_by(&pods, rs);
+    let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+    let src = source("replicaset-controller");
+    if mine.len() < want {
+        for _ in mine.len()..want {
+            let template = &rs["spec"]["template"];
+            let mut meta = template["metadata"].clone();
+            if !meta.is_object() {
+                meta = json!({});
+            }
+            meta["generateName"] = json!(format!("{}-", name(rs)));
+            meta["ownerReferences"] = json!([owner_ref(rs)]);
+            let pod = json!({"metadata": meta, "spec": template["spec"]});
+            match store.create(resources::pods(), ns(rs), pod, false) {
+                Ok(p) => recorder.record(
+                    store,
+                    &src,
+                    rs,
+                    None,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("Created pod: {}", name(&p)),
+                ),
+                Err(e) => recorder.record(
+                    store,
+                    &src,
+                    rs,
+                    None,
+                    "Warning",
+                    "FailedCreate",
+                    &format!("Error creating: {}", e.message),
+                ),
+            }
+        }
+    } else if mine.len() > want {
+        let mut doomed: Vec<&Value> = mine.clone();
+        // Not-ready pods go first, then the newest.
+        doomed.sort_by_key(|p| {
+            (
+                is_pod_ready(p),
+                std::cmp::Reverse(
+                    p["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            )
+        });
+        for p in doomed.into_iter().take(mine.len() - want) {
+            if store
+                .delete(resources::pods(), ns(p), name(p), &DeleteOptions::default())
+                .is_ok()
+            {
+                recorder.record(
+                    store,
+                    &src,
+                    rs,
+                    None,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", name(p)),
+                );
+            }
+        }
+    }
+    let (pods, _) = store.list(resources::pods(), Some(ns(rs)));
+    let mine = owned_by(&pods, rs);
+    let ready = mine.iter().filter(|p| is_pod_ready(p)).count();
+    let status = json!({
+        "replicas": mine.len(), "fullyLabeledReplicas": mine.len(), "readyReplicas": ready, "availableReplicas": ready,
+        "observedGeneration": rs["metadata"]["generation"],
+    });
+    write_status(store, resources::replicasets(), rs, status);
+}
+
+fn write_status(store: &Store, rt: &'static resources::ResourceType, obj: &Value, status: Value) {
+    if obj["status"] == status {
+        return;
+    }
+    let _ = store.modify(rt, ns(obj), name(obj), true, false, |o| {
+        let mut o = o.clone();
+        o["status"] = status;
+        o["metadata"]["resourceVersion"] = Value::Null;
+        Ok(o)
+    });
+}
+
+/// The pod template without the label the controller adds, for comparing a ReplicaSet with its Deployment.
+fn template_without_hash(template: &Value) -> Value {
+    let mut t = template.clone();
+    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+        labels.remove("pod-template-hash");
+    }
+    t
+}
+
+/// Kubernetes' safe alphabet over an FNV-1a hash of the canonical template.
+pub fn template_hash(template: &Value) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in canonical(template).bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut out = String::new();
+    let mut v = h;
+    for _ in 0..10 {
+        out.push(alphabet[(v % alphabet.len() as u32) as usize] as char);
+        v /= alphabet.len() as u32;
+        if v == 0 {
+            break;
+        }
+    }
+    out
+}
+
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn revision(o: &Value) -> i64 {
+    o["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn reconcile_deployment(store: &Store, recorder: &Recorder, d: &Value) {
+    if !d["metadata"]["deletionTimestamp"].is_null() {
+        return;
+    }
+    let (all_rs, _) = store.list(resources::replicasets(), Some(ns(d)));
+    let owned = owned_by(&all_rs, d);
+    let template = &d["spec"]["template"];
+    let desired = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let max_revision = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
+    let src = source("deployment-controller");
+    let new_rs = owned
+        .iter()
+        .find(|rs| template_without_hash(&rs["spec"]["template"]) == *template)
+        .map(|rs| (*rs).clone());
+    let new_rs = match new_rs {
+        Some(rs) if revision(&rs) < max_revision => {
+            // A rollback to an older template: that ReplicaSet becomes the newest revision again.
+            bump_revision(store, &rs, max_revision + 1)
+        }
+        Some(rs) => Some(rs),
+        None => {
+            let hash = template_hash(template);
+            let mut rs_template = template.clone();
+            rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = d["spec"]["selector"].clone();
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let mut labels = template["metadata"]["labels"].clone();
+            labels["pod-template-hash"] = json!(hash);
+            let rs_name = format!("{}-{hash}", name(d));
+            let rs = json!({
+                "metadata": {"name": rs_name, "labels": labels, "ownerReferences": [owner_ref(d)],
+                             "annotations": {REVISION: (max_revision + 1).to_string(),
+                                             "deployment.kubernetes.io/desired-replicas": desired.to_string(),
+                                             "deployment.kubernetes.io/max-replicas": desired.to_string()}},
+                "spec": {"replicas": desired, "selector": selector, "template": rs_template},
+            });
+            match store.create(resources::replicasets(), ns(d), rs, false) {
+                Ok(rs) => {
+                    let msg = format!("Scaled up replica set {} from 0 to {desired}", name(&rs));
+                    recorder.record(store, &src, d, None, "Normal", "ScalingReplicaSet", &msg);
+                    Some(rs)
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    let Some(new_rs) = new_rs else { return };
+    if new_rs["spec"]["replicas"].as_i64() != Some(desired) {
+        scale(store, recorder, d, &new_rs, desired);
+    }
+    // Old ReplicaSets keep serving until the new one is fully available (a failed rollout never takes the
+    // working pods down), then scale to zero; beyond revisionHistoryLimit, empty ones are deleted.
+    let new_available = new_rs["status"]["availableReplicas"].as_i64().unwrap_or(0) >= desired
+        && new_rs["status"]["observedGeneration"] == new_rs["metadata"]["generation"];
+    let mut old: Vec<&Value> = owned
+        .iter()
+        .copied()
+        .filter(|rs| uid(rs) != uid(&new_rs))
+        .collect();
+    if new_available {
+        for rs in &old {
+            if rs["spec"]["replicas"].as_i64().unwrap_or(0) != 0 {
+                scale(store, recorder, d, rs, 0);
+            }
+        }
+    }
+    let limit = d["spec"]["revisionHistoryLimit"]
+        .as_i64()
+        .unwrap_or(10)
+        .max(0) as usize;
+    old.retain(|rs| {
+        rs["spec"]["replicas"].as_i64() == Some(0)
+            && rs["status"]["replicas"].as_i64().unwrap_or(0) == 0
+    });
+    old.sort_by_key(|rs| revision(rs));
+    let excess = old.len().saturating_sub(limit);
+    for rs in old.into_iter().take(excess) {
+        let _ = store.delete(
+            resources::replicasets(),
+            ns(rs),
+            name(rs),
+            &DeleteOptions::default(),
+        );
+    }
+    if d["metadata"]["annotations"][REVISION].as_str()
+        != new_rs["metadata"]["annotations"][REVISION].as_str()
+    {
+        let rev = new_rs["metadata"]["annotations"][REVISION].clone();
+        let _ = store.modify(
+            resources::deployments(),
+            ns(d),
+            name(d),
+            false,
+            false,
+            |o| {
+                let mut o = o.clone();
+                o["metadata"]["annotations"][REVISION] = rev;
+                o["metadata"]["resourceVersion"] = Value::Null;
+                Ok(o)
+            },
+        );
+    }
+}
+
+fn bump_revision(store: &Store, rs: &Value, rev: i64) -> Option<Value> {
+    store
+        .modify(
+            resources::replicasets(),
+            ns(rs),
+            name(rs),
+            false,
+            false,
+            |o| {
+                let mut o = o.clone();
+                o["metadata"]["annotations"][REVISION] = json!(rev.to_string());
+                o["metadata"]["resourceVersion"] = Value::Null;
+                Ok(o)
+            },
+        )
+        .ok()
+}
+
+fn scale(store: &Store, recorder: &Recorder, d: &Value, rs: &Value, to: i64) {
+    let from = rs["spec"]["replicas"].as_i64().unwrap_or(0);
+    let res = store.modify(
+        resources::replicasets(),
+        ns(rs),
+        name(rs),
+        false,
+        false,
+        |o| {
+            let mut o = o.clone();
+            o["spec"]["replicas"] = json!(to);
+            o["metadata"]["resourceVersion"] = Value::Null;
+            Ok(o)
+        },
+    );
+    if res.is_ok() {
+        let verb = if to > from { "up" } else { "down" };
+        let msg = format!("Scaled {verb} replica set {} from {from} to {to}", name(rs));
+        recorder.record(
+            store,
+            &source("deployment-controller"),
+            d,
+            None,
+            "Normal",
+            "ScalingReplicaSet",
+            &msg,
+        );
+    }
+}
+
+fn update_deployment_status(store: &Store, d: &Value) {
+    let Ok(d) = store.get(resources::deployments(), ns(d), name(d)) else {
+        return;
+    };
+    let (all_rs, _) = store.list(resources::replicasets(), Some(ns(&d)));
+    let owned = owned_by(&all_rs, &d);
+    let template = &d["spec"]["template"];
+    let new_rs = owned
+        .iter()
+        .find(|rs| template_without_hash(&rs["spec"]["template"]) == *template);
+    let sum = |field: &str| {
+        owned
+            .iter()
+            .map(|rs| rs["status"][field].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    };
+    let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let updated = new_rs
+        .map(|rs| rs["status"]["replicas"].as_i64().unwrap_or(0))
+        .unwrap_or(0);
+    let available = sum("availableReplicas");
+    let new_name = new_rs.map(|rs| name(rs).to_string()).unwrap_or_default();
+    let complete = new_rs
+        .is_some_and(|rs| rs["status"]["availableReplicas"].as_i64().unwrap_or(0) >= desired)
+        && sum("replicas") == desired;
+    let mut conditions = Vec::new();
+    let prev = |t: &str| {
+        d["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == t)
+            .cloned()
+    };
+    let mut cond = |t: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let now = crate::store::now();
+        let p = prev(t);
+        let transition = match &p {
+            Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+            _ => json!(now),
+        };
+        let update = match &p {
+            Some(p) if p["status"] == status && p["reason"] == reason => {
+                p["lastUpdateTime"].clone()
+            }
+            _ => json!(now),
+        };
+        conditions.push(
+            json!({"type": t, "status": status, "reason": reason, "message": message,
+                               "lastTransitionTime": transition, "lastUpdateTime": update}),
+        );
+    };
+    if available >= desired {
+        cond(
+            "Available",
+            true,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        );
+    } else {
+        cond(
+            "Available",
+            false,
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        );
+    }
+    if complete {
+        cond(
+            "Progressing",
+            true,
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        );
+    } else {
+        cond(
+            "Progressing",
+            true,
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        );
+    }
+    let status = json!({
+        "observedGeneration": d["metadata"]["generation"],
+        "replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": sum("readyReplicas"),
+        "availableReplicas": available, "unavailableReplicas": (desired - available).max(0),
+        "conditions": conditions,
+    });
+    write_status(store, resources::deployments(), &d, status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn template_hash_is_stable_and_sensitive() {
+        let a = json!({"metadata": {"labels": {"app": "web", "tier": "x"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}});
+        let b = json!({"spec": {"containers": [{"image": "nginx:1", "name": "web"}]}, "metadata": {"labels": {"tier": "x", "app": "web"}}});
+        let c = json!({"metadata": {"labels": {"app": "web", "tier": "x"}}, "spec": {"containers": [{"name": "web", "image": "nginx:2"}]}});
+        assert_eq!(template_hash(&a), template_hash(&b));
+        assert_ne!(template_hash(&a), template_hash(&c));
+        assert!(
+            template_hash(&a)
+                .chars()
+                .all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch))
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The resource types simcluster serves, with the discovery data kubectl and kube-rs read.
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Whether `status` is a subresource: then writes to the main resource keep the stored status, and
+    /// spec changes bump `metadata.generation`.
+    pub has_status: bool,
+    /// Field selectors accepted besides `metadata.name` and `metadata.namespace`.
+    pub fields: &'static [&'static str],
+}
+
+impl ResourceType {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The name a Status message uses (`pods`, `deployments.apps`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+}
+
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub static RESOURCES: &[ResourceType] = &[
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &["status.phase"],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &["spec.unschedulable"],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        subresources: &["status", "log"],
+        has_status: true,
+        fields: &[
+            "spec.nodeName",
+            "status.phase",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "status.podIP",
+        ],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        subresources: &[],
+        has_status: false,
+        fields: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &["type"],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        namespaced: true,
+        short_names: &["rs"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &["status.replicas"],
+    },
+];
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+pub fn by_kind(kind: &str) -> Option<&'static ResourceType> {
+    RESOURCES.iter().find(|r| r.kind == kind)
+}
+
+pub fn pods() -> &'static ResourceType {
+    &RESOURCES[2]
+}
+pub fn events() -> &'static ResourceType {
+    &RESOURCES[3]
+}
+pub fn namespaces() -> &'static ResourceType {
+    &RESOURCES[0]
+}
+pub fn nodes() -> &'static ResourceType {
+    &RESOURCES[1]
+}
+pub fn deployments() -> &'static ResourceType {
+    &RESOURCES[6]
+}
+pub fn replicasets() -> &'static ResourceType {
+    &RESOURCES[7]
+}
+
+/// `APIResourceList` for one group version.
+pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    let mut out = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        out.push(serde_json::json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": VERBS, "shortNames": r.short_names,
+        }));
+        for sub in r.subresources {
+            let verbs: &[&str] = if *sub == "log" {
+                &["get"]
+            } else {
+                &["get", "patch", "update"]
+            };
+            out.push(serde_json::json!({
+                "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "kind": if *sub == "log" { "Pod" } else { r.kind }, "verbs": verbs,
+            }));
+        }
+    }
+    (!out.is_empty()).then(|| serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
+}
+
+/// The named API groups (everything but the core group).
+pub fn groups() -> Vec<&'static str> {
+    let mut g: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    g.dedup();
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors_point_at_the_right_rows() {
+        assert_eq!(
+            [
+                pods().kind,
+                events().kind,
+                namespaces().kind,
+                nodes().kind,
+                deployments().kind,
+                replicasets().kind
+            ],
+            [
+                "Pod",
+                "Event",
+                "Namespace",
+                "Node",
+                "Deployment",
+                "ReplicaSet"
+            ]
+        );
+        assert_eq!(deployments().qualified(), "deployments.apps");
+        assert_eq!(groups(), vec!["apps"]);
+        assert!(
+            api_resource_list("", "v1")
+                .is_some_and(|v| v["resources"].as_array().is_some_and(|a| a.len() > 6))
+        );
+        assert!(api_resource_list("batch", "v1").is_none());
+    }
+}

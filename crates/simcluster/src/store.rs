@@ -1,0 +1,729 @@
+//! The object store behind the API server: one resourceVersion sequence for everything, a bounded history of
+//! changes so a watch can resume from a resourceVersion (older than the history: 410 Gone), and a broadcast
+//! of every change to watchers and controllers.
+
+use crate::admission;
+use crate::error::ApiError;
+use crate::resources::{self, ResourceType};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+const HISTORY: usize = 20_000;
+const BROADCAST_CAPACITY: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub type_: ChangeType,
+    pub rt: &'static ResourceType,
+    pub object: Value,
+    pub old: Option<Value>,
+}
+
+type Key = (&'static str, &'static str);
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    objects: HashMap<Key, BTreeMap<(String, String), Value>>,
+    history: VecDeque<Arc<Change>>,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// What a delete request asks for besides the name.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub orphan: bool,
+    pub dry_run: bool,
+}
+
+fn key(rt: &ResourceType) -> Key {
+    (rt.group, rt.plural)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj["metadata"][field].as_str().unwrap_or_default()
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Self {
+            inner: Mutex::new(Inner::default()),
+            tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving rather than poison every request.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    pub fn get(&self, rt: &'static ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))
+    }
+
+    /// All objects of a type (in one namespace, or all when `ns` is `None`), and the list's resourceVersion.
+    pub fn list(&self, rt: &'static ResourceType, ns: Option<&str>) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .get(&key(rt))
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, inner.rv)
+    }
+
+    /// Changes after `from_rv` still in history plus a receiver for what follows, taken atomically.
+    /// `None` for `from_rv` gives the current objects as synthetic ADDED changes.
+    pub fn watch(
+        &self,
+        rt: &'static ResourceType,
+        from_rv: Option<u64>,
+    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
+        let inner = self.lock();
+        let rx = self.tx.subscribe();
+        let backlog = match from_rv {
+            None => inner
+                .objects
+                .get(&key(rt))
+                .into_iter()
+                .flat_map(|m| m.values())
+                .map(|o| {
+                    let rv = o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(inner.rv);
+                    Arc::new(Change {
+                        rv,
+                        type_: ChangeType::Added,
+                        rt,
+                        object: o.clone(),
+                        old: None,
+                    })
+                })
+                .collect(),
+            Some(rv) => {
+                let oldest = inner.history.front().map(|c| c.rv).unwrap_or(inner.rv + 1);
+                if rv < inner.rv && rv + 1 < oldest {
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {rv} ({})",
+                        oldest.saturating_sub(1)
+                    )));
+                }
+                inner
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > rv && std::ptr::eq(c.rt, rt))
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok((backlog, rx))
+    }
+
+    pub fn create(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        }
+        let obj_ns = meta_str(&obj, "namespace").to_string();
+        if rt.namespaced && !obj_ns.is_empty() && obj_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let mut name = meta_str(&obj, "name").to_string();
+        if name.is_empty() {
+            let prefix = meta_str(&obj, "generateName");
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    rt.kind,
+                    "",
+                    vec![cause(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )],
+                ));
+            }
+            name = format!("{prefix}{}", random_suffix(5));
+        }
+        let mut inner = self.lock();
+        if rt.namespaced
+            && !inner
+                .objects
+                .get(&key(resources::namespaces()))
+                .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+        {
+            return Err(ApiError::not_found("namespaces", ns));
+        }
+        let ns_key = if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
+        if inner
+            .objects
+            .get(&key(rt))
+            .is_some_and(|m| m.contains_key(&(ns_key.clone(), name.clone())))
+        {
+            return Err(ApiError::already_exists(&rt.qualified(), &name));
+        }
+        {
+            let meta = ensure_object(&mut obj, "metadata");
+            meta.insert("name".into(), json!(name));
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(ns));
+            } else {
+                meta.remove("namespace");
+            }
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(now()));
+            meta.remove("deletionTimestamp");
+            if rt.has_status && rt.kind != "Pod" {
+                meta.insert("generation".into(), json!(1));
+            }
+        }
+        obj["kind"] = json!(rt.kind);
+        obj["apiVersion"] = json!(rt.api_version());
+        admission::admit(rt, None, &mut obj)?;
+        if dry_run {
+            obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            return Ok(obj);
+        }
+        Ok(self.commit(&mut inner, rt, ns_key, name, ChangeType::Added, obj, None))
+    }
+
+    /// PUT: replace the object (or only its status with `status_only`), refusing a stale resourceVersion.
+    pub fn update(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        new: Value,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        self.modify(rt, ns, name, status_only, dry_run, |_| Ok(new))
+    }
+
+    /// Read-modify-write under the store lock: `f` gets the current object and returns the new one. If the new
+    /// object carries a resourceVersion, it must be the current one (optimistic concurrency).
+    pub fn modify(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        status_only: bool,
+        dry_run: bool,
+        f: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let ns_key = if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
+        let mut inner = self.lock();
+        let old = inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        let mut new = f(&old)?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        }
+        let sent_rv = meta_str(&new, "resourceVersion");
+        if !sent_rv.is_empty() && sent_rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict(
+                &rt.qualified(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let sent_name = meta_str(&new, "name");
+        if !sent_name.is_empty() && sent_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({sent_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if status_only {
+            let status = new.get("status").cloned().unwrap_or(Value::Null);
+            new = old.clone();
+            new["status"] = status;
+        } else if rt.has_status {
+            new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+        }
+        // Fields the server owns.
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "generation",
+            "deletionTimestamp",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => new["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        new["kind"] = json!(rt.kind);
+        new["apiVersion"] = json!(rt.api_version());
+        if !status_only {
+            admission::admit(rt, Some(&old), &mut new)?;
+        }
+        if rt.has_status && rt.kind != "Pod" && new.get("spec") != old.get("spec") {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(generation);
+        }
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if new == old || dry_run {
+            return Ok(new);
+        }
+        let deleting = !new["metadata"]["deletionTimestamp"].is_null() && finalizers_empty(&new);
+        if deleting {
+            return Ok(self.commit(
+                &mut inner,
+                rt,
+                ns_key,
+                name.to_string(),
+                ChangeType::Deleted,
+                new,
+                Some(old),
+            ));
+        }
+        Ok(self.commit(
+            &mut inner,
+            rt,
+            ns_key,
+            name.to_string(),
+            ChangeType::Modified,
+            new,
+            Some(old),
+        ))
+    }
+
+    /// Assign a pod to a node (the `pods/binding` subresource): the one write that may set `spec.nodeName`.
+    pub fn bind(&self, ns: &str, name: &str, node: &str) -> Result<Value, ApiError> {
+        let rt = resources::pods();
+        let mut inner = self.lock();
+        let ns_key = ns.to_string();
+        let old = inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("pods", name))?;
+        if old["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "pods",
+                name,
+                "pod is already assigned to a node",
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        Ok(self.commit(
+            &mut inner,
+            rt,
+            ns_key,
+            name.to_string(),
+            ChangeType::Modified,
+            new,
+            Some(old),
+        ))
+    }
+
+    pub fn delete(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let ns_key = if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
+        let mut inner = self.lock();
+        let old = inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        if opts
+            .uid
+            .as_deref()
+            .is_some_and(|u| u != meta_str(&old, "uid"))
+        {
+            let why = format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                opts.uid.as_deref().unwrap_or_default(),
+                meta_str(&old, "uid")
+            );
+            return Err(ApiError::conflict(&rt.qualified(), name, &why));
+        }
+        if opts
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| rv != meta_str(&old, "resourceVersion"))
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified(),
+                name,
+                "Precondition failed: resourceVersion does not match",
+            ));
+        }
+        if opts.dry_run {
+            return Ok(old);
+        }
+        if opts.orphan {
+            orphan_dependents(&mut inner, meta_str(&old, "uid"));
+        }
+        if !finalizers_empty(&old) {
+            let mut new = old.clone();
+            if new["metadata"]["deletionTimestamp"].is_null() {
+                new["metadata"]["deletionTimestamp"] = json!(now());
+                return Ok(self.commit(
+                    &mut inner,
+                    rt,
+                    ns_key,
+                    name.to_string(),
+                    ChangeType::Modified,
+                    new,
+                    Some(old),
+                ));
+            }
+            return Ok(old);
+        }
+        let mut gone = old.clone();
+        if rt.kind == "Namespace" {
+            let ns_name = name.to_string();
+            let doomed: Vec<(&'static ResourceType, String)> = resources::RESOURCES
+                .iter()
+                .filter(|r| r.namespaced)
+                .flat_map(|r| {
+                    inner
+                        .objects
+                        .get(&key(r))
+                        .into_iter()
+                        .flat_map(|m| m.keys())
+                        .filter(|(n, _)| *n == ns_name)
+                        .map(move |(_, obj)| (r, obj.clone()))
+                })
+                .collect();
+            for (r, obj_name) in doomed {
+                if let Some(o) = inner
+                    .objects
+                    .get(&key(r))
+                    .and_then(|m| m.get(&(ns_name.clone(), obj_name.clone())))
+                    .cloned()
+                {
+                    self.commit(
+                        &mut inner,
+                        r,
+                        ns_name.clone(),
+                        obj_name,
+                        ChangeType::Deleted,
+                        o,
+                        None,
+                    );
+                }
+            }
+        }
+        gone["metadata"]["deletionTimestamp"] = json!(now());
+        Ok(self.commit(
+            &mut inner,
+            rt,
+            ns_key,
+            name.to_string(),
+            ChangeType::Deleted,
+            gone,
+            Some(old),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        rt: &'static ResourceType,
+        ns_key: String,
+        name: String,
+        type_: ChangeType,
+        mut obj: Value,
+        old: Option<Value>,
+    ) -> Value {
+        inner.rv += 1;
+        let rv = inner.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let map = inner.objects.entry(key(rt)).or_default();
+        match type_ {
+            ChangeType::Deleted => {
+                map.remove(&(ns_key, name));
+            }
+            _ => {
+                map.insert((ns_key, name), obj.clone());
+            }
+        }
+        let change = Arc::new(Change {
+            rv,
+            type_,
+            rt,
+            object: obj.clone(),
+            old,
+        });
+        inner.history.push_back(change.clone());
+        if inner.history.len() > HISTORY {
+            inner.history.pop_front();
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(change);
+        obj
+    }
+}
+
+fn finalizers_empty(obj: &Value) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(|f| f.is_empty())
+}
+
+fn orphan_dependents(inner: &mut Inner, owner_uid: &str) {
+    for map in inner.objects.values_mut() {
+        for obj in map.values_mut() {
+            if let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+            }
+        }
+    }
+}
+
+fn ensure_object<'a>(v: &'a mut Value, field: &str) -> &'a mut serde_json::Map<String, Value> {
+    if !v[field].is_object() {
+        v[field] = json!({});
+    }
+    match &mut v[field] {
+        Value::Object(m) => m,
+        _ => unreachable!("just made it an object"),
+    }
+}
+
+pub fn cause(reason: &str, field: &str, message: &str) -> (String, String, String) {
+    (reason.to_string(), field.to_string(), message.to_string())
+}
+
+/// The alphabet Kubernetes uses for generated name suffixes (no vowels, no look-alikes).
+const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+pub fn random_suffix(n: usize) -> String {
+    let bytes = uuid::Uuid::new_v4();
+    bytes
+        .as_bytes()
+        .iter()
+        .take(n)
+        .map(|b| SUFFIX_ALPHABET[*b as usize % SUFFIX_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The objects every cluster starts with: the standard namespaces and one Ready node.
+pub fn bootstrap(store: &Store, node: &str) {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let _ = store.create(
+            resources::namespaces(),
+            "",
+            json!({"metadata": {"name": ns}}),
+            false,
+        );
+    }
+    let node_obj = json!({
+        "metadata": {"name": node, "labels": {
+            "kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "node-role.kubernetes.io/control-plane": ""}},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                 "lastHeartbeatTime": now(), "lastTransitionTime": now()},
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"}
+            ],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}, {"type": "Hostname", "address": node}],
+            "nodeInfo": {"kubeletVersion": "v1.33.0-simcluster", "containerRuntimeVersion": "simcluster://1", "osImage": "simcluster",
+                         "kernelVersion": "6.1.0", "operatingSystem": "linux", "architecture": "amd64",
+                         "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}
+        }
+    });
+    if let Ok(created) = store.create(resources::nodes(), "", node_obj.clone(), false) {
+        let mut with_status = created;
+        with_status["status"] = node_obj["status"].clone();
+        let _ = store.update(resources::nodes(), "", node, with_status, true, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(name: &str) -> Value {
+        json!({"metadata": {"name": name}, "data": {"k": "v"}})
+    }
+
+    #[test]
+    fn create_get_conflict_and_delete() {
+        let s = Store::new();
+        bootstrap(&s, "n1");
+        let rt = crate::resources::by_kind("ConfigMap").unwrap_or_else(|| panic!("configmaps"));
+        let created = s
+            .create(rt, "default", cm("a"), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(created["kind"], "ConfigMap");
+        assert!(created["metadata"]["uid"].is_string());
+        assert_eq!(
+            s.create(rt, "default", cm("a"), false)
+                .err()
+                .map(|e| e.code),
+            Some(409)
+        );
+        assert_eq!(
+            s.create(rt, "nope", cm("a"), false)
+                .err()
+                .map(|e| e.message),
+            Some("namespaces \"nope\" not found".into())
+        );
+        // dry run stores nothing
+        assert!(s.create(rt, "default", cm("b"), true).is_ok());
+        assert_eq!(s.get(rt, "default", "b").err().map(|e| e.code), Some(404));
+        // stale resourceVersion -> 409
+        let mut stale = created.clone();
+        stale["data"]["k"] = json!("w");
+        assert!(
+            s.update(rt, "default", "a", stale.clone(), false, false)
+                .is_ok()
+        );
+        assert_eq!(
+            s.update(rt, "default", "a", stale, false, false)
+                .err()
+                .map(|e| e.code),
+            Some(409)
+        );
+        // delete with a wrong uid precondition -> 409, then for real
+        let wrong = DeleteOptions {
+            uid: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.delete(rt, "default", "a", &wrong).err().map(|e| e.code),
+            Some(409)
+        );
+        assert!(
+            s.delete(rt, "default", "a", &DeleteOptions::default())
+                .is_ok()
+        );
+        assert_eq!(s.get(rt, "default", "a").err().map(|e| e.code), Some(404));
+    }
+
+    #[test]
+    fn watch_resumes_from_history_and_reports_gone() {
+        let s = Store::new();
+        bootstrap(&s, "n1");
+        let rt = crate::resources::by_kind("ConfigMap").unwrap_or_else(|| panic!("configmaps"));
+        let rv0 = s.resource_version();
+        for i in 0..3 {
+            let _ = s.create(rt, "default", cm(&format!("c{i}")), false);
+        }
+        let (backlog, _rx) = s.watch(rt, Some(rv0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(backlog.len(), 3);
+        let (backlog, _rx) = s.watch(rt, Some(rv0 + 2)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(backlog.len(), 1);
+        let (backlog, _rx) = s.watch(rt, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(backlog.iter().all(|c| c.type_ == ChangeType::Added) && backlog.len() == 3);
+        for i in 0..HISTORY + 10 {
+            let _ = s.modify(rt, "default", "c0", false, false, |o| {
+                let mut o = o.clone();
+                o["data"]["k"] = json!(i.to_string());
+                o["metadata"]["resourceVersion"] = Value::Null;
+                Ok(o)
+            });
+        }
+        assert_eq!(s.watch(rt, Some(rv0)).err().map(|e| e.code), Some(410));
+    }
+}
