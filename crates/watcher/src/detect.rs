@@ -1,0 +1,179 @@
+//! The watch loop: every pod change is classified; a new failure becomes one report.
+
+use crate::dedup::{Dedup, FailureKey};
+use crate::delivery::Sender;
+use crate::owners::Owners;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use reflexion_core::classify::PodEvent;
+use reflexion_core::owner::fix_target;
+use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS, MAX_MESSAGE_CHARS};
+use reflexion_core::{Signature, classify};
+use std::time::{Duration, Instant};
+
+pub struct Detector {
+    client: Client,
+    owners: Owners,
+    dedup: Dedup,
+    sender: Sender,
+}
+
+impl Detector {
+    pub fn new(client: Client, sender: Sender, cooldown: Duration) -> Self {
+        Self {
+            owners: Owners::new(client.clone()),
+            client,
+            dedup: Dedup::new(cooldown),
+            sender,
+        }
+    }
+
+    /// Watch pods until `shutdown` resolves. Watch errors (including 410 Gone) are retried with back-off by
+    /// re-listing, which kube's watcher does for us.
+    pub async fn run(
+        mut self,
+        namespace: Option<String>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let pods: Api<Pod> = match &namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let stream = watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                next = stream.next() => match next {
+                    Some(Ok(pod)) => self.observe(&pod).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying"),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn observe(&mut self, pod: &Pod) {
+        let Some(failure) = classify(pod, &[]) else {
+            if is_ready(pod)
+                && pod
+                    .owner_references()
+                    .iter()
+                    .all(|r| r.controller != Some(true))
+            {
+                self.dedup.clear_workload(
+                    &pod.namespace().unwrap_or_default(),
+                    "Pod",
+                    &pod.name_any(),
+                );
+            }
+            return;
+        };
+        let ns = pod.namespace().unwrap_or_default();
+        let chain = self.owners.chain(pod).await;
+        let Some(target) = fix_target(&ns, &chain) else {
+            tracing::debug!(pod = %pod.name_any(), "failing pod has an owner kind we do not manage");
+            return;
+        };
+        let key = FailureKey {
+            namespace: ns.clone(),
+            workload_kind: target.kind.to_string(),
+            workload_name: target.name.clone(),
+            container: failure.container.clone(),
+            family: failure.kind.as_str().to_string(),
+        };
+        if !self.dedup.should_report(&key, Instant::now()) {
+            return;
+        }
+        let events = self.pod_events(pod).await;
+        let failure = classify(pod, &events).unwrap_or(failure);
+        let signature = Signature::of(&failure);
+        let report = FailureReport {
+            pod_name: pod.name_any(),
+            namespace: ns,
+            error_type: failure.reason.clone(),
+            idempotency_key: Some(format!(
+                "{}-{}-{}",
+                pod.uid().unwrap_or_default(),
+                failure.container,
+                failure.kind.as_str()
+            )),
+            real_k8s_data: K8sData {
+                pod: serde_json::to_value(strip(pod)).ok(),
+                container_statuses: pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .filter_map(|s| serde_json::to_value(s).ok())
+                    .collect(),
+                events,
+                owner_chain: chain,
+                signature: Some(signature.class()),
+                container: Some(failure.container.clone()),
+                image: Some(failure.image.clone()),
+                detected_at: Some(chrono::Utc::now().to_rfc3339()),
+            },
+        };
+        tracing::info!(pod = %report.pod_name, namespace = %report.namespace, workload = %target, signature = %signature, "failure detected");
+        if let Err(e) = self.sender.try_send(report) {
+            tracing::error!(error = %e, workload = %target, "could not queue report; will retry on the next update");
+            self.dedup.forget(&key);
+        }
+    }
+
+    /// The pod's recent events, newest last, bounded for the report.
+    async fn pod_events(&self, pod: &Pod) -> Vec<PodEvent> {
+        let api: Api<Event> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let lp = ListParams::default().fields(&format!(
+            "involvedObject.uid={}",
+            pod.uid().unwrap_or_default()
+        ));
+        let Ok(list) = api.list(&lp).await else {
+            return Vec::new();
+        };
+        let mut events: Vec<Event> = list.items;
+        events.sort_by(|a, b| {
+            a.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.last_timestamp.as_ref().map(|t| t.0))
+        });
+        let skip = events.len().saturating_sub(MAX_EVENTS.min(20));
+        events
+            .into_iter()
+            .skip(skip)
+            .map(|e| PodEvent {
+                type_: e.type_.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+                message: e
+                    .message
+                    .unwrap_or_default()
+                    .chars()
+                    .take(MAX_MESSAGE_CHARS)
+                    .collect(),
+                count: e.count.unwrap_or(1),
+            })
+            .collect()
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pod without managedFields, which are large and say nothing about the failure.
+fn strip(pod: &Pod) -> Pod {
+    let mut p = pod.clone();
+    p.metadata.managed_fields = None;
+    p
+}
