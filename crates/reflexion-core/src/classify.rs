@@ -20,6 +20,14 @@ impl FailureKind {
             Self::InvalidImageName => "invalid_image_name",
         }
     }
+
+    /// The reason the whole family is known by (`kubectl get pods` settles on it), used as a strategy's `type`.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::ImagePull => "ImagePullBackOff",
+            Self::InvalidImageName => "InvalidImageName",
+        }
+    }
 }
 
 /// A pod event, reduced to what classification and evidence need.

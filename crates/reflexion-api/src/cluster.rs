@@ -1,0 +1,551 @@
+//! Everything the engine reads from or writes to the cluster, through the Kubernetes API only: evidence, the
+//! owner chain, server-side dry runs, the minimal patches that execute typed actions, reverts, and Events.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions,
+};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
+use reflexion_core::Action;
+use reflexion_core::classify::PodEvent;
+use reflexion_core::owner::{OwnerLink, WorkloadKind, WorkloadRef};
+use reflexion_core::report::MAX_MESSAGE_CHARS;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub const FIELD_MANAGER: &str = "kube-reflexion";
+pub const INCIDENT_ANNOTATION: &str = "kube-reflexion.io/incident";
+const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("container {container} not found in {workload}")]
+    NoContainer { workload: String, container: String },
+    #[error("{0} is not supported by the executor yet")]
+    Unsupported(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("object encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+/// What an executed action changed, so it can be undone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Snapshot {
+    Image {
+        target: WorkloadRef,
+        container: String,
+        old_image: String,
+        new_image: String,
+    },
+    RecreatedPod {
+        namespace: String,
+        original: Value,
+        new_uid: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn reachable(&self) -> Result<String, ClusterError> {
+        Ok(self.client.apiserver_version().await?.git_version)
+    }
+
+    pub async fn pod(&self, ns: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    /// Recent events of a pod, oldest first, at most 20.
+    pub async fn pod_events(&self, pod: &Pod) -> Result<Vec<PodEvent>, ClusterError> {
+        let api: Api<Event> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let lp = ListParams::default().fields(&format!(
+            "involvedObject.uid={}",
+            pod.uid().unwrap_or_default()
+        ));
+        let mut events = api.list(&lp).await?.items;
+        events.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+        let skip = events.len().saturating_sub(20);
+        Ok(events
+            .into_iter()
+            .skip(skip)
+            .map(|e| PodEvent {
+                type_: e.type_.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+                message: e
+                    .message
+                    .unwrap_or_default()
+                    .chars()
+                    .take(MAX_MESSAGE_CHARS)
+                    .collect(),
+                count: e.count.unwrap_or(1),
+            })
+            .collect())
+    }
+
+    /// The controller chain of a pod, read live (the report's copy is evidence, not truth).
+    pub async fn owner_chain(&self, pod: &Pod) -> Result<Vec<OwnerLink>, ClusterError> {
+        let ns = pod.namespace().unwrap_or_default();
+        let mut chain = vec![OwnerLink {
+            kind: "Pod".into(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+        }];
+        let mut next = controller(pod.owner_references());
+        while let Some(owner) = next.take() {
+            chain.push(OwnerLink {
+                kind: owner.kind.clone(),
+                name: owner.name.clone(),
+                uid: owner.uid.clone(),
+            });
+            if owner.kind == "ReplicaSet" && chain.len() < 4 {
+                if let Some(rs) = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+                    .get_opt(&owner.name)
+                    .await?
+                {
+                    next = controller(rs.owner_references());
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    pub async fn deployment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Deployment>, ClusterError> {
+        Ok(Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    /// The image a workload's container runs now.
+    pub async fn current_image(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+    ) -> Result<String, ClusterError> {
+        let spec = match target.kind {
+            WorkloadKind::Deployment => self
+                .deployment(&target.namespace, &target.name)
+                .await?
+                .and_then(|d| d.spec)
+                .and_then(|s| s.template.spec),
+            WorkloadKind::Pod => self
+                .pod(&target.namespace, &target.name)
+                .await?
+                .and_then(|p| p.spec),
+            other => {
+                return Err(ClusterError::Unsupported(format!(
+                    "reading images of a {other}"
+                )));
+            }
+        };
+        let spec = spec.ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == container)
+            .and_then(|c| c.image.clone())
+            .ok_or_else(|| ClusterError::NoContainer {
+                workload: target.to_string(),
+                container: container.into(),
+            })
+    }
+
+    /// A server-side dry run of the action: the API server validates and admits it without persisting.
+    pub async fn dry_run(&self, action: &Action) -> Result<Value, ClusterError> {
+        match action {
+            Action::SetImage {
+                target,
+                container,
+                image,
+            } => {
+                self.patch_image(target, container, image, true).await?;
+                Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
+            }
+            Action::RecreatePod {
+                target,
+                container,
+                image,
+            } => {
+                // The new pod differs from the old only in the image, which the API allows to change in place:
+                // a dry-run image patch validates exactly that difference, and a dry-run delete the removal.
+                self.patch_image(target, container, image, true).await?;
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+                let dp = DeleteParams {
+                    dry_run: true,
+                    ..DeleteParams::default()
+                };
+                api.delete(&target.name, &dp).await?;
+                Ok(
+                    json!({"dry_run": "image patch and delete accepted", "target": target.to_string()}),
+                )
+            }
+            Action::Escalate { .. } => Ok(json!({"dry_run": "nothing to change"})),
+        }
+    }
+
+    async fn patch_image(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        image: &str,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        let containers = json!([{"name": container, "image": image}]);
+        match target.kind {
+            WorkloadKind::Deployment => {
+                let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
+                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &pp, &Patch::Strategic(patch))
+                    .await?;
+            }
+            WorkloadKind::Pod => {
+                let patch = json!({"spec": {"containers": containers}});
+                Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &pp, &Patch::Strategic(patch))
+                    .await?;
+            }
+            other => return Err(ClusterError::Unsupported(format!("set_image on a {other}"))),
+        }
+        Ok(())
+    }
+
+    /// Execute an action for real. The returned snapshot is what `revert` needs.
+    pub async fn execute(
+        &self,
+        action: &Action,
+        incident_id: &str,
+    ) -> Result<Snapshot, ClusterError> {
+        match action {
+            Action::SetImage {
+                target,
+                container,
+                image,
+            } => {
+                let old_image = self.current_image(target, container).await?;
+                self.patch_image(target, container, image, false).await?;
+                Ok(Snapshot::Image {
+                    target: target.clone(),
+                    container: container.clone(),
+                    old_image,
+                    new_image: image.clone(),
+                })
+            }
+            Action::RecreatePod {
+                target,
+                container,
+                image,
+            } => {
+                let api = self.dynamic_pods(&target.namespace);
+                let original = api.get(&target.name).await?;
+                let original = serde_json::to_value(&original)?;
+                let fresh = fresh_pod(&original, Some((container, image)), Some(incident_id))?;
+                let new_uid = self
+                    .replace_pod(&target.namespace, &original, fresh)
+                    .await?;
+                Ok(Snapshot::RecreatedPod {
+                    namespace: target.namespace.clone(),
+                    original,
+                    new_uid,
+                })
+            }
+            Action::Escalate { .. } => {
+                Err(ClusterError::Unsupported("executing an escalation".into()))
+            }
+        }
+    }
+
+    /// Undo an executed action, unless someone else changed the object since (then leave it alone and say so).
+    pub async fn revert(&self, snapshot: &Snapshot) -> Result<String, ClusterError> {
+        match snapshot {
+            Snapshot::Image {
+                target,
+                container,
+                old_image,
+                new_image,
+            } => {
+                let now = self.current_image(target, container).await?;
+                if now != *new_image {
+                    return Ok(format!(
+                        "not reverted: {target} now runs {now}, changed by someone else"
+                    ));
+                }
+                self.patch_image(target, container, old_image, false)
+                    .await?;
+                Ok(format!(
+                    "reverted {target} container {container} to {old_image}"
+                ))
+            }
+            Snapshot::RecreatedPod {
+                namespace,
+                original,
+                new_uid,
+            } => {
+                let name = original["metadata"]["name"].as_str().unwrap_or_default();
+                let api = self.dynamic_pods(namespace);
+                let Some(current) = api.get_opt(name).await? else {
+                    return Ok(format!("not reverted: pod {name} no longer exists"));
+                };
+                if current.metadata.uid.as_deref() != Some(new_uid) {
+                    return Ok(format!(
+                        "not reverted: pod {name} was replaced by someone else"
+                    ));
+                }
+                let restored = fresh_pod(original, None, None)?;
+                self.replace_pod(namespace, &serde_json::to_value(&current)?, restored)
+                    .await?;
+                Ok(format!("recreated pod {name} with its original spec"))
+            }
+        }
+    }
+
+    fn dynamic_pods(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<Pod>(&()))
+    }
+
+    /// Delete `old` (only that exact pod, by uid) and create `fresh` in its place. If the create fails, the old
+    /// pod is put back so nothing is lost.
+    async fn replace_pod(
+        &self,
+        ns: &str,
+        old: &Value,
+        fresh: Value,
+    ) -> Result<String, ClusterError> {
+        let api = self.dynamic_pods(ns);
+        let name = old["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let uid = old["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(&name, &dp).await?;
+        tokio::time::timeout(
+            DELETE_TIMEOUT,
+            await_condition(api.clone(), &name, conditions::is_deleted(&uid)),
+        )
+        .await
+        .map_err(|_| ClusterError::Timeout(format!("pod {name} to be deleted")))?
+        .map_err(|e| ClusterError::Timeout(format!("pod {name} to be deleted: {e}")))?;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let obj: DynamicObject = serde_json::from_value(fresh)?;
+        match api.create(&pp, &obj).await {
+            Ok(created) => Ok(created.metadata.uid.unwrap_or_default()),
+            Err(e) => {
+                let back: DynamicObject = serde_json::from_value(fresh_pod(old, None, None)?)?;
+                if let Err(restore) = api.create(&pp, &back).await {
+                    tracing::error!(pod = %name, error = %restore, "could not restore the original pod after a failed recreate");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Best effort: an Event on the workload, so `kubectl describe` shows what kube-reflexion did.
+    pub async fn record_event(
+        &self,
+        target: &WorkloadRef,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let (api_version, uid) = match target.kind {
+            WorkloadKind::Deployment => (
+                "apps/v1",
+                self.deployment(&target.namespace, &target.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.metadata.uid),
+            ),
+            _ => (
+                "v1",
+                self.pod(&target.namespace, &target.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.metadata.uid),
+            ),
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", target.name)),
+                namespace: Some(target.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(target.kind.to_string()),
+                name: Some(target.name.clone()),
+                namespace: Some(target.namespace.clone()),
+                uid,
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.chars().take(1024).collect()),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            reporting_component: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(FIELD_MANAGER.into()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(FIELD_MANAGER.into()),
+                host: None,
+            }),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &target.namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(error = %e, workload = %target, "could not record an Event");
+        }
+    }
+}
+
+fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
+    refs.iter().find(|r| r.controller == Some(true)).cloned()
+}
+
+/// A pod object to create in place of `original`: the whole spec and user metadata preserved, server-populated
+/// fields and status removed, and optionally one container's image changed.
+pub fn fresh_pod(
+    original: &Value,
+    image: Option<(&str, &str)>,
+    incident: Option<&str>,
+) -> Result<Value, ClusterError> {
+    let mut pod = original.clone();
+    let meta = pod["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ClusterError::NotFound("pod metadata".into()))?;
+    for server_field in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "generation",
+        "selfLink",
+    ] {
+        meta.remove(server_field);
+    }
+    if let Some(id) = incident {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if !annotations.is_object() {
+            *annotations = json!({});
+        }
+        annotations[INCIDENT_ANNOTATION] = json!(id);
+    }
+    if let Some(obj) = pod.as_object_mut() {
+        obj.remove("status");
+    }
+    if let Some((container, new_image)) = image {
+        let mut found = false;
+        for list in ["containers", "initContainers"] {
+            for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+                if c["name"] == container {
+                    c["image"] = json!(new_image);
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            let name = original["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(ClusterError::NoContainer {
+                workload: format!("pod/{name}"),
+                container: container.into(),
+            });
+        }
+    }
+    Ok(pod)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_pod_preserves_everything_but_the_fix() {
+        let original = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "test-nginx", "namespace": "default", "uid": "u1", "resourceVersion": "42",
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"run": "test-nginx"},
+                         "annotations": {"team": "web"}, "managedFields": [{}]},
+            "spec": {"containers": [{"name": "test-nginx", "image": "nginx:bu-tag-yok", "env": [{"name": "A", "value": "1"}],
+                                     "resources": {"limits": {"memory": "64Mi"}}}],
+                     "nodeSelector": {"disk": "ssd"}, "restartPolicy": "Always", "someFutureField": {"x": 1}},
+            "status": {"phase": "Pending"}
+        });
+        let fresh = fresh_pod(
+            &original,
+            Some(("test-nginx", "nginx:1.27.3")),
+            Some("inc-1"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut expected_spec = original["spec"].clone();
+        expected_spec["containers"][0]["image"] = json!("nginx:1.27.3");
+        assert_eq!(fresh["spec"], expected_spec);
+        assert_eq!(fresh["metadata"]["labels"], original["metadata"]["labels"]);
+        assert_eq!(
+            fresh["metadata"]["annotations"],
+            json!({"team": "web", INCIDENT_ANNOTATION: "inc-1"})
+        );
+        for gone in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            assert!(fresh["metadata"].get(gone).is_none(), "{gone}");
+        }
+        assert!(fresh.get("status").is_none());
+        assert!(matches!(
+            fresh_pod(&original, Some(("nope", "x")), None),
+            Err(ClusterError::NoContainer { .. })
+        ));
+    }
+}

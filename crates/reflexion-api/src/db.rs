@@ -1,0 +1,543 @@
+//! SQLite memory: incidents and their transitions, episodes, lessons, strategies, audit. WAL mode; every state
+//! transition is committed before the side effect it announces.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, DbError>;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An incident row, as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub id: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub workload_kind: String,
+    pub workload_name: String,
+    pub error_type: String,
+    pub signature: String,
+    pub state: String,
+    pub trials: i64,
+    pub report: Value,
+}
+
+pub struct NewIncident<'a> {
+    pub namespace: &'a str,
+    pub pod_name: &'a str,
+    pub workload_kind: &'a str,
+    pub workload_name: &'a str,
+    pub error_type: &'a str,
+    pub signature: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub report: &'a Value,
+}
+
+pub struct NewEpisode<'a> {
+    pub incident: &'a Incident,
+    pub trial: i64,
+    pub signature: &'a str,
+    pub strategy_id: &'a str,
+    pub source: &'a str,
+    pub action: &'a Value,
+    pub command: &'a str,
+    pub rationale: &'a str,
+    pub dry_run: &'a Value,
+    pub execution: &'a Value,
+    pub verification: &'a Value,
+    pub success: bool,
+    pub reverted: bool,
+    pub reflection: &'a str,
+    pub lessons: &'a [String],
+    pub duration_ms: i64,
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../../migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Create an incident, or return the one still open (reported .. verifying) for the same workload and signature,
+    /// or the one with the same idempotency key.
+    /// Returns (id, created).
+    pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = n.idempotency_key {
+            if let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                return Ok((row.get("id"), false));
+            }
+        }
+        let q = sqlx::query(
+            "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ? AND signature = ?
+             AND state IN ('reported', 'diagnosing', 'planning', 'awaiting_approval', 'executing', 'verifying')
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(n.namespace)
+        .bind(n.workload_kind)
+        .bind(n.workload_name)
+        .bind(n.signature);
+        if let Some(row) = q.fetch_optional(&mut *tx).await? {
+            return Ok((row.get("id"), false));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reported', ?, ?)",
+        )
+        .bind(&id)
+        .bind(&ts)
+        .bind(&ts)
+        .bind(n.namespace)
+        .bind(n.pod_name)
+        .bind(n.workload_kind)
+        .bind(n.workload_name)
+        .bind(n.error_type)
+        .bind(n.signature)
+        .bind(n.idempotency_key)
+        .bind(n.report.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, 'reported', 'failure reported')")
+            .bind(&id)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((id, true))
+    }
+
+    pub async fn incident(&self, id: &str) -> Result<Option<Incident>> {
+        let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Incident {
+            id: r.get("id"),
+            namespace: r.get("namespace"),
+            pod_name: r.get("pod_name"),
+            workload_kind: r.get("workload_kind"),
+            workload_name: r.get("workload_name"),
+            error_type: r.get("error_type"),
+            signature: r.get("signature"),
+            state: r.get("state"),
+            trials: r.get("trials"),
+            report: serde_json::from_str(r.get::<&str, _>("report")).unwrap_or(Value::Null),
+        }))
+    }
+
+    pub async fn transition(&self, id: &str, state: &str, note: &str) -> Result<()> {
+        let ts = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(&ts)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&ts)
+        .bind(state)
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_evidence(&self, id: &str, signature: &str, evidence: &Value) -> Result<()> {
+        sqlx::query(
+            "UPDATE incidents SET evidence = ?, signature = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(evidence.to_string())
+        .bind(signature)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish(&self, id: &str, state: &str, outcome: &str) -> Result<()> {
+        sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
+            .bind(outcome)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.transition(id, state, outcome).await
+    }
+
+    /// Incidents a restart left in flight.
+    pub async fn unfinished(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, state FROM incidents WHERE state IN ('reported','diagnosing','planning','executing','verifying') ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("id"), r.get("state")))
+            .collect())
+    }
+
+    pub async fn audit(
+        &self,
+        incident_id: &str,
+        verb: &str,
+        target: &str,
+        detail: &Value,
+        result: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(now())
+            .bind(incident_id)
+            .bind(verb)
+            .bind(target)
+            .bind(detail.to_string())
+            .bind(result)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The strategy for a signature class and action template, created on first use.
+    pub async fn strategy_for(
+        &self,
+        signature: &str,
+        error_type: &str,
+        action: &str,
+        template: &str,
+        description: &str,
+    ) -> Result<String> {
+        let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(
+            "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'rules', ?) ON CONFLICT (signature_class, template) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(signature)
+        .bind(error_type)
+        .bind(action)
+        .bind(template)
+        .bind(description)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let row =
+            sqlx::query("SELECT id FROM strategies WHERE signature_class = ? AND template = ?")
+                .bind(signature)
+                .bind(template)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.get("id"))
+    }
+
+    /// Record a trial: the episode, its lessons, the strategy's statistics and the incident's trial count, in one
+    /// transaction.
+    pub async fn record_episode(&self, e: &NewEpisode<'_>) -> Result<String> {
+        let id = format!("episode_{}", uuid::Uuid::new_v4().simple());
+        let ts = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source,
+                                   action, command, rationale, dry_run, execution, verification, success, reverted, reflection, duration_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&e.incident.id)
+        .bind(e.trial)
+        .bind(&ts)
+        .bind(&e.incident.namespace)
+        .bind(&e.incident.pod_name)
+        .bind(&e.incident.error_type)
+        .bind(e.signature)
+        .bind(e.strategy_id)
+        .bind(e.source)
+        .bind(e.action.to_string())
+        .bind(e.command)
+        .bind(e.rationale)
+        .bind(e.dry_run.to_string())
+        .bind(e.execution.to_string())
+        .bind(e.verification.to_string())
+        .bind(e.success)
+        .bind(e.reverted)
+        .bind(e.reflection)
+        .bind(e.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        for lesson in e.lessons {
+            sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(&id)
+                .bind(e.signature)
+                .bind(lesson)
+                .bind(e.success)
+                .bind(&ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (s, f) = if e.success { (1, 0) } else { (0, 1) };
+        sqlx::query("UPDATE strategies SET successes = successes + ?, failures = failures + ?, usage_count = usage_count + 1, last_used = ? WHERE id = ?")
+            .bind(s)
+            .bind(f)
+            .bind(&ts)
+            .bind(e.strategy_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE incidents SET trials = ?, updated_at = ? WHERE id = ?")
+            .bind(e.trial)
+            .bind(&ts)
+            .bind(&e.incident.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Up to `limit` lessons for a signature, newest first (at most three go into any prompt, as in the paper).
+    pub async fn lessons(&self, signature: &str, limit: i64) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT text FROM lessons WHERE signature = ? ORDER BY id DESC LIMIT ?")
+                .bind(signature)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.get("text")).collect())
+    }
+
+    pub async fn strategies_json(
+        &self,
+        error_type: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>> {
+        let rows = sqlx::query("SELECT * FROM strategies WHERE (?1 IS NULL OR error_type = ?1 OR signature_class = ?1) ORDER BY created_at LIMIT ?2")
+            .bind(error_type)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let (s, f): (i64, i64) = (r.get("successes"), r.get("failures"));
+                let (su, fu) = (s.max(0) as u64, f.max(0) as u64);
+                json!({
+                    "id": r.get::<String, _>("id"),
+                    "type": r.get::<String, _>("error_type"),
+                    "signature": r.get::<String, _>("signature_class"),
+                    "action": r.get::<String, _>("action"),
+                    "template": r.get::<String, _>("template"),
+                    "confidence": reflexion_core::strategy::confidence(su, fu),
+                    "success_rate": reflexion_core::strategy::success_rate(su, fu),
+                    "successes": s,
+                    "failures": f,
+                    "usage_count": r.get::<i64, _>("usage_count"),
+                    "source": r.get::<String, _>("source"),
+                    "description": r.get::<String, _>("description"),
+                    "created_at": r.get::<String, _>("created_at"),
+                    "last_used": r.get::<Option<String>, _>("last_used"),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn episodes_json(
+        &self,
+        filter: Option<&str>,
+        incident: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT * FROM episodes WHERE (?1 IS NULL OR error_type = ?1 OR signature = ?1) AND (?2 IS NULL OR incident_id = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+        )
+        .bind(filter)
+        .bind(incident)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get("id");
+            let lessons: Vec<String> =
+                sqlx::query("SELECT text FROM lessons WHERE episode_id = ? ORDER BY id")
+                    .bind(&id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.get("text"))
+                    .collect();
+            let parse = |col: &str| {
+                serde_json::from_str::<Value>(
+                    r.get::<Option<String>, _>(col).as_deref().unwrap_or("null"),
+                )
+                .unwrap_or(Value::Null)
+            };
+            out.push(json!({
+                "id": id,
+                "incident_id": r.get::<String, _>("incident_id"),
+                "trial": r.get::<i64, _>("trial"),
+                "pod_name": r.get::<String, _>("pod_name"),
+                "namespace": r.get::<String, _>("namespace"),
+                "error_type": r.get::<String, _>("error_type"),
+                "signature": r.get::<String, _>("signature"),
+                "strategy_id": r.get::<Option<String>, _>("strategy_id"),
+                "source": r.get::<String, _>("source"),
+                "action": parse("action"),
+                "command": r.get::<String, _>("command"),
+                "rationale": r.get::<String, _>("rationale"),
+                "dry_run": parse("dry_run"),
+                "execution": parse("execution"),
+                "verification": parse("verification"),
+                "success": r.get::<bool, _>("success"),
+                "reverted": r.get::<bool, _>("reverted"),
+                "reflection": r.get::<String, _>("reflection"),
+                "lessons_learned": lessons,
+                "duration_ms": r.get::<i64, _>("duration_ms"),
+                "created_at": r.get::<String, _>("created_at"),
+            }));
+        }
+        Ok(out)
+    }
+
+    fn incident_row_json(r: &sqlx::sqlite::SqliteRow) -> Value {
+        let parse = |col: &str| {
+            serde_json::from_str::<Value>(
+                r.get::<Option<String>, _>(col).as_deref().unwrap_or("null"),
+            )
+            .unwrap_or(Value::Null)
+        };
+        json!({
+            "id": r.get::<String, _>("id"),
+            "created_at": r.get::<String, _>("created_at"),
+            "updated_at": r.get::<String, _>("updated_at"),
+            "namespace": r.get::<String, _>("namespace"),
+            "pod_name": r.get::<String, _>("pod_name"),
+            "workload": {"kind": r.get::<String, _>("workload_kind"), "name": r.get::<String, _>("workload_name")},
+            "error_type": r.get::<String, _>("error_type"),
+            "signature": r.get::<String, _>("signature"),
+            "state": r.get::<String, _>("state"),
+            "trials": r.get::<i64, _>("trials"),
+            "outcome": r.get::<Option<String>, _>("outcome"),
+            "evidence": parse("evidence"),
+        })
+    }
+
+    pub async fn incidents_json(&self, state: Option<&str>, limit: i64) -> Result<Vec<Value>> {
+        let rows = sqlx::query("SELECT * FROM incidents WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2")
+            .bind(state)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut v = Self::incident_row_json(r);
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("evidence");
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// The full trail of one incident: the report, evidence, transitions, every trial, every write.
+    pub async fn incident_json(&self, id: &str) -> Result<Option<Value>> {
+        let Some(row) = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut v = Self::incident_row_json(&row);
+        v["report"] = serde_json::from_str(row.get::<&str, _>("report")).unwrap_or(Value::Null);
+        let transitions: Vec<Value> = sqlx::query("SELECT at, state, note FROM incident_transitions WHERE incident_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| json!({"at": r.get::<String, _>("at"), "state": r.get::<String, _>("state"), "note": r.get::<String, _>("note")}))
+            .collect();
+        let audit: Vec<Value> = sqlx::query("SELECT at, verb, target, detail, result FROM audit WHERE incident_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                json!({"at": r.get::<String, _>("at"), "verb": r.get::<String, _>("verb"), "target": r.get::<String, _>("target"),
+                       "detail": serde_json::from_str::<Value>(r.get::<&str, _>("detail")).unwrap_or(Value::Null),
+                       "result": r.get::<String, _>("result")})
+            })
+            .collect();
+        let mut episodes = self.episodes_json(None, Some(id), 1000).await?;
+        episodes.reverse();
+        v["transitions"] = json!(transitions);
+        v["episodes"] = json!(episodes);
+        v["audit"] = json!(audit);
+        Ok(Some(v))
+    }
+
+    /// Delete episodes (and their lessons) and/or strategies. Incidents and the audit log are kept: they are the
+    /// record of what was done to the cluster, not learned memory.
+    pub async fn clear(&self, episodes: bool, strategies: bool) -> Result<Value> {
+        let mut tx = self.pool.begin().await?;
+        let (mut e, mut l, mut s) = (0, 0, 0);
+        if episodes {
+            l = sqlx::query("DELETE FROM lessons")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            e = sqlx::query("DELETE FROM episodes")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if strategies {
+            s = sqlx::query("DELETE FROM strategies")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(json!({"episodes": e, "lessons": l, "strategies": s}))
+    }
+}

@@ -1,0 +1,150 @@
+use anyhow::Context;
+use clap::Parser;
+use reflexion_api::cluster::Cluster;
+use reflexion_api::db::Db;
+use reflexion_api::engine::{Engine, EngineConfig};
+use reflexion_api::http::{self, AppState};
+use reflexion_api::registry::Registry;
+use reflexion_core::policy::Policy;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The kube-reflexion API: receives failure reports, fixes them at the owning workload, verifies, reverts what did
+/// not work, and learns from every outcome.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "REFLEXION_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// SQLite database (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://reflexion.db")]
+    database_url: String,
+    /// Ask this registry (or mirror) for image tags instead of each image's own registry.
+    #[arg(long, env = "REFLEXION_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// Trials per incident before escalating.
+    #[arg(long, env = "REFLEXION_MAX_TRIALS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    max_trials: u32,
+    /// Seconds a fixed workload must stay Ready to count as verified.
+    #[arg(long, env = "REFLEXION_VERIFY_WINDOW_SECS", default_value_t = 30.0)]
+    verify_window_secs: f64,
+    /// Seconds to wait for a fix to verify before reverting it.
+    #[arg(long, env = "REFLEXION_VERIFY_TIMEOUT_SECS", default_value_t = 180.0)]
+    verify_timeout_secs: f64,
+    /// Policy file (JSON): modes per namespace, protected namespaces, automatic risk limit.
+    #[arg(long, env = "REFLEXION_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on mutating endpoints.
+    #[arg(long, env = "REFLEXION_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "REFLEXION_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("reflexion-api: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        anyhow::bail!("{name} must be between 0 and 86400 seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    let Some(path) = path else {
+        return Ok(Policy::default());
+    };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    if meta.len() > 1024 * 1024 {
+        anyhow::bail!("policy file {} is larger than 1 MiB", path.display());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("policy file {} is not a valid policy", path.display()))
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let config = EngineConfig {
+        max_trials: args.max_trials,
+        verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
+        verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
+        policy: load_policy(args.policy_file.as_ref())?,
+    };
+    if let Some(u) = &args.registry_url {
+        reqwest::Url::parse(u).with_context(|| format!("--registry-url {u:?} is not a URL"))?;
+    }
+    if args.api_token.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("REFLEXION_API_TOKEN is set but empty");
+    }
+    let db = Db::connect(&args.database_url)
+        .await
+        .with_context(|| format!("opening database {}", args.database_url))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let http_client = reqwest::Client::builder()
+        .build()
+        .context("building the HTTP client")?;
+    let engine = Engine::new(
+        db,
+        Cluster::new(client),
+        Registry::new(http_client, args.registry_url.clone()),
+        config,
+    );
+    let resumed = engine.resume().await.context("resuming incidents")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, auth = args.api_token.is_some(), "reflexion-api serving");
+    let state = AppState {
+        engine,
+        token: args.api_token.map(Arc::new),
+    };
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("reflexion-api stopped");
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,257 @@
+//! Verification by watching, not sleeping: the workload must become Ready and stay Ready for a stability window
+//! with no container restarting. Anything else, including no data before the deadline, is "not verified".
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use reflexion_core::owner::{WorkloadKind, WorkloadRef};
+use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub verified: bool,
+    pub detail: String,
+    /// Time from the start of verification until the workload first became healthy.
+    pub ready_after_ms: Option<u64>,
+    pub stable_for_secs: f64,
+}
+
+/// What one observation says about the workload.
+#[derive(Debug, PartialEq)]
+enum Health {
+    Healthy { restarts: i32 },
+    Unhealthy(String),
+}
+
+pub async fn verify(
+    client: &Client,
+    target: &WorkloadRef,
+    expected_pod_uid: Option<&str>,
+    window: Duration,
+    timeout: Duration,
+) -> Verification {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let fields = format!("metadata.name={}", target.name);
+    let cfg = watcher::Config::default().fields(&fields);
+    let mut stream = match target.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
+            watcher::watcher(api, cfg)
+                .map(|e| e.map(|ev| map_event(ev, deployment_health)))
+                .boxed()
+        }
+        _ => {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
+            let uid = expected_pod_uid.map(String::from);
+            watcher::watcher(api, cfg)
+                .map(move |e| e.map(|ev| map_event(ev, |p: &Pod| pod_health(p, uid.as_deref()))))
+                .boxed()
+        }
+    };
+    let mut ready_since: Option<Instant> = None;
+    let mut first_ready: Option<Instant> = None;
+    let mut baseline_restarts: Option<i32> = None;
+    let mut last = "no observation of the workload yet".to_string();
+    loop {
+        let stable_at = ready_since.map(|t| t + window);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                let stable = ready_since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                return Verification {
+                    verified: false,
+                    detail: format!("not Ready and stable for {}s within {}s: {last}", window.as_secs_f64(), timeout.as_secs()),
+                    ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
+                    stable_for_secs: stable,
+                };
+            }
+            _ = sleep_until_opt(stable_at) => {
+                return Verification {
+                    verified: true,
+                    detail: format!("Ready and stable for {}s with no restarts", window.as_secs_f64()),
+                    ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
+                    stable_for_secs: window.as_secs_f64(),
+                };
+            }
+            next = stream.next() => match next {
+                Some(Ok(Some(Health::Healthy { restarts }))) => {
+                    let base = *baseline_restarts.get_or_insert(restarts);
+                    if restarts > base {
+                        last = format!("a container restarted ({base} -> {restarts})");
+                        baseline_restarts = Some(restarts);
+                        ready_since = None;
+                    } else if ready_since.is_none() {
+                        ready_since = Some(Instant::now());
+                        first_ready.get_or_insert_with(Instant::now);
+                        last = "Ready".into();
+                    }
+                }
+                Some(Ok(Some(Health::Unhealthy(why)))) => {
+                    last = why;
+                    ready_since = None;
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => {
+                    last = format!("watch error: {e}");
+                }
+                None => {
+                    last = "watch ended".into();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn map_event<K>(ev: Event<K>, health: impl Fn(&K) -> Health) -> Option<Health> {
+    match ev {
+        Event::Apply(o) | Event::InitApply(o) => Some(health(&o)),
+        Event::Delete(_) => Some(Health::Unhealthy("the object was deleted".into())),
+        Event::Init | Event::InitDone => None,
+    }
+}
+
+fn pod_health(p: &Pod, expected_uid: Option<&str>) -> Health {
+    if expected_uid.is_some_and(|u| p.metadata.uid.as_deref() != Some(u)) {
+        return Health::Unhealthy("the pod was replaced by another object".into());
+    }
+    if p.metadata.deletion_timestamp.is_some() {
+        return Health::Unhealthy("the pod is being deleted".into());
+    }
+    let Some(status) = &p.status else {
+        return Health::Unhealthy("the pod has no status yet".into());
+    };
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    if let Some(w) = statuses
+        .iter()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref())
+    {
+        return Health::Unhealthy(format!(
+            "container waiting: {}",
+            w.reason.as_deref().unwrap_or("unknown")
+        ));
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return Health::Unhealthy(format!(
+            "pod phase {} and not Ready",
+            status.phase.as_deref().unwrap_or("unknown")
+        ));
+    }
+    Health::Healthy {
+        restarts: statuses.iter().map(|c| c.restart_count).sum(),
+    }
+}
+
+/// The same test as `kubectl rollout status`: the controller has seen the latest spec, every replica is updated
+/// and available, and no old replica remains.
+fn deployment_health(d: &Deployment) -> Health {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = &d.status else {
+        return Health::Unhealthy("the deployment has no status yet".into());
+    };
+    let generation = d.metadata.generation.unwrap_or(0);
+    if st.observed_generation.unwrap_or(0) < generation {
+        return Health::Unhealthy(
+            "the deployment controller has not observed the change yet".into(),
+        );
+    }
+    let (updated, available, total) = (
+        st.updated_replicas.unwrap_or(0),
+        st.available_replicas.unwrap_or(0),
+        st.replicas.unwrap_or(0),
+    );
+    if updated < want || available < want || total > want {
+        return Health::Unhealthy(format!(
+            "rollout in progress: {updated}/{want} updated, {available}/{want} available, {total} total"
+        ));
+    }
+    Health::Healthy { restarts: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn pod_health_table() {
+        let ready = json!({"metadata": {"name": "p", "uid": "new"}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": true, "restartCount": 2, "state": {"running": {}}}]}});
+        assert_eq!(
+            pod_health(&pod(ready.clone()), Some("new")),
+            Health::Healthy { restarts: 2 }
+        );
+        assert!(matches!(
+            pod_health(&pod(ready.clone()), Some("old")),
+            Health::Unhealthy(_)
+        ));
+        let mut waiting = ready.clone();
+        waiting["status"]["containerStatuses"][0]["state"] =
+            json!({"waiting": {"reason": "ImagePullBackOff"}});
+        assert_eq!(
+            pod_health(&pod(waiting), None),
+            Health::Unhealthy("container waiting: ImagePullBackOff".into())
+        );
+        let mut unready = ready;
+        unready["status"]["conditions"][0]["status"] = json!("False");
+        assert!(matches!(
+            pod_health(&pod(unready), None),
+            Health::Unhealthy(_)
+        ));
+        assert!(matches!(
+            pod_health(&pod(json!({"metadata": {"name": "p"}})), None),
+            Health::Unhealthy(_)
+        ));
+    }
+
+    #[test]
+    fn deployment_health_table() {
+        let d = |generation: i64,
+                 observed: i64,
+                 updated: i32,
+                 available: i32,
+                 total: i32|
+         -> Deployment {
+            serde_json::from_value(json!({"metadata": {"name": "web", "generation": generation}, "spec": {"replicas": 2,
+                "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "updatedReplicas": updated, "availableReplicas": available, "replicas": total}}))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            deployment_health(&d(2, 2, 2, 2, 2)),
+            Health::Healthy { restarts: 0 }
+        );
+        for (g, o, u, a, t) in [
+            (2, 1, 2, 2, 2),
+            (2, 2, 1, 2, 2),
+            (2, 2, 2, 1, 2),
+            (2, 2, 2, 2, 4),
+        ] {
+            assert!(
+                matches!(deployment_health(&d(g, o, u, a, t)), Health::Unhealthy(_)),
+                "{g} {o} {u} {a} {t}"
+            );
+        }
+    }
+}
