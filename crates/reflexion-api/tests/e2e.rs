@@ -1,0 +1,334 @@
+//! End to end: the three real binaries on loopback, driven through their public interfaces only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Options, Stack};
+
+const FIX_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The tags simcluster's registry really has for a repository.
+async fn registry_tags(stack: &Stack, repo: &str) -> Vec<String> {
+    let v: Value = reqwest::get(format!("{}/v2/{repo}/tags/list", stack.sim_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn resolved_incident(stack: &Stack) -> Value {
+    stack
+        .eventually("the incident to be resolved", FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let done = list["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["state"] == "resolved")
+                .cloned();
+            (done, list.to_string())
+        })
+        .await
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_bad_tag_on_a_bare_pod_is_fixed_verified_and_remembered() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    // What `kubectl run test-nginx --image=nginx:bu-tag-yok` creates.
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "test-nginx", "labels": {"run": "test-nginx"}},
+        "spec": {"containers": [{"name": "test-nginx", "image": "nginx:bu-tag-yok"}], "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let incident = resolved_incident(&stack).await;
+    let fixed = pods.get("test-nginx").await.unwrap();
+    assert!(is_ready(&fixed), "pod not Ready: {:?}", fixed.status);
+    let image = fixed.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    let tag = image
+        .strip_prefix("nginx:")
+        .unwrap_or_else(|| panic!("repository changed: {image}"));
+    assert!(
+        registry_tags(&stack, "library/nginx")
+            .await
+            .contains(&tag.to_string()),
+        "{image} is not in the registry"
+    );
+    assert_eq!(image, "nginx:1.27.3", "newest stable nginx in the catalog");
+    // The whole spec was preserved: labels and the rest of the pod are as the user wrote them.
+    assert_eq!(
+        fixed
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("run")
+            .map(String::as_str),
+        Some("test-nginx")
+    );
+    assert!(fixed.metadata.owner_references.is_none());
+
+    // One report, one incident: the watcher did not report every status update.
+    let all = stack.get("/api/v1/reflexion/incidents").await;
+    assert_eq!(all["total_count"], 1, "{all}");
+    let detail = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            incident["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        detail["workload"],
+        json!({"kind": "Pod", "name": "test-nginx"})
+    );
+    assert_eq!(detail["signature"], "image_pull/not_found");
+    let states: Vec<&str> = detail["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "reported",
+            "diagnosing",
+            "planning",
+            "executing",
+            "verifying",
+            "resolved"
+        ]
+    );
+    assert_eq!(detail["episodes"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["episodes"][0]["action"]["action"], "recreate_pod");
+    assert_eq!(detail["audit"][0]["verb"], "recreate_pod");
+    assert_eq!(detail["audit"][0]["result"], "ok");
+
+    let episodes = stack.get("/api/v1/reflexion/memory/episodic").await;
+    assert_eq!(episodes["total_count"], 1, "{episodes}");
+    let episode = &episodes["episodes"][0];
+    assert_eq!(episode["success"], true);
+    assert_eq!(episode["verification"]["verified"], true);
+    assert!(
+        episode["reflection"].as_str().unwrap().contains("fix held"),
+        "{episode}"
+    );
+    assert_eq!(episode["lessons_learned"].as_array().unwrap().len(), 1);
+
+    let strategies = stack
+        .get("/api/v1/reflexion/strategies?error_type=ImagePullBackOff")
+        .await;
+    assert_eq!(strategies["total_count"], 1, "{strategies}");
+    let s = &strategies["strategies"][0];
+    assert_eq!(
+        (
+            s["type"].as_str(),
+            s["successes"].as_i64(),
+            s["usage_count"].as_i64()
+        ),
+        (Some("ImagePullBackOff"), Some(1), Some(1))
+    );
+    assert!((s["confidence"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+
+    let cleared = stack.delete("/api/v1/memory/clear").await;
+    assert_eq!(
+        cleared["deleted"],
+        json!({"episodes": 1, "lessons": 1, "strategies": 1})
+    );
+    assert_eq!(
+        stack.get("/api/v1/reflexion/memory/episodic").await["total_count"],
+        0
+    );
+    assert_eq!(
+        stack.get("/api/v1/reflexion/strategies").await["total_count"],
+        0
+    );
+    // The incident record stays: it is the record of what was done to the cluster.
+    assert_eq!(
+        stack.get("/api/v1/reflexion/incidents").await["total_count"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tag_on_a_deployment_is_fixed_at_the_deployment() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27.O", "ports": [{"containerPort": 80}]}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    let incident = resolved_incident(&stack).await;
+    assert_eq!(
+        incident["workload"],
+        json!({"kind": "Deployment", "name": "web"})
+    );
+
+    // The fix is in the Deployment's template (a typo one edit away from a real tag), not in some pod.
+    let web = deployments.get("web").await.unwrap();
+    let container = &web
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(container.image.as_deref(), Some("nginx:1.27.3"));
+    assert_eq!(
+        container.ports.as_ref().unwrap()[0].container_port,
+        80,
+        "the rest of the template is untouched"
+    );
+    let status = web.status.unwrap();
+    assert_eq!(
+        (status.ready_replicas, status.updated_replicas),
+        (Some(2), Some(2))
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let running = pods
+        .list(&kube::api::ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(running.items.len(), 2);
+    assert!(running.items.iter().all(|p| is_ready(p)
+        && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:1.27.3")));
+
+    let detail = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            incident["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["episodes"][0]["action"]["action"], "set_image");
+    assert_eq!(
+        detail["episodes"][0]["command"],
+        "kubectl set image deployment/web web=nginx:1.27.3 -n default"
+    );
+    assert_eq!(
+        stack.get("/api/v1/reflexion/incidents").await["total_count"],
+        1,
+        "two failing pods, one incident"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reports_get_precise_errors_and_change_nothing() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        ..Options::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/reflexion/process-with-k8s-data", stack.api_url);
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        ("application/json", "{not json", 400, "invalid_json"),
+        (
+            "text/plain",
+            r#"{"pod_name":"a","namespace":"default","error_type":"ImagePullBackOff"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            r#"{"pod_name":"a"}"#,
+            422,
+            "invalid_body",
+        ),
+        (
+            "application/json",
+            r#"{"pod_name":"Bad_Name","namespace":"default","error_type":"ImagePullBackOff"}"#,
+            422,
+            "invalid_report",
+        ),
+        (
+            "application/json",
+            r#"{"pod_name":"a","namespace":"default","error_type":"Image Pull"}"#,
+            422,
+            "invalid_report",
+        ),
+    ];
+    for (content_type, body, status, code) in cases {
+        let resp = http
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+    }
+    let huge = format!(
+        r#"{{"pod_name":"a","namespace":"default","error_type":"X","real_k8s_data":{{"pod":{{"x":"{}"}}}}}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(
+        stack.get("/api/v1/reflexion/incidents").await["total_count"],
+        0
+    );
+    let missing = reqwest::get(format!("{}/api/v1/reflexion/incidents/nope", stack.api_url))
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let health = stack.get("/health").await;
+    assert_eq!(
+        (health["status"].as_str(), health["database"].as_str()),
+        (Some("healthy"), Some("ok"))
+    );
+}

@@ -1,0 +1,208 @@
+//! Starts the real binaries (simcluster, reflexion-api, watcher) on free loopback ports with a temporary
+//! database, and stops them when dropped. Their logs are printed if a test fails.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin(name: &str) -> PathBuf {
+    // Cargo builds every binary of the workspace for `cargo test --workspace`; they sit next to this package's.
+    let dir = Path::new(env!("CARGO_BIN_EXE_reflexion-api"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub sim_url: String,
+    pub api_url: String,
+    pub kubeconfig: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+pub struct Options {
+    pub watcher: bool,
+    pub verify_window_secs: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            watcher: true,
+            verify_window_secs: 2.0,
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start(opts: Options) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim_port = free_port();
+        let api_port = free_port();
+        let kubeconfig = dir.path().join("simcluster.kubeconfig");
+        let mut stack = Stack {
+            sim_url: format!("http://127.0.0.1:{sim_port}"),
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            kubeconfig: kubeconfig.clone(),
+            children: Vec::new(),
+            dir,
+        };
+        stack.spawn(
+            "simcluster",
+            Command::new(bin("simcluster"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{sim_port}"))
+                .arg("--kubeconfig-out")
+                .arg(&kubeconfig)
+                .arg("--time-scale")
+                .arg("10"),
+        );
+        wait_http(&format!("{}/version", stack.sim_url)).await;
+        let db = stack.dir.path().join("reflexion.db");
+        stack.spawn(
+            "reflexion-api",
+            Command::new(bin("reflexion-api"))
+                .env("KUBECONFIG", &kubeconfig)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{api_port}"))
+                .arg("--database-url")
+                .arg(format!("sqlite://{}", db.display()))
+                .arg("--registry-url")
+                .arg(&stack.sim_url)
+                .arg("--verify-window-secs")
+                .arg(opts.verify_window_secs.to_string())
+                .arg("--verify-timeout-secs")
+                .arg("40"),
+        );
+        wait_http(&format!("{}/health", stack.api_url)).await;
+        if opts.watcher {
+            stack.spawn(
+                "watcher",
+                Command::new(bin("watcher"))
+                    .env("KUBECONFIG", &kubeconfig)
+                    .arg("--api-url")
+                    .arg(&stack.api_url),
+            );
+        }
+        stack
+    }
+
+    fn spawn(&mut self, name: &str, cmd: &mut Command) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        let yaml = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let resp = reqwest::get(format!("{}{path}", self.api_url))
+            .await
+            .expect("GET");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    pub async fn delete(&self, path: &str) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .delete(format!("{}{path}", self.api_url))
+            .send()
+            .await
+            .expect("DELETE");
+        assert!(
+            resp.status().is_success(),
+            "DELETE {path}: {}",
+            resp.status()
+        );
+        resp.json().await.expect("json")
+    }
+
+    /// Poll the API until `check` returns Some, or fail after `timeout` with the last value seen.
+    pub async fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl AsyncFnMut() -> (Option<T>, String),
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (found, last) = check().await;
+            if let Some(v) = found {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("----- {name} log (last 40 lines) -----");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not come up within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
