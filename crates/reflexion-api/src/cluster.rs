@@ -122,13 +122,13 @@ impl Cluster {
                 name: owner.name.clone(),
                 uid: owner.uid.clone(),
             });
-            if owner.kind == "ReplicaSet" && chain.len() < 4 {
-                if let Some(rs) = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+            if owner.kind == "ReplicaSet"
+                && chain.len() < 4
+                && let Some(rs) = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
                     .get_opt(&owner.name)
                     .await?
-                {
-                    next = controller(rs.owner_references());
-                }
+            {
+                next = controller(rs.owner_references());
             }
         }
         Ok(chain)

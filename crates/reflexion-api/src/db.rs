@@ -97,14 +97,13 @@ impl Db {
     /// Returns (id, created).
     pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = n.idempotency_key {
-            if let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
+        if let Some(key) = n.idempotency_key
+            && let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await?
-            {
-                return Ok((row.get("id"), false));
-            }
+        {
+            return Ok((row.get("id"), false));
         }
         let q = sqlx::query(
             "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ? AND signature = ?

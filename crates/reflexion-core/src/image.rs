@@ -52,10 +52,10 @@ impl ImageRef {
             Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
             _ => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(ImageRefError::BadTag(tag.to_string()));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(ImageRefError::BadTag(tag.to_string()));
         }
         let (registry, path, explicit_registry) = match name.split_once('/') {
             Some((first, path))

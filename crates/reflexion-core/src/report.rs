@@ -92,13 +92,13 @@ impl FailureReport {
                 "must be 1-64 ASCII letters or digits, a kubelet reason such as ImagePullBackOff",
             ));
         }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(err(
-                    "idempotency_key",
-                    "must be 1-128 printable ASCII characters",
-                ));
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(err(
+                "idempotency_key",
+                "must be 1-128 printable ASCII characters",
+            ));
         }
         self.real_k8s_data.validate()
     }
@@ -140,10 +140,10 @@ impl K8sData {
                 ));
             }
         }
-        if let Some(p) = &self.pod {
-            if !p.is_object() {
-                return Err(err("real_k8s_data.pod", "must be a Pod object"));
-            }
+        if let Some(p) = &self.pod
+            && !p.is_object()
+        {
+            return Err(err("real_k8s_data.pod", "must be a Pod object"));
         }
         Ok(())
     }

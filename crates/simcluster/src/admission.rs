@@ -185,14 +185,14 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Causes) {
             }
         }
     }
-    if let Some(rp) = spec["restartPolicy"].as_str() {
-        if !["Always", "OnFailure", "Never"].contains(&rp) {
-            causes.push(cause(
+    if let Some(rp) = spec["restartPolicy"].as_str()
+        && !["Always", "OnFailure", "Never"].contains(&rp)
+    {
+        causes.push(cause(
                 "FieldValueNotSupported",
                 &format!("{path}.restartPolicy"),
                 &format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
             ));
-        }
     }
 }
 
@@ -255,14 +255,14 @@ fn validate_workload(obj: &Value, old: Option<&Value>, causes: &mut Causes) {
             ),
         ));
     }
-    if let Some(old) = old {
-        if old["spec"]["selector"] != *selector {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "spec.selector",
-                &format!("Invalid value: {selector}: field is immutable"),
-            ));
-        }
+    if let Some(old) = old
+        && old["spec"]["selector"] != *selector
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "spec.selector",
+            &format!("Invalid value: {selector}: field is immutable"),
+        ));
     }
     validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", causes);
 }

@@ -534,10 +534,10 @@ fn watch(
         let mut last_rv = from_rv.unwrap_or(0);
         for ch in backlog {
             last_rv = last_rv.max(ch.rv);
-            if let Some(ev) = filter.event(&ch) {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
+            if let Some(ev) = filter.event(&ch)
+                && tx.send(Ok(ev)).await.is_err()
+            {
+                return;
             }
         }
         if initial_events_end {
@@ -566,11 +566,10 @@ fn watch(
                             continue;
                         }
                         last_rv = ch.rv;
-                        if let Some(ev) = filter.event(&ch) {
-                            if tx.send(Ok(ev)).await.is_err() {
+                        if let Some(ev) = filter.event(&ch)
+                            && tx.send(Ok(ev)).await.is_err() {
                                 return;
                             }
-                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // This watcher fell too far behind: it must re-list, exactly as after a compaction.
@@ -620,10 +619,10 @@ impl WatchFilter {
         if !std::ptr::eq(ch.rt, self.rt) {
             return None;
         }
-        if let Some(ns) = &self.ns {
-            if ch.object["metadata"]["namespace"].as_str() != Some(ns) {
-                return None;
-            }
+        if let Some(ns) = &self.ns
+            && ch.object["metadata"]["namespace"].as_str() != Some(ns)
+        {
+            return None;
         }
         let now = self.matches(&ch.object);
         let before = ch.old.as_ref().map(|o| self.matches(o));
@@ -645,12 +644,9 @@ mod tests {
 
     #[test]
     fn paths_parse_like_the_api_server() {
-        let cases: &[(
-            &str,
-            &str,
-            &[&str],
-            Option<(&str, Option<&str>, Option<&str>, Option<&str>)>,
-        )] = &[
+        // (kind, namespace, name, subresource) the path resolves to
+        type Parsed<'a> = Option<(&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
+        let cases: &[(&str, &str, &[&str], Parsed<'_>)] = &[
             ("", "v1", &["pods"], Some(("Pod", None, None, None))),
             (
                 "",

@@ -87,7 +87,7 @@ impl Catalog {
         let full = format!("{repo}:{tag}");
         match self.tags(&repo) {
             None => Pull::RepositoryNotFound { full },
-            Some(tags) if tags.iter().any(|t| *t == tag) || tag.starts_with("sha256:") => Pull::Ok,
+            Some(tags) if tags.contains(&tag) || tag.starts_with("sha256:") => Pull::Ok,
             Some(_) => Pull::TagNotFound { full },
         }
     }

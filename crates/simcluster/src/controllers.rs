@@ -126,23 +126,20 @@ fn schedule(store: &Store, recorder: &Recorder) {
         if unbound
             && p["spec"]["schedulerName"] == "default-scheduler"
             && p["metadata"]["deletionTimestamp"].is_null()
+            && let Ok(bound) = store.bind(ns(&p), name(&p), NODE_NAME)
         {
-            if let Ok(bound) = store.bind(ns(&p), name(&p), NODE_NAME) {
-                let msg = format!(
-                    "Successfully assigned {}/{} to {NODE_NAME}",
-                    ns(&p),
-                    name(&p)
-                );
-                recorder.record(
-                    store,
-                    &source("default-scheduler"),
-                    &bound,
-                    None,
-                    "Normal",
-                    "Scheduled",
-                    &msg,
-                );
-            }
+            let msg = format!(
+                "Successfully assigned {}/{} to {NODE_NAME}",
+                ns(&p),
+                name(&p)
+            );
+            recorder.record(
+                store,
+                &source("default-scheduler"),
+                &bound,
+                None,
+                ("Normal", "Scheduled", &msg),
+            );
         }
     }
 }
@@ -180,18 +177,22 @@ fn reconcile_replicaset(store: &Store, recorder: &Recorder, rs: &Value) {
                     &src,
                     rs,
                     None,
-                    "Normal",
-                    "SuccessfulCreate",
-                    &format!("Created pod: {}", name(&p)),
+                    (
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", name(&p)),
+                    ),
                 ),
                 Err(e) => recorder.record(
                     store,
                     &src,
                     rs,
                     None,
-                    "Warning",
-                    "FailedCreate",
-                    &format!("Error creating: {}", e.message),
+                    (
+                        "Warning",
+                        "FailedCreate",
+                        &format!("Error creating: {}", e.message),
+                    ),
                 ),
             }
         }
@@ -219,9 +220,11 @@ fn reconcile_replicaset(store: &Store, recorder: &Recorder, rs: &Value) {
                     &src,
                     rs,
                     None,
-                    "Normal",
-                    "SuccessfulDelete",
-                    &format!("Deleted pod: {}", name(p)),
+                    (
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {}", name(p)),
+                    ),
                 );
             }
         }
@@ -342,7 +345,7 @@ fn reconcile_deployment(store: &Store, recorder: &Recorder, d: &Value) {
             match store.create(resources::replicasets(), ns(d), rs, false) {
                 Ok(rs) => {
                     let msg = format!("Scaled up replica set {} from 0 to {desired}", name(&rs));
-                    recorder.record(store, &src, d, None, "Normal", "ScalingReplicaSet", &msg);
+                    recorder.record(store, &src, d, None, ("Normal", "ScalingReplicaSet", &msg));
                     Some(rs)
                 }
                 Err(_) => None,
@@ -448,9 +451,7 @@ fn scale(store: &Store, recorder: &Recorder, d: &Value, rs: &Value, to: i64) {
             &source("deployment-controller"),
             d,
             None,
-            "Normal",
-            "ScalingReplicaSet",
-            &msg,
+            ("Normal", "ScalingReplicaSet", &msg),
         );
     }
 }

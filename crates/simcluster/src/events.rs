@@ -19,17 +19,16 @@ pub struct Source<'a> {
 }
 
 impl Recorder {
-    /// Record an event about `obj`. `field_path` is e.g. `spec.containers{web}`.
+    /// Record an event `(type, reason, message)` about `obj`. `field_path` is e.g. `spec.containers{web}`.
     pub fn record(
         &self,
         store: &Store,
         source: &Source<'_>,
         obj: &Value,
         field_path: Option<&str>,
-        type_: &str,
-        reason: &str,
-        message: &str,
+        event: (&str, &str, &str),
     ) {
+        let (type_, reason, message) = event;
         let meta = &obj["metadata"];
         let ns = meta["namespace"].as_str().unwrap_or("default");
         let uid = meta["uid"].as_str().unwrap_or_default().to_string();

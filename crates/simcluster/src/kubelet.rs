@@ -19,9 +19,12 @@ const IMAGE_BACKOFF_START: Duration = Duration::from_secs(10);
 const IMAGE_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Container logs, current and previous instance, readable through `pods/log`.
+/// (namespace, pod, container) -> (current instance's lines, previous instance's lines)
+type LogMap = HashMap<(String, String, String), (Vec<String>, Option<Vec<String>>)>;
+
 #[derive(Default)]
 pub struct Logs {
-    inner: Mutex<HashMap<(String, String, String), (Vec<String>, Option<Vec<String>>)>>,
+    inner: Mutex<LogMap>,
 }
 
 impl Logs {
@@ -321,9 +324,7 @@ impl Kubelet {
                 &source,
                 pod,
                 Some(&field_path),
-                type_,
-                reason,
-                &message,
+                (type_, reason, &message),
             );
         }
     }

@@ -63,12 +63,12 @@ pub async fn tags(
     let page: Vec<&String> = sorted.iter().skip(start).take(n).copied().collect();
     let mut headers = HeaderMap::new();
     headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
-    if start + page.len() < sorted.len() {
-        if let Some(last) = page.last() {
-            let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                headers.insert("link", v);
-            }
+    if start + page.len() < sorted.len()
+        && let Some(last) = page.last()
+    {
+        let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.insert("link", v);
         }
     }
     (headers, Json(json!({"name": name, "tags": page}))).into_response()

@@ -40,6 +40,7 @@ pub struct Change {
 }
 
 type Key = (&'static str, &'static str);
+pub type ChangeReceiver = broadcast::Receiver<Arc<Change>>;
 
 #[derive(Default)]
 struct Inner {
@@ -134,7 +135,7 @@ impl Store {
         &self,
         rt: &'static ResourceType,
         from_rv: Option<u64>,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
+    ) -> Result<(Vec<Arc<Change>>, ChangeReceiver), ApiError> {
         let inner = self.lock();
         let rx = self.tx.subscribe();
         let backlog = match from_rv {

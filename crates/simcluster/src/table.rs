@@ -45,7 +45,9 @@ fn pod_status(p: &Value) -> String {
 }
 
 pub fn table(kind: &str, items: &[Value], rv: u64) -> Value {
-    let (columns, rows): (Vec<(&str, &str)>, Vec<(Vec<Value>, &Value)>) = match kind {
+    type Columns = Vec<(&'static str, &'static str)>;
+    type Rows<'a> = Vec<(Vec<Value>, &'a Value)>;
+    let (columns, rows): (Columns, Rows<'_>) = match kind {
         "Pod" => (
             vec![
                 ("Name", "string"),

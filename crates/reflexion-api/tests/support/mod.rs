@@ -194,10 +194,10 @@ impl Drop for Stack {
 async fn wait_http(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
