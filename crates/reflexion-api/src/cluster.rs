@@ -486,7 +486,12 @@ pub fn fresh_pod(
     if let Some((container, new_image)) = image {
         let mut found = false;
         for list in ["containers", "initContainers"] {
-            for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            // get_mut, not indexing: IndexMut would insert a null `initContainers` into the new pod.
+            let containers = pod
+                .get_mut("spec")
+                .and_then(|s| s.get_mut(list))
+                .and_then(Value::as_array_mut);
+            for c in containers.into_iter().flatten() {
                 if c["name"] == container {
                     c["image"] = json!(new_image);
                     found = true;

@@ -95,7 +95,13 @@ fn default_pod_spec(spec: &mut Value) {
         }
     }
     for list in ["initContainers", "containers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        // get_mut, not indexing: IndexMut would insert a null list into the stored object.
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let image = c["image"].as_str().unwrap_or_default();
             let tag_is_latest = image
                 .rsplit_once(':')

@@ -568,7 +568,11 @@ fn finalizers_empty(obj: &Value) -> bool {
 fn orphan_dependents(inner: &mut Inner, owner_uid: &str) {
     for map in inner.objects.values_mut() {
         for obj in map.values_mut() {
-            if let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() {
+            let refs = obj
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("ownerReferences"))
+                .and_then(Value::as_array_mut);
+            if let Some(refs) = refs {
                 refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
             }
         }

@@ -1,0 +1,244 @@
+//! simcluster driven by kube-rs, the way the product drives it: the real binary on a free loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    child: Child,
+    _dir: tempfile::TempDir,
+    client: Client,
+    url: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start() -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("k.cfg");
+    let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "simcluster did not write its kubeconfig"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Sim {
+        child,
+        _dir: dir,
+        client: Client::try_from(config).unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": name, "image": image}]}})).unwrap()
+}
+
+async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(p) = pods.get_opt(name).await.unwrap() {
+            if check(&p) {
+                return p;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} never became {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_in_catalog_runs_and_unknown_tag_backs_off_like_a_kubelet() {
+    let sim = start().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("good", "nginx:1.27"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("bad", "nginx:bu-tag-yok"))
+        .await
+        .unwrap();
+
+    let good = wait_for(&pods, "good", "Ready", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    assert_eq!(good.status.unwrap().phase.as_deref(), Some("Running"));
+
+    let bad = wait_for(&pods, "bad", "ImagePullBackOff", |p| {
+        waiting_reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(bad.status.unwrap().phase.as_deref(), Some("Pending"));
+    let events: Api<Event> = Api::namespaced(sim.client.clone(), "default");
+    let uid = bad.metadata.uid.unwrap();
+    let list = events
+        .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = list
+        .items
+        .iter()
+        .map(|e| (e.reason.clone().unwrap(), e.message.clone().unwrap()))
+        .collect();
+    let has = |reason: &str, msg: &str| seen.iter().any(|(r, m)| r == reason && m.contains(msg));
+    assert!(
+        has("Failed", "docker.io/library/nginx:bu-tag-yok: not found"),
+        "{seen:?}"
+    );
+    assert!(has("Failed", "Error: ErrImagePull"), "{seen:?}");
+    assert!(
+        has("BackOff", "Back-off pulling image \"nginx:bu-tag-yok\""),
+        "{seen:?}"
+    );
+    assert!(has("Failed", "Error: ImagePullBackOff"), "{seen:?}");
+    assert!(
+        has(
+            "Scheduled",
+            "Successfully assigned default/bad to sim-node-1"
+        ),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_spec_is_immutable_except_images_and_watch_delivers_changes() {
+    let sim = start().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let stream = watcher(
+        pods.clone(),
+        watcher::Config::default().fields("metadata.name=p"),
+    )
+    .applied_objects();
+    futures::pin_mut!(stream);
+    pods.create(&PostParams::default(), &pod("p", "nginx:1.27"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("p"));
+
+    let pp = PatchParams::default();
+    let image = json!({"spec": {"containers": [{"name": "p", "image": "nginx:1.26"}]}});
+    pods.patch("p", &pp, &Patch::Strategic(image))
+        .await
+        .unwrap();
+    let resources = json!({"spec": {"containers": [{"name": "p", "resources": {"limits": {"memory": "256Mi"}}}]}});
+    let err = pods
+        .patch("p", &pp, &Patch::Strategic(resources))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+            assert!(
+                s.message
+                    .contains("pod updates may not change fields other than"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected a 422, got {other}"),
+    }
+    // dry run changes nothing
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    pods.patch(
+        "p",
+        &dry,
+        &Patch::Merge(json!({"spec": {"containers": [{"name": "p", "image": "nginx:1.25"}]}})),
+    )
+    .await
+    .unwrap();
+    let now = pods.get("p").await.unwrap();
+    assert_eq!(
+        now.spec.unwrap().containers[0].image.as_deref(),
+        Some("nginx:1.26")
+    );
+
+    // The OCI endpoint serves the catalog's tags.
+    let tags: serde_json::Value =
+        reqwest_get(&format!("{}/v2/library/nginx/tags/list", sim.url)).await;
+    assert!(
+        tags["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "1.27.3"),
+        "{tags}"
+    );
+}
+
+async fn reqwest_get(url: &str) -> serde_json::Value {
+    // A bare HTTP/1.1 GET over tokio, to keep simcluster's test dependencies to the Kubernetes client.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let body = buf.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
