@@ -543,7 +543,7 @@ impl Engine {
         ) else {
             return Planned::Escalate {
                 diagnosis: format!(
-                    "{} has no tag close to {intended:?} and no stable release tag left to try",
+                    "{} has no tag close to tag {intended} and no stable release tag left to try",
                     image.full_name()
                 ),
                 suggestion: "set the image tag by hand".into(),
@@ -552,17 +552,17 @@ impl Engine {
         let new_image = image.with_tag(&choice.tag).to_string();
         let rationale = match choice.rule {
             TagRule::Closest { distance } => format!(
-                "{} is {distance} edit(s) from {intended:?}, which does not exist in {}",
+                "{} is {distance} edit(s) from tag {intended}, which does not exist in {}",
                 choice.tag,
                 image.full_name()
             ),
             TagRule::NewestStable => format!(
-                "{intended:?} does not exist in {}; {} is its newest stable release",
+                "tag {intended} does not exist in {}; {} is its newest stable release",
                 image.full_name(),
                 choice.tag
             ),
             TagRule::Latest => format!(
-                "{intended:?} does not exist in {} and it has no version tags; using latest",
+                "tag {intended} does not exist in {} and it has no version tags; using latest",
                 image.full_name()
             ),
         };
