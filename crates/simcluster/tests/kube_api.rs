@@ -73,10 +73,10 @@ fn pod(name: &str, image: &str) -> Pod {
 async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(p) = pods.get_opt(name).await.unwrap() {
-            if check(&p) {
-                return p;
-            }
+        if let Some(p) = pods.get_opt(name).await.unwrap()
+            && check(&p)
+        {
+            return p;
         }
         assert!(Instant::now() < deadline, "{name} never became {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
