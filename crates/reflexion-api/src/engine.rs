@@ -236,7 +236,8 @@ impl Engine {
         .await
     }
 
-    /// One trial: dry run, execute, verify, revert if needed, reflect, record. Returns whether it fixed it.
+    /// One trial: dry run, execute, verify, revert if needed, reflect, record. Returns whether the incident is
+    /// finished (fixed, or escalated because the change could not be made); `false` means try the next candidate.
     async fn trial(
         &self,
         inc: &Incident,

@@ -13,6 +13,8 @@ pub const MAX_EVENTS: usize = 50;
 pub const MAX_OWNER_CHAIN: usize = 8;
 pub const MAX_MESSAGE_CHARS: usize = 4096;
 pub const MAX_CONTAINER_STATUSES: usize = 64;
+/// Signature, container name, image reference, timestamp.
+pub const MAX_SHORT_FIELD: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +128,23 @@ impl K8sData {
                 format!("at most {MAX_CONTAINER_STATUSES} entries"),
             ));
         }
+        let short_fields = [
+            ("real_k8s_data.signature", &self.signature),
+            ("real_k8s_data.container", &self.container),
+            ("real_k8s_data.image", &self.image),
+            ("real_k8s_data.detected_at", &self.detected_at),
+        ];
+        for (field, value) in short_fields {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_SHORT_FIELD)
+            {
+                return Err(err(
+                    field,
+                    format!("longer than {MAX_SHORT_FIELD} characters"),
+                ));
+            }
+        }
         if self.owner_chain.len() > MAX_OWNER_CHAIN {
             return Err(err(
                 "real_k8s_data.owner_chain",
@@ -234,6 +253,16 @@ mod tests {
                 "pod not object",
                 |r, _| r.real_k8s_data.pod = Some(serde_json::json!("pod")),
                 Some("real_k8s_data.pod"),
+            ),
+            (
+                "long signature",
+                |r, _| r.real_k8s_data.signature = Some("s".repeat(MAX_SHORT_FIELD + 1)),
+                Some("real_k8s_data.signature"),
+            ),
+            (
+                "long image",
+                |r, _| r.real_k8s_data.image = Some("i".repeat(MAX_SHORT_FIELD + 1)),
+                Some("real_k8s_data.image"),
             ),
         ];
         for (name, edit, want) in cases {
