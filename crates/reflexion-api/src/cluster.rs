@@ -11,9 +11,9 @@ use kube::api::{
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use reflexion_core::Action;
-use reflexion_core::classify::PodEvent;
+use reflexion_core::classify::{PodEvent, recent_events};
 use reflexion_core::owner::{OwnerLink, WorkloadKind, WorkloadRef};
-use reflexion_core::report::MAX_MESSAGE_CHARS;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -87,24 +87,7 @@ impl Cluster {
             "involvedObject.uid={}",
             pod.uid().unwrap_or_default()
         ));
-        let mut events = api.list(&lp).await?.items;
-        events.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
-        let skip = events.len().saturating_sub(20);
-        Ok(events
-            .into_iter()
-            .skip(skip)
-            .map(|e| PodEvent {
-                type_: e.type_.unwrap_or_default(),
-                reason: e.reason.unwrap_or_default(),
-                message: e
-                    .message
-                    .unwrap_or_default()
-                    .chars()
-                    .take(MAX_MESSAGE_CHARS)
-                    .collect(),
-                count: e.count.unwrap_or(1),
-            })
-            .collect())
+        Ok(recent_events(api.list(&lp).await?.items, 20))
     }
 
     /// The controller chain of a pod, read live (the report's copy is evidence, not truth).

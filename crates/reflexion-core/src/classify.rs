@@ -1,6 +1,6 @@
 //! What is wrong with a pod, as a pure function of the Pod object and its recent events.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use serde::{Deserialize, Serialize};
 
 /// A failure family: what kind of fix could apply. The kubelet's raw reason is kept in [`Failure::reason`].
@@ -39,6 +39,27 @@ pub struct PodEvent {
     pub message: String,
     #[serde(default)]
     pub count: i32,
+}
+
+/// The most recent `limit` events, oldest first, with messages bounded for reports and evidence.
+pub fn recent_events(mut events: Vec<Event>, limit: usize) -> Vec<PodEvent> {
+    events.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+    let skip = events.len().saturating_sub(limit);
+    events
+        .into_iter()
+        .skip(skip)
+        .map(|e| PodEvent {
+            type_: e.type_.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+            message: e
+                .message
+                .unwrap_or_default()
+                .chars()
+                .take(crate::report::MAX_MESSAGE_CHARS)
+                .collect(),
+            count: e.count.unwrap_or(1),
+        })
+        .collect()
 }
 
 /// One classified failure of one container.
@@ -193,6 +214,34 @@ mod tests {
             let got = classify(&p, &events).map(|f| (f.kind, f.message));
             assert_eq!(got, want.map(|(k, m)| (k, m.to_string())), "{reason}");
         }
+    }
+
+    #[test]
+    fn recent_events_keeps_the_newest_in_order_and_bounds_messages() {
+        let ev = |reason: &str, ts: &str, msg: String| -> Event {
+            serde_json::from_value(
+                json!({"metadata": {"name": reason}, "involvedObject": {}, "reason": reason,
+                "message": msg, "type": "Warning", "lastTimestamp": ts}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let events = vec![
+            ev(
+                "c",
+                "2026-01-01T00:00:03Z",
+                "x".repeat(crate::report::MAX_MESSAGE_CHARS + 10),
+            ),
+            ev("a", "2026-01-01T00:00:01Z", "m".into()),
+            ev("b", "2026-01-01T00:00:02Z", "m".into()),
+        ];
+        let got = recent_events(events, 2);
+        let reasons: Vec<&str> = got.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["b", "c"]);
+        assert_eq!(
+            got[1].message.chars().count(),
+            crate::report::MAX_MESSAGE_CHARS
+        );
+        assert_eq!(got[0].count, 1);
     }
 
     #[test]

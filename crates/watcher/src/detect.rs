@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use reflexion_core::classify::PodEvent;
+use reflexion_core::classify::{PodEvent, recent_events};
 use reflexion_core::owner::fix_target;
-use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS, MAX_MESSAGE_CHARS};
+use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::{Signature, classify};
 use std::time::{Duration, Instant};
 
@@ -138,29 +138,7 @@ impl Detector {
         let Ok(list) = api.list(&lp).await else {
             return Vec::new();
         };
-        let mut events: Vec<Event> = list.items;
-        events.sort_by(|a, b| {
-            a.last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .cmp(&b.last_timestamp.as_ref().map(|t| t.0))
-        });
-        let skip = events.len().saturating_sub(MAX_EVENTS.min(20));
-        events
-            .into_iter()
-            .skip(skip)
-            .map(|e| PodEvent {
-                type_: e.type_.unwrap_or_default(),
-                reason: e.reason.unwrap_or_default(),
-                message: e
-                    .message
-                    .unwrap_or_default()
-                    .chars()
-                    .take(MAX_MESSAGE_CHARS)
-                    .collect(),
-                count: e.count.unwrap_or(1),
-            })
-            .collect()
+        recent_events(list.items, MAX_EVENTS.min(20))
     }
 }
 
