@@ -17,6 +17,38 @@ pub struct Catalog {
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+/// How a container of this image behaves when the pod does not say otherwise.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub serves: Vec<Serves>,
+    /// Resident memory of the default process, as a quantity (`8Mi`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub requires_env: Vec<String>,
+    #[serde(default)]
+    pub missing_env: Option<String>,
+    #[serde(default)]
+    pub logs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serves {
+    pub port: u16,
+    /// HTTP paths answered with 200; `None` answers any path.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +105,11 @@ impl Catalog {
             source,
         })?;
         serde_yaml::from_str(&text).map_err(|source| CatalogError::Parse { path: p, source })
+    }
+
+    /// The behaviour of an image (the default, empty behaviour for an unparsable or unknown reference).
+    pub fn behaviour(&self, image: &str) -> Behaviour {
+        normalize(image).ok().and_then(|(repo, _)| self.repositories.get(&repo)).map(|r| r.behaviour.clone()).unwrap_or_default()
     }
 
     pub fn tags(&self, repository: &str) -> Option<&[String]> {

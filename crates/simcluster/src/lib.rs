@@ -11,6 +11,8 @@ pub mod error;
 pub mod events;
 pub mod kubelet;
 pub mod patch;
+pub mod process;
+pub mod quantity;
 pub mod registry;
 pub mod resources;
 pub mod selector;
