@@ -66,12 +66,82 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
             default_pod_spec(&mut spec["template"]["spec"]);
             validate_workload(obj, old, &mut causes);
         }
+        "Service" => default_service(obj, old),
+        "PersistentVolumeClaim" => {
+            // The DefaultStorageClass admission plugin; the cluster's default class is "standard".
+            if obj["spec"].is_object()
+                && obj["spec"]
+                    .get("storageClassName")
+                    .is_none_or(Value::is_null)
+            {
+                obj["spec"]["storageClassName"] = json!("standard");
+            }
+            match old {
+                None => obj["status"] = json!({"phase": "Pending"}),
+                Some(old) => {
+                    let (mut a, mut b) = (old["spec"].clone(), obj["spec"].clone());
+                    for v in [&mut a, &mut b] {
+                        if let Some(m) = v.as_object_mut() {
+                            m.remove("resources");
+                            m.remove("volumeName");
+                        }
+                    }
+                    if a != b {
+                        causes.push(cause(
+                            "FieldValueForbidden",
+                            "spec",
+                            "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                        ));
+                    }
+                }
+            }
+        }
         _ => {}
     }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(ApiError::invalid(rt.kind, &name, causes))
+    }
+}
+
+fn default_service(obj: &mut Value, old: Option<&Value>) {
+    let spec = &mut obj["spec"];
+    if !spec.is_object() {
+        *spec = json!({});
+    }
+    if spec.get("type").is_none_or(Value::is_null) {
+        spec["type"] = json!("ClusterIP");
+    }
+    if spec.get("sessionAffinity").is_none_or(Value::is_null) {
+        spec["sessionAffinity"] = json!("None");
+    }
+    match old.and_then(|o| o["spec"]["clusterIP"].as_str()) {
+        // clusterIP is immutable once allocated.
+        Some(ip) => spec["clusterIP"] = json!(ip),
+        None if spec["clusterIP"].is_null() && spec["type"] != "ExternalName" => {
+            let n = uuid::Uuid::new_v4();
+            let ip = format!("10.96.{}.{}", n.as_bytes()[0], n.as_bytes()[1].max(1));
+            spec["clusterIP"] = json!(ip);
+            spec["clusterIPs"] = json!([ip]);
+        }
+        None => {}
+    }
+    for p in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if p.get("protocol").is_none_or(Value::is_null) {
+            p["protocol"] = json!("TCP");
+        }
+        if p.get("targetPort").is_none_or(Value::is_null) {
+            p["targetPort"] = p["port"].clone();
+        }
+    }
+    if old.is_none() {
+        obj["status"] = json!({"loadBalancer": {}});
     }
 }
 

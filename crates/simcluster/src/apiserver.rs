@@ -234,6 +234,60 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, obj))
         }
         (&Method::GET, Some(name), Some("log")) => logs(c, &ns, name, &req.params),
+        (&Method::GET, Some(name), Some("scale")) => Ok(json_response(
+            StatusCode::OK,
+            scale_of(&store.get(t.rt, &ns, name)?),
+        )),
+        (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
+            let content_type = req
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = parse_body(&req.body)?;
+            let is_put = req.method == Method::PUT;
+            let updated = store.modify(t.rt, &ns, name, false, dry_run, |old| {
+                let mut scale = scale_of(old);
+                if is_put {
+                    scale = body.clone();
+                } else {
+                    apply_patch(&content_type, &mut scale, &body, "Scale", name)?;
+                }
+                let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
+                    ApiError::invalid(
+                        "Scale",
+                        name,
+                        vec![crate::store::cause(
+                            "FieldValueRequired",
+                            "spec.replicas",
+                            "Required value",
+                        )],
+                    )
+                })?;
+                if replicas < 0 {
+                    return Err(ApiError::invalid(
+                        "Scale",
+                        name,
+                        vec![crate::store::cause(
+                            "FieldValueInvalid",
+                            "spec.replicas",
+                            "Invalid value: must be greater than or equal to 0",
+                        )],
+                    ));
+                }
+                let mut new = old.clone();
+                new["spec"]["replicas"] = json!(replicas);
+                new["metadata"]["resourceVersion"] = scale["metadata"]["resourceVersion"].clone();
+                if new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"]
+                    && !is_put
+                {
+                    new["metadata"]["resourceVersion"] = Value::Null;
+                }
+                Ok(new)
+            })?;
+            Ok(json_response(StatusCode::OK, scale_of(&updated)))
+        }
         (&Method::POST, None, None) => {
             let obj = parse_body(&req.body)?;
             let created = store.create(t.rt, &ns, obj, dry_run)?;
@@ -286,29 +340,16 @@ async fn dispatch(
             let patched = store.modify(t.rt, &ns, name, t.sub.is_some(), dry_run, |old| {
                 let mut new = old.clone();
                 // A patch that does not mention resourceVersion must not trip the optimistic-concurrency check.
-                new["metadata"]["resourceVersion"] = Value::Null;
-                match kind.as_str() {
-                    "application/merge-patch+json" => patch::merge_patch(&mut new, &body),
-                    "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &body),
-                    "application/json-patch+json" => {
-                        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                        patch::json_patch(&mut new, &body).map_err(|e| ApiError::invalid(t.rt.kind, name, vec![
-                            crate::store::cause("FieldValueInvalid", "patch", &e),
-                        ]))?;
-                        if new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"] {
-                            new["metadata"]["resourceVersion"] = Value::Null;
-                        }
-                    }
-                    "application/apply-patch+yaml" => {
-                        return Err(ApiError::unsupported_media_type(
-                            "server-side apply is not supported by simcluster; use a merge, strategic-merge or JSON patch",
-                        ));
-                    }
-                    other => {
-                        return Err(ApiError::unsupported_media_type(format!(
-                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
-                        )));
-                    }
+                new["metadata"]["resourceVersion"] = if kind == "application/json-patch+json" {
+                    old["metadata"]["resourceVersion"].clone()
+                } else {
+                    Value::Null
+                };
+                apply_patch(&kind, &mut new, &body, t.rt.kind, name)?;
+                if kind == "application/json-patch+json"
+                    && new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"]
+                {
+                    new["metadata"]["resourceVersion"] = Value::Null;
                 }
                 Ok(new)
             })?;
@@ -361,6 +402,56 @@ async fn dispatch(
             req.method
         ))),
     }
+}
+
+/// Apply a patch body of the given media type to `target`.
+fn apply_patch(
+    content_type: &str,
+    target: &mut Value,
+    body: &Value,
+    kind: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/merge-patch+json" => patch::merge_patch(target, body),
+        "application/strategic-merge-patch+json" => patch::strategic_merge_patch(target, body),
+        "application/json-patch+json" => patch::json_patch(target, body).map_err(|e| {
+            ApiError::invalid(
+                kind,
+                name,
+                vec![crate::store::cause("FieldValueInvalid", "patch", &e)],
+            )
+        })?,
+        "application/apply-patch+yaml" => {
+            return Err(ApiError::unsupported_media_type(
+                "server-side apply is not supported by simcluster; use a merge, strategic-merge or JSON patch",
+            ));
+        }
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let labels = obj["spec"]["selector"]["matchLabels"].as_object();
+    let selector: Vec<String> = labels
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"]},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector.join(",")},
+    })
 }
 
 fn json_response(code: StatusCode, v: Value) -> Response {

@@ -109,7 +109,11 @@ impl Catalog {
 
     /// The behaviour of an image (the default, empty behaviour for an unparsable or unknown reference).
     pub fn behaviour(&self, image: &str) -> Behaviour {
-        normalize(image).ok().and_then(|(repo, _)| self.repositories.get(&repo)).map(|r| r.behaviour.clone()).unwrap_or_default()
+        normalize(image)
+            .ok()
+            .and_then(|(repo, _)| self.repositories.get(&repo))
+            .map(|r| r.behaviour.clone())
+            .unwrap_or_default()
     }
 
     pub fn tags(&self, repository: &str) -> Option<&[String]> {

@@ -1,10 +1,11 @@
 //! The control plane's loops: scheduler, deployment and replicaset controllers, garbage collector. Each pass
 //! reads the store and writes through the same admission and resourceVersion rules as any API client.
 
+use crate::Cluster;
 use crate::events::{Recorder, Source};
 use crate::resources;
+use crate::scheduler::Scheduler;
 use crate::store::{DeleteOptions, Store};
-use crate::{Cluster, NODE_NAME};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,8 +18,9 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut changes = cluster.store.subscribe();
     let recorder = Recorder::default();
+    let mut scheduler = Scheduler::default();
     loop {
-        reconcile(&cluster.store, &recorder);
+        reconcile(&cluster.store, &recorder, &mut scheduler, cluster.clock);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -40,9 +42,15 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
 }
 
 /// One pass of every controller.
-pub fn reconcile(store: &Store, recorder: &Recorder) {
+pub fn reconcile(
+    store: &Store,
+    recorder: &Recorder,
+    scheduler: &mut Scheduler,
+    clock: crate::Clock,
+) {
     collect_garbage(store);
-    schedule(store, recorder);
+    crate::scheduler::bind_claims(store, recorder);
+    scheduler.pass(store, recorder, clock);
     let (deployments, _) = store.list(resources::deployments(), None);
     for d in &deployments {
         reconcile_deployment(store, recorder, d);
@@ -116,30 +124,6 @@ fn collect_garbage(store: &Store) {
             {
                 let _ = store.delete(rt, ns(&o), name(&o), &DeleteOptions::default());
             }
-        }
-    }
-}
-
-fn schedule(store: &Store, recorder: &Recorder) {
-    for p in store.list(resources::pods(), None).0 {
-        let unbound = p["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
-        if unbound
-            && p["spec"]["schedulerName"] == "default-scheduler"
-            && p["metadata"]["deletionTimestamp"].is_null()
-            && let Ok(bound) = store.bind(ns(&p), name(&p), NODE_NAME)
-        {
-            let msg = format!(
-                "Successfully assigned {}/{} to {NODE_NAME}",
-                ns(&p),
-                name(&p)
-            );
-            recorder.record(
-                store,
-                &source("default-scheduler"),
-                &bound,
-                None,
-                ("Normal", "Scheduled", &msg),
-            );
         }
     }
 }

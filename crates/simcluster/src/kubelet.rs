@@ -45,14 +45,27 @@ impl Logs {
     }
 
     fn forget(&self, ns: &str, pod: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !(k.0 == ns && k.1 == pod));
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !(k.0 == ns && k.1 == pod));
     }
 
     /// `None` when the container has no (previous) instance.
-    pub fn read(&self, ns: &str, pod: &str, container: &str, previous: bool) -> Option<Vec<String>> {
+    pub fn read(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Option<Vec<String>> {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (current, prev) = m.get(&(ns.into(), pod.into(), container.into()))?;
-        if previous { prev.clone() } else { Some(current.clone()) }
+        if previous {
+            prev.clone()
+        } else {
+            Some(current.clone())
+        }
     }
 }
 
@@ -79,13 +92,32 @@ impl Terminated {
 
 #[derive(Debug, Clone)]
 enum State {
-    Waiting { reason: String, message: Option<String>, retry_at: Instant },
-    Pulling { until: Instant },
-    PullFailed { shown_until: Instant, retry_at: Instant, message: String },
-    PullBackOff { retry_at: Instant },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+        retry_at: Instant,
+    },
+    Pulling {
+        until: Instant,
+    },
+    PullFailed {
+        shown_until: Instant,
+        retry_at: Instant,
+        message: String,
+    },
+    PullBackOff {
+        retry_at: Instant,
+    },
     Running(Box<Running>),
-    Terminated { t: Terminated, at: Instant, restart: bool },
-    CrashBackOff { retry_at: Instant, message: String },
+    Terminated {
+        t: Terminated,
+        at: Instant,
+        restart: bool,
+    },
+    CrashBackOff {
+        retry_at: Instant,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +152,13 @@ struct PodRuntime {
 }
 
 pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut kubelet = Kubelet { cluster, pods: HashMap::new(), recorder: Recorder::default(), next_ip: 2, pulled: HashSet::new() };
+    let mut kubelet = Kubelet {
+        cluster,
+        pods: HashMap::new(),
+        recorder: Recorder::default(),
+        next_ip: 2,
+        pulled: HashSet::new(),
+    };
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -147,14 +185,24 @@ impl Kubelet {
         let (pods, _) = self.cluster.store.list(resources::pods(), None);
         let mut alive = HashSet::with_capacity(pods.len());
         for pod in pods {
-            if pod["spec"]["nodeName"].as_str() != Some(NODE_NAME) || !pod["metadata"]["deletionTimestamp"].is_null() {
+            if pod["spec"]["nodeName"].as_str() != Some(NODE_NAME)
+                || !pod["metadata"]["deletionTimestamp"].is_null()
+            {
                 continue;
             }
-            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             alive.insert(uid.clone());
             self.sync_pod(&uid, &pod);
         }
-        let gone: Vec<String> = self.pods.keys().filter(|u| !alive.contains(*u)).cloned().collect();
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|u| !alive.contains(*u))
+            .cloned()
+            .collect();
         for uid in gone {
             if let Some(rt) = self.pods.remove(&uid) {
                 self.cluster.logs.forget(&rt.ns, &rt.name);
@@ -170,8 +218,14 @@ impl Kubelet {
             self.pods.insert(
                 uid.to_string(),
                 PodRuntime {
-                    ns: pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
-                    name: pod["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    ns: pod["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string(),
+                    name: pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                     uid: uid.to_string(),
                     containers: BTreeMap::new(),
                     start_time: now(),
@@ -180,8 +234,14 @@ impl Kubelet {
                 },
             );
         }
-        let inits: Vec<Value> = pod["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
-        let apps: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        let inits: Vec<Value> = pod["spec"]["initContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let apps: Vec<Value> = pod["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut events: Emitted = Vec::new();
         let mut initialized = true;
         for c in &inits {
@@ -196,20 +256,34 @@ impl Kubelet {
                 self.step(uid, pod, c, false, &mut events);
             }
         }
-        let source = Source { component: "kubelet", host: Some(NODE_NAME) };
+        let source = Source {
+            component: "kubelet",
+            host: Some(NODE_NAME),
+        };
         for (field_path, type_, reason, message) in events {
-            self.recorder.record(&self.cluster.store, &source, pod, Some(&field_path), (type_, reason, &message));
+            self.recorder.record(
+                &self.cluster.store,
+                &source,
+                pod,
+                Some(&field_path),
+                (type_, reason, &message),
+            );
         }
-        let Some(rt) = self.pods.get_mut(uid) else { return };
+        let Some(rt) = self.pods.get_mut(uid) else {
+            return;
+        };
         let status = pod_status(rt, pod, &inits, &apps, initialized);
         if status != pod["status"] {
             let (ns, name) = (rt.ns.clone(), rt.name.clone());
-            let _ = self.cluster.store.modify(resources::pods(), &ns, &name, true, false, |p| {
-                let mut p = p.clone();
-                p["status"] = status;
-                p["metadata"]["resourceVersion"] = Value::Null;
-                Ok(p)
-            });
+            let _ = self
+                .cluster
+                .store
+                .modify(resources::pods(), &ns, &name, true, false, |p| {
+                    let mut p = p.clone();
+                    p["status"] = status;
+                    p["metadata"]["resourceVersion"] = Value::Null;
+                    Ok(p)
+                });
         }
     }
 
@@ -226,96 +300,196 @@ impl Kubelet {
         let t = Instant::now();
         let name = spec["name"].as_str().unwrap_or_default().to_string();
         let image = spec["image"].as_str().unwrap_or_default().to_string();
-        let field_path = format!("spec.{}{{{name}}}", if init { "initContainers" } else { "containers" });
-        let mut emit = |type_: &'static str, reason: &'static str, message: String| events.push((field_path.clone(), type_, reason, message));
-        let restart_policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
-        let Some(rt) = self.pods.get_mut(uid) else { return };
+        let field_path = format!(
+            "spec.{}{{{name}}}",
+            if init { "initContainers" } else { "containers" }
+        );
+        let mut emit = |type_: &'static str, reason: &'static str, message: String| {
+            events.push((field_path.clone(), type_, reason, message))
+        };
+        let restart_policy = pod["spec"]["restartPolicy"]
+            .as_str()
+            .unwrap_or("Always")
+            .to_string();
+        let Some(rt) = self.pods.get_mut(uid) else {
+            return;
+        };
         let (ns, pod_name, pod_uid) = (rt.ns.clone(), rt.name.clone(), rt.uid.clone());
         let fresh = match rt.containers.get(&name) {
             None => Some(0),
             // A changed image (the one in-place pod update) makes the kubelet kill and restart the container.
-            Some(c) if c.image != image => Some(c.restart_count + i64::from(matches!(c.state, State::Running(_)))),
+            Some(c) if c.image != image => {
+                Some(c.restart_count + i64::from(matches!(c.state, State::Running(_))))
+            }
             Some(_) => None,
         };
         if let Some(restart_count) = fresh {
             let state = match self.cluster.catalog.pull(&image) {
                 Pull::InvalidName(why) => {
-                    let message = format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {why}");
+                    let message = format!(
+                        "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {why}"
+                    );
                     emit("Warning", "InspectFailed", message.clone());
                     emit("Warning", "Failed", "Error: InvalidImageName".into());
-                    State::Waiting { reason: "InvalidImageName".into(), message: Some(message), retry_at: t + Duration::from_secs(1_000_000) }
+                    State::Waiting {
+                        reason: "InvalidImageName".into(),
+                        message: Some(message),
+                        retry_at: t + Duration::from_secs(1_000_000),
+                    }
                 }
                 _ if self.pulled.contains(&image) && spec["imagePullPolicy"] != "Always" => {
-                    emit("Normal", "Pulled", format!("Container image \"{image}\" already present on machine"));
-                    State::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: t }
+                    emit(
+                        "Normal",
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                    State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: None,
+                        retry_at: t,
+                    }
                 }
                 _ => {
                     emit("Normal", "Pulling", format!("Pulling image \"{image}\""));
-                    State::Pulling { until: t + clock.real(PULL_TIME) }
+                    State::Pulling {
+                        until: t + clock.real(PULL_TIME),
+                    }
                 }
             };
-            rt.containers.insert(name.clone(), Container { image: image.clone(), state, restart_count, pull_attempts: 0, crashes: 0, last_terminated: None });
+            rt.containers.insert(
+                name.clone(),
+                Container {
+                    image: image.clone(),
+                    state,
+                    restart_count,
+                    pull_attempts: 0,
+                    crashes: 0,
+                    last_terminated: None,
+                },
+            );
         }
-        let Some(c) = rt.containers.get_mut(&name) else { return };
+        let Some(c) = rt.containers.get_mut(&name) else {
+            return;
+        };
         match c.state.clone() {
             State::Pulling { until } if t >= until => match self.cluster.catalog.pull(&image) {
                 Pull::Ok => {
                     let took = PULL_TIME.as_secs_f64();
-                    emit("Normal", "Pulled", format!(
-                        "Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting). Image size: 72099410 bytes."
-                    ));
+                    emit(
+                        "Normal",
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting). Image size: 72099410 bytes."
+                        ),
+                    );
                     self.pulled.insert(image.clone());
-                    c.state = State::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: t };
+                    c.state = State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: None,
+                        retry_at: t,
+                    };
                 }
                 other => {
                     let message = pull_error(&image, &other);
-                    emit("Warning", "Failed", format!("Failed to pull image \"{image}\": {message}"));
+                    emit(
+                        "Warning",
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": {message}"),
+                    );
                     emit("Warning", "Failed", "Error: ErrImagePull".into());
-                    let backoff = BACKOFF_START.saturating_mul(1 << c.pull_attempts.min(8)).min(BACKOFF_MAX);
+                    let backoff = BACKOFF_START
+                        .saturating_mul(1 << c.pull_attempts.min(8))
+                        .min(BACKOFF_MAX);
                     c.pull_attempts += 1;
-                    c.state = State::PullFailed { shown_until: t + clock.real(ERR_IMAGE_PULL_SHOWN), retry_at: t + clock.real(backoff), message };
+                    c.state = State::PullFailed {
+                        shown_until: t + clock.real(ERR_IMAGE_PULL_SHOWN),
+                        retry_at: t + clock.real(backoff),
+                        message,
+                    };
                 }
             },
-            State::PullFailed { shown_until, retry_at, .. } if t >= shown_until => {
-                emit("Normal", "BackOff", format!("Back-off pulling image \"{image}\""));
+            State::PullFailed {
+                shown_until,
+                retry_at,
+                ..
+            } if t >= shown_until => {
+                emit(
+                    "Normal",
+                    "BackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                );
                 emit("Warning", "Failed", "Error: ImagePullBackOff".into());
                 c.state = State::PullBackOff { retry_at };
             }
             State::PullBackOff { retry_at } if t >= retry_at => {
                 emit("Normal", "Pulling", format!("Pulling image \"{image}\""));
-                c.state = State::Pulling { until: t + clock.real(PULL_TIME) };
+                c.state = State::Pulling {
+                    until: t + clock.real(PULL_TIME),
+                };
             }
-            State::Waiting { reason, retry_at, .. } if t >= retry_at && reason != "InvalidImageName" => {
+            State::Waiting {
+                reason, retry_at, ..
+            } if t >= retry_at && reason != "InvalidImageName" => {
                 // Create (or re-create after a config error) and start the container.
-                match resolve_env(&self.cluster, &ns, pod, spec).and_then(|env| mounts_ok(&self.cluster, &ns, pod).map(|_| env)) {
+                match resolve_env(&self.cluster, &ns, pod, spec)
+                    .and_then(|env| mounts_ok(&self.cluster, &ns, pod).map(|_| env))
+                {
                     Err((reason, message)) => {
                         if reason == "FailedMount" {
                             emit("Warning", "FailedMount", message);
-                            c.state = State::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: t + clock.real(CONFIG_RETRY) };
+                            c.state = State::Waiting {
+                                reason: "ContainerCreating".into(),
+                                message: None,
+                                retry_at: t + clock.real(CONFIG_RETRY),
+                            };
                         } else {
                             emit("Warning", "Failed", format!("Error: {message}"));
-                            c.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message), retry_at: t + clock.real(CONFIG_RETRY) };
+                            c.state = State::Waiting {
+                                reason: "CreateContainerConfigError".into(),
+                                message: Some(message),
+                                retry_at: t + clock.real(CONFIG_RETRY),
+                            };
                         }
                     }
                     Ok(env) => {
                         let behaviour = self.cluster.catalog.behaviour(&image);
-                        let program = process::program(spec, &behaviour, &env, &pod["metadata"]["annotations"]);
+                        let program = process::program(
+                            spec,
+                            &behaviour,
+                            &env,
+                            &pod["metadata"]["annotations"],
+                        );
                         c.state = start(c, program, &name, t, &mut emit);
                         if let State::Running(r) = &c.state {
-                            self.cluster.logs.start_instance(&ns, &pod_name, &name, r.program.logs.clone());
+                            self.cluster.logs.start_instance(
+                                &ns,
+                                &pod_name,
+                                &name,
+                                r.program.logs.clone(),
+                            );
                         }
                     }
                 }
             }
             State::Running(mut r) => {
-                let limit = spec["resources"]["limits"]["memory"].as_str().and_then(quantity::parse);
+                let limit = spec["resources"]["limits"]["memory"]
+                    .as_str()
+                    .and_then(quantity::parse);
                 let exit = match &r.program.outcome {
-                    _ if limit.is_some_and(|l| r.program.memory_bytes > l) && t >= r.since + clock.real(OOM_AFTER) => {
+                    _ if limit.is_some_and(|l| r.program.memory_bytes > l)
+                        && t >= r.since + clock.real(OOM_AFTER) =>
+                    {
                         Some((137, "OOMKilled".to_string(), None))
                     }
-                    Outcome::Exits { after, code } if t >= r.since + clock.real(*after) => {
-                        Some((*code, if *code == 0 { "Completed".to_string() } else { "Error".to_string() }, None))
-                    }
+                    Outcome::Exits { after, code } if t >= r.since + clock.real(*after) => Some((
+                        *code,
+                        if *code == 0 {
+                            "Completed".to_string()
+                        } else {
+                            "Error".to_string()
+                        },
+                        None,
+                    )),
                     _ => None,
                 };
                 let exit = exit.or_else(|| probe(&mut r, spec, &rt.ip, t, clock, &name, &mut emit));
@@ -336,22 +510,52 @@ impl Kubelet {
                             _ => !init || code != 0,
                         };
                         c.crashes += 1;
-                        c.state = State::Terminated { t: term, at: t, restart };
+                        c.state = State::Terminated {
+                            t: term,
+                            at: t,
+                            restart,
+                        };
                     }
                     None => c.state = State::Running(r),
                 }
             }
-            State::Terminated { t: term, at, restart: true } if t >= at + clock.real(TERMINATED_SHOWN) => {
-                let backoff = BACKOFF_START.saturating_mul(1 << (c.crashes.saturating_sub(1)).min(8)).min(BACKOFF_MAX);
-                let message = format!("back-off {} restarting failed container={name} pod={pod_name}_{ns}({pod_uid})", human(backoff));
-                emit("Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod_name}_{ns}({pod_uid})"));
+            State::Terminated {
+                t: term,
+                at,
+                restart: true,
+            } if t >= at + clock.real(TERMINATED_SHOWN) => {
+                let backoff = BACKOFF_START
+                    .saturating_mul(1 << (c.crashes.saturating_sub(1)).min(8))
+                    .min(BACKOFF_MAX);
+                let message = format!(
+                    "back-off {} restarting failed container={name} pod={pod_name}_{ns}({pod_uid})",
+                    human(backoff)
+                );
+                emit(
+                    "Warning",
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {name} in pod {pod_name}_{ns}({pod_uid})"
+                    ),
+                );
                 c.last_terminated = Some(term);
-                c.state = State::CrashBackOff { retry_at: t + clock.real(backoff), message };
+                c.state = State::CrashBackOff {
+                    retry_at: t + clock.real(backoff),
+                    message,
+                };
             }
             State::CrashBackOff { retry_at, .. } if t >= retry_at => {
                 c.restart_count += 1;
-                emit("Normal", "Pulled", format!("Container image \"{image}\" already present on machine"));
-                c.state = State::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: t };
+                emit(
+                    "Normal",
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                c.state = State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                    retry_at: t,
+                };
             }
             _ => {}
         }
@@ -360,10 +564,22 @@ impl Kubelet {
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 { format!("{}m0s", s / 60) } else if s >= 60 { format!("{}m{}s", s / 60, s % 60) } else { format!("{s}s") }
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m0s", s / 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
-fn start(c: &mut Container, program: Program, name: &str, t: Instant, emit: &mut impl FnMut(&'static str, &'static str, String)) -> State {
+fn start(
+    c: &mut Container,
+    program: Program,
+    name: &str,
+    t: Instant,
+    emit: &mut impl FnMut(&'static str, &'static str, String),
+) -> State {
     let container_id = format!("containerd://{}", uuid::Uuid::new_v4().simple());
     emit("Normal", "Created", format!("Created container: {name}"));
     if let Outcome::StartError { message } = &program.outcome {
@@ -378,7 +594,11 @@ fn start(c: &mut Container, program: Program, name: &str, t: Instant, emit: &mut
             finished_at: ts,
             container_id,
         };
-        return State::Terminated { t: term, at: t, restart: true };
+        return State::Terminated {
+            t: term,
+            at: t,
+            restart: true,
+        };
     }
     emit("Normal", "Started", format!("Started container {name}"));
     State::Running(Box::new(Running {
@@ -405,17 +625,25 @@ fn probe(
 ) -> Option<(i32, String, Option<String>)> {
     let liveness = &spec["livenessProbe"];
     let readiness = &spec["readinessProbe"];
-    let secs = |p: &Value, field: &str, default: u64| Duration::from_secs(p[field].as_u64().unwrap_or(default));
+    let secs = |p: &Value, field: &str, default: u64| {
+        Duration::from_secs(p[field].as_u64().unwrap_or(default))
+    };
     if readiness.is_null() {
         r.ready = true;
     }
     if t < r.next_probe {
         return None;
     }
-    let period = [liveness, readiness].iter().filter(|p| !p.is_null()).map(|p| secs(p, "periodSeconds", 10)).min().unwrap_or(Duration::from_secs(10));
+    let period = [liveness, readiness]
+        .iter()
+        .filter(|p| !p.is_null())
+        .map(|p| secs(p, "periodSeconds", 10))
+        .min()
+        .unwrap_or(Duration::from_secs(10));
     r.next_probe = t + clock.real(period);
     let running_for = t.saturating_duration_since(r.since);
-    if !readiness.is_null() && running_for >= clock.real(secs(readiness, "initialDelaySeconds", 0)) {
+    if !readiness.is_null() && running_for >= clock.real(secs(readiness, "initialDelaySeconds", 0))
+    {
         match probe_result(readiness, spec, &r.program, ip) {
             Ok(()) => {
                 r.readiness_failures = 0;
@@ -423,10 +651,16 @@ fn probe(
             }
             Err(why) => {
                 r.readiness_failures += 1;
-                if r.readiness_failures >= readiness["failureThreshold"].as_u64().unwrap_or(3) as u32 {
+                if r.readiness_failures
+                    >= readiness["failureThreshold"].as_u64().unwrap_or(3) as u32
+                {
                     r.ready = false;
                 }
-                emit("Warning", "Unhealthy", format!("Readiness probe failed: {why}"));
+                emit(
+                    "Warning",
+                    "Unhealthy",
+                    format!("Readiness probe failed: {why}"),
+                );
             }
         }
     }
@@ -435,9 +669,18 @@ fn probe(
             Ok(()) => r.liveness_failures = 0,
             Err(why) => {
                 r.liveness_failures += 1;
-                emit("Warning", "Unhealthy", format!("Liveness probe failed: {why}"));
-                if r.liveness_failures >= liveness["failureThreshold"].as_u64().unwrap_or(3) as u32 {
-                    emit("Normal", "Killing", format!("Container {name} failed liveness probe, will be restarted"));
+                emit(
+                    "Warning",
+                    "Unhealthy",
+                    format!("Liveness probe failed: {why}"),
+                );
+                if r.liveness_failures >= liveness["failureThreshold"].as_u64().unwrap_or(3) as u32
+                {
+                    emit(
+                        "Normal",
+                        "Killing",
+                        format!("Container {name} failed liveness probe, will be restarted"),
+                    );
                     return Some((137, "Error".into(), None));
                 }
             }
@@ -452,7 +695,12 @@ fn probe_result(p: &Value, spec: &Value, program: &Program, ip: &str) -> Result<
         match v {
             Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
             Value::String(s) => s.parse().ok().or_else(|| {
-                spec["ports"].as_array()?.iter().find(|cp| cp["name"] == s.as_str())?["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok())
+                spec["ports"]
+                    .as_array()?
+                    .iter()
+                    .find(|cp| cp["name"] == s.as_str())?["containerPort"]
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
             }),
             _ => None,
         }
@@ -462,10 +710,14 @@ fn probe_result(p: &Value, spec: &Value, program: &Program, ip: &str) -> Result<
         let path = http["path"].as_str().unwrap_or("/");
         let scheme = http["scheme"].as_str().unwrap_or("HTTP").to_lowercase();
         let Some(served) = program.serves.iter().find(|s| s.port == port) else {
-            return Err(format!("Get \"{scheme}://{ip}:{port}{path}\": dial tcp {ip}:{port}: connect: connection refused"));
+            return Err(format!(
+                "Get \"{scheme}://{ip}:{port}{path}\": dial tcp {ip}:{port}: connect: connection refused"
+            ));
         };
         return match &served.paths {
-            Some(paths) if !paths.iter().any(|x| x == path) => Err("HTTP probe failed with statuscode: 404".into()),
+            Some(paths) if !paths.iter().any(|x| x == path) => {
+                Err("HTTP probe failed with statuscode: 404".into())
+            }
             _ => Ok(()),
         };
     }
@@ -478,7 +730,12 @@ fn probe_result(p: &Value, spec: &Value, program: &Program, ip: &str) -> Result<
         };
     }
     if let Some(exec) = p.get("exec").filter(|v| v.is_object()) {
-        let cmd: Vec<&str> = exec["command"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let cmd: Vec<&str> = exec["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         let fails = cmd.iter().any(|w| *w == "false" || w.contains("exit 1"));
         return if fails { Err(String::new()) } else { Ok(()) };
     }
@@ -494,35 +751,57 @@ fn lookup(cluster: &Cluster, kind: &str, ns: &str, name: &str) -> Option<Value> 
 
 fn config_value(obj: &Value, kind: &str, key: &str) -> Option<String> {
     if kind == "Secret" {
-        obj["data"][key].as_str().map(base64_decode).or_else(|| obj["stringData"][key].as_str().map(String::from))
+        obj["data"][key]
+            .as_str()
+            .map(base64_decode)
+            .or_else(|| obj["stringData"][key].as_str().map(String::from))
     } else {
         obj["data"][key].as_str().map(String::from)
     }
 }
 
 /// The container's environment, or the kubelet's `CreateContainerConfigError` message.
-fn resolve_env(cluster: &Cluster, ns: &str, pod: &Value, spec: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
+fn resolve_env(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &Value,
+    spec: &Value,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut env = BTreeMap::new();
     for from in spec["envFrom"].as_array().into_iter().flatten() {
         for (field, kind) in [("configMapRef", "ConfigMap"), ("secretRef", "Secret")] {
             let r = &from[field];
-            let Some(name) = r["name"].as_str() else { continue };
+            let Some(name) = r["name"].as_str() else {
+                continue;
+            };
             match lookup(cluster, kind, ns, name) {
                 Some(obj) => {
                     let prefix = from["prefix"].as_str().unwrap_or("");
-                    for key in obj["data"].as_object().into_iter().flatten().map(|(k, _)| k.clone()) {
+                    for key in obj["data"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, _)| k.clone())
+                    {
                         if let Some(v) = config_value(&obj, kind, &key) {
                             env.insert(format!("{prefix}{key}"), v);
                         }
                     }
                 }
                 None if r["optional"] == true => {}
-                None => return Err(("CreateContainerConfigError", format!("{} \"{name}\" not found", kind.to_lowercase()))),
+                None => {
+                    return Err((
+                        "CreateContainerConfigError",
+                        format!("{} \"{name}\" not found", kind.to_lowercase()),
+                    ));
+                }
             }
         }
     }
     for e in spec["env"].as_array().into_iter().flatten() {
-        let Some(var) = e["name"].as_str() else { continue };
+        let Some(var) = e["name"].as_str() else {
+            continue;
+        };
         if let Some(v) = e["value"].as_str() {
             env.insert(var.to_string(), v.to_string());
             continue;
@@ -530,10 +809,16 @@ fn resolve_env(cluster: &Cluster, ns: &str, pod: &Value, spec: &Value) -> Result
         let vf = &e["valueFrom"];
         if let Some(field) = vf["fieldRef"]["fieldPath"].as_str() {
             let v = match field {
-                "metadata.name" => pod["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                "metadata.name" => pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 "metadata.namespace" => ns.to_string(),
                 "spec.nodeName" => NODE_NAME.to_string(),
-                "status.podIP" => pod["status"]["podIP"].as_str().unwrap_or_default().to_string(),
+                "status.podIP" => pod["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 _ => String::new(),
             };
             env.insert(var.to_string(), v);
@@ -541,17 +826,29 @@ fn resolve_env(cluster: &Cluster, ns: &str, pod: &Value, spec: &Value) -> Result
         }
         for (field, kind) in [("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")] {
             let r = &vf[field];
-            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else { continue };
+            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
+                continue;
+            };
             let optional = r["optional"] == true;
             match lookup(cluster, kind, ns, name) {
                 None if optional => {}
-                None => return Err(("CreateContainerConfigError", format!("{} \"{name}\" not found", kind.to_lowercase()))),
+                None => {
+                    return Err((
+                        "CreateContainerConfigError",
+                        format!("{} \"{name}\" not found", kind.to_lowercase()),
+                    ));
+                }
                 Some(obj) => match config_value(&obj, kind, key) {
                     Some(v) => {
                         env.insert(var.to_string(), v);
                     }
                     None if optional => {}
-                    None => return Err(("CreateContainerConfigError", format!("couldn't find key {key} in {kind} {ns}/{name}"))),
+                    None => {
+                        return Err((
+                            "CreateContainerConfigError",
+                            format!("couldn't find key {key} in {kind} {ns}/{name}"),
+                        ));
+                    }
                 },
             }
         }
@@ -563,11 +860,22 @@ fn resolve_env(cluster: &Cluster, ns: &str, pod: &Value, spec: &Value) -> Result
 fn mounts_ok(cluster: &Cluster, ns: &str, pod: &Value) -> Result<(), ConfigError> {
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let vol = v["name"].as_str().unwrap_or_default();
-        for (field, kind, key) in [("configMap", "ConfigMap", "name"), ("secret", "Secret", "secretName")] {
+        for (field, kind, key) in [
+            ("configMap", "ConfigMap", "name"),
+            ("secret", "Secret", "secretName"),
+        ] {
             let src = &v[field];
-            let Some(name) = src[key].as_str() else { continue };
+            let Some(name) = src[key].as_str() else {
+                continue;
+            };
             if src["optional"] != true && lookup(cluster, kind, ns, name).is_none() {
-                return Err(("FailedMount", format!("MountVolume.SetUp failed for volume \"{vol}\" : {} \"{name}\" not found", kind.to_lowercase())));
+                return Err((
+                    "FailedMount",
+                    format!(
+                        "MountVolume.SetUp failed for volume \"{vol}\" : {} \"{name}\" not found",
+                        kind.to_lowercase()
+                    ),
+                ));
             }
         }
     }
@@ -627,16 +935,45 @@ fn container_status(c: Option<&Container>, spec: &Value) -> (Value, bool, bool) 
         json!({"waiting": w})
     };
     let (state, ready, running, container_id) = match &c.state {
-        State::Running(r) => (json!({"running": {"startedAt": r.started_at}}), r.ready, true, Some(r.container_id.clone())),
-        State::Waiting { reason, message, .. } => (waiting(reason, message.as_deref()), false, false, None),
+        State::Running(r) => (
+            json!({"running": {"startedAt": r.started_at}}),
+            r.ready,
+            true,
+            Some(r.container_id.clone()),
+        ),
+        State::Waiting {
+            reason, message, ..
+        } => (waiting(reason, message.as_deref()), false, false, None),
         State::Pulling { .. } => (waiting("ContainerCreating", None), false, false, None),
-        State::PullFailed { message, .. } => (waiting("ErrImagePull", Some(message)), false, false, None),
-        State::PullBackOff { .. } => (waiting("ImagePullBackOff", Some(&format!("Back-off pulling image \"{image}\""))), false, false, None),
-        State::Terminated { t, .. } => (json!({"terminated": t.json()}), false, false, Some(t.container_id.clone())),
-        State::CrashBackOff { message, .. } => (waiting("CrashLoopBackOff", Some(message)), false, false, None),
+        State::PullFailed { message, .. } => {
+            (waiting("ErrImagePull", Some(message)), false, false, None)
+        }
+        State::PullBackOff { .. } => (
+            waiting(
+                "ImagePullBackOff",
+                Some(&format!("Back-off pulling image \"{image}\"")),
+            ),
+            false,
+            false,
+            None,
+        ),
+        State::Terminated { t, .. } => (
+            json!({"terminated": t.json()}),
+            false,
+            false,
+            Some(t.container_id.clone()),
+        ),
+        State::CrashBackOff { message, .. } => (
+            waiting("CrashLoopBackOff", Some(message)),
+            false,
+            false,
+            None,
+        ),
     };
-    let pulled = !matches!(c.state, State::Pulling { .. } | State::PullFailed { .. } | State::PullBackOff { .. })
-        && !matches!(&c.state, State::Waiting { reason, .. } if reason == "InvalidImageName");
+    let pulled = !matches!(
+        c.state,
+        State::Pulling { .. } | State::PullFailed { .. } | State::PullBackOff { .. }
+    ) && !matches!(&c.state, State::Waiting { reason, .. } if reason == "InvalidImageName");
     let image_id = if pulled {
         let (repo, _) = crate::catalog::normalize(image).unwrap_or_default();
         format!("{repo}@sha256:{:064x}", 0xabcd_u64)
@@ -651,11 +988,18 @@ fn container_status(c: Option<&Container>, spec: &Value) -> (Value, bool, bool) 
     if let Some(id) = container_id {
         s["containerID"] = json!(id);
     }
-    let terminated_ok = matches!(&c.state, State::Terminated { t, restart: false, .. } if t.exit_code == 0);
+    let terminated_ok =
+        matches!(&c.state, State::Terminated { t, restart: false, .. } if t.exit_code == 0);
     (s, ready, terminated_ok)
 }
 
-fn pod_status(rt: &mut PodRuntime, pod: &Value, inits: &[Value], apps: &[Value], initialized: bool) -> Value {
+fn pod_status(
+    rt: &mut PodRuntime,
+    pod: &Value,
+    inits: &[Value],
+    apps: &[Value],
+    initialized: bool,
+) -> Value {
     let mut init_statuses = Vec::new();
     for spec in inits {
         let name = spec["name"].as_str().unwrap_or_default();
@@ -663,10 +1007,15 @@ fn pod_status(rt: &mut PodRuntime, pod: &Value, inits: &[Value], apps: &[Value],
     }
     let mut statuses = Vec::new();
     let (mut all_ready, mut unready) = (!apps.is_empty(), Vec::new());
-    let (mut any_running, mut all_terminated, mut all_succeeded, mut all_started) = (false, true, true, true);
+    let (mut any_running, mut all_terminated, mut all_succeeded, mut all_started) =
+        (false, true, true, true);
     for spec in apps {
         let name = spec["name"].as_str().unwrap_or_default();
-        let c = if initialized { rt.containers.get(name) } else { None };
+        let c = if initialized {
+            rt.containers.get(name)
+        } else {
+            None
+        };
         let (s, ready, succeeded) = container_status(c, spec);
         if !ready {
             all_ready = false;
@@ -706,7 +1055,10 @@ fn pod_status(rt: &mut PodRuntime, pod: &Value, inits: &[Value], apps: &[Value],
     } else {
         "Pending"
     };
-    let mut condition = |t: &'static str, ok: bool, reason: Option<&str>, message: Option<String>| {
+    let mut condition = |t: &'static str,
+                         ok: bool,
+                         reason: Option<&str>,
+                         message: Option<String>| {
         let entry = rt.transitions.entry(t).or_insert_with(|| (ok, now()));
         if entry.0 != ok {
             *entry = (ok, now());
@@ -719,7 +1071,11 @@ fn pod_status(rt: &mut PodRuntime, pod: &Value, inits: &[Value], apps: &[Value],
         c
     };
     let unready_msg = format!("containers with unready status: [{}]", unready.join(" "));
-    let ready_reason = if phase == "Succeeded" || phase == "Failed" { "PodCompleted" } else { "ContainersNotReady" };
+    let ready_reason = if phase == "Succeeded" || phase == "Failed" {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     let pending_inits: Vec<&str> = inits
         .iter()
         .filter_map(|s| s["name"].as_str())
@@ -727,9 +1083,27 @@ fn pod_status(rt: &mut PodRuntime, pod: &Value, inits: &[Value], apps: &[Value],
         .collect();
     let conditions = vec![
         condition("PodReadyToStartContainers", true, None, None),
-        condition("Initialized", initialized, Some("ContainersNotInitialized"), Some(format!("containers with incomplete status: [{}]", pending_inits.join(" ")))),
-        condition("Ready", all_ready, Some(ready_reason), Some(unready_msg.clone())),
-        condition("ContainersReady", all_ready, Some(ready_reason), Some(unready_msg)),
+        condition(
+            "Initialized",
+            initialized,
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                pending_inits.join(" ")
+            )),
+        ),
+        condition(
+            "Ready",
+            all_ready,
+            Some(ready_reason),
+            Some(unready_msg.clone()),
+        ),
+        condition(
+            "ContainersReady",
+            all_ready,
+            Some(ready_reason),
+            Some(unready_msg),
+        ),
         condition("PodScheduled", true, None, None),
     ];
     let mut status = json!({
@@ -755,6 +1129,13 @@ mod tests {
     fn base64_and_durations() {
         assert_eq!(base64_decode("cGFzc3dvcmQ="), "password");
         assert_eq!(base64_decode(""), "");
-        assert_eq!((human(Duration::from_secs(10)), human(Duration::from_secs(300)), human(Duration::from_secs(90))), ("10s".into(), "5m0s".into(), "1m30s".into()));
+        assert_eq!(
+            (
+                human(Duration::from_secs(10)),
+                human(Duration::from_secs(300)),
+                human(Duration::from_secs(90))
+            ),
+            ("10s".into(), "5m0s".into(), "1m30s".into())
+        );
     }
 }

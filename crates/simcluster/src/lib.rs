@@ -15,6 +15,7 @@ pub mod process;
 pub mod quantity;
 pub mod registry;
 pub mod resources;
+pub mod scheduler;
 pub mod selector;
 pub mod store;
 pub mod table;

@@ -11,9 +11,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     RunsForever,
-    Exits { after: Duration, code: i32 },
+    Exits {
+        after: Duration,
+        code: i32,
+    },
     /// The runtime cannot start the process (`StartError`, exit 128).
-    StartError { message: String },
+    StartError {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -28,11 +33,20 @@ const DEFAULT_MEMORY: f64 = 4.0 * 1024.0 * 1024.0;
 /// A process that "exits immediately" still takes a moment.
 const IMMEDIATE: Duration = Duration::from_millis(300);
 
-const SHELLS: &[&str] = &["sh", "bash", "ash", "/bin/sh", "/bin/bash", "/bin/ash", "/usr/bin/env"];
+const SHELLS: &[&str] = &[
+    "sh",
+    "bash",
+    "ash",
+    "/bin/sh",
+    "/bin/bash",
+    "/bin/ash",
+    "/usr/bin/env",
+];
 /// Commands a minimal image's shell has; anything else is "not found" (exit 127).
 const BUILTINS: &[&str] = &[
-    "echo", "sleep", "exit", "true", "false", "printenv", "env", "cat", "ls", "date", "hostname", "trap", "wait",
-    "tail", "touch", "mkdir", "export", ":", "set", "test", "[", "printf", "nc", "wget", "seq", "yes",
+    "echo", "sleep", "exit", "true", "false", "printenv", "env", "cat", "ls", "date", "hostname",
+    "trap", "wait", "tail", "touch", "mkdir", "export", ":", "set", "test", "[", "printf", "nc",
+    "wget", "seq", "yes",
 ];
 
 /// Annotation keys test authors use on a pod (a `.<container>` suffix targets one container).
@@ -41,36 +55,91 @@ pub const ANN_EXIT_AFTER: &str = "simcluster.io/exit-after";
 pub const ANN_MEMORY: &str = "simcluster.io/memory-usage";
 
 pub fn annotation<'a>(annotations: &'a Value, key: &str, container: &str) -> Option<&'a str> {
-    annotations.get(format!("{key}.{container}")).or_else(|| annotations.get(key)).and_then(Value::as_str)
+    annotations
+        .get(format!("{key}.{container}"))
+        .or_else(|| annotations.get(key))
+        .and_then(Value::as_str)
 }
 
 /// Resolve the program of a container. `env` holds the container's resolved environment.
-pub fn program(container: &Value, behaviour: &Behaviour, env: &BTreeMap<String, String>, annotations: &Value) -> Program {
+pub fn program(
+    container: &Value,
+    behaviour: &Behaviour,
+    env: &BTreeMap<String, String>,
+    annotations: &Value,
+) -> Program {
     let name = container["name"].as_str().unwrap_or_default();
-    let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
     let command = strings(&container["command"]);
     let args = strings(&container["args"]);
     // Docker semantics: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
     let argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
         (false, _) => command.into_iter().chain(args).collect(),
         (true, false) => behaviour.entrypoint.iter().cloned().chain(args).collect(),
-        (true, true) => behaviour.entrypoint.iter().chain(behaviour.cmd.iter()).cloned().collect(),
+        (true, true) => behaviour
+            .entrypoint
+            .iter()
+            .chain(behaviour.cmd.iter())
+            .cloned()
+            .collect(),
     };
-    let default_memory = behaviour.memory.as_deref().and_then(quantity::parse).unwrap_or(DEFAULT_MEMORY);
-    let mut p = Program { logs: Vec::new(), outcome: Outcome::RunsForever, memory_bytes: default_memory, serves: Vec::new() };
-    let image_default = argv.first().is_some_and(|a| behaviour.entrypoint.first().or(behaviour.cmd.first()) == Some(a));
-    let prog = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
-    if let Some(missing) = behaviour.requires_env.iter().find(|v| env.get(*v).is_none_or(|x| x.is_empty())) {
-        let line = behaviour.missing_env.as_deref().unwrap_or("error: required environment variable {name} is not set").replace("{name}", missing);
+    let default_memory = behaviour
+        .memory
+        .as_deref()
+        .and_then(quantity::parse)
+        .unwrap_or(DEFAULT_MEMORY);
+    let mut p = Program {
+        logs: Vec::new(),
+        outcome: Outcome::RunsForever,
+        memory_bytes: default_memory,
+        serves: Vec::new(),
+    };
+    let image_default = argv
+        .first()
+        .is_some_and(|a| behaviour.entrypoint.first().or(behaviour.cmd.first()) == Some(a));
+    let prog = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    if let Some(missing) = behaviour
+        .requires_env
+        .iter()
+        .find(|v| env.get(*v).is_none_or(|x| x.is_empty()))
+    {
+        let line = behaviour
+            .missing_env
+            .as_deref()
+            .unwrap_or("error: required environment variable {name} is not set")
+            .replace("{name}", missing);
         p.logs.extend(line.lines().map(String::from));
-        p.outcome = Outcome::Exits { after: IMMEDIATE, code: 1 };
+        p.outcome = Outcome::Exits {
+            after: IMMEDIATE,
+            code: 1,
+        };
     } else if argv.is_empty() {
-        p.outcome = Outcome::StartError { message: "no command specified".into() };
+        p.outcome = Outcome::StartError {
+            message: "no command specified".into(),
+        };
     } else if SHELLS.contains(&argv[0].as_str()) {
-        match argv.iter().position(|a| a == "-c").and_then(|i| argv.get(i + 1)) {
+        match argv
+            .iter()
+            .position(|a| a == "-c")
+            .and_then(|i| argv.get(i + 1))
+        {
             Some(script) => run_script(script, env, &mut p),
             // A shell with no script and no terminal reads EOF and exits 0.
-            None => p.outcome = Outcome::Exits { after: IMMEDIATE, code: 0 },
+            None => {
+                p.outcome = Outcome::Exits {
+                    after: IMMEDIATE,
+                    code: 0,
+                }
+            }
         }
     } else if prog == "sleep" {
         p.outcome = sleep_outcome(argv.get(1).map(String::as_str).unwrap_or("0"));
@@ -81,7 +150,10 @@ pub fn program(container: &Value, behaviour: &Behaviour, env: &BTreeMap<String, 
         p.serves = behaviour.serves.clone();
         if ["python3", "python", "node"].contains(&prog.as_str()) {
             // An interpreter with no script and no terminal exits at once.
-            p.outcome = Outcome::Exits { after: IMMEDIATE, code: 0 };
+            p.outcome = Outcome::Exits {
+                after: IMMEDIATE,
+                code: 0,
+            };
         }
     } else if argv[0].starts_with('/') || argv[0].starts_with("./") {
         p.outcome = Outcome::StartError {
@@ -102,8 +174,14 @@ pub fn program(container: &Value, behaviour: &Behaviour, env: &BTreeMap<String, 
         p.memory_bytes = mem;
     }
     if let Some(code) = annotation(annotations, ANN_EXIT_CODE, name).and_then(|c| c.parse().ok()) {
-        let after = annotation(annotations, ANN_EXIT_AFTER, name).and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(1.0);
-        p.outcome = Outcome::Exits { after: Duration::from_secs_f64(after), code };
+        let after = annotation(annotations, ANN_EXIT_AFTER, name)
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(1.0);
+        p.outcome = Outcome::Exits {
+            after: Duration::from_secs_f64(after),
+            code,
+        };
     }
     p
 }
@@ -113,8 +191,14 @@ fn sleep_outcome(arg: &str) -> Outcome {
         return Outcome::RunsForever;
     }
     match arg.trim_end_matches('s').parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Outcome::Exits { after: Duration::from_secs_f64(s.min(1e7)), code: 0 },
-        _ => Outcome::Exits { after: IMMEDIATE, code: 1 },
+        Ok(s) if s.is_finite() && s >= 0.0 => Outcome::Exits {
+            after: Duration::from_secs_f64(s.min(1e7)),
+            code: 0,
+        },
+        _ => Outcome::Exits {
+            after: IMMEDIATE,
+            code: 1,
+        },
     }
 }
 
@@ -126,22 +210,35 @@ fn stress(args: &[String], p: &mut Program) {
     while i < args.len() {
         match args[i].as_str() {
             "--vm" | "-m" => vm = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(1.0),
-            "--vm-bytes" => bytes = args.get(i + 1).and_then(|v| quantity::parse(v)).unwrap_or(bytes),
+            "--vm-bytes" => {
+                bytes = args
+                    .get(i + 1)
+                    .and_then(|v| quantity::parse(v))
+                    .unwrap_or(bytes)
+            }
             "--timeout" | "-t" => {
-                if let Some(Outcome::Exits { after, .. }) = args.get(i + 1).map(|t| sleep_outcome(t)) {
+                if let Some(Outcome::Exits { after, .. }) =
+                    args.get(i + 1).map(|t| sleep_outcome(t))
+                {
                     p.outcome = Outcome::Exits { after, code: 0 };
                 }
             }
             "--help" => {
-                p.logs.push("`stress' imposes certain types of compute stress on your system".into());
-                p.outcome = Outcome::Exits { after: IMMEDIATE, code: 1 };
+                p.logs
+                    .push("`stress' imposes certain types of compute stress on your system".into());
+                p.outcome = Outcome::Exits {
+                    after: IMMEDIATE,
+                    code: 1,
+                };
                 return;
             }
             _ => {}
         }
         i += 1;
     }
-    p.logs.push(format!("stress: info: [1] dispatching hogs: 0 cpu, 0 io, {vm} vm, 0 hdd"));
+    p.logs.push(format!(
+        "stress: info: [1] dispatching hogs: 0 cpu, 0 io, {vm} vm, 0 hdd"
+    ));
     p.memory_bytes = p.memory_bytes.max(vm * bytes);
 }
 
@@ -149,7 +246,12 @@ fn stress(args: &[String], p: &mut Program) {
 fn run_script(script: &str, env: &BTreeMap<String, String>, p: &mut Program) {
     let mut elapsed = Duration::ZERO;
     let forever = script.contains("while true") || script.contains("while :");
-    for stmt in script.split(['\n', ';']).flat_map(|s| s.split("&&")).map(str::trim).filter(|s| !s.is_empty()) {
+    for stmt in script
+        .split(['\n', ';'])
+        .flat_map(|s| s.split("&&"))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let mut stmt = stmt;
         for keyword in ["do ", "then ", "else "] {
             stmt = stmt.strip_prefix(keyword).map(str::trim).unwrap_or(stmt);
@@ -167,11 +269,17 @@ fn run_script(script: &str, env: &BTreeMap<String, String>, p: &mut Program) {
             },
             "exit" => {
                 let code = words.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-                p.outcome = Outcome::Exits { after: elapsed.max(IMMEDIATE), code };
+                p.outcome = Outcome::Exits {
+                    after: elapsed.max(IMMEDIATE),
+                    code,
+                };
                 return;
             }
             "false" => {
-                p.outcome = Outcome::Exits { after: elapsed.max(IMMEDIATE), code: 1 };
+                p.outcome = Outcome::Exits {
+                    after: elapsed.max(IMMEDIATE),
+                    code: 1,
+                };
                 return;
             }
             "tail" if words.contains(&"-f") => {
@@ -182,12 +290,22 @@ fn run_script(script: &str, env: &BTreeMap<String, String>, p: &mut Program) {
             c if BUILTINS.contains(&c) => {}
             c => {
                 p.logs.push(format!("sh: {c}: not found"));
-                p.outcome = Outcome::Exits { after: elapsed.max(IMMEDIATE), code: 127 };
+                p.outcome = Outcome::Exits {
+                    after: elapsed.max(IMMEDIATE),
+                    code: 127,
+                };
                 return;
             }
         }
     }
-    p.outcome = if forever { Outcome::RunsForever } else { Outcome::Exits { after: elapsed.max(IMMEDIATE), code: 0 } };
+    p.outcome = if forever {
+        Outcome::RunsForever
+    } else {
+        Outcome::Exits {
+            after: elapsed.max(IMMEDIATE),
+            code: 0,
+        }
+    };
 }
 
 fn unquote(s: &str) -> String {
@@ -239,32 +357,101 @@ mod tests {
         let mut c = container;
         c["name"] = json!("c");
         c["image"] = json!(image);
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         program(&c, &catalog.behaviour(image), &env, &ann)
     }
 
     fn exits(after_ms: u64, code: i32) -> Outcome {
-        Outcome::Exits { after: Duration::from_millis(after_ms), code }
+        Outcome::Exits {
+            after: Duration::from_millis(after_ms),
+            code,
+        }
     }
 
     #[test]
     fn programs_behave_like_their_images_and_commands() {
         let no_ann = json!({});
         let cases: Vec<(&str, Value, Vec<(&str, &str)>, Outcome, Vec<&str>)> = vec![
-            ("nginx:1.27", json!({}), vec![], Outcome::RunsForever,
-             vec!["/docker-entrypoint.sh: Configuration complete; ready for start up", "nginx: [notice] start worker processes"]),
+            (
+                "nginx:1.27",
+                json!({}),
+                vec![],
+                Outcome::RunsForever,
+                vec![
+                    "/docker-entrypoint.sh: Configuration complete; ready for start up",
+                    "nginx: [notice] start worker processes",
+                ],
+            ),
             // The seed's crash: busybox that prints, sleeps 5 s and exits 1.
-            ("busybox", json!({"command": ["sh", "-c", "echo 'Başladım'; sleep 5; exit 1"]}), vec![], exits(5000, 1), vec!["Başladım"]),
+            (
+                "busybox",
+                json!({"command": ["sh", "-c", "echo 'Başladım'; sleep 5; exit 1"]}),
+                vec![],
+                exits(5000, 1),
+                vec!["Başladım"],
+            ),
             ("busybox", json!({}), vec![], exits(300, 0), vec![]),
-            ("busybox", json!({"command": ["sh", "-c", "while true; do echo hi; sleep 1; done"]}), vec![], Outcome::RunsForever, vec!["hi"]),
-            ("busybox", json!({"command": ["sh", "-c", "echo start && run-app"]}), vec![], exits(300, 127), vec!["start", "sh: run-app: not found"]),
-            ("busybox", json!({"args": ["sh", "-c", "echo $GREETING ${NAME}!"]}), vec![("GREETING", "hello"), ("NAME", "sre")], exits(300, 0), vec!["hello sre!"]),
-            ("busybox", json!({"command": ["sleep", "3600"]}), vec![], exits(3_600_000, 0), vec![]),
-            ("busybox", json!({"command": ["sleep", "infinity"]}), vec![], Outcome::RunsForever, vec![]),
-            ("postgres:17", json!({}), vec![], exits(300, 1),
-             vec!["Error: Database is uninitialized and superuser password is not specified. You must specify POSTGRES_PASSWORD to a non-empty value for the superuser."]),
-            ("postgres:17", json!({}), vec![("POSTGRES_PASSWORD", "x")], Outcome::RunsForever, vec!["LOG:  database system is ready to accept connections"]),
-            ("kubereflexion/demo-app:1.0.0", json!({}), vec![], exits(300, 1), vec!["fatal: required environment variable DATABASE_URL is not set"]),
+            (
+                "busybox",
+                json!({"command": ["sh", "-c", "while true; do echo hi; sleep 1; done"]}),
+                vec![],
+                Outcome::RunsForever,
+                vec!["hi"],
+            ),
+            (
+                "busybox",
+                json!({"command": ["sh", "-c", "echo start && run-app"]}),
+                vec![],
+                exits(300, 127),
+                vec!["start", "sh: run-app: not found"],
+            ),
+            (
+                "busybox",
+                json!({"args": ["sh", "-c", "echo $GREETING ${NAME}!"]}),
+                vec![("GREETING", "hello"), ("NAME", "sre")],
+                exits(300, 0),
+                vec!["hello sre!"],
+            ),
+            (
+                "busybox",
+                json!({"command": ["sleep", "3600"]}),
+                vec![],
+                exits(3_600_000, 0),
+                vec![],
+            ),
+            (
+                "busybox",
+                json!({"command": ["sleep", "infinity"]}),
+                vec![],
+                Outcome::RunsForever,
+                vec![],
+            ),
+            (
+                "postgres:17",
+                json!({}),
+                vec![],
+                exits(300, 1),
+                vec![
+                    "Error: Database is uninitialized and superuser password is not specified. You must specify POSTGRES_PASSWORD to a non-empty value for the superuser.",
+                ],
+            ),
+            (
+                "postgres:17",
+                json!({}),
+                vec![("POSTGRES_PASSWORD", "x")],
+                Outcome::RunsForever,
+                vec!["LOG:  database system is ready to accept connections"],
+            ),
+            (
+                "kubereflexion/demo-app:1.0.0",
+                json!({}),
+                vec![],
+                exits(300, 1),
+                vec!["fatal: required environment variable DATABASE_URL is not set"],
+            ),
             ("python:3.12", json!({}), vec![], exits(300, 0), vec![]),
         ];
         for (image, container, env, outcome, logs) in cases {
@@ -276,18 +463,42 @@ mod tests {
 
     #[test]
     fn stress_uses_the_memory_it_is_told_to() {
-        let p = run("polinux/stress", json!({"args": ["--vm", "1", "--vm-bytes", "500M"]}), &[], json!({}));
+        let p = run(
+            "polinux/stress",
+            json!({"args": ["--vm", "1", "--vm-bytes", "500M"]}),
+            &[],
+            json!({}),
+        );
         assert_eq!((p.outcome, p.memory_bytes), (Outcome::RunsForever, 500e6));
-        let p = run("busybox", json!({"command": ["stress", "--vm", "2", "--vm-bytes", "100M", "--timeout", "10s"]}), &[], json!({}));
+        let p = run(
+            "busybox",
+            json!({"command": ["stress", "--vm", "2", "--vm-bytes", "100M", "--timeout", "10s"]}),
+            &[],
+            json!({}),
+        );
         assert_eq!((p.outcome, p.memory_bytes), (exits(10_000, 0), 200e6));
     }
 
     #[test]
     fn missing_binaries_fail_to_start() {
-        let p = run("nginx:1.27", json!({"command": ["/app/server"]}), &[], json!({}));
-        assert!(matches!(p.outcome, Outcome::StartError { ref message } if message.contains("stat /app/server: no such file or directory")));
-        let p = run("nginx:1.27", json!({"command": ["gunicorn", "app"]}), &[], json!({}));
-        assert!(matches!(p.outcome, Outcome::StartError { ref message } if message.contains("executable file not found in $PATH")));
+        let p = run(
+            "nginx:1.27",
+            json!({"command": ["/app/server"]}),
+            &[],
+            json!({}),
+        );
+        assert!(
+            matches!(p.outcome, Outcome::StartError { ref message } if message.contains("stat /app/server: no such file or directory"))
+        );
+        let p = run(
+            "nginx:1.27",
+            json!({"command": ["gunicorn", "app"]}),
+            &[],
+            json!({}),
+        );
+        assert!(
+            matches!(p.outcome, Outcome::StartError { ref message } if message.contains("executable file not found in $PATH"))
+        );
     }
 
     #[test]
@@ -297,6 +508,9 @@ mod tests {
         assert_eq!(p.outcome, exits(2500, 139));
         assert_eq!(p.memory_bytes, 300.0 * 1024.0 * 1024.0);
         let other = json!({"simcluster.io/exit-code.other": "1"});
-        assert_eq!(run("nginx:1.27", json!({}), &[], other).outcome, Outcome::RunsForever);
+        assert_eq!(
+            run("nginx:1.27", json!({}), &[], other).outcome,
+            Outcome::RunsForever
+        );
     }
 }

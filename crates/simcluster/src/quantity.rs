@@ -6,7 +6,11 @@ pub fn parse(q: &str) -> Option<f64> {
     let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     // A bare exponent (`1e3`) is a number, not a suffix.
-    let (num, suffix) = if suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok() { (q, "") } else { (num, suffix) };
+    let (num, suffix) = if suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok() {
+        (q, "")
+    } else {
+        (num, suffix)
+    };
     let value: f64 = num.parse().ok()?;
     let mult = match suffix {
         "" => 1.0,

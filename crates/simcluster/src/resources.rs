@@ -150,7 +150,7 @@ pub static RESOURCES: &[ResourceType] = &[
         kind: "Deployment",
         namespaced: true,
         short_names: &["deploy"],
-        subresources: &["status"],
+        subresources: &["status", "scale"],
         has_status: true,
         fields: &[],
     },
@@ -162,9 +162,45 @@ pub static RESOURCES: &[ResourceType] = &[
         kind: "ReplicaSet",
         namespaced: true,
         short_names: &["rs"],
-        subresources: &["status"],
+        subresources: &["status", "scale"],
         has_status: true,
         fields: &["status.replicas"],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        short_names: &["pvc"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
     },
 ];
 
@@ -196,6 +232,12 @@ pub fn deployments() -> &'static ResourceType {
 pub fn replicasets() -> &'static ResourceType {
     &RESOURCES[7]
 }
+pub fn services() -> &'static ResourceType {
+    &RESOURCES[8]
+}
+pub fn pvcs() -> &'static ResourceType {
+    &RESOURCES[9]
+}
 
 /// `APIResourceList` for one group version.
 pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
@@ -219,10 +261,15 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value
             } else {
                 &["get", "patch", "update"]
             };
-            out.push(serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
-                "kind": if *sub == "log" { "Pod" } else { r.kind }, "verbs": verbs,
-            }));
+                "kind": match *sub { "log" => "Pod", "scale" => "Scale", _ => r.kind }, "verbs": verbs,
+            });
+            if *sub == "scale" {
+                entry["group"] = serde_json::json!("autoscaling");
+                entry["version"] = serde_json::json!("v1");
+            }
+            out.push(entry);
         }
     }
     (!out.is_empty()).then(|| serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
@@ -264,7 +311,11 @@ mod tests {
             ]
         );
         assert_eq!(deployments().qualified(), "deployments.apps");
-        assert_eq!(groups(), vec!["apps"]);
+        assert_eq!(groups(), vec!["apps", "coordination.k8s.io"]);
+        assert_eq!(
+            (services().kind, pvcs().kind),
+            ("Service", "PersistentVolumeClaim")
+        );
         assert!(
             api_resource_list("", "v1")
                 .is_some_and(|v| v["resources"].as_array().is_some_and(|a| a.len() > 6))

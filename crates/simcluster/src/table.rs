@@ -25,14 +25,20 @@ fn pod_status(p: &Value) -> String {
     if !p["metadata"]["deletionTimestamp"].is_null() {
         return "Terminating".into();
     }
-    let inits = p["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for (i, c) in inits.iter().enumerate() {
         let state = &c["state"];
         if let Some(code) = state["terminated"]["exitCode"].as_i64() {
             if code == 0 {
                 continue;
             }
-            return format!("Init:{}", state["terminated"]["reason"].as_str().unwrap_or("Error"));
+            return format!(
+                "Init:{}",
+                state["terminated"]["reason"].as_str().unwrap_or("Error")
+            );
         }
         return match state["waiting"]["reason"].as_str() {
             Some(r) if r != "PodInitializing" => format!("Init:{r}"),
