@@ -139,6 +139,8 @@ struct Container {
     pull_attempts: u32,
     crashes: u32,
     last_terminated: Option<Terminated>,
+    /// The back-off has expired: the next start is a restart (restartCount and logs move together).
+    restarting: bool,
 }
 
 struct PodRuntime {
@@ -365,6 +367,7 @@ impl Kubelet {
                     pull_attempts: 0,
                     crashes: 0,
                     last_terminated: None,
+                    restarting: false,
                 },
             );
         }
@@ -459,6 +462,9 @@ impl Kubelet {
                             &env,
                             &pod["metadata"]["annotations"],
                         );
+                        if std::mem::take(&mut c.restarting) {
+                            c.restart_count += 1;
+                        }
                         c.state = start(c, program, &name, t, &mut emit);
                         if let State::Running(r) = &c.state {
                             self.cluster.logs.start_instance(
@@ -545,7 +551,7 @@ impl Kubelet {
                 };
             }
             State::CrashBackOff { retry_at, .. } if t >= retry_at => {
-                c.restart_count += 1;
+                c.restarting = true;
                 emit(
                     "Normal",
                     "Pulled",
@@ -564,7 +570,7 @@ impl Kubelet {
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m0s", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)

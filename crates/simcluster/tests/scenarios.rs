@@ -1,0 +1,399 @@
+//! Conformance: each scenario manifest in k8s/scenarios, applied to the real simcluster binary through kube-rs,
+//! reaches the state a real cluster reaches, with the same reason strings, exit codes, events and logs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ApiResource, DynamicObject, ListParams, LogParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Api, Client};
+use serde::Deserialize;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    child: Child,
+    _dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start() -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("k.cfg");
+    let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "simcluster did not write its kubeconfig"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Sim {
+        child,
+        _dir: dir,
+        client: Client::try_from(config).unwrap(),
+    }
+}
+
+/// `kubectl apply -f k8s/scenarios/<file>` (create only), through kube-rs.
+async fn apply(client: &Client, file: &str) {
+    let path = format!("{}/../../k8s/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let obj: serde_json::Value = serde_json::Value::deserialize(doc).unwrap();
+        if obj.is_null() {
+            continue;
+        }
+        let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (
+                String::new(),
+                obj["apiVersion"].as_str().unwrap().to_string(),
+            ),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, obj["kind"].as_str().unwrap());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+        let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
+        api.create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// Wait until a pod matching `selector` satisfies `check`; return it.
+async fn pod_where(
+    client: &Client,
+    selector: &str,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        if let Some(p) = list.items.iter().find(|p| check(p)) {
+            return p.clone();
+        }
+        if Instant::now() > deadline {
+            let states: Vec<_> = list
+                .items
+                .iter()
+                .map(|p| serde_json::to_string(&p.status).unwrap())
+                .collect();
+            panic!("no pod with {selector} became {what}; pods: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn waiting(p: &Pod) -> Option<(String, String)> {
+    let w = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    Some((
+        w.reason.clone().unwrap_or_default(),
+        w.message.clone().unwrap_or_default(),
+    ))
+}
+
+fn reason_is(p: &Pod, reason: &str) -> bool {
+    waiting(p).is_some_and(|(r, _)| r == reason)
+}
+
+/// (exit code, reason) of the last terminated instance, once the container restarted at least once.
+fn last_terminated(p: &Pod) -> Option<(i32, String)> {
+    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let t = cs.last_state.as_ref()?.terminated.as_ref()?;
+    (cs.restart_count >= 1).then(|| (t.exit_code, t.reason.clone().unwrap_or_default()))
+}
+
+fn unschedulable(p: &Pod) -> Option<String> {
+    let c = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+        .then(|| c.message.clone().unwrap_or_default())
+}
+
+async fn events_of(client: &Client, p: &Pod) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.uid={}",
+        p.metadata.uid.clone().unwrap()
+    ));
+    api.list(&lp)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn has_event(events: &[(String, String, String)], type_: &str, reason: &str, needle: &str) -> bool {
+    events
+        .iter()
+        .any(|(t, r, m)| t == type_ && r == reason && m.contains(needle))
+}
+
+async fn previous_logs(client: &Client, p: &Pod) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.logs(
+        p.metadata.name.as_deref().unwrap(),
+        &LogParams {
+            previous: true,
+            ..LogParams::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_image_pod_and_deployment_back_off_pulling() {
+    let sim = start().await;
+    apply(&sim.client, "bad-image-pod.yaml").await;
+    apply(&sim.client, "bad-image-deployment.yaml").await;
+    let p = pod_where(&sim.client, "run=test-nginx", "ImagePullBackOff", |p| {
+        reason_is(p, "ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(
+        waiting(&p).unwrap().1,
+        "Back-off pulling image \"nginx:bu-tag-yok\""
+    );
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(
+            &ev,
+            "Warning",
+            "Failed",
+            "rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/nginx:bu-tag-yok\""
+        ),
+        "{ev:?}"
+    );
+    assert!(
+        has_event(&ev, "Warning", "Failed", "Error: ErrImagePull"),
+        "{ev:?}"
+    );
+    assert!(
+        has_event(
+            &ev,
+            "Normal",
+            "BackOff",
+            "Back-off pulling image \"nginx:bu-tag-yok\""
+        ),
+        "{ev:?}"
+    );
+    pod_where(&sim.client, "app=web", "ImagePullBackOff", |p| {
+        reason_is(p, "ImagePullBackOff")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_containers_loop_with_back_off_and_keep_previous_logs() {
+    let sim = start().await;
+    apply(&sim.client, "crash-pod.yaml").await;
+    apply(&sim.client, "crash-deployment.yaml").await;
+    for selector in ["run=crash-app", "app=crash-app"] {
+        let p = pod_where(
+            &sim.client,
+            selector,
+            "CrashLoopBackOff after a restart",
+            |p| reason_is(p, "CrashLoopBackOff") && last_terminated(p).is_some(),
+        )
+        .await;
+        assert_eq!(
+            last_terminated(&p),
+            Some((1, "Error".to_string())),
+            "{selector}"
+        );
+        let (_, message) = waiting(&p).unwrap();
+        assert!(
+            message.starts_with("back-off ")
+                && message.contains("restarting failed container=crash-app"),
+            "{message}"
+        );
+        assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+        assert_eq!(previous_logs(&sim.client, &p).await, "Başladım\n");
+        let ev = events_of(&sim.client, &p).await;
+        assert!(
+            has_event(
+                &ev,
+                "Warning",
+                "BackOff",
+                "Back-off restarting failed container crash-app in pod "
+            ),
+            "{ev:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_above_the_limit_is_oom_killed_with_137() {
+    let sim = start().await;
+    apply(&sim.client, "oom-pod.yaml").await;
+    apply(&sim.client, "oom-deployment.yaml").await;
+    for selector in ["run=memory-app", "app=memory-app"] {
+        let p = pod_where(&sim.client, selector, "OOM-killed and restarted", |p| {
+            last_terminated(p).is_some()
+        })
+        .await;
+        assert_eq!(
+            last_terminated(&p),
+            Some((137, "OOMKilled".to_string())),
+            "{selector}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_pods_say_why() {
+    let sim = start().await;
+    apply(&sim.client, "pending-memory.yaml").await;
+    apply(&sim.client, "pending-selector.yaml").await;
+    let p = pod_where(&sim.client, "app=hungry", "Unschedulable", |p| {
+        unschedulable(p).is_some()
+    })
+    .await;
+    assert_eq!(
+        unschedulable(&p).unwrap(),
+        "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    );
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(&ev, "Warning", "FailedScheduling", "1 Insufficient memory"),
+        "{ev:?}"
+    );
+    let p = pod_where(&sim.client, "app=picky", "Unschedulable", |p| {
+        unschedulable(p).is_some()
+    })
+    .await;
+    assert!(unschedulable(&p).unwrap().starts_with(
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_failures_name_what_is_missing() {
+    let sim = start().await;
+    apply(&sim.client, "missing-secret.yaml").await;
+    apply(&sim.client, "missing-env.yaml").await;
+    let p = pod_where(&sim.client, "app=api", "CreateContainerConfigError", |p| {
+        reason_is(p, "CreateContainerConfigError")
+    })
+    .await;
+    assert_eq!(
+        waiting(&p).unwrap().1,
+        "secret \"db-credentials\" not found"
+    );
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(
+            &ev,
+            "Warning",
+            "Failed",
+            "Error: secret \"db-credentials\" not found"
+        ),
+        "{ev:?}"
+    );
+
+    let p = pod_where(&sim.client, "app=demo-app", "crash-looping", |p| {
+        last_terminated(p).is_some()
+    })
+    .await;
+    assert_eq!(last_terminated(&p), Some((1, "Error".to_string())));
+    assert_eq!(
+        previous_logs(&sim.client, &p).await,
+        "fatal: required environment variable DATABASE_URL is not set\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liveness_probe_on_the_wrong_port_restarts_the_container() {
+    let sim = start().await;
+    apply(&sim.client, "bad-liveness.yaml").await;
+    let p = pod_where(
+        &sim.client,
+        "app=probed",
+        "restarted by its liveness probe",
+        |p| last_terminated(p).is_some(),
+    )
+    .await;
+    assert_eq!(last_terminated(&p), Some((137, "Error".to_string())));
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(&ev, "Warning", "Unhealthy", ":8080/healthz\": dial tcp "),
+        "{ev:?}"
+    );
+    assert!(
+        has_event(
+            &ev,
+            "Warning",
+            "Unhealthy",
+            "Liveness probe failed: Get \"http://"
+        ),
+        "{ev:?}"
+    );
+    assert!(
+        has_event(
+            &ev,
+            "Normal",
+            "Killing",
+            "Container web failed liveness probe, will be restarted"
+        ),
+        "{ev:?}"
+    );
+}
