@@ -8,7 +8,26 @@ use serde_json::{Value, json};
 
 type Causes = Vec<(String, String, String)>;
 
+/// JSON `null` decodes to "absent" in a real API server's typed structs; do the same, so that e.g. a template sent
+/// with `creationTimestamp: null` (as kubectl does) equals the stored one.
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<(), ApiError> {
+    if let Some(spec) = obj.get_mut("spec") {
+        strip_nulls(spec);
+    }
+    if let Some(meta) = obj.get_mut("metadata") {
+        strip_nulls(meta);
+    }
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

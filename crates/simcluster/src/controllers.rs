@@ -299,7 +299,6 @@ fn reconcile_deployment(store: &Store, recorder: &Recorder, d: &Value) {
     let template = &d["spec"]["template"];
     let desired = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let max_revision = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
-    let src = source("deployment-controller");
     let new_rs = owned
         .iter()
         .find(|rs| template_without_hash(&rs["spec"]["template"]) == *template)
@@ -324,38 +323,21 @@ fn reconcile_deployment(store: &Store, recorder: &Recorder, d: &Value) {
                              "annotations": {REVISION: (max_revision + 1).to_string(),
                                              "deployment.kubernetes.io/desired-replicas": desired.to_string(),
                                              "deployment.kubernetes.io/max-replicas": desired.to_string()}},
-                "spec": {"replicas": desired, "selector": selector, "template": rs_template},
+                "spec": {"replicas": 0, "selector": selector, "template": rs_template},
             });
-            match store.create(resources::replicasets(), ns(d), rs, false) {
-                Ok(rs) => {
-                    let msg = format!("Scaled up replica set {} from 0 to {desired}", name(&rs));
-                    recorder.record(store, &src, d, None, ("Normal", "ScalingReplicaSet", &msg));
-                    Some(rs)
-                }
-                Err(_) => None,
-            }
+            store
+                .create(resources::replicasets(), ns(d), rs, false)
+                .ok()
         }
     };
     let Some(new_rs) = new_rs else { return };
-    if new_rs["spec"]["replicas"].as_i64() != Some(desired) {
-        scale(store, recorder, d, &new_rs, desired);
-    }
-    // Old ReplicaSets keep serving until the new one is fully available (a failed rollout never takes the
-    // working pods down), then scale to zero; beyond revisionHistoryLimit, empty ones are deleted.
-    let new_available = new_rs["status"]["availableReplicas"].as_i64().unwrap_or(0) >= desired
-        && new_rs["status"]["observedGeneration"] == new_rs["metadata"]["generation"];
     let mut old: Vec<&Value> = owned
         .iter()
         .copied()
         .filter(|rs| uid(rs) != uid(&new_rs))
         .collect();
-    if new_available {
-        for rs in &old {
-            if rs["spec"]["replicas"].as_i64().unwrap_or(0) != 0 {
-                scale(store, recorder, d, rs, 0);
-            }
-        }
-    }
+    old.sort_by_key(|rs| revision(rs));
+    roll_out(store, recorder, d, &new_rs, &old, desired);
     let limit = d["spec"]["revisionHistoryLimit"]
         .as_i64()
         .unwrap_or(10)
@@ -391,6 +373,100 @@ fn reconcile_deployment(store: &Store, recorder: &Recorder, d: &Value) {
                 Ok(o)
             },
         );
+    }
+}
+
+/// `maxSurge`/`maxUnavailable`: an absolute number, or a percentage of the desired replicas.
+fn resolve(v: &Value, desired: i64, round_up: bool) -> i64 {
+    match v {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => {
+            let pct: f64 = s.trim_end_matches('%').parse().unwrap_or(25.0);
+            let exact = desired as f64 * pct / 100.0;
+            (if round_up {
+                exact.ceil()
+            } else {
+                exact.floor()
+            }) as i64
+        }
+        _ => 0,
+    }
+}
+
+fn replicas(rs: &Value) -> i64 {
+    rs["spec"]["replicas"].as_i64().unwrap_or(0)
+}
+
+fn available(rs: &Value) -> i64 {
+    rs["status"]["availableReplicas"].as_i64().unwrap_or(0)
+}
+
+/// One step of the deployment controller's rollout, as Kubernetes does it. RollingUpdate: scale the new
+/// ReplicaSet up within `desired + maxSurge` pods, and old ones down only as far as `desired - maxUnavailable`
+/// available pods allow (unhealthy old pods first), so a broken new template never takes working pods down.
+/// Recreate: old ReplicaSets to zero, then the new one up once their pods are gone.
+fn roll_out(
+    store: &Store,
+    recorder: &Recorder,
+    d: &Value,
+    new_rs: &Value,
+    old: &[&Value],
+    desired: i64,
+) {
+    let strategy = &d["spec"]["strategy"];
+    if strategy["type"] == "Recreate" {
+        let mut old_running = false;
+        for rs in old {
+            if replicas(rs) > 0 {
+                scale(store, recorder, d, rs, 0);
+            }
+            old_running |= rs["status"]["replicas"].as_i64().unwrap_or(0) > 0;
+        }
+        if !old_running && replicas(new_rs) != desired {
+            scale(store, recorder, d, new_rs, desired);
+        }
+        return;
+    }
+    let ru = &strategy["rollingUpdate"];
+    let surge = resolve(&ru["maxSurge"], desired, true);
+    let mut unavailable = resolve(&ru["maxUnavailable"], desired, false);
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    let old_total: i64 = old.iter().map(|rs| replicas(rs)).sum();
+    let mut new_replicas = replicas(new_rs);
+    if new_replicas > desired {
+        new_replicas = desired;
+    } else if new_replicas < desired {
+        let room = desired + surge - old_total - new_replicas;
+        if room > 0 {
+            new_replicas = desired.min(new_replicas + room);
+        }
+    }
+    if new_replicas != replicas(new_rs) {
+        scale(store, recorder, d, new_rs, new_replicas);
+    }
+    let min_available = desired - unavailable;
+    let new_unavailable = (new_replicas - available(new_rs)).max(0);
+    let mut budget = old_total + new_replicas - min_available - new_unavailable;
+    let mut targets: Vec<i64> = old.iter().map(|rs| replicas(rs)).collect();
+    // Unhealthy old pods first: removing them costs no availability.
+    for (i, rs) in old.iter().enumerate() {
+        let unhealthy = (targets[i] - available(rs)).max(0).min(budget.max(0));
+        targets[i] -= unhealthy;
+        budget -= unhealthy;
+    }
+    let available_total: i64 = old.iter().map(|rs| available(rs)).sum::<i64>() + available(new_rs);
+    let mut healthy_budget = budget.min(available_total - min_available);
+    for (i, _) in old.iter().enumerate() {
+        let take = targets[i].min(healthy_budget.max(0));
+        targets[i] -= take;
+        healthy_budget -= take;
+    }
+    for (rs, target) in old.iter().zip(targets) {
+        if target != replicas(rs) {
+            scale(store, recorder, d, rs, target);
+        }
     }
 }
 

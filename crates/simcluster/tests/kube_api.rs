@@ -242,3 +242,142 @@ async fn reqwest_get(url: &str) -> serde_json::Value {
     let body = buf.split_once("\r\n\r\n").unwrap().1;
     serde_json::from_str(body).unwrap()
 }
+
+fn rs_state(list: &[k8s_openapi::api::apps::v1::ReplicaSet]) -> Vec<(String, i32, i32)> {
+    let mut v: Vec<(String, i32, i32)> = list
+        .iter()
+        .map(|rs| {
+            let image = rs
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .as_ref()
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .image
+                .clone()
+                .unwrap();
+            (
+                image,
+                rs.spec.as_ref().unwrap().replicas.unwrap_or(0),
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn settled(
+    replicasets: &Api<k8s_openapi::api::apps::v1::ReplicaSet>,
+    want: &[(&str, i32, i32)],
+) {
+    let want: Vec<(String, i32, i32)> = want
+        .iter()
+        .map(|(i, r, a)| (i.to_string(), *r, *a))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = rs_state(
+            &replicasets
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items,
+        );
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica sets never reached {want:?}; last {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rollout_keeps_working_pods_and_undo_reuses_the_old_replicaset() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    let sim = start().await;
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "default");
+    let replicasets: Api<ReplicaSet> = Api::namespaced(sim.client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    settled(&replicasets, &[("nginx:1.26", 4, 4)]).await;
+
+    // maxSurge 25% of 4 = 1, maxUnavailable 25% of 4 = 1: one old pod may go, one new may be added, and no more
+    // while the new pods never become available.
+    let bad = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:nope"}]}}}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(bad))
+        .await
+        .unwrap();
+    settled(&replicasets, &[("nginx:1.26", 3, 3), ("nginx:nope", 2, 0)]).await;
+    let status = deployments.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.available_replicas, status.updated_replicas),
+        (Some(3), Some(2))
+    );
+
+    // What `kubectl rollout undo` sends: the old template back (kubectl includes creationTimestamp: null).
+    let undo = json!({"spec": {"template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                                            "spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(undo))
+        .await
+        .unwrap();
+    settled(&replicasets, &[("nginx:1.26", 4, 4), ("nginx:nope", 0, 0)]).await;
+    let list = replicasets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let revision = |image: &str| {
+        list.iter()
+            .find(|rs| {
+                rs.spec
+                    .as_ref()
+                    .unwrap()
+                    .template
+                    .as_ref()
+                    .unwrap()
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .containers[0]
+                    .image
+                    .as_deref()
+                    == Some(image)
+            })
+            .and_then(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()?
+                    .get("deployment.kubernetes.io/revision")
+                    .cloned()
+            })
+    };
+    assert_eq!(
+        (
+            revision("nginx:1.26").as_deref(),
+            revision("nginx:nope").as_deref()
+        ),
+        (Some("3"), Some("2"))
+    );
+}
