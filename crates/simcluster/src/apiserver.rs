@@ -34,6 +34,8 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/apis", get(api_groups))
         .route("/api/{*rest}", any(core_api))
         .route("/apis/{*rest}", any(group_api))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*gv}", get(openapi_group_version))
         .route("/v2/", get(registry::base))
         .route("/v2/{*rest}", get(registry::tags))
         .fallback(|uri: axum::http::Uri| async move { ApiError::unsupported_path(uri.path()) })
@@ -65,6 +67,76 @@ async fn api_groups() -> Response {
     let groups: Vec<Value> = resources::groups().into_iter().map(api_group).collect();
     axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
         .into_response()
+}
+
+/// The OpenAPI v3 index. simcluster publishes no schemas, only the operations with the parameters they accept,
+/// which is what kubectl reads to learn that the server validates fields itself (`fieldValidation`).
+async fn openapi_index() -> Response {
+    let mut paths = serde_json::Map::new();
+    for r in resources::RESOURCES {
+        let key = if r.group.is_empty() {
+            format!("api/{}", r.version)
+        } else {
+            format!("apis/{}/{}", r.group, r.version)
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=simcluster")}),
+        );
+    }
+    axum::Json(json!({"paths": paths})).into_response()
+}
+
+async fn openapi_group_version(Path(gv): Path<String>) -> Response {
+    let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => (String::new(), v.to_string()),
+        ["apis", g, v] => (g.to_string(), v.to_string()),
+        _ => return ApiError::unsupported_path(&format!("/openapi/v3/{gv}")).into_response(),
+    };
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+    ]);
+    let mut paths = serde_json::Map::new();
+    for r in resources::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let collection = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        };
+        // kubectl looks for `fieldValidation` among the PATCH operation's own parameters.
+        let op =
+            json!({"x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {}});
+        paths.insert(collection, json!({"post": op}));
+        paths.insert(
+            format!(
+                "{prefix}/{}{}/{{name}}",
+                if r.namespaced {
+                    "namespaces/{namespace}/"
+                } else {
+                    ""
+                },
+                r.plural
+            ),
+            json!({"patch": op, "put": op}),
+        );
+    }
+    if paths.is_empty() {
+        return ApiError::unsupported_path(&format!("/openapi/v3/{gv}")).into_response();
+    }
+    axum::Json(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (simcluster)", "version": "v1.33.0"},
+                      "paths": paths, "components": {"schemas": {}}}))
+    .into_response()
 }
 
 /// A parsed resource path.

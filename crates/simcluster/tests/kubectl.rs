@@ -1,0 +1,225 @@
+//! The same cluster through kubectl, when kubectl is on PATH (skipped with a message otherwise): the commands an
+//! SRE types against a real cluster work against simcluster and print what they print there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("k.cfg")
+    }
+
+    /// Run kubectl; (success, stdout + stderr).
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kubectl(args);
+        assert!(ok, "kubectl {args:?} failed: {text}");
+        text
+    }
+
+    /// Retry a kubectl command until its output satisfies `check`.
+    fn until(&self, args: &[&str], what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let (_, text) = self.kubectl(args);
+            if check(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} never showed {what}; last: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn start() -> Option<Sim> {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: kubectl is not on PATH; the kube-rs conformance tests cover the same behaviour"
+        );
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(dir.path().join("k.cfg"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("k.cfg").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "simcluster did not write its kubeconfig"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Sim { child, dir })
+}
+
+fn scenario(file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../k8s/scenarios")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_seed_scenarios_through_kubectl() {
+    let Some(sim) = start() else { return };
+    assert_eq!(
+        sim.ok(&["run", "test-nginx", "--image=nginx:bu-tag-yok"])
+            .trim(),
+        "pod/test-nginx created"
+    );
+    sim.ok(&[
+        "run",
+        "crash-app",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo 'Başladım'; sleep 5; exit 1",
+    ]);
+    sim.ok(&["apply", "-f", &scenario("oom-pod.yaml")]);
+    let pods = sim.until(&["get", "pods"], "the three failures", |t| {
+        t.contains("ImagePullBackOff")
+            && t.lines().filter(|l| l.contains("CrashLoopBackOff")).count() == 2
+    });
+    assert!(pods.starts_with("NAME"), "{pods}");
+    let describe = sim.ok(&["describe", "pod", "test-nginx"]);
+    assert!(
+        describe.contains("Failed to pull image \"nginx:bu-tag-yok\""),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("Back-off pulling image \"nginx:bu-tag-yok\""),
+        "{describe}"
+    );
+    let previous = sim.until(
+        &["logs", "crash-app", "--previous"],
+        "the previous instance's logs",
+        |t| t == "Başladım\n",
+    );
+    assert_eq!(previous, "Başladım\n");
+    let oom = sim.ok(&["get", "pod", "memory-app", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.reason}/{.status.containerStatuses[0].lastState.terminated.exitCode}"]);
+    assert_eq!(oom, "OOMKilled/137");
+    // A pod's resources cannot be changed in place, exactly as on a real API server.
+    let (ok, text) = sim.kubectl(&[
+        "set",
+        "resources",
+        "pod",
+        "memory-app",
+        "--limits=memory=256Mi",
+    ]);
+    assert!(!ok && text.contains("Pod \"memory-app\" is invalid: spec: Forbidden: pod updates may not change fields other than"), "{text}");
+}
+
+#[test]
+fn rollouts_through_kubectl() {
+    let Some(sim) = start() else { return };
+    sim.ok(&["apply", "-f", &scenario("bad-image-deployment.yaml")]);
+    sim.until(&["get", "pods", "-l", "app=web"], "ImagePullBackOff", |t| {
+        t.contains("ImagePullBackOff")
+    });
+    assert_eq!(
+        sim.ok(&["set", "image", "deployment/web", "web=nginx:1.27"])
+            .trim(),
+        "deployment.apps/web image updated"
+    );
+    let status = sim.ok(&["rollout", "status", "deployment/web", "--timeout=40s"]);
+    assert!(
+        status.contains("deployment \"web\" successfully rolled out"),
+        "{status}"
+    );
+    sim.ok(&["scale", "deployment/web", "--replicas=3"]);
+    sim.until(&["get", "deployment", "web"], "3/3 ready", |t| {
+        t.contains("3/3")
+    });
+    sim.ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
+    sim.ok(&["rollout", "status", "deployment/web", "--timeout=40s"]);
+    assert!(
+        sim.ok(&["rollout", "undo", "deployment/web"])
+            .contains("rolled back")
+    );
+    sim.ok(&["rollout", "status", "deployment/web", "--timeout=40s"]);
+    let image = sim.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "nginx:1.27");
+    let history = sim.ok(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "3", "4"], "{history}");
+    // apply of a changed manifest patches the live object.
+    let changed = std::fs::read_to_string(scenario("bad-image-deployment.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 1")
+        .replace("nginx:bu-tag-yok", "nginx:1.27");
+    let file = sim.dir.path().join("web.yaml");
+    std::fs::write(&file, changed).unwrap();
+    assert!(
+        sim.ok(&["apply", "-f", file.to_str().unwrap()])
+            .contains("deployment.apps/web configured")
+    );
+    sim.until(&["get", "deployment", "web"], "1/1 ready", |t| {
+        t.contains("1/1")
+    });
+}
