@@ -565,6 +565,7 @@ fn delete_options(
         )));
     }
     let orphan = policy == "Orphan" || b["orphanDependents"] == true;
+    let foreground = policy == "Foreground";
     let body_dry = b["dryRun"]
         .as_array()
         .is_some_and(|a| a.iter().any(|v| v == "All"));
@@ -574,6 +575,7 @@ fn delete_options(
             .as_str()
             .map(String::from),
         orphan,
+        foreground,
         dry_run: body_dry,
     })
 }

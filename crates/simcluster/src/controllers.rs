@@ -5,7 +5,7 @@ use crate::Cluster;
 use crate::events::{Recorder, Source};
 use crate::resources;
 use crate::scheduler::Scheduler;
-use crate::store::{DeleteOptions, Store};
+use crate::store::{DeleteOptions, FOREGROUND, Store};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -102,27 +102,70 @@ fn source(component: &str) -> Source<'_> {
 
 /// Background cascading deletion: delete objects whose owners are all gone.
 fn collect_garbage(store: &Store) {
-    let owners = [
+    let kinds = [
         resources::deployments(),
         resources::replicasets(),
         resources::pods(),
     ];
-    let mut live: HashSet<String> = HashSet::new();
-    for rt in owners {
-        live.extend(store.list(rt, None).0.iter().map(|o| uid(o).to_string()));
-    }
-    for rt in [resources::replicasets(), resources::pods()] {
-        for o in store.list(rt, None).0 {
-            let refs = o["metadata"]["ownerReferences"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if !refs.is_empty()
-                && refs
-                    .iter()
-                    .all(|r| !live.contains(r["uid"].as_str().unwrap_or_default()))
-            {
-                let _ = store.delete(rt, ns(&o), name(&o), &DeleteOptions::default());
+    let all: Vec<(&'static resources::ResourceType, Value)> = kinds
+        .iter()
+        .flat_map(|rt| store.list(rt, None).0.into_iter().map(move |o| (*rt, o)))
+        .collect();
+    let live: HashSet<&str> = all.iter().map(|(_, o)| uid(o)).collect();
+    let dependents_of = |owner: &str| -> Vec<&(&'static resources::ResourceType, Value)> {
+        all.iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"].as_str() == Some(owner))
+            })
+            .collect()
+    };
+    for (rt, o) in &all {
+        let refs = o["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // Background: every owner is gone.
+        if !refs.is_empty()
+            && refs
+                .iter()
+                .all(|r| !live.contains(r["uid"].as_str().unwrap_or_default()))
+        {
+            let _ = store.delete(rt, ns(o), name(o), &DeleteOptions::default());
+            continue;
+        }
+        // Foreground: delete the dependents (in the foreground too), then release the owner.
+        let foreground = o["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == FOREGROUND));
+        if foreground && !o["metadata"]["deletionTimestamp"].is_null() {
+            let mut waiting = false;
+            for (drt, dep) in dependents_of(uid(o)) {
+                waiting = true;
+                if dep["metadata"]["deletionTimestamp"].is_null() {
+                    let _ = store.delete(
+                        drt,
+                        ns(dep),
+                        name(dep),
+                        &DeleteOptions {
+                            foreground: true,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+            if !waiting {
+                let _ = store.modify(rt, ns(o), name(o), false, false, |cur| {
+                    let mut cur = cur.clone();
+                    if let Some(f) = cur["metadata"]["finalizers"].as_array_mut() {
+                        f.retain(|x| x != FOREGROUND);
+                    }
+                    cur["metadata"]["resourceVersion"] = Value::Null;
+                    Ok(cur)
+                });
             }
         }
     }

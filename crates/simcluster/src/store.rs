@@ -40,6 +40,7 @@ pub struct Change {
 }
 
 type Key = (&'static str, &'static str);
+pub const FOREGROUND: &str = "foregroundDeletion";
 pub type ChangeReceiver = broadcast::Receiver<Arc<Change>>;
 
 #[derive(Default)]
@@ -60,6 +61,9 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub orphan: bool,
+    /// Foreground cascading deletion: the object stays (with the `foregroundDeletion` finalizer) until the
+    /// garbage collector has deleted its dependents.
+    pub foreground: bool,
     pub dry_run: bool,
 }
 
@@ -455,6 +459,20 @@ impl Store {
         }
         if opts.orphan {
             orphan_dependents(&mut inner, meta_str(&old, "uid"));
+        }
+        if opts.foreground && finalizers_empty(&old) {
+            let mut new = old.clone();
+            new["metadata"]["deletionTimestamp"] = json!(now());
+            new["metadata"]["finalizers"] = json!([FOREGROUND]);
+            return Ok(self.commit(
+                &mut inner,
+                rt,
+                ns_key,
+                name.to_string(),
+                ChangeType::Modified,
+                new,
+                Some(old),
+            ));
         }
         if !finalizers_empty(&old) {
             let mut new = old.clone();

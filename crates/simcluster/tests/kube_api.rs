@@ -381,3 +381,104 @@ async fn a_broken_rollout_keeps_working_pods_and_undo_reuses_the_old_replicaset(
         (Some("3"), Some("2"))
     );
 }
+
+/// Poll an async condition until it holds (20 s at most).
+macro_rules! wait_until {
+    ($what:expr, $cond:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !$cond {
+            assert!(Instant::now() < deadline, "never: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+async fn counts(
+    rs: &Api<k8s_openapi::api::apps::v1::ReplicaSet>,
+    pods: &Api<Pod>,
+    app: &str,
+) -> (usize, usize) {
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    (
+        rs.list(&lp).await.unwrap().items.len(),
+        pods.list(&lp).await.unwrap().items.len(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascading_deletion_background_foreground_and_orphan() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let sim = start().await;
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "default");
+    let replicasets: Api<ReplicaSet> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    for name in ["fg", "bg", "orphan"] {
+        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    for name in ["fg", "bg", "orphan"] {
+        wait_until!(
+            format!("{name} has 2 pods"),
+            counts(&replicasets, &pods, name).await == (1, 2)
+        );
+    }
+
+    let fg = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..DeleteParams::default()
+    };
+    deployments.delete("fg", &fg).await.unwrap();
+    // Foreground: the owner is still there, marked, until its dependents are gone.
+    let d = deployments.get("fg").await.unwrap();
+    assert!(d.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        d.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+    wait_until!(
+        "fg and its dependents gone",
+        deployments.get_opt("fg").await.unwrap().is_none()
+            && counts(&replicasets, &pods, "fg").await == (0, 0)
+    );
+
+    deployments
+        .delete("bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(
+        deployments.get_opt("bg").await.unwrap().is_none(),
+        "background: the owner goes at once"
+    );
+    wait_until!(
+        "bg dependents collected",
+        counts(&replicasets, &pods, "bg").await == (0, 0)
+    );
+
+    deployments
+        .delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counts(&replicasets, &pods, "orphan").await,
+        (1, 2),
+        "orphaned ReplicaSet and pods stay"
+    );
+    let rs = &replicasets
+        .list(&ListParams::default().labels("app=orphan"))
+        .await
+        .unwrap()
+        .items[0];
+    assert!(
+        rs.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+}
