@@ -6,7 +6,7 @@ use crate::catalog::Pull;
 use crate::events::{Recorder, Source};
 use crate::process::{self, Outcome, Program};
 use crate::store::now;
-use crate::{Cluster, NODE_NAME, quantity, resources};
+use crate::{Cluster, quantity, resources};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -187,7 +187,7 @@ impl Kubelet {
         let (pods, _) = self.cluster.store.list(resources::pods(), None);
         let mut alive = HashSet::with_capacity(pods.len());
         for pod in pods {
-            if pod["spec"]["nodeName"].as_str() != Some(NODE_NAME)
+            if pod["spec"]["nodeName"].as_str() != Some(self.cluster.node_name.as_str())
                 || !pod["metadata"]["deletionTimestamp"].is_null()
             {
                 continue;
@@ -260,7 +260,7 @@ impl Kubelet {
         }
         let source = Source {
             component: "kubelet",
-            host: Some(NODE_NAME),
+            host: Some(&self.cluster.node_name),
         };
         for (field_path, type_, reason, message) in events {
             self.recorder.record(
@@ -820,7 +820,7 @@ fn resolve_env(
                     .unwrap_or_default()
                     .to_string(),
                 "metadata.namespace" => ns.to_string(),
-                "spec.nodeName" => NODE_NAME.to_string(),
+                "spec.nodeName" => cluster.node_name.clone(),
                 "status.podIP" => pod["status"]["podIP"]
                     .as_str()
                     .unwrap_or_default()

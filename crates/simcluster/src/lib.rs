@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod kubelet;
+pub mod node;
 pub mod patch;
 pub mod process;
 pub mod quantity;
@@ -38,23 +39,43 @@ pub struct Cluster {
     pub catalog: Arc<Catalog>,
     pub clock: Clock,
     pub logs: Arc<kubelet::Logs>,
+    /// The node this process's kubelet plays.
+    pub node_name: String,
 }
 
 impl Cluster {
+    /// A cluster with the standard namespaces and one Ready node, `NODE_NAME`.
     pub fn new(catalog: Catalog, clock: Clock) -> Self {
-        let store = Arc::new(Store::new());
-        store::bootstrap(&store, NODE_NAME);
+        let cluster = Self::empty(catalog, clock, NODE_NAME);
+        store::bootstrap(&cluster.store);
+        store::register_node(&cluster.store, NODE_NAME);
+        cluster
+    }
+
+    /// A control plane with the standard namespaces and no node (nodes join with `simcluster node`).
+    pub fn control_plane(catalog: Catalog, clock: Clock) -> Self {
+        let cluster = Self::empty(catalog, clock, NODE_NAME);
+        store::bootstrap(&cluster.store);
+        cluster
+    }
+
+    /// Nothing at all: the local mirror of a fake node.
+    pub fn empty(catalog: Catalog, clock: Clock, node_name: &str) -> Self {
         Self {
-            store,
+            store: Arc::new(Store::new()),
             catalog: Arc::new(catalog),
             clock,
             logs: Arc::new(kubelet::Logs::default()),
+            node_name: node_name.to_string(),
         }
     }
 
-    /// Start the scheduler, controllers and kubelet as background tasks; they stop when `shutdown` fires.
+    /// Start the scheduler and controllers as background tasks; they stop when `shutdown` fires.
     pub fn spawn_controllers(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
-        tokio::spawn(controllers::run(self.clone(), shutdown.clone()));
+        tokio::spawn(controllers::run(self.clone(), shutdown));
+    }
+
+    pub fn spawn_kubelet(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
         tokio::spawn(kubelet::run(self.clone(), shutdown));
     }
 }

@@ -1,6 +1,6 @@
 use anyhow::Context;
-use clap::Parser;
-use simcluster::{Catalog, Clock, Cluster, apiserver, write_kubeconfig};
+use clap::{Parser, Subcommand};
+use simcluster::{Catalog, Clock, Cluster, apiserver, node, write_kubeconfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,6 +9,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to serve the Kubernetes API (and the OCI tag registry under /v2/) on.
     #[arg(long, env = "SIMCLUSTER_LISTEN", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
@@ -19,15 +21,37 @@ struct Args {
         default_value = "simcluster.kubeconfig"
     )]
     kubeconfig_out: PathBuf,
-    /// Image catalog (YAML: repositories -> tags). Defaults to a built-in catalog of common images.
-    #[arg(long, env = "SIMCLUSTER_IMAGE_CATALOG")]
+    /// Run only the control plane (API server, scheduler, controllers): no node until `simcluster node` joins.
+    #[arg(long, env = "SIMCLUSTER_NO_KUBELET")]
+    no_kubelet: bool,
+    /// Image catalog (YAML: repositories -> tags and behaviour). Defaults to a built-in catalog of common images.
+    #[arg(long, env = "SIMCLUSTER_IMAGE_CATALOG", global = true)]
     image_catalog: Option<PathBuf>,
-    /// Speed up every simulated delay (image pulls, back-offs) by this factor.
-    #[arg(long, env = "SIMCLUSTER_TIME_SCALE", default_value_t = 1.0)]
+    /// Speed up every simulated delay (image pulls, back-offs, probes) by this factor.
+    #[arg(
+        long,
+        env = "SIMCLUSTER_TIME_SCALE",
+        default_value_t = 1.0,
+        global = true
+    )]
     time_scale: f64,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "SIMCLUSTER_LOG_JSON")]
+    #[arg(long, env = "SIMCLUSTER_LOG_JSON", global = true)]
     log_json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Join any API server (a real control plane, or `simcluster --no-kubelet`) as a fake node whose kubelet
+    /// produces simcluster's failures there.
+    Node {
+        /// Kubeconfig of the API server to join.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Name of the Node to register.
+        #[arg(long, env = "SIMCLUSTER_NODE_NAME", default_value = "simcluster-node")]
+        node_name: String,
+    },
 }
 
 #[tokio::main]
@@ -51,16 +75,44 @@ async fn run() -> anyhow::Result<()> {
         Some(p) => Catalog::load(p)?,
         None => Catalog::builtin(),
     };
-    let cluster = Cluster::new(catalog, Clock::new(args.time_scale));
+    let clock = Clock::new(args.time_scale);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(Command::Node {
+        kubeconfig,
+        node_name,
+    }) = &args.command
+    {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("reading {}", kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .context("loading the kubeconfig")?;
+        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        let cluster = Cluster::empty(catalog, clock, node_name);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        node::run(client, cluster, stop_rx).await?;
+        tracing::info!("node stopped");
+        return Ok(());
+    }
+    let cluster = if args.no_kubelet {
+        Cluster::control_plane(catalog, clock)
+    } else {
+        Cluster::new(catalog, clock)
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     write_kubeconfig(&args.kubeconfig_out, addr)
         .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    cluster.spawn_controllers(stop_rx);
-    tracing::info!(%addr, kubeconfig = %args.kubeconfig_out.display(), time_scale = args.time_scale, "simcluster serving");
+    cluster.spawn_controllers(stop_rx.clone());
+    if !args.no_kubelet {
+        cluster.spawn_kubelet(stop_rx);
+    }
+    tracing::info!(%addr, kubeconfig = %args.kubeconfig_out.display(), time_scale = args.time_scale, kubelet = !args.no_kubelet, "simcluster serving");
     axum::serve(listener, apiserver::router(cluster))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

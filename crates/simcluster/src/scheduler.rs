@@ -4,7 +4,7 @@
 
 use crate::events::{Recorder, Source};
 use crate::store::{Store, now};
-use crate::{Clock, NODE_NAME, quantity, resources};
+use crate::{Clock, quantity, resources};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,19 +19,32 @@ pub struct Scheduler {
 /// Why the pod does not fit: a cluster-wide reason (a missing claim), or per-node reasons.
 #[derive(Debug, PartialEq)]
 enum Misfit {
-    Cluster(String),
-    Node {
-        reasons: Vec<String>,
-        preemption_helps: bool,
+    NoNodes,
+    /// A reason that holds for every node (a missing claim).
+    Cluster {
+        why: String,
+        nodes: usize,
     },
+    /// Per node: its reasons, and whether preempting other pods could make room.
+    Nodes(Vec<(Vec<String>, bool)>),
 }
 
 impl Scheduler {
     pub fn pass(&mut self, store: &Store, recorder: &Recorder, clock: Clock) {
         let (pods, _) = store.list(resources::pods(), None);
-        let Ok(node) = store.get(resources::nodes(), "", NODE_NAME) else {
-            return;
-        };
+        let nodes: Vec<Value> = store
+            .list(resources::nodes(), None)
+            .0
+            .into_iter()
+            .filter(|n| n["spec"]["unschedulable"] != true)
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .collect();
         let t = Instant::now();
         self.next_attempt.retain(|uid, _| {
             pods.iter()
@@ -56,10 +69,10 @@ impl Scheduler {
                 p["metadata"]["namespace"].as_str().unwrap_or("default"),
                 p["metadata"]["name"].as_str().unwrap_or_default(),
             );
-            match misfit(store, p, &node, &pods) {
-                None => {
-                    if let Ok(bound) = store.bind(ns, name, NODE_NAME) {
-                        let msg = format!("Successfully assigned {ns}/{name} to {NODE_NAME}");
+            match place(store, p, &nodes, &pods) {
+                Ok(node) => {
+                    if let Ok(bound) = store.bind(ns, name, &node) {
+                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
                         recorder.record(
                             store,
                             &Source {
@@ -73,7 +86,7 @@ impl Scheduler {
                     }
                     self.next_attempt.remove(&uid);
                 }
-                Some(m) => {
+                Err(m) => {
                     let message = message(&m);
                     let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                                       "lastProbeTime": null, "lastTransitionTime": now()});
@@ -112,24 +125,37 @@ impl Scheduler {
 
 fn message(m: &Misfit) -> String {
     match m {
-        Misfit::Cluster(why) => {
+        Misfit::NoNodes => "no nodes available to schedule pods".into(),
+        Misfit::Cluster { why, nodes } => format!(
+            "0/{nodes} nodes are available: {why}. preemption: 0/{nodes} nodes are available: {nodes} Preemption is not helpful for scheduling."
+        ),
+        Misfit::Nodes(per_node) => {
+            let n = per_node.len();
+            let mut counts: std::collections::BTreeMap<&str, usize> =
+                std::collections::BTreeMap::new();
+            for (reasons, _) in per_node {
+                for r in reasons {
+                    *counts.entry(r.as_str()).or_default() += 1;
+                }
+            }
+            let list: Vec<String> = counts.iter().map(|(r, c)| format!("{c} {r}")).collect();
+            let helps = per_node.iter().filter(|(_, h)| *h).count();
+            let mut preemption = Vec::new();
+            if helps > 0 {
+                preemption.push(format!(
+                    "{helps} No preemption victims found for incoming pod"
+                ));
+            }
+            if n - helps > 0 {
+                preemption.push(format!(
+                    "{} Preemption is not helpful for scheduling",
+                    n - helps
+                ));
+            }
             format!(
-                "0/1 nodes are available: {why}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
-            )
-        }
-        Misfit::Node {
-            reasons,
-            preemption_helps,
-        } => {
-            let list: Vec<String> = reasons.iter().map(|r| format!("1 {r}")).collect();
-            let preemption = if *preemption_helps {
-                "1 No preemption victims found for incoming pod"
-            } else {
-                "1 Preemption is not helpful for scheduling"
-            };
-            format!(
-                "0/1 nodes are available: {}. preemption: 0/1 nodes are available: {preemption}.",
-                list.join(", ")
+                "0/{n} nodes are available: {}. preemption: 0/{n} nodes are available: {}.",
+                list.join(", "),
+                preemption.join(", ")
             )
         }
     }
@@ -161,7 +187,11 @@ fn requests(p: &Value, resource: &str) -> f64 {
     apps.max(init)
 }
 
-fn misfit(store: &Store, p: &Value, node: &Value, pods: &[Value]) -> Option<Misfit> {
+/// The node to bind the pod to, or why there is none.
+fn place(store: &Store, p: &Value, nodes: &[Value], pods: &[Value]) -> Result<String, Misfit> {
+    if nodes.is_empty() {
+        return Err(Misfit::NoNodes);
+    }
     let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
     for v in p["spec"]["volumes"].as_array().into_iter().flatten() {
         let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() else {
@@ -169,18 +199,39 @@ fn misfit(store: &Store, p: &Value, node: &Value, pods: &[Value]) -> Option<Misf
         };
         match store.get(resources::pvcs(), ns, claim) {
             Err(_) => {
-                return Some(Misfit::Cluster(format!(
-                    "persistentvolumeclaim \"{claim}\" not found"
-                )));
+                let why = format!("persistentvolumeclaim \"{claim}\" not found");
+                return Err(Misfit::Cluster {
+                    why,
+                    nodes: nodes.len(),
+                });
             }
             Ok(pvc) if pvc["status"]["phase"] != "Bound" => {
-                return Some(Misfit::Cluster(
-                    "pod has unbound immediate PersistentVolumeClaims".into(),
-                ));
+                return Err(Misfit::Cluster {
+                    why: "pod has unbound immediate PersistentVolumeClaims".into(),
+                    nodes: nodes.len(),
+                });
             }
             Ok(_) => {}
         }
     }
+    let mut per_node = Vec::new();
+    for node in nodes {
+        match node_misfit(p, node, pods) {
+            None => {
+                return Ok(node["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string());
+            }
+            Some(m) => per_node.push(m),
+        }
+    }
+    Err(Misfit::Nodes(per_node))
+}
+
+/// Why the pod does not fit on this node, and whether preemption could help.
+fn node_misfit(p: &Value, node: &Value, pods: &[Value]) -> Option<(Vec<String>, bool)> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let mut reasons = Vec::new();
     let labels = &node["metadata"]["labels"];
     let selector_ok = p["spec"]["nodeSelector"]
@@ -208,15 +259,12 @@ fn misfit(store: &Store, p: &Value, node: &Value, pods: &[Value]) -> Option<Misf
         reasons.push(format!("node(s) had untolerated taint {shown}"));
     }
     if !reasons.is_empty() {
-        return Some(Misfit::Node {
-            reasons,
-            preemption_helps: false,
-        });
+        return Some((reasons, false));
     }
     let on_node: Vec<&Value> = pods
         .iter()
         .filter(|o| {
-            o["spec"]["nodeName"] == NODE_NAME
+            o["spec"]["nodeName"] == node_name
                 && !matches!(o["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
         })
         .collect();
@@ -241,10 +289,7 @@ fn misfit(store: &Store, p: &Value, node: &Value, pods: &[Value]) -> Option<Misf
     if on_node.len() >= max_pods {
         reasons.push("Too many pods".to_string());
     }
-    (!reasons.is_empty()).then_some(Misfit::Node {
-        reasons,
-        preemption_helps: true,
-    })
+    (!reasons.is_empty()).then_some((reasons, true))
 }
 
 fn tolerates(t: &Value, taint: &Value) -> bool {
@@ -317,18 +362,36 @@ mod tests {
 
     #[test]
     fn messages_match_kube_scheduler() {
-        let m = Misfit::Node {
-            reasons: vec!["Insufficient memory".into()],
-            preemption_helps: true,
-        };
+        let one = Misfit::Nodes(vec![(vec!["Insufficient memory".into()], true)]);
         assert_eq!(
-            message(&m),
+            message(&one),
             "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
         );
-        let m = Misfit::Cluster("persistentvolumeclaim \"data\" not found".into());
-        assert!(message(&m).starts_with(
+        let two = Misfit::Nodes(vec![
+            (
+                vec!["Insufficient cpu".into(), "Insufficient memory".into()],
+                true,
+            ),
+            (
+                vec!["node(s) didn't match Pod's node affinity/selector".into()],
+                false,
+            ),
+        ]);
+        assert_eq!(
+            message(&two),
+            "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
+        );
+        let claim = Misfit::Cluster {
+            why: "persistentvolumeclaim \"data\" not found".into(),
+            nodes: 1,
+        };
+        assert!(message(&claim).starts_with(
             "0/1 nodes are available: persistentvolumeclaim \"data\" not found. preemption:"
         ));
+        assert_eq!(
+            message(&Misfit::NoNodes),
+            "no nodes available to schedule pods"
+        );
     }
 
     #[test]

@@ -537,6 +537,74 @@ impl Store {
         ))
     }
 
+    /// Put an object read from another API server into this store as it is (uid, spec, metadata), keeping the
+    /// local status of an object already here when `keep_status`: the kubelet of a fake node owns the status.
+    pub fn mirror_put(&self, rt: &'static ResourceType, mut obj: Value, keep_status: bool) {
+        let ns = meta_str(&obj, "namespace").to_string();
+        let name = meta_str(&obj, "name").to_string();
+        let mut inner = self.lock();
+        if rt.namespaced
+            && !inner
+                .objects
+                .get(&key(resources::namespaces()))
+                .is_some_and(|m| m.contains_key(&(String::new(), ns.clone())))
+        {
+            let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string()}});
+            self.commit(
+                &mut inner,
+                resources::namespaces(),
+                String::new(),
+                ns.clone(),
+                ChangeType::Added,
+                ns_obj,
+                None,
+            );
+        }
+        let ns_key = if rt.namespaced { ns } else { String::new() };
+        let old = inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.clone(), name.clone())))
+            .cloned();
+        if let (true, Some(o)) = (keep_status, &old)
+            && o["metadata"]["uid"] == obj["metadata"]["uid"]
+        {
+            obj["status"] = o["status"].clone();
+        }
+        let type_ = if old.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        };
+        self.commit(&mut inner, rt, ns_key, name, type_, obj, old);
+    }
+
+    /// Remove a mirrored object that is gone from the other API server.
+    pub fn mirror_remove(&self, rt: &'static ResourceType, ns: &str, name: &str) {
+        let ns_key = if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
+        let mut inner = self.lock();
+        if let Some(old) = inner
+            .objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
+            .cloned()
+        {
+            self.commit(
+                &mut inner,
+                rt,
+                ns_key,
+                name.to_string(),
+                ChangeType::Deleted,
+                old.clone(),
+                Some(old),
+            );
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
@@ -624,8 +692,8 @@ pub fn random_suffix(n: usize) -> String {
         .collect()
 }
 
-/// The objects every cluster starts with: the standard namespaces and one Ready node.
-pub fn bootstrap(store: &Store, node: &str) {
+/// The namespaces every cluster starts with.
+pub fn bootstrap(store: &Store) {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let _ = store.create(
             resources::namespaces(),
@@ -634,30 +702,44 @@ pub fn bootstrap(store: &Store, node: &str) {
             false,
         );
     }
-    let node_obj = json!({
+}
+
+/// A Ready node with 4 CPUs and 8Gi of memory, as a kubelet registers itself.
+pub fn node_object(node: &str) -> Value {
+    let ts = now();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": node, "labels": {
-            "kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "node-role.kubernetes.io/control-plane": ""}},
+            "kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "simcluster"}},
         "spec": {"podCIDR": "10.244.0.0/24"},
         "status": {
             "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"},
             "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"},
             "conditions": [
                 {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
-                 "lastHeartbeatTime": now(), "lastTransitionTime": now()},
-                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
-                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
-                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"}
+                 "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available",
+                 "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure",
+                 "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available",
+                 "lastHeartbeatTime": ts, "lastTransitionTime": ts}
             ],
             "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}, {"type": "Hostname", "address": node}],
             "nodeInfo": {"kubeletVersion": "v1.33.0-simcluster", "containerRuntimeVersion": "simcluster://1", "osImage": "simcluster",
                          "kernelVersion": "6.1.0", "operatingSystem": "linux", "architecture": "amd64",
                          "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}
         }
-    });
-    if let Ok(created) = store.create(resources::nodes(), "", node_obj.clone(), false) {
+    })
+}
+
+/// Register a node in this store (the control-plane label marks the built-in one).
+pub fn register_node(store: &Store, node: &str) {
+    let mut obj = node_object(node);
+    obj["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
+    if let Ok(created) = store.create(resources::nodes(), "", obj.clone(), false) {
         let mut with_status = created;
-        with_status["status"] = node_obj["status"].clone();
+        with_status["status"] = obj["status"].clone();
         let _ = store.update(resources::nodes(), "", node, with_status, true, false);
     }
 }
@@ -673,7 +755,7 @@ mod tests {
     #[test]
     fn create_get_conflict_and_delete() {
         let s = Store::new();
-        bootstrap(&s, "n1");
+        bootstrap(&s);
         let rt = crate::resources::by_kind("ConfigMap").unwrap_or_else(|| panic!("configmaps"));
         let created = s
             .create(rt, "default", cm("a"), false)
@@ -727,7 +809,7 @@ mod tests {
     #[test]
     fn watch_resumes_from_history_and_reports_gone() {
         let s = Store::new();
-        bootstrap(&s, "n1");
+        bootstrap(&s);
         let rt = crate::resources::by_kind("ConfigMap").unwrap_or_else(|| panic!("configmaps"));
         let rv0 = s.resource_version();
         for i in 0..3 {

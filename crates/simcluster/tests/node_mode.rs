@@ -1,0 +1,164 @@
+//! `simcluster node` joins another API server (here a `simcluster --no-kubelet` control plane) as a fake node:
+//! the control plane schedules onto it, and the fake kubelet's statuses and events appear there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_node_runs_pods_of_another_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("cp.cfg");
+    let bin = env!("CARGO_BIN_EXE_simcluster");
+    let quiet = || (Stdio::null(), Stdio::null());
+    let (o, e) = quiet();
+    let cp = Command::new(bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-kubelet",
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(&kubeconfig)
+        .stdout(o)
+        .stderr(e)
+        .spawn()
+        .unwrap();
+    let mut procs = Procs(vec![cp]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(Instant::now() < deadline, "control plane did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let client = Client::try_from(
+        kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "--no-kubelet starts without a node"
+    );
+
+    let (o, e) = quiet();
+    let node = Command::new(bin)
+        .args([
+            "node",
+            "--node-name",
+            "fake-1",
+            "--time-scale",
+            "20",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .stdout(o)
+        .stderr(e)
+        .spawn()
+        .unwrap();
+    procs.0.push(node);
+    eventually("the fake node registers Ready", async || {
+        let n = nodes.get_opt("fake-1").await.ok()??;
+        n.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, image) in [("bad", "nginx:bu-tag-yok"), ("good", "nginx:1.27")] {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": name, "image": image}]}})).unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let bad = eventually("bad in ImagePullBackOff on the control plane", async || {
+        let p = pods.get("bad").await.ok()?;
+        let reason = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?
+            .reason
+            .clone()?;
+        (reason == "ImagePullBackOff").then_some(p)
+    })
+    .await;
+    assert_eq!(bad.spec.unwrap().node_name.as_deref(), Some("fake-1"));
+    eventually("good Running and Ready", async || {
+        let p = pods.get("good").await.ok()?;
+        p.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let uid = bad.metadata.uid.unwrap();
+    eventually(
+        "the fake kubelet's events on the control plane",
+        async || {
+            let list = events
+                .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+                .await
+                .ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Failed")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("bu-tag-yok: not found"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
