@@ -171,11 +171,15 @@ fn collect_garbage(store: &Store) {
     }
 }
 
+/// Active objects controlled by `owner`: not being deleted, and (for pods) not finished, as the ReplicaSet
+/// controller counts them, so an evicted pod is replaced.
 fn owned_by<'a>(items: &'a [Value], owner: &Value) -> Vec<&'a Value> {
     items
         .iter()
         .filter(|o| {
-            controller_uid(o) == Some(uid(owner)) && o["metadata"]["deletionTimestamp"].is_null()
+            controller_uid(o) == Some(uid(owner))
+                && o["metadata"]["deletionTimestamp"].is_null()
+                && !matches!(o["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))
         })
         .collect()
 }

@@ -53,6 +53,8 @@ const BUILTINS: &[&str] = &[
 pub const ANN_EXIT_CODE: &str = "simcluster.io/exit-code";
 pub const ANN_EXIT_AFTER: &str = "simcluster.io/exit-after";
 pub const ANN_MEMORY: &str = "simcluster.io/memory-usage";
+/// Seconds after the kubelet admits the pod at which it evicts it for node memory pressure.
+pub const ANN_EVICT_AFTER: &str = "simcluster.io/evict-after";
 
 pub fn annotation<'a>(annotations: &'a Value, key: &str, container: &str) -> Option<&'a str> {
     annotations

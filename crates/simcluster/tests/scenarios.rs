@@ -397,3 +397,201 @@ async fn a_liveness_probe_on_the_wrong_port_restarts_the_container() {
         "{ev:?}"
     );
 }
+
+async fn create_pod(client: &Client, spec: serde_json::Value) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(spec).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_failures_leave_the_pod_running_but_not_ready() {
+    let sim = start().await;
+    create_pod(&sim.client, serde_json::json!({"metadata": {"name": "unready", "labels": {"t": "unready"}}, "spec": {"containers": [{
+        "name": "web", "image": "nginx:1.27", "readinessProbe": {"httpGet": {"path": "/ready", "port": 80}, "periodSeconds": 2}}]}})).await;
+    let p = pod_where(
+        &sim.client,
+        "t=unready",
+        "Running with a failing readiness probe",
+        |p| {
+            phase(p) == "Running"
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c[0].started == Some(true))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let p2 = pods.get("unready").await.unwrap();
+    assert!(
+        !ready(&p2),
+        "a failing readiness probe must keep the pod unready"
+    );
+    assert_eq!(
+        p2.status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .restart_count,
+        0,
+        "readiness never restarts"
+    );
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(
+            &ev,
+            "Warning",
+            "Unhealthy",
+            "Readiness probe failed: HTTP probe failed with statuscode: 404"
+        ),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policies_and_init_containers() {
+    let sim = start().await;
+    let pod = |name: &str, policy: &str, script: &str| {
+        serde_json::json!({"metadata": {"name": name, "labels": {"t": name}}, "spec": {"restartPolicy": policy,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}]}})
+    };
+    create_pod(&sim.client, pod("never-fails", "Never", "echo bye; exit 3")).await;
+    create_pod(&sim.client, pod("never-ok", "Never", "echo done")).await;
+    create_pod(&sim.client, pod("onfailure-ok", "OnFailure", "exit 0")).await;
+    create_pod(&sim.client, serde_json::json!({"metadata": {"name": "init-fails", "labels": {"t": "init-fails"}}, "spec": {
+        "initContainers": [{"name": "wait", "image": "busybox", "command": ["sh", "-c", "echo waiting for db; exit 1"]}],
+        "containers": [{"name": "app", "image": "nginx:1.27"}]}})).await;
+    create_pod(&sim.client, serde_json::json!({"metadata": {"name": "init-ok", "labels": {"t": "init-ok"}}, "spec": {
+        "initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "echo setup; sleep 1"]}],
+        "containers": [{"name": "app", "image": "nginx:1.27"}]}})).await;
+
+    let p = pod_where(&sim.client, "t=never-fails", "Failed", |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let t = p.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    pod_where(&sim.client, "t=never-ok", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let p = pod_where(&sim.client, "t=onfailure-ok", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(
+        p.status.unwrap().container_statuses.unwrap()[0].restart_count,
+        0
+    );
+
+    let p = pod_where(
+        &sim.client,
+        "t=init-fails",
+        "init container crash-looping",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .is_some_and(|c| {
+                    c[0].restart_count >= 1
+                        && c[0]
+                            .state
+                            .as_ref()
+                            .and_then(|s| s.waiting.as_ref())
+                            .and_then(|w| w.reason.as_deref())
+                            == Some("CrashLoopBackOff")
+                })
+        },
+    )
+    .await;
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    let init_cond = st
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Initialized")
+        .unwrap();
+    assert_eq!(
+        (init_cond.status.as_str(), init_cond.reason.as_deref()),
+        ("False", Some("ContainersNotInitialized"))
+    );
+    let app = &st.container_statuses.unwrap()[0];
+    assert_eq!(
+        app.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("PodInitializing")
+    );
+    pod_where(
+        &sim.client,
+        "t=init-ok",
+        "Ready after its init container",
+        ready,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_pods_fail_with_the_kubelets_reason_and_are_replaced() {
+    let sim = start().await;
+    apply(&sim.client, "evicted-deployment.yaml").await;
+    let p = pod_where(&sim.client, "app=evicted", "Evicted", |p| {
+        p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted")
+    })
+    .await;
+    let st = p.status.clone().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert!(
+        st.message
+            .unwrap()
+            .starts_with("The node was low on resource: memory.")
+    );
+    let ev = events_of(&sim.client, &p).await;
+    assert!(
+        has_event(
+            &ev,
+            "Warning",
+            "Evicted",
+            "The node was low on resource: memory."
+        ),
+        "{ev:?}"
+    );
+    let evicted = p.metadata.name.clone().unwrap();
+    pod_where(&sim.client, "app=evicted", "a replacement pod", |q| {
+        q.metadata.name.as_deref() != Some(evicted.as_str()) && phase(q) != "Failed"
+    })
+    .await;
+}
