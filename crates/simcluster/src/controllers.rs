@@ -18,9 +18,9 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut changes = cluster.store.subscribe();
     let recorder = Recorder::default();
-    let mut scheduler = Scheduler::default();
+    let mut scheduler = cluster.run_scheduler.then(Scheduler::default);
     loop {
-        reconcile(&cluster.store, &recorder, &mut scheduler, cluster.clock);
+        reconcile(&cluster.store, &recorder, scheduler.as_mut(), cluster.clock);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -45,12 +45,14 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
 pub fn reconcile(
     store: &Store,
     recorder: &Recorder,
-    scheduler: &mut Scheduler,
+    scheduler: Option<&mut Scheduler>,
     clock: crate::Clock,
 ) {
     collect_garbage(store);
     crate::scheduler::bind_claims(store, recorder);
-    scheduler.pass(store, recorder, clock);
+    if let Some(s) = scheduler {
+        s.pass(store, recorder, clock);
+    }
     let (deployments, _) = store.list(resources::deployments(), None);
     for d in &deployments {
         reconcile_deployment(store, recorder, d);

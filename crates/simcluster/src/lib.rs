@@ -41,6 +41,8 @@ pub struct Cluster {
     pub logs: Arc<kubelet::Logs>,
     /// The node this process's kubelet plays.
     pub node_name: String,
+    /// Whether the controller loop includes the scheduler (off to stand in for an API server without one).
+    pub run_scheduler: bool,
 }
 
 impl Cluster {
@@ -67,6 +69,7 @@ impl Cluster {
             clock,
             logs: Arc::new(kubelet::Logs::default()),
             node_name: node_name.to_string(),
+            run_scheduler: true,
         }
     }
 

@@ -24,6 +24,9 @@ struct Args {
     /// Run only the control plane (API server, scheduler, controllers): no node until `simcluster node` joins.
     #[arg(long, env = "SIMCLUSTER_NO_KUBELET")]
     no_kubelet: bool,
+    /// Run no scheduler either (pods stay unbound unless something else binds them, e.g. `simcluster node --schedule`).
+    #[arg(long, env = "SIMCLUSTER_NO_SCHEDULER")]
+    no_scheduler: bool,
     /// Image catalog (YAML: repositories -> tags and behaviour). Defaults to a built-in catalog of common images.
     #[arg(long, env = "SIMCLUSTER_IMAGE_CATALOG", global = true)]
     image_catalog: Option<PathBuf>,
@@ -51,6 +54,9 @@ enum Command {
         /// Name of the Node to register.
         #[arg(long, env = "SIMCLUSTER_NODE_NAME", default_value = "simcluster-node")]
         node_name: String,
+        /// Also bind unscheduled pods to this node, for an API server that runs no scheduler.
+        #[arg(long, env = "SIMCLUSTER_NODE_SCHEDULE")]
+        schedule: bool,
     },
 }
 
@@ -80,6 +86,7 @@ async fn run() -> anyhow::Result<()> {
     if let Some(Command::Node {
         kubeconfig,
         node_name,
+        schedule,
     }) = &args.command
     {
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)
@@ -93,15 +100,16 @@ async fn run() -> anyhow::Result<()> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        node::run(client, cluster, stop_rx).await?;
+        node::run(client, cluster, *schedule, stop_rx).await?;
         tracing::info!("node stopped");
         return Ok(());
     }
-    let cluster = if args.no_kubelet {
+    let mut cluster = if args.no_kubelet {
         Cluster::control_plane(catalog, clock)
     } else {
         Cluster::new(catalog, clock)
     };
+    cluster.run_scheduler = !args.no_scheduler;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -38,6 +38,7 @@ fn as_value(o: &DynamicObject) -> Option<Value> {
 pub async fn run(
     client: Client,
     cluster: Cluster,
+    schedule: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let node = cluster.node_name.clone();
@@ -49,7 +50,7 @@ pub async fn run(
         })?;
     tracing::info!(%node, "node registered");
     cluster.spawn_kubelet(shutdown.clone());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(mirror(
             client.clone(),
             cluster.clone(),
@@ -74,6 +75,9 @@ pub async fn run(
         tokio::spawn(push(client.clone(), cluster.clone())),
         tokio::spawn(heartbeat(client.clone(), node.clone())),
     ];
+    if schedule {
+        tasks.push(tokio::spawn(bind_unscheduled(client.clone(), node.clone())));
+    }
     let _ = shutdown.changed().await;
     for t in tasks {
         t.abort();
@@ -102,6 +106,46 @@ async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
     )
     .await?;
     Ok(())
+}
+
+/// The part of a scheduler a bare API server lacks: bind every unscheduled pod to this node (`pods/binding`).
+async fn bind_unscheduled(client: Client, node: String) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
+    let cfg = watcher::Config::default().fields("spec.nodeName=");
+    let mut stream = watcher::watcher(pods, cfg).boxed();
+    while let Some(ev) = stream.next().await {
+        let pod = match ev {
+            Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch of unscheduled pods failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+        else {
+            continue;
+        };
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .is_some_and(|s| s != "default-scheduler")
+        {
+            continue;
+        }
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+        match api
+            .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+            .await
+        {
+            Ok(_) => tracing::info!(pod = %name, %node, "bound pod"),
+            Err(e) => tracing::debug!(pod = %name, error = %e, "could not bind pod"),
+        }
+    }
 }
 
 async fn heartbeat(client: Client, node: String) {

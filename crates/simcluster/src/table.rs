@@ -195,6 +195,142 @@ pub fn table(kind: &str, items: &[Value], rv: u64) -> Value {
                 })
                 .collect(),
         ),
+        "Node" => (
+            vec![
+                ("Name", "string"),
+                ("Status", "string"),
+                ("Roles", "string"),
+                ("Age", "string"),
+                ("Version", "string"),
+            ],
+            items
+                .iter()
+                .map(|n| {
+                    let ready = n["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                    let mut status = if ready {
+                        "Ready".to_string()
+                    } else {
+                        "NotReady".to_string()
+                    };
+                    if n["spec"]["unschedulable"] == true {
+                        status.push_str(",SchedulingDisabled");
+                    }
+                    let roles: Vec<&str> = n["metadata"]["labels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect();
+                    let roles = if roles.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        roles.join(",")
+                    };
+                    (
+                        vec![
+                            n["metadata"]["name"].clone(),
+                            json!(status),
+                            json!(roles),
+                            json!(age(n)),
+                            n["status"]["nodeInfo"]["kubeletVersion"].clone(),
+                        ],
+                        n,
+                    )
+                })
+                .collect(),
+        ),
+        "PersistentVolumeClaim" => (
+            vec![
+                ("Name", "string"),
+                ("Status", "string"),
+                ("Volume", "string"),
+                ("Capacity", "string"),
+                ("Access Modes", "string"),
+                ("StorageClass", "string"),
+                ("Age", "string"),
+            ],
+            items
+                .iter()
+                .map(|c| {
+                    let modes: Vec<&str> = c["spec"]["accessModes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|m| match m {
+                            "ReadWriteOnce" => "RWO",
+                            "ReadOnlyMany" => "ROX",
+                            "ReadWriteMany" => "RWX",
+                            "ReadWriteOncePod" => "RWOP",
+                            o => o,
+                        })
+                        .collect();
+                    let bound = c["status"]["phase"] == "Bound";
+                    (
+                        vec![
+                            c["metadata"]["name"].clone(),
+                            c["status"]["phase"].clone(),
+                            json!(c["spec"]["volumeName"].as_str().unwrap_or("")),
+                            json!(if bound {
+                                c["status"]["capacity"]["storage"].as_str().unwrap_or("")
+                            } else {
+                                ""
+                            }),
+                            json!(if bound {
+                                modes.join(",")
+                            } else {
+                                String::new()
+                            }),
+                            json!(c["spec"]["storageClassName"].as_str().unwrap_or("<unset>")),
+                            json!(age(c)),
+                        ],
+                        c,
+                    )
+                })
+                .collect(),
+        ),
+        "Service" => (
+            vec![
+                ("Name", "string"),
+                ("Type", "string"),
+                ("Cluster-IP", "string"),
+                ("External-IP", "string"),
+                ("Port(s)", "string"),
+                ("Age", "string"),
+            ],
+            items
+                .iter()
+                .map(|svc| {
+                    let ports: Vec<String> = svc["spec"]["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                        })
+                        .collect();
+                    (
+                        vec![
+                            svc["metadata"]["name"].clone(),
+                            svc["spec"]["type"].clone(),
+                            json!(svc["spec"]["clusterIP"].as_str().unwrap_or("None")),
+                            json!("<none>"),
+                            json!(if ports.is_empty() {
+                                "<none>".to_string()
+                            } else {
+                                ports.join(",")
+                            }),
+                            json!(age(svc)),
+                        ],
+                        svc,
+                    )
+                })
+                .collect(),
+        ),
         _ => (
             vec![("Name", "string"), ("Age", "string")],
             items

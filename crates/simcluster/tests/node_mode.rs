@@ -162,3 +162,82 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_schedule_the_fake_node_binds_pods_an_api_server_without_scheduler_leaves_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("cp.cfg");
+    let bin = env!("CARGO_BIN_EXE_simcluster");
+    let cp = Command::new(bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-kubelet",
+            "--no-scheduler",
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut procs = Procs(vec![cp]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(Instant::now() < deadline, "control plane did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let client = Client::try_from(
+        kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pods.get("web").await.unwrap().spec.unwrap().node_name,
+        None,
+        "no scheduler: the pod stays unbound"
+    );
+
+    let node = Command::new(bin)
+        .args([
+            "node",
+            "--node-name",
+            "fake-2",
+            "--schedule",
+            "--time-scale",
+            "20",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(node);
+    let p = eventually("web bound to fake-2 and Ready", async || {
+        let p = pods.get("web").await.ok()?;
+        let ready = p
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(p)
+    })
+    .await;
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("fake-2"));
+}
