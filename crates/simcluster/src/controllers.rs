@@ -19,8 +19,15 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
     let mut changes = cluster.store.subscribe();
     let recorder = Recorder::default();
     let mut scheduler = cluster.run_scheduler.then(Scheduler::default);
+    let mut progress = Progress::default();
     loop {
-        reconcile(&cluster.store, &recorder, scheduler.as_mut(), cluster.clock);
+        reconcile(
+            &cluster.store,
+            &recorder,
+            scheduler.as_mut(),
+            &mut progress,
+            cluster.clock,
+        );
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -46,6 +53,7 @@ pub fn reconcile(
     store: &Store,
     recorder: &Recorder,
     scheduler: Option<&mut Scheduler>,
+    progress: &mut Progress,
     clock: crate::Clock,
 ) {
     collect_garbage(store);
@@ -61,10 +69,18 @@ pub fn reconcile(
     for rs in &replicasets {
         reconcile_replicaset(store, recorder, rs);
     }
+    progress.retain(|uid, _| {
+        deployments
+            .iter()
+            .any(|d| d["metadata"]["uid"].as_str() == Some(uid))
+    });
     for d in &deployments {
-        update_deployment_status(store, d);
+        update_deployment_status(store, d, progress, clock);
     }
 }
+
+/// Per Deployment uid: what the rollout looked like when it last made progress, and when.
+pub type Progress = std::collections::HashMap<String, (Value, std::time::Instant)>;
 
 fn name(o: &Value) -> &str {
     o["metadata"]["name"].as_str().unwrap_or_default()
@@ -565,7 +581,12 @@ fn scale(store: &Store, recorder: &Recorder, d: &Value, rs: &Value, to: i64) {
     }
 }
 
-fn update_deployment_status(store: &Store, d: &Value) {
+fn update_deployment_status(
+    store: &Store,
+    d: &Value,
+    progress: &mut Progress,
+    clock: crate::Clock,
+) {
     let Ok(d) = store.get(resources::deployments(), ns(d), name(d)) else {
         return;
     };
@@ -633,12 +654,32 @@ fn update_deployment_status(store: &Store, d: &Value) {
             "Deployment does not have minimum availability.".into(),
         );
     }
+    // A rollout that has not moved (new ReplicaSet, updated/ready/available counts) for progressDeadlineSeconds
+    // has failed, as the deployment controller reports it.
+    let now_state = json!([new_name, updated, sum("readyReplicas"), available]);
+    let since = match progress.get(uid(&d)) {
+        Some((state, at)) if *state == now_state => *at,
+        _ => {
+            let at = std::time::Instant::now();
+            progress.insert(uid(&d).to_string(), (now_state, at));
+            at
+        }
+    };
+    let deadline =
+        Duration::from_secs(d["spec"]["progressDeadlineSeconds"].as_u64().unwrap_or(600));
     if complete {
         cond(
             "Progressing",
             true,
             "NewReplicaSetAvailable",
             format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        );
+    } else if since.elapsed() >= clock.real(deadline) {
+        cond(
+            "Progressing",
+            false,
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{new_name}\" has timed out progressing."),
         );
     } else {
         cond(

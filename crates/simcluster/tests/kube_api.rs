@@ -311,7 +311,7 @@ async fn a_broken_rollout_keeps_working_pods_and_undo_reuses_the_old_replicaset(
     let replicasets: Api<ReplicaSet> = Api::namespaced(sim.client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
-        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+        "spec": {"replicas": 4, "progressDeadlineSeconds": 10, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}}
     }))
     .unwrap();
@@ -334,6 +334,30 @@ async fn a_broken_rollout_keeps_working_pods_and_undo_reuses_the_old_replicaset(
         (status.available_replicas, status.updated_replicas),
         (Some(3), Some(2))
     );
+    // No progress for progressDeadlineSeconds: the rollout is reported failed, as `kubectl rollout status` sees it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = deployments.get("web").await.unwrap();
+        let progressing = d
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Progressing");
+        if let Some(c) =
+            progressing.filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        {
+            assert_eq!(c.status, "False");
+            assert!(
+                c.message
+                    .unwrap_or_default()
+                    .ends_with("has timed out progressing.")
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ProgressDeadlineExceeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // What `kubectl rollout undo` sends: the old template back (kubectl includes creationTimestamp: null).
     let undo = json!({"spec": {"template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
