@@ -48,6 +48,13 @@ pub enum Snapshot {
         old_image: String,
         new_image: String,
     },
+    Resources {
+        target: WorkloadRef,
+        container: String,
+        /// The container's whole `resources` before the change (null if it had none).
+        old: Value,
+        new_limit: String,
+    },
     RecreatedPod {
         namespace: String,
         original: Value,
@@ -190,6 +197,42 @@ impl Cluster {
                     json!({"dry_run": "image patch and delete accepted", "target": target.to_string()}),
                 )
             }
+            Action::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } if target.kind == WorkloadKind::Deployment => {
+                self.patch_memory(
+                    target,
+                    container,
+                    memory_limit,
+                    memory_request.as_deref(),
+                    true,
+                )
+                .await?;
+                Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
+            }
+            Action::SetResources { target, .. } if target.kind == WorkloadKind::Pod => {
+                // A pod's resources cannot change in place, so the API server cannot validate the new value on the
+                // live pod; the removal is validated, the recreated pod is validated when it is created.
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+                api.delete(
+                    &target.name,
+                    &DeleteParams {
+                        dry_run: true,
+                        ..DeleteParams::default()
+                    },
+                )
+                .await?;
+                Ok(
+                    json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
+                )
+            }
+            Action::SetResources { target, .. } => Err(ClusterError::Unsupported(format!(
+                "set_resources on a {}",
+                target.kind
+            ))),
             Action::Escalate { .. } => Ok(json!({"dry_run": "nothing to change"})),
         }
     }
@@ -254,7 +297,11 @@ impl Cluster {
                 let api = self.dynamic_pods(&target.namespace);
                 let original = api.get(&target.name).await?;
                 let original = serde_json::to_value(&original)?;
-                let fresh = fresh_pod(&original, Some((container, image)), Some(incident_id))?;
+                let fresh = fresh_pod(
+                    &original,
+                    Some((container, ContainerEdit::Image(image))),
+                    Some(incident_id),
+                )?;
                 let new_uid = self
                     .replace_pod(&target.namespace, &original, fresh)
                     .await?;
@@ -264,6 +311,54 @@ impl Cluster {
                     new_uid,
                 })
             }
+            Action::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } if target.kind == WorkloadKind::Deployment => {
+                let old = self.container_spec(target, container).await?.1["resources"].clone();
+                self.patch_memory(
+                    target,
+                    container,
+                    memory_limit,
+                    memory_request.as_deref(),
+                    false,
+                )
+                .await?;
+                Ok(Snapshot::Resources {
+                    target: target.clone(),
+                    container: container.clone(),
+                    old,
+                    new_limit: memory_limit.clone(),
+                })
+            }
+            Action::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } if target.kind == WorkloadKind::Pod => {
+                let api = self.dynamic_pods(&target.namespace);
+                let original = serde_json::to_value(api.get(&target.name).await?)?;
+                let edit = ContainerEdit::Memory {
+                    limit: memory_limit,
+                    request: memory_request.as_deref(),
+                };
+                let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
+                let new_uid = self
+                    .replace_pod(&target.namespace, &original, fresh)
+                    .await?;
+                Ok(Snapshot::RecreatedPod {
+                    namespace: target.namespace.clone(),
+                    original,
+                    new_uid,
+                })
+            }
+            Action::SetResources { target, .. } => Err(ClusterError::Unsupported(format!(
+                "set_resources on a {}",
+                target.kind
+            ))),
             Action::Escalate { .. } => {
                 Err(ClusterError::Unsupported("executing an escalation".into()))
             }
@@ -291,6 +386,40 @@ impl Cluster {
                     "reverted {target} container {container} to {old_image}"
                 ))
             }
+            Snapshot::Resources {
+                target,
+                container,
+                old,
+                new_limit,
+            } => {
+                let (index, spec) = self.container_spec(target, container).await?;
+                let now = spec["resources"]["limits"]["memory"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if now != *new_limit {
+                    return Ok(format!(
+                        "not reverted: {target} container {container} now has memory limit {now:?}, changed by someone else"
+                    ));
+                }
+                // Restore the container's resources exactly, guarded by a test that it is still the same container.
+                let base = format!("/spec/template/spec/containers/{index}");
+                let ops = json!([
+                    {"op": "test", "path": format!("{base}/name"), "value": container},
+                    {"op": "add", "path": format!("{base}/resources"), "value": if old.is_null() { json!({}) } else { old.clone() }},
+                ]);
+                let patch: json_patch::Patch = serde_json::from_value(ops)?;
+                let pp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+                    .await?;
+                Ok(format!(
+                    "reverted {target} container {container} resources to {old}"
+                ))
+            }
             Snapshot::RecreatedPod {
                 namespace,
                 original,
@@ -312,6 +441,111 @@ impl Cluster {
                 Ok(format!("recreated pod {name} with its original spec"))
             }
         }
+    }
+
+    /// (index, container spec as JSON) of a container in a Deployment's template.
+    async fn container_spec(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+    ) -> Result<(usize, Value), ClusterError> {
+        let d = self
+            .deployment(&target.namespace, &target.name)
+            .await?
+            .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+        let d = serde_json::to_value(d)?;
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, c)| c["name"] == container)
+            .map(|(i, c)| (i, c.clone()))
+            .ok_or_else(|| ClusterError::NoContainer {
+                workload: target.to_string(),
+                container: container.into(),
+            })
+    }
+
+    async fn patch_memory(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        limit: &str,
+        request: Option<&str>,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let mut resources = json!({"limits": {"memory": limit}});
+        if let Some(r) = request {
+            resources["requests"] = json!({"memory": r});
+        }
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}});
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+            .patch(&target.name, &pp, &Patch::Strategic(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// The container's memory limit and request on the workload, as written (`None` when unset).
+    pub async fn memory(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+    ) -> Result<(Option<String>, Option<String>), ClusterError> {
+        let spec = match target.kind {
+            WorkloadKind::Deployment => self.container_spec(target, container).await?.1,
+            _ => {
+                let pod = self
+                    .pod(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let pod = serde_json::to_value(pod)?;
+                pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"] == container)
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            }
+        };
+        let r = &spec["resources"];
+        Ok((
+            r["limits"]["memory"].as_str().map(String::from),
+            r["requests"]["memory"].as_str().map(String::from),
+        ))
+    }
+
+    /// The last log lines of the instance that crashed, bounded and stripped of control characters: evidence for a
+    /// human, never an instruction. While a container waits in CrashLoopBackOff its dead instance is still the
+    /// current one; once restarted, it is the previous one.
+    pub async fn crash_logs(&self, ns: &str, pod: &str, container: &str) -> Option<String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        for previous in [true, false] {
+            let lp = kube::api::LogParams {
+                container: Some(container.into()),
+                previous,
+                tail_lines: Some(20),
+                limit_bytes: Some(4096),
+                ..Default::default()
+            };
+            if let Ok(text) = api.logs(pod, &lp).await {
+                let clean: String = text
+                    .chars()
+                    .filter(|c| !c.is_control() || *c == '\n')
+                    .take(2000)
+                    .collect();
+                if !clean.trim().is_empty() {
+                    return Some(clean.trim_end().to_string());
+                }
+            }
+        }
+        None
     }
 
     fn dynamic_pods(&self, ns: &str) -> Api<DynamicObject> {
@@ -433,11 +667,38 @@ fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true)).cloned()
 }
 
+/// The one change a recreated pod may carry.
+#[derive(Debug, Clone, Copy)]
+pub enum ContainerEdit<'a> {
+    Image(&'a str),
+    Memory {
+        limit: &'a str,
+        request: Option<&'a str>,
+    },
+}
+
+impl ContainerEdit<'_> {
+    fn apply(&self, c: &mut Value) {
+        match self {
+            Self::Image(image) => c["image"] = json!(image),
+            Self::Memory { limit, request } => {
+                if !c["resources"].is_object() {
+                    c["resources"] = json!({});
+                }
+                c["resources"]["limits"]["memory"] = json!(limit);
+                if let Some(r) = request {
+                    c["resources"]["requests"]["memory"] = json!(r);
+                }
+            }
+        }
+    }
+}
+
 /// A pod object to create in place of `original`: the whole spec and user metadata preserved, server-populated
-/// fields and status removed, and optionally one container's image changed.
+/// fields and status removed, and optionally one container edited.
 pub fn fresh_pod(
     original: &Value,
-    image: Option<(&str, &str)>,
+    edit: Option<(&str, ContainerEdit<'_>)>,
     incident: Option<&str>,
 ) -> Result<Value, ClusterError> {
     let mut pod = original.clone();
@@ -466,7 +727,7 @@ pub fn fresh_pod(
     if let Some(obj) = pod.as_object_mut() {
         obj.remove("status");
     }
-    if let Some((container, new_image)) = image {
+    if let Some((container, edit)) = edit {
         let mut found = false;
         for list in ["containers", "initContainers"] {
             // get_mut, not indexing: IndexMut would insert a null `initContainers` into the new pod.
@@ -476,7 +737,7 @@ pub fn fresh_pod(
                 .and_then(Value::as_array_mut);
             for c in containers.into_iter().flatten() {
                 if c["name"] == container {
-                    c["image"] = json!(new_image);
+                    edit.apply(c);
                     found = true;
                 }
             }
@@ -510,7 +771,7 @@ mod tests {
         });
         let fresh = fresh_pod(
             &original,
-            Some(("test-nginx", "nginx:1.27.3")),
+            Some(("test-nginx", ContainerEdit::Image("nginx:1.27.3"))),
             Some("inc-1"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -532,7 +793,7 @@ mod tests {
         }
         assert!(fresh.get("status").is_none());
         assert!(matches!(
-            fresh_pod(&original, Some(("nope", "x")), None),
+            fresh_pod(&original, Some(("nope", ContainerEdit::Image("x"))), None),
             Err(ClusterError::NoContainer { .. })
         ));
     }

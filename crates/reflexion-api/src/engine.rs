@@ -8,6 +8,7 @@ use crate::verify::verify;
 use reflexion_core::image::ImageRef;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
 use reflexion_core::policy::{Decision, Policy};
+use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
 use reflexion_core::reflect::{TrialOutcome, reflect};
 use reflexion_core::report::FailureReport;
 use reflexion_core::tags::{TagRule, choose_tag};
@@ -22,6 +23,8 @@ pub struct EngineConfig {
     pub verify_window: Duration,
     pub verify_timeout: Duration,
     pub policy: Policy,
+    /// The highest memory limit the OOM rule will set, in bytes.
+    pub memory_ceiling: u64,
 }
 
 #[derive(Clone)]
@@ -162,7 +165,7 @@ impl Engine {
         let signature = Signature::of(&failure);
         db.set_evidence(id, &signature.class(), &evidence).await?;
         let lessons = db.lessons(&signature.class(), 3).await?;
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<Action> = Vec::new();
         for trial in 1..=self.inner.config.max_trials {
             db.transition(
                 id,
@@ -173,7 +176,7 @@ impl Engine {
                 ),
             )
             .await?;
-            let plan = match self.plan(&failure, &target, &tried).await {
+            let plan = match self.plan(&inc, &failure, &target, &tried).await {
                 Planned::Plan(p) => p,
                 Planned::Escalate {
                     diagnosis,
@@ -215,17 +218,20 @@ impl Engine {
                 }
             }
             if !self
-                .trial(&inc, trial, &signature, &target, &plan, &mut tried)
+                .trial(
+                    &inc, trial, &failure, &signature, &target, &plan, &mut tried,
+                )
                 .await?
             {
                 continue;
             }
             return Ok(());
         }
+        let attempts: Vec<String> = tried.iter().map(|a| format!("`{}`", a.render())).collect();
         let diagnosis = format!(
-            "{} trials did not fix {target}; tried images {}",
+            "{} trials did not fix {target}; tried {}",
             self.inner.config.max_trials,
-            tried.join(", ")
+            attempts.join(", ")
         );
         self.escalate(
             &inc,
@@ -238,14 +244,16 @@ impl Engine {
 
     /// One trial: dry run, execute, verify, revert if needed, reflect, record. Returns whether the incident is
     /// finished (fixed, or escalated because the change could not be made); `false` means try the next candidate.
+    #[allow(clippy::too_many_arguments)]
     async fn trial(
         &self,
         inc: &Incident,
         trial: u32,
+        failure: &Failure,
         signature: &Signature,
         target: &WorkloadRef,
         plan: &Plan,
-        tried: &mut Vec<String>,
+        tried: &mut Vec<Action>,
     ) -> Result<bool, EngineError> {
         let (db, cluster, config) = (&self.inner.db, &self.inner.cluster, &self.inner.config);
         let started = Instant::now();
@@ -333,17 +341,12 @@ impl Engine {
             .await?;
             revert_note = Some(result);
         }
-        if let Action::SetImage { image, .. } | Action::RecreatePod { image, .. } = &plan.action {
-            tried.push(image.clone());
-        }
+        tried.push(plan.action.clone());
         let reflection = reflect(&TrialOutcome {
             signature: signature.class(),
             reason: inc.error_type.clone(),
             workload: target.to_string(),
-            symptom: inc.report["real_k8s_data"]["image"]
-                .as_str()
-                .map(|i| format!("image {i} could not be pulled"))
-                .unwrap_or_else(|| "image could not be pulled".into()),
+            symptom: failure.message.clone(),
             action: command.clone(),
             rationale: plan.rationale.clone(),
             verified: v.verified,
@@ -480,18 +483,164 @@ impl Engine {
         Ok(Some((failure, target, evidence)))
     }
 
+    /// Choose the fix for a failure from the built-in rules.
+    async fn plan(
+        &self,
+        inc: &Incident,
+        failure: &Failure,
+        target: &WorkloadRef,
+        tried: &[Action],
+    ) -> Planned {
+        match failure.kind {
+            FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
+            FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
+            FailureKind::CrashLoop => self.diagnose_crash(inc, failure, target).await,
+            FailureKind::ConfigError => Planned::Escalate {
+                diagnosis: format!("container {} of {target} cannot be created: {}", failure.container, failure.message),
+                suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),
+            },
+            FailureKind::Unschedulable => Planned::Escalate {
+                diagnosis: format!("no node can run {target}: {}", failure.message),
+                suggestion: match Signature::of(failure).cause.as_str() {
+                    "insufficient_memory" | "insufficient_cpu" => "lower the pod's resource requests to fit a node, or add capacity",
+                    "node_selector" => "correct the nodeSelector/affinity, or label a node to match it",
+                    "taint" => "add the matching toleration, or remove the taint from a node",
+                    "volume_claim" => "create or bind the PersistentVolumeClaim the pod mounts",
+                    _ => "read the scheduler's message and adjust the pod or the nodes",
+                }
+                .into(),
+            },
+        }
+    }
+
+    /// OOM-killed: raise the memory limit on the owner by the rule (2× or +256Mi, capped), from the highest limit
+    /// already tried in this incident.
+    async fn plan_memory(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        tried: &[Action],
+    ) -> Planned {
+        let (limit, request) = match self.inner.cluster.memory(target, &failure.container).await {
+            Ok(m) => m,
+            Err(e) => {
+                return Planned::Escalate {
+                    diagnosis: format!("cannot read the memory settings of {target}: {e}"),
+                    suggestion: "raise the memory limit by hand".into(),
+                };
+            }
+        };
+        let Some(current) = limit.as_deref().and_then(parse_bytes) else {
+            return Planned::Escalate {
+                diagnosis: format!("container {} of {target} was OOM-killed without a memory limit of its own: the node ran out of memory", failure.container),
+                suggestion: "set a memory request and limit that match what the container uses, or move it to a larger node".into(),
+            };
+        };
+        let tried_max = tried
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetResources { memory_limit, .. } => parse_bytes(memory_limit),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let base = current.max(tried_max);
+        let ceiling = self.inner.config.memory_ceiling;
+        let Some(next) = next_memory_limit(base, ceiling) else {
+            return Planned::Escalate {
+                diagnosis: format!("container {} of {target} is OOM-killed at a memory limit of {} and the ceiling is {}", failure.container, format_bytes(base), format_bytes(ceiling)),
+                suggestion: "find out why it needs that much memory (a leak, a larger data set) before raising the limit further".into(),
+            };
+        };
+        let new_limit = format_bytes(next);
+        // Keep request <= limit: only touch the request if it would end up above the new limit.
+        let memory_request = request
+            .filter(|r| parse_bytes(r).is_some_and(|b| b > next))
+            .map(|_| new_limit.clone());
+        Planned::Plan(Plan {
+            action: Action::SetResources {
+                target: target.clone(),
+                container: failure.container.clone(),
+                memory_limit: new_limit.clone(),
+                memory_request,
+            },
+            rationale: format!(
+                "container {} was OOM-killed at a {} limit; {new_limit} is the larger of twice the limit and the limit plus 256Mi (ceiling {})",
+                failure.container,
+                format_bytes(base),
+                format_bytes(ceiling)
+            ),
+            template: "set_resources:raise_memory_limit",
+            description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling",
+        })
+    }
+
+    /// A crash loop the built-in rules cannot fix safely: say precisely what happened, with the evidence.
+    async fn diagnose_crash(
+        &self,
+        inc: &Incident,
+        failure: &Failure,
+        target: &WorkloadRef,
+    ) -> Planned {
+        let logs = self
+            .inner
+            .cluster
+            .crash_logs(&inc.namespace, &inc.pod_name, &failure.container)
+            .await
+            .unwrap_or_default();
+        let excerpt = if logs.is_empty() {
+            "no log output".to_string()
+        } else {
+            format!(
+                "last log lines: {}",
+                logs.lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )
+        };
+        let code = failure
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let suggestion = match failure.exit_code {
+            Some(127) => {
+                "the command was not found in the image: check the container's command and args"
+            }
+            Some(126) => {
+                "the command is not executable: check its path and permissions in the image"
+            }
+            Some(128) => {
+                "the runtime could not start the process: check the command path exists in the image"
+            }
+            Some(137) => "the container was killed (SIGKILL): check liveness probes and memory",
+            Some(139) => "the process crashed with a segmentation fault: check the image version",
+            Some(143) => "the process was terminated (SIGTERM): check probes and what stops it",
+            _ => {
+                "read the logs above and fix the application or its configuration; if the crash began with the latest rollout, run `kubectl rollout undo`"
+            }
+        };
+        Planned::Escalate {
+            diagnosis: format!(
+                "container {} of {target} keeps crashing with exit code {code} ({}); {excerpt}",
+                failure.container, failure.message
+            ),
+            suggestion: suggestion.into(),
+        }
+    }
+
     /// The built-in rule for bad image references: ask the registry which tags exist and pick the one the
     /// reference was most likely meant to be. Never changes the repository.
-    async fn plan(&self, failure: &Failure, target: &WorkloadRef, tried: &[String]) -> Planned {
-        if !matches!(
-            failure.kind,
-            FailureKind::ImagePull | FailureKind::InvalidImageName
-        ) {
-            return Planned::Escalate {
-                diagnosis: format!("no rule for {}", failure.reason),
-                suggestion: "inspect the pod".into(),
-            };
-        }
+    async fn plan_image(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        tried: &[Action],
+    ) -> Planned {
         let image = match ImageRef::parse(&failure.image) {
             Ok(i) => i,
             Err(e) => {
@@ -539,7 +688,12 @@ impl Engine {
             &tags,
             &tried
                 .iter()
-                .filter_map(|t| ImageRef::parse(t).ok()?.tag)
+                .filter_map(|a| match a {
+                    Action::SetImage { image, .. } | Action::RecreatePod { image, .. } => {
+                        ImageRef::parse(image).ok()?.tag
+                    }
+                    _ => None,
+                })
                 .collect::<Vec<_>>(),
         ) else {
             return Planned::Escalate {

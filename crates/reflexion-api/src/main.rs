@@ -34,6 +34,9 @@ struct Args {
     /// Seconds to wait for a fix to verify before reverting it.
     #[arg(long, env = "REFLEXION_VERIFY_TIMEOUT_SECS", default_value_t = 180.0)]
     verify_timeout_secs: f64,
+    /// The highest memory limit the OOM rule sets automatically.
+    #[arg(long, env = "REFLEXION_MEMORY_CEILING", default_value = "2Gi")]
+    memory_ceiling: String,
     /// Policy file (JSON): modes per namespace, protected namespaces, automatic risk limit.
     #[arg(long, env = "REFLEXION_POLICY_FILE")]
     policy_file: Option<PathBuf>,
@@ -83,6 +86,14 @@ async fn run() -> anyhow::Result<()> {
         verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
         verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
         policy: load_policy(args.policy_file.as_ref())?,
+        memory_ceiling: reflexion_core::quantity::parse_bytes(&args.memory_ceiling)
+            .filter(|b| *b > 0)
+            .with_context(|| {
+                format!(
+                    "--memory-ceiling {:?} is not a memory quantity such as 2Gi",
+                    args.memory_ceiling
+                )
+            })?,
     };
     if let Some(u) = &args.registry_url {
         reqwest::Url::parse(u).with_context(|| format!("--registry-url {u:?} is not a URL"))?;

@@ -23,8 +23,17 @@ pub struct Verification {
 /// What one observation says about the workload.
 #[derive(Debug, PartialEq)]
 enum Health {
-    Healthy { restarts: i32 },
+    Healthy {
+        restarts: i32,
+    },
     Unhealthy(String),
+    /// Not healthy, and this is how many times its containers have restarted so far.
+    Down {
+        why: String,
+        restarts: i32,
+    },
+    /// A container died (OOM-killed, exited): the fix did not hold.
+    Crashed(String),
 }
 
 pub async fn verify(
@@ -81,15 +90,25 @@ pub async fn verify(
                 Some(Ok(Some(Health::Healthy { restarts }))) => {
                     let base = *baseline_restarts.get_or_insert(restarts);
                     if restarts > base {
-                        last = format!("a container restarted ({base} -> {restarts})");
-                        baseline_restarts = Some(restarts);
-                        ready_since = None;
-                    } else if ready_since.is_none() {
+                        return restarted(start, first_ready, base, restarts, "after becoming Ready");
+                    }
+                    if ready_since.is_none() {
                         ready_since = Some(Instant::now());
                         first_ready.get_or_insert_with(Instant::now);
                         last = "Ready".into();
                     }
                 }
+                Some(Ok(Some(Health::Down { why, restarts }))) => {
+                    // A container that restarts (or dies) during verification is a failed fix: no need to wait out
+                    // the timeout, and never a success.
+                    let base = *baseline_restarts.get_or_insert(restarts);
+                    if restarts > base {
+                        return restarted(start, first_ready, base, restarts, &why);
+                    }
+                    last = why;
+                    ready_since = None;
+                }
+                Some(Ok(Some(Health::Crashed(why)))) => return restarted(start, first_ready, 0, 0, &why),
                 Some(Ok(Some(Health::Unhealthy(why)))) => {
                     last = why;
                     ready_since = None;
@@ -104,6 +123,27 @@ pub async fn verify(
                 }
             }
         }
+    }
+}
+
+fn restarted(
+    start: Instant,
+    first_ready: Option<Instant>,
+    base: i32,
+    now: i32,
+    context: &str,
+) -> Verification {
+    Verification {
+        verified: false,
+        detail: if now > base {
+            format!(
+                "a container restarted during verification ({base} -> {now} restarts; {context})"
+            )
+        } else {
+            format!("a container died during verification: {context}")
+        },
+        ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
+        stable_for_secs: 0.0,
     }
 }
 
@@ -133,13 +173,25 @@ fn pod_health(p: &Pod, expected_uid: Option<&str>) -> Health {
         return Health::Unhealthy("the pod has no status yet".into());
     };
     let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    let restarts = statuses.iter().map(|c| c.restart_count).sum();
     if let Some(w) = statuses
         .iter()
         .find_map(|c| c.state.as_ref()?.waiting.as_ref())
     {
-        return Health::Unhealthy(format!(
+        let why = format!(
             "container waiting: {}",
             w.reason.as_deref().unwrap_or("unknown")
+        );
+        return Health::Down { why, restarts };
+    }
+    if let Some(t) = statuses
+        .iter()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref())
+    {
+        return Health::Crashed(format!(
+            "container terminated: {} (exit code {})",
+            t.reason.as_deref().unwrap_or("unknown"),
+            t.exit_code
         ));
     }
     let ready = status
@@ -153,9 +205,7 @@ fn pod_health(p: &Pod, expected_uid: Option<&str>) -> Health {
             status.phase.as_deref().unwrap_or("unknown")
         ));
     }
-    Health::Healthy {
-        restarts: statuses.iter().map(|c| c.restart_count).sum(),
-    }
+    Health::Healthy { restarts }
 }
 
 /// The same test as `kubectl rollout status`: the controller has seen the latest spec, every replica is updated
@@ -211,7 +261,17 @@ mod tests {
             json!({"waiting": {"reason": "ImagePullBackOff"}});
         assert_eq!(
             pod_health(&pod(waiting), None),
-            Health::Unhealthy("container waiting: ImagePullBackOff".into())
+            Health::Down {
+                why: "container waiting: ImagePullBackOff".into(),
+                restarts: 2
+            }
+        );
+        let mut oom = ready.clone();
+        oom["status"]["containerStatuses"][0]["state"] =
+            json!({"terminated": {"reason": "OOMKilled", "exitCode": 137}});
+        assert_eq!(
+            pod_health(&pod(oom), None),
+            Health::Crashed("container terminated: OOMKilled (exit code 137)".into())
         );
         let mut unready = ready;
         unready["status"]["conditions"][0]["status"] = json!("False");

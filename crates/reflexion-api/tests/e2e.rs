@@ -332,3 +332,228 @@ async fn bad_reports_get_precise_errors_and_change_nothing() {
         (Some("healthy"), Some("ok"))
     );
 }
+
+/// Wait until the single incident reaches a final state; return it in full.
+async fn finished_incident(stack: &Stack) -> Value {
+    let summary = stack
+        .eventually("the incident to finish", FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let done = list["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| {
+                    ["resolved", "escalated", "failed", "dismissed"]
+                        .contains(&i["state"].as_str().unwrap_or(""))
+                })
+                .cloned();
+            (done, list.to_string())
+        })
+        .await;
+    stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            summary["id"].as_str().unwrap()
+        ))
+        .await
+}
+
+fn memory_limit(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
+    spec.containers[0]
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .map(|q| q.0.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_oom_scenario_raises_the_limit_twice_reverting_the_first_that_did_not_hold() {
+    let stack = Stack::start(Options::default()).await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    // The seed's scenario 3, with the 10Mi limit set at creation (a pod's resources cannot be changed later).
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "memory-app", "labels": {"run": "memory-app"}},
+        "spec": {"containers": [{"name": "memory-app", "image": "polinux/stress", "args": ["--vm", "1", "--vm-bytes", "500M"],
+                                 "resources": {"limits": {"memory": "10Mi"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(detail["signature"], "oom_killed/memory_limit");
+    // 10Mi -> 266Mi (max(2x, +256Mi)) is still below the 500M stress uses: OOM-killed again, reverted;
+    // then 532Mi holds.
+    let episodes = detail["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 2, "{detail}");
+    assert_eq!(
+        (
+            episodes[0]["success"].as_bool(),
+            episodes[0]["reverted"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    assert_eq!(episodes[0]["action"]["memory_limit"], "266Mi");
+    assert!(
+        episodes[0]["verification"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("OOMKilled"),
+        "{}",
+        episodes[0]["verification"]
+    );
+    assert_eq!(
+        (
+            episodes[1]["success"].as_bool(),
+            episodes[1]["action"]["memory_limit"].as_str()
+        ),
+        (Some(true), Some("532Mi"))
+    );
+    assert!(
+        episodes[1]["rationale"].as_str().unwrap().contains("266Mi"),
+        "the second trial starts from the first"
+    );
+    let verbs: Vec<&str> = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap())
+        .collect();
+    assert_eq!(verbs, ["set_resources", "revert", "set_resources"]);
+
+    let fixed = pods.get("memory-app").await.unwrap();
+    assert!(is_ready(&fixed));
+    let spec = fixed.spec.unwrap();
+    assert_eq!(memory_limit(&spec).as_deref(), Some("532Mi"));
+    assert_eq!(
+        spec.containers[0].args.as_ref().unwrap().join(" "),
+        "--vm 1 --vm-bytes 500M",
+        "the rest of the spec is preserved"
+    );
+
+    let strategies = stack
+        .get("/api/v1/reflexion/strategies?error_type=OOMKilled")
+        .await;
+    let s = &strategies["strategies"][0];
+    assert_eq!(
+        (
+            s["successes"].as_i64(),
+            s["failures"].as_i64(),
+            s["usage_count"].as_i64()
+        ),
+        (Some(1), Some(1), Some(2)),
+        "{strategies}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_in_a_deployment_is_fixed_at_the_deployment_keeping_the_request() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "memory-app"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "memory-app"}},
+                 "template": {"metadata": {"labels": {"app": "memory-app"}},
+                              "spec": {"containers": [{"name": "memory-app", "image": "polinux/stress:1.0.4", "args": ["--vm", "1", "--vm-bytes", "300M"],
+                                                       "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["workload"],
+        json!({"kind": "Deployment", "name": "memory-app"})
+    );
+    assert_eq!(
+        detail["episodes"][0]["command"],
+        "kubectl set resources deployment/memory-app -c memory-app --limits=memory=384Mi -n default"
+    );
+    let d = deployments.get("memory-app").await.unwrap();
+    let spec = d.spec.unwrap().template.spec.unwrap();
+    let res = spec.containers[0].resources.clone().unwrap();
+    assert_eq!(res.limits.unwrap()["memory"].0, "384Mi");
+    assert_eq!(
+        res.requests.unwrap()["memory"].0,
+        "64Mi",
+        "request kept, still below the limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_crash_scenario_is_escalated_with_exit_code_and_logs_and_nothing_changes() {
+    let stack = Stack::start(Options::default()).await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    // `kubectl run crash-app --image=busybox -- sh -c "echo 'Başladım'; sleep 5; exit 1"`
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "crash-app", "labels": {"run": "crash-app"}},
+        "spec": {"containers": [{"name": "crash-app", "image": "busybox", "args": ["sh", "-c", "echo 'Başladım'; sleep 5; exit 1"]}]}
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert_eq!(detail["signature"], "crash_loop/exit_1");
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("keeps crashing with exit code 1") && outcome.contains("Başladım"),
+        "{outcome}"
+    );
+    assert!(
+        detail["audit"].as_array().unwrap().is_empty(),
+        "an escalation writes nothing to the cluster"
+    );
+    assert!(detail["episodes"].as_array().unwrap().is_empty());
+    let now = pods.get("crash-app").await.unwrap();
+    assert_eq!(
+        now.metadata.uid, created.metadata.uid,
+        "the pod was not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_is_escalated_by_name_and_the_deployment_is_untouched() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "kubereflexion/demo-app:1.2.0",
+                                  "env": [{"name": "DATABASE_URL", "value": "postgres://db/app"},
+                                          {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}}]}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["signature"].as_str()),
+        (Some("escalated"), Some("config_error/missing_secret")),
+        "{detail}"
+    );
+    assert!(
+        detail["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("secret \"db-credentials\" not found"),
+        "{detail}"
+    );
+    assert_eq!(
+        deployments.get("api").await.unwrap().metadata.generation,
+        Some(1),
+        "the Deployment was not changed"
+    );
+}

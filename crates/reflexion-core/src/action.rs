@@ -4,6 +4,7 @@
 use crate::image::ImageRef;
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::owner::{WorkloadKind, WorkloadRef};
+use crate::quantity::parse_bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -32,6 +33,14 @@ pub enum Action {
         container: String,
         image: String,
     },
+    /// Set one container's memory limit (and request, kept at or below the limit). A bare pod's resources are
+    /// immutable, so there the executor recreates the pod with only this changed.
+    SetResources {
+        target: WorkloadRef,
+        container: String,
+        memory_limit: String,
+        memory_request: Option<String>,
+    },
     /// No safe automatic fix: a precise diagnosis and a suggested manual step.
     Escalate {
         diagnosis: String,
@@ -50,6 +59,10 @@ pub enum ActionError {
         action: &'static str,
         kind: WorkloadKind,
     },
+    #[error("{field}: {value:?} is not a valid positive quantity")]
+    InvalidQuantity { field: &'static str, value: String },
+    #[error("memory request {request} is above the limit {limit}")]
+    RequestAboveLimit { request: String, limit: String },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} is longer than {max} characters")]
@@ -63,6 +76,7 @@ impl Action {
         match self {
             Self::SetImage { .. } => "set_image",
             Self::RecreatePod { .. } => "recreate_pod",
+            Self::SetResources { .. } => "set_resources",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -70,7 +84,7 @@ impl Action {
     pub fn risk(&self) -> Risk {
         match self {
             Self::SetImage { .. } => Risk::Low,
-            Self::RecreatePod { .. } => Risk::Medium,
+            Self::RecreatePod { .. } | Self::SetResources { .. } => Risk::Medium,
             Self::Escalate { .. } => Risk::None,
         }
     }
@@ -78,7 +92,9 @@ impl Action {
     /// The workload this action writes to, if any.
     pub fn target(&self) -> Option<&WorkloadRef> {
         match self {
-            Self::SetImage { target, .. } | Self::RecreatePod { target, .. } => Some(target),
+            Self::SetImage { target, .. }
+            | Self::RecreatePod { target, .. }
+            | Self::SetResources { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }
@@ -106,6 +122,45 @@ impl Action {
             } => {
                 check_target("recreate_pod", target, &[WorkloadKind::Pod])?;
                 check_container_and_image(container, image)
+            }
+            Self::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } => {
+                let allowed = [
+                    WorkloadKind::Deployment,
+                    WorkloadKind::StatefulSet,
+                    WorkloadKind::DaemonSet,
+                    WorkloadKind::Pod,
+                ];
+                check_target("set_resources", target, &allowed)?;
+                if !is_dns1123_label(container) {
+                    return Err(ActionError::InvalidName {
+                        field: "container",
+                        value: container.clone(),
+                    });
+                }
+                let limit = parse_bytes(memory_limit)
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| ActionError::InvalidQuantity {
+                        field: "memory_limit",
+                        value: memory_limit.clone(),
+                    })?;
+                if let Some(request) = memory_request {
+                    let r = parse_bytes(request).ok_or_else(|| ActionError::InvalidQuantity {
+                        field: "memory_request",
+                        value: request.clone(),
+                    })?;
+                    if r > limit {
+                        return Err(ActionError::RequestAboveLimit {
+                            request: request.clone(),
+                            limit: memory_limit.clone(),
+                        });
+                    }
+                }
+                Ok(())
             }
             Self::Escalate {
                 diagnosis,
@@ -139,6 +194,23 @@ impl Action {
                 name = target.name,
                 ns = target.namespace
             ),
+            Self::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } => {
+                let requests = memory_request
+                    .as_ref()
+                    .map(|r| format!(" --requests=memory={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "kubectl set resources {}/{} -c {container} --limits=memory={memory_limit}{requests} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace
+                )
+            }
             Self::Escalate {
                 diagnosis,
                 suggestion,
@@ -253,6 +325,61 @@ mod tests {
         for (action, want) in cases {
             assert_eq!(action.validate(), want, "{action:?}");
         }
+    }
+
+    #[test]
+    fn set_resources_validation_and_rendering() {
+        let set = |target: WorkloadRef, limit: &str, request: Option<&str>| Action::SetResources {
+            target,
+            container: "web".into(),
+            memory_limit: limit.into(),
+            memory_request: request.map(String::from),
+        };
+        let cases = [
+            (set(deploy("web"), "384Mi", Some("64Mi")), Ok(())),
+            (set(pod("memory-app"), "266Mi", None), Ok(())),
+            (
+                set(deploy("web"), "lots", None),
+                Err(ActionError::InvalidQuantity {
+                    field: "memory_limit",
+                    value: "lots".into(),
+                }),
+            ),
+            (
+                set(deploy("web"), "0", None),
+                Err(ActionError::InvalidQuantity {
+                    field: "memory_limit",
+                    value: "0".into(),
+                }),
+            ),
+            (
+                set(deploy("web"), "128Mi", Some("1Gi")),
+                Err(ActionError::RequestAboveLimit {
+                    request: "1Gi".into(),
+                    limit: "128Mi".into(),
+                }),
+            ),
+            (
+                set(
+                    WorkloadRef::new(WorkloadKind::Job, "default", "j"),
+                    "1Gi",
+                    None,
+                ),
+                Err(ActionError::WrongTarget {
+                    action: "set_resources",
+                    kind: WorkloadKind::Job,
+                }),
+            ),
+        ];
+        for (a, want) in cases {
+            assert_eq!(a.validate(), want, "{a:?}");
+        }
+        let a = set(deploy("web"), "384Mi", Some("64Mi"));
+        assert_eq!(
+            a.render(),
+            "kubectl set resources deployment/web -c web --limits=memory=384Mi --requests=memory=64Mi -n default"
+        );
+        assert_eq!((a.name(), a.risk()), ("set_resources", Risk::Medium));
     }
 
     #[test]

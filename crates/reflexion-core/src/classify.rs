@@ -11,6 +11,14 @@ pub enum FailureKind {
     ImagePull,
     /// `InvalidImageName`: the reference cannot even be parsed.
     InvalidImageName,
+    /// The container was killed for using more memory than its limit (`OOMKilled`, exit 137), now or last time.
+    OomKilled,
+    /// The container keeps exiting (`CrashLoopBackOff`, or `Error` with restartPolicy Never).
+    CrashLoop,
+    /// The container cannot be created from its configuration (`CreateContainerConfigError`, `CreateContainerError`).
+    ConfigError,
+    /// No node can take the pod (`PodScheduled=False/Unschedulable`).
+    Unschedulable,
 }
 
 impl FailureKind {
@@ -18,6 +26,10 @@ impl FailureKind {
         match self {
             Self::ImagePull => "image_pull",
             Self::InvalidImageName => "invalid_image_name",
+            Self::OomKilled => "oom_killed",
+            Self::CrashLoop => "crash_loop",
+            Self::ConfigError => "config_error",
+            Self::Unschedulable => "unschedulable",
         }
     }
 
@@ -26,6 +38,10 @@ impl FailureKind {
         match self {
             Self::ImagePull => "ImagePullBackOff",
             Self::InvalidImageName => "InvalidImageName",
+            Self::OomKilled => "OOMKilled",
+            Self::CrashLoop => "CrashLoopBackOff",
+            Self::ConfigError => "CreateContainerConfigError",
+            Self::Unschedulable => "Unschedulable",
         }
     }
 }
@@ -73,6 +89,9 @@ pub struct Failure {
     pub image: String,
     /// The most specific message available: a `Failed` event's text beats the generic back-off message.
     pub message: String,
+    /// Exit code of the last terminated instance, for crashes and OOM kills.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 /// Classify a pod. Init containers come first (the app containers cannot start until they succeed), then app
@@ -89,8 +108,49 @@ pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
         .iter()
         .flatten()
         .map(|s| (s, false));
-    init.chain(app)
-        .find_map(|(cs, is_init)| classify_container(cs, is_init, events))
+    let containers: Vec<(&ContainerStatus, bool)> = init.chain(app).collect();
+    // Precedence: a container that cannot even get its image, then one killed for memory, then one crashing, then
+    // one that cannot be created; a pod no node accepts has no container status at all.
+    for rank in [
+        FailureKind::ImagePull,
+        FailureKind::OomKilled,
+        FailureKind::CrashLoop,
+        FailureKind::ConfigError,
+    ] {
+        let found = containers.iter().find_map(|(cs, init)| {
+            classify_container(cs, *init, events).filter(|f| same_rank(f.kind, rank))
+        });
+        if found.is_some() {
+            return found;
+        }
+    }
+    unschedulable(pod)
+}
+
+fn same_rank(found: FailureKind, rank: FailureKind) -> bool {
+    found == rank || (rank == FailureKind::ImagePull && found == FailureKind::InvalidImageName)
+}
+
+fn unschedulable(pod: &Pod) -> Option<Failure> {
+    let status = pod.status.as_ref()?;
+    let cond = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    if cond.status != "False" || cond.reason.as_deref() != Some("Unschedulable") {
+        return None;
+    }
+    let first = pod.spec.as_ref().and_then(|s| s.containers.first());
+    Some(Failure {
+        kind: FailureKind::Unschedulable,
+        reason: "Unschedulable".into(),
+        container: first.map(|c| c.name.clone()).unwrap_or_default(),
+        init_container: false,
+        image: first.and_then(|c| c.image.clone()).unwrap_or_default(),
+        message: cond.message.clone().unwrap_or_default(),
+        exit_code: None,
+    })
 }
 
 fn classify_container(
@@ -98,22 +158,100 @@ fn classify_container(
     init_container: bool,
     events: &[PodEvent],
 ) -> Option<Failure> {
-    let waiting = cs.state.as_ref()?.waiting.as_ref()?;
-    let reason = waiting.reason.as_deref()?;
-    let kind = match reason {
-        "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" => FailureKind::ImagePull,
-        "InvalidImageName" => FailureKind::InvalidImageName,
-        _ => return None,
-    };
-    let waiting_message = waiting.message.clone().unwrap_or_default();
-    Some(Failure {
-        kind,
-        reason: reason.to_string(),
-        container: cs.name.clone(),
-        init_container,
-        image: cs.image.clone(),
-        message: specific_message(&cs.image, &waiting_message, events),
-    })
+    let state = cs.state.as_ref()?;
+    let last = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+    let now_terminated = state.terminated.as_ref().filter(|t| t.exit_code != 0);
+    let failure =
+        |kind: FailureKind, reason: &str, message: String, exit_code: Option<i32>| Failure {
+            kind,
+            reason: reason.to_string(),
+            container: cs.name.clone(),
+            init_container,
+            image: cs.image.clone(),
+            message,
+            exit_code,
+        };
+    if let Some(waiting) = &state.waiting {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        match reason {
+            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" => {
+                return Some(failure(
+                    FailureKind::ImagePull,
+                    reason,
+                    specific_message(&cs.image, &message, events),
+                    None,
+                ));
+            }
+            "InvalidImageName" => {
+                return Some(failure(
+                    FailureKind::InvalidImageName,
+                    reason,
+                    message,
+                    None,
+                ));
+            }
+            "CreateContainerConfigError" | "CreateContainerError" => {
+                return Some(failure(FailureKind::ConfigError, reason, message, None));
+            }
+            _ => {}
+        }
+    }
+    // An OOM kill shows in state (restartPolicy Never, or right after the kill) or in lastState while the
+    // container waits to be restarted.
+    let oom = now_terminated
+        .filter(|t| t.reason.as_deref() == Some("OOMKilled"))
+        .or_else(|| {
+            last.filter(|t| {
+                t.reason.as_deref() == Some("OOMKilled")
+                    && (state.waiting.is_some() || state.terminated.is_some())
+            })
+        });
+    if let Some(t) = oom {
+        let message = format!(
+            "container {} was OOM-killed (exit code {}): it used more memory than its limit",
+            cs.name, t.exit_code
+        );
+        return Some(failure(
+            FailureKind::OomKilled,
+            "OOMKilled",
+            message,
+            Some(t.exit_code),
+        ));
+    }
+    let crash_waiting = state
+        .waiting
+        .as_ref()
+        .filter(|w| w.reason.as_deref() == Some("CrashLoopBackOff"));
+    if crash_waiting.is_some() || now_terminated.is_some() {
+        let t = now_terminated.or(last);
+        let code = t.map(|t| t.exit_code);
+        let how = t
+            .map(|t| {
+                format!(
+                    "last exit code {} ({})",
+                    t.exit_code,
+                    t.reason.as_deref().unwrap_or("Error")
+                )
+            })
+            .unwrap_or_else(|| "no exit recorded".into());
+        let detail = t
+            .and_then(|t| t.message.clone())
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let reason = if crash_waiting.is_some() {
+            "CrashLoopBackOff"
+        } else {
+            "Error"
+        };
+        return Some(failure(
+            FailureKind::CrashLoop,
+            reason,
+            format!("container {} keeps exiting, {how}{detail}", cs.name),
+            code,
+        ));
+    }
+    None
 }
 
 /// `Back-off pulling image "x"` says nothing about why; the last `Failed` event naming the image does.
@@ -242,6 +380,118 @@ mod tests {
             crate::report::MAX_MESSAGE_CHARS
         );
         assert_eq!(got[0].count, 1);
+    }
+
+    fn terminated(code: i32, reason: &str) -> serde_json::Value {
+        json!({"exitCode": code, "reason": reason, "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:05Z"})
+    }
+
+    #[test]
+    fn every_family_is_classified_with_explicit_precedence() {
+        let cs = |state: serde_json::Value, last: serde_json::Value, restarts: i32| json!({"name": "app", "image": "busybox", "imageID": "", "ready": false, "restartCount": restarts, "state": state, "lastState": last});
+        let crash = cs(
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container=app"}}),
+            json!({"terminated": terminated(1, "Error")}),
+            2,
+        );
+        let oom_last = cs(
+            json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            json!({"terminated": terminated(137, "OOMKilled")}),
+            1,
+        );
+        let oom_now = cs(
+            json!({"terminated": terminated(137, "OOMKilled")}),
+            json!({}),
+            0,
+        );
+        let running_after_oom = cs(
+            json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+            json!({"terminated": terminated(137, "OOMKilled")}),
+            1,
+        );
+        let failed_never = cs(json!({"terminated": terminated(3, "Error")}), json!({}), 0);
+        let completed = cs(
+            json!({"terminated": terminated(0, "Completed")}),
+            json!({}),
+            0,
+        );
+        let config = cs(
+            json!({"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"db\" not found"}}),
+            json!({}),
+            0,
+        );
+        let image = waiting(
+            "sidecar",
+            "nginx:nope",
+            "ImagePullBackOff",
+            "Back-off pulling image \"nginx:nope\"",
+        );
+        let cases: Vec<(serde_json::Value, Option<(FailureKind, &str, Option<i32>)>)> = vec![
+            (
+                json!([crash.clone()]),
+                Some((FailureKind::CrashLoop, "CrashLoopBackOff", Some(1))),
+            ),
+            (
+                json!([oom_last]),
+                Some((FailureKind::OomKilled, "OOMKilled", Some(137))),
+            ),
+            (
+                json!([oom_now.clone()]),
+                Some((FailureKind::OomKilled, "OOMKilled", Some(137))),
+            ),
+            // Recovered after an OOM kill: nothing to fix now.
+            (json!([running_after_oom]), None),
+            (
+                json!([failed_never]),
+                Some((FailureKind::CrashLoop, "Error", Some(3))),
+            ),
+            (json!([completed]), None),
+            (
+                json!([config.clone()]),
+                Some((FailureKind::ConfigError, "CreateContainerConfigError", None)),
+            ),
+            // An image failure anywhere beats a crash elsewhere; an OOM kill beats a crash.
+            (
+                json!([crash.clone(), image]),
+                Some((FailureKind::ImagePull, "ImagePullBackOff", None)),
+            ),
+            (
+                json!([crash, oom_now]),
+                Some((FailureKind::OomKilled, "OOMKilled", Some(137))),
+            ),
+        ];
+        for (statuses, want) in cases {
+            let p = pod(statuses.clone(), json!([]));
+            let got = classify(&p, &[]).map(|f| (f.kind, f.reason.clone(), f.exit_code));
+            assert_eq!(
+                got,
+                want.map(|(k, r, c)| (k, r.to_string(), c)),
+                "{statuses}"
+            );
+        }
+    }
+
+    #[test]
+    fn unschedulable_pods_are_classified_from_their_condition() {
+        let mut p = pod(json!([]), json!([]));
+        if let Some(st) = p.status.as_mut() {
+            st.conditions = Some(vec![
+                serde_json::from_value(
+                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory."}),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ]);
+        }
+        let f = classify(&p, &[]).unwrap_or_else(|| panic!("unschedulable"));
+        assert_eq!(
+            (f.kind, f.container.as_str(), f.message.as_str()),
+            (
+                FailureKind::Unschedulable,
+                "test-nginx",
+                "0/1 nodes are available: 1 Insufficient memory."
+            )
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod image;
 pub mod names;
 pub mod owner;
 pub mod policy;
+pub mod quantity;
 pub mod reflect;
 pub mod report;
 pub mod signature;

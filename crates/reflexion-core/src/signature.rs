@@ -18,6 +18,15 @@ impl Signature {
         let cause = match failure.kind {
             FailureKind::InvalidImageName => "invalid_reference",
             FailureKind::ImagePull => image_pull_cause(&failure.reason, &failure.message),
+            FailureKind::OomKilled => "memory_limit",
+            FailureKind::CrashLoop => {
+                return Self {
+                    kind: failure.kind,
+                    cause: crash_cause(failure),
+                };
+            }
+            FailureKind::ConfigError => config_cause(&failure.message),
+            FailureKind::Unschedulable => unschedulable_cause(&failure.message),
         };
         Self {
             kind: failure.kind,
@@ -34,6 +43,45 @@ impl Signature {
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.kind.as_str(), self.cause)
+    }
+}
+
+/// Exit codes discriminate crashes: 1 (application error), 127 (command not found), 139 (segfault), ...
+fn crash_cause(f: &Failure) -> String {
+    if f.message.contains("StartError") {
+        return "start_error".into();
+    }
+    f.exit_code
+        .map(|c| format!("exit_{c}"))
+        .unwrap_or_else(|| "exit_unknown".into())
+}
+
+fn config_cause(message: &str) -> &'static str {
+    if message.starts_with("secret ") {
+        "missing_secret"
+    } else if message.starts_with("configmap ") {
+        "missing_configmap"
+    } else if message.starts_with("couldn't find key") {
+        "missing_key"
+    } else {
+        "other"
+    }
+}
+
+fn unschedulable_cause(message: &str) -> &'static str {
+    if message.contains("Insufficient memory") {
+        "insufficient_memory"
+    } else if message.contains("Insufficient cpu") {
+        "insufficient_cpu"
+    } else if message.contains("node affinity/selector") {
+        "node_selector"
+    } else if message.contains("untolerated taint") {
+        "taint"
+    } else if message.contains("PersistentVolumeClaim") || message.contains("persistentvolumeclaim")
+    {
+        "volume_claim"
+    } else {
+        "other"
     }
 }
 
@@ -72,6 +120,91 @@ mod tests {
             init_container: false,
             image: "nginx:x".into(),
             message: message.into(),
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn other_families_discriminate_too() {
+        let with_code = |code: Option<i32>, message: &str| Failure {
+            exit_code: code,
+            ..failure(FailureKind::CrashLoop, "CrashLoopBackOff", message)
+        };
+        let cases = [
+            (
+                with_code(
+                    Some(1),
+                    "container c keeps exiting, last exit code 1 (Error)",
+                ),
+                "crash_loop/exit_1",
+            ),
+            (
+                with_code(Some(127), "last exit code 127 (Error)"),
+                "crash_loop/exit_127",
+            ),
+            (
+                with_code(Some(128), "last exit code 128 (StartError): exec: \"/app\""),
+                "crash_loop/start_error",
+            ),
+            (
+                with_code(None, "no exit recorded"),
+                "crash_loop/exit_unknown",
+            ),
+            (
+                failure(FailureKind::OomKilled, "OOMKilled", "x"),
+                "oom_killed/memory_limit",
+            ),
+            (
+                failure(
+                    FailureKind::ConfigError,
+                    "CreateContainerConfigError",
+                    "secret \"db\" not found",
+                ),
+                "config_error/missing_secret",
+            ),
+            (
+                failure(
+                    FailureKind::ConfigError,
+                    "CreateContainerConfigError",
+                    "configmap \"cfg\" not found",
+                ),
+                "config_error/missing_configmap",
+            ),
+            (
+                failure(
+                    FailureKind::ConfigError,
+                    "CreateContainerConfigError",
+                    "couldn't find key password in Secret default/db",
+                ),
+                "config_error/missing_key",
+            ),
+            (
+                failure(
+                    FailureKind::Unschedulable,
+                    "Unschedulable",
+                    "0/1 nodes are available: 1 Insufficient memory.",
+                ),
+                "unschedulable/insufficient_memory",
+            ),
+            (
+                failure(
+                    FailureKind::Unschedulable,
+                    "Unschedulable",
+                    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+                ),
+                "unschedulable/node_selector",
+            ),
+            (
+                failure(
+                    FailureKind::Unschedulable,
+                    "Unschedulable",
+                    "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+                ),
+                "unschedulable/volume_claim",
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(Signature::of(&f).class(), want, "{}", f.message);
         }
     }
 
