@@ -55,6 +55,12 @@ pub enum Snapshot {
         old: Value,
         new_limit: String,
     },
+    Template {
+        target: WorkloadRef,
+        /// The pod template before the rollback, and the one the rollback set.
+        old: Value,
+        new: Value,
+    },
     RecreatedPod {
         namespace: String,
         original: Value,
@@ -233,6 +239,16 @@ impl Cluster {
                 "set_resources on a {}",
                 target.kind
             ))),
+            Action::RolloutUndo {
+                target,
+                to_revision,
+            } => {
+                let (_, template) = self.revision_template(target, *to_revision).await?;
+                self.replace_template(target, &template, true).await?;
+                Ok(
+                    json!({"dry_run": "template replacement accepted", "target": target.to_string()}),
+                )
+            }
             Action::Escalate { .. } => Ok(json!({"dry_run": "nothing to change"})),
         }
     }
@@ -359,6 +375,23 @@ impl Cluster {
                 "set_resources on a {}",
                 target.kind
             ))),
+            Action::RolloutUndo {
+                target,
+                to_revision,
+            } => {
+                let d = self
+                    .deployment(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let old = serde_json::to_value(d)?["spec"]["template"].clone();
+                let (_, template) = self.revision_template(target, *to_revision).await?;
+                self.replace_template(target, &template, false).await?;
+                Ok(Snapshot::Template {
+                    target: target.clone(),
+                    old,
+                    new: template,
+                })
+            }
             Action::Escalate { .. } => {
                 Err(ClusterError::Unsupported("executing an escalation".into()))
             }
@@ -420,6 +453,22 @@ impl Cluster {
                     "reverted {target} container {container} resources to {old}"
                 ))
             }
+            Snapshot::Template { target, old, new } => {
+                let d = self
+                    .deployment(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let now = serde_json::to_value(d)?["spec"]["template"].clone();
+                if now != *new {
+                    return Ok(format!(
+                        "not reverted: {target}'s pod template was changed by someone else"
+                    ));
+                }
+                self.replace_template(target, old, false).await?;
+                Ok(format!(
+                    "restored {target}'s pod template from before the rollback"
+                ))
+            }
             Snapshot::RecreatedPod {
                 namespace,
                 original,
@@ -441,6 +490,83 @@ impl Cluster {
                 Ok(format!("recreated pod {name} with its original spec"))
             }
         }
+    }
+
+    /// The ReplicaSets of a Deployment as (revision, name, available replicas, pod template without the
+    /// controller's `pod-template-hash` label), newest first.
+    pub async fn revisions(
+        &self,
+        target: &WorkloadRef,
+    ) -> Result<Vec<(i64, String, i32, Value)>, ClusterError> {
+        let d = self
+            .deployment(&target.namespace, &target.name)
+            .await?
+            .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
+        let mut out = Vec::new();
+        for rs in api.list(&ListParams::default()).await?.items {
+            if controller(rs.owner_references()).is_none_or(|o| o.uid != uid) {
+                continue;
+            }
+            let revision = rs
+                .annotations()
+                .get("deployment.kubernetes.io/revision")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            let available = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            let mut template = serde_json::to_value(&rs)?["spec"]["template"].clone();
+            if let Some(labels) = template
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("labels"))
+                .and_then(Value::as_object_mut)
+            {
+                labels.remove("pod-template-hash");
+            }
+            out.push((revision, rs.name_any(), available, template));
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.0));
+        Ok(out)
+    }
+
+    /// (revision, template) to roll back to: the given revision, or the one before the newest.
+    async fn revision_template(
+        &self,
+        target: &WorkloadRef,
+        to_revision: Option<i64>,
+    ) -> Result<(i64, Value), ClusterError> {
+        let revs = self.revisions(target).await?;
+        let pick = match to_revision {
+            Some(r) => revs.into_iter().find(|x| x.0 == r),
+            None => revs.into_iter().nth(1),
+        };
+        pick.map(|(r, _, _, t)| (r, t))
+            .ok_or_else(|| ClusterError::NotFound(format!("revision {to_revision:?} of {target}")))
+    }
+
+    /// Replace a Deployment's pod template, as `kubectl rollout undo` does (a JSON patch of /spec/template).
+    async fn replace_template(
+        &self,
+        target: &WorkloadRef,
+        template: &Value,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let patch: json_patch::Patch = serde_json::from_value(
+            json!([{"op": "replace", "path": "/spec/template", "value": template}]),
+        )?;
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+            .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+            .await?;
+        Ok(())
     }
 
     /// (index, container spec as JSON) of a container in a Deployment's template.

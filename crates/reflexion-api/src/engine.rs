@@ -176,7 +176,7 @@ impl Engine {
                 ),
             )
             .await?;
-            let plan = match self.plan(&inc, &failure, &target, &tried).await {
+            let plan = match self.plan(&inc, &failure, &target, &evidence, &tried).await {
                 Planned::Plan(p) => p,
                 Planned::Escalate {
                     diagnosis,
@@ -489,8 +489,23 @@ impl Engine {
         inc: &Incident,
         failure: &Failure,
         target: &WorkloadRef,
+        evidence: &Value,
         tried: &[Action],
     ) -> Planned {
+        let from_rollout = matches!(
+            failure.kind,
+            FailureKind::ImagePull | FailureKind::InvalidImageName | FailureKind::CrashLoop
+        );
+        if from_rollout
+            && target.kind == WorkloadKind::Deployment
+            && !tried
+                .iter()
+                .any(|a| matches!(a, Action::RolloutUndo { .. }))
+        {
+            if let Some(plan) = self.plan_rollback(failure, target, evidence).await {
+                return Planned::Plan(plan);
+            }
+        }
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
             FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
@@ -511,6 +526,36 @@ impl Engine {
                 .into(),
             },
         }
+    }
+
+    /// A failure that began with the latest rollout while the previous revision still runs is undone by rolling
+    /// back to that revision: the change that broke it is known, the fix is proven.
+    async fn plan_rollback(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        evidence: &Value,
+    ) -> Option<Plan> {
+        let chain = evidence["owner_chain"].as_array()?;
+        let failing_rs = chain.iter().find(|l| l["kind"] == "ReplicaSet")?["name"].as_str()?;
+        let revisions = self.inner.cluster.revisions(target).await.ok()?;
+        let (newest, newest_rs, _, _) = revisions.first()?;
+        if newest_rs != failing_rs {
+            return None;
+        }
+        let (previous, previous_rs, available, _) = revisions.iter().skip(1).find(|r| r.2 > 0)?;
+        Some(Plan {
+            action: Action::RolloutUndo {
+                target: target.clone(),
+                to_revision: Some(*previous),
+            },
+            rationale: format!(
+                "container {} started failing ({}) with revision {newest} (ReplicaSet {newest_rs}), while revision {previous} (ReplicaSet {previous_rs}) still runs {available} available pod(s)",
+                failure.container, failure.reason
+            ),
+            template: "rollout_undo:previous_running_revision",
+            description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout",
+        })
     }
 
     /// OOM-killed: raise the memory limit on the owner by the rule (2× or +256Mi, capped), from the highest limit

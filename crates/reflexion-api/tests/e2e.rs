@@ -557,3 +557,75 @@ async fn a_missing_secret_is_escalated_by_name_and_the_deployment_is_untouched()
         "the Deployment was not changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_that_began_with_the_latest_rollout_is_rolled_back() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    stack
+        .eventually("revision 1 available", FIX_TIMEOUT, async || {
+            let d = deployments.get("web").await.unwrap();
+            let available = d
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            ((available == 2).then_some(()), format!("{:?}", d.status))
+        })
+        .await;
+    // Revision 2 crashes at start.
+    let broken = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "command": ["sh", "-c", "echo boom; exit 1"]}]}}}});
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(broken),
+        )
+        .await
+        .unwrap();
+
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "{detail}"
+    );
+    let episode = &detail["episodes"][0];
+    assert_eq!(
+        episode["action"],
+        json!({"action": "rollout_undo", "target": {"kind": "Deployment", "namespace": "default", "name": "web"}, "to_revision": 1})
+    );
+    assert_eq!(
+        episode["command"],
+        "kubectl rollout undo deployment/web --to-revision=1 -n default"
+    );
+    assert!(
+        episode["rationale"]
+            .as_str()
+            .unwrap()
+            .contains("with revision 2"),
+        "{episode}"
+    );
+    let web = deployments.get("web").await.unwrap();
+    let c = &web.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        (c.image.as_deref(), c.command.as_ref()),
+        (Some("nginx:1.27"), None),
+        "the template is revision 1's again"
+    );
+    assert_eq!(
+        web.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
+        "3",
+        "rolling back makes revision 1 the newest, as 3"
+    );
+}

@@ -41,6 +41,11 @@ pub enum Action {
         memory_limit: String,
         memory_request: Option<String>,
     },
+    /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
+    RolloutUndo {
+        target: WorkloadRef,
+        to_revision: Option<i64>,
+    },
     /// No safe automatic fix: a precise diagnosis and a suggested manual step.
     Escalate {
         diagnosis: String,
@@ -63,6 +68,8 @@ pub enum ActionError {
     InvalidQuantity { field: &'static str, value: String },
     #[error("memory request {request} is above the limit {limit}")]
     RequestAboveLimit { request: String, limit: String },
+    #[error("revision {0} does not exist: revisions start at 1")]
+    InvalidRevision(i64),
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} is longer than {max} characters")]
@@ -77,13 +84,14 @@ impl Action {
             Self::SetImage { .. } => "set_image",
             Self::RecreatePod { .. } => "recreate_pod",
             Self::SetResources { .. } => "set_resources",
+            Self::RolloutUndo { .. } => "rollout_undo",
             Self::Escalate { .. } => "escalate",
         }
     }
 
     pub fn risk(&self) -> Risk {
         match self {
-            Self::SetImage { .. } => Risk::Low,
+            Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
             Self::RecreatePod { .. } | Self::SetResources { .. } => Risk::Medium,
             Self::Escalate { .. } => Risk::None,
         }
@@ -94,7 +102,8 @@ impl Action {
         match self {
             Self::SetImage { target, .. }
             | Self::RecreatePod { target, .. }
-            | Self::SetResources { target, .. } => Some(target),
+            | Self::SetResources { target, .. }
+            | Self::RolloutUndo { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }
@@ -162,6 +171,16 @@ impl Action {
                 }
                 Ok(())
             }
+            Self::RolloutUndo {
+                target,
+                to_revision,
+            } => {
+                check_target("rollout_undo", target, &[WorkloadKind::Deployment])?;
+                match to_revision {
+                    Some(r) if *r < 1 => Err(ActionError::InvalidRevision(*r)),
+                    _ => Ok(()),
+                }
+            }
             Self::Escalate {
                 diagnosis,
                 suggestion,
@@ -209,6 +228,18 @@ impl Action {
                     target.kind.kubectl_name(),
                     target.name,
                     target.namespace
+                )
+            }
+            Self::RolloutUndo {
+                target,
+                to_revision,
+            } => {
+                let rev = to_revision
+                    .map(|r| format!(" --to-revision={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "kubectl rollout undo deployment/{}{rev} -n {}",
+                    target.name, target.namespace
                 )
             }
             Self::Escalate {
@@ -380,6 +411,31 @@ mod tests {
             "kubectl set resources deployment/web -c web --limits=memory=384Mi --requests=memory=64Mi -n default"
         );
         assert_eq!((a.name(), a.risk()), ("set_resources", Risk::Medium));
+    }
+
+    #[test]
+    fn rollout_undo_applies_to_deployments_only() {
+        let undo = |target: WorkloadRef, to_revision: Option<i64>| Action::RolloutUndo {
+            target,
+            to_revision,
+        };
+        assert_eq!(undo(deploy("web"), None).validate(), Ok(()));
+        assert_eq!(
+            undo(deploy("web"), Some(0)).validate(),
+            Err(ActionError::InvalidRevision(0))
+        );
+        assert_eq!(
+            undo(pod("p"), None).validate(),
+            Err(ActionError::WrongTarget {
+                action: "rollout_undo",
+                kind: WorkloadKind::Pod
+            })
+        );
+        assert_eq!(
+            undo(deploy("web"), Some(3)).render(),
+            "kubectl rollout undo deployment/web --to-revision=3 -n default"
+        );
+        assert_eq!(undo(deploy("web"), None).risk(), Risk::Low);
     }
 
     #[test]
