@@ -501,10 +501,9 @@ impl Engine {
             && !tried
                 .iter()
                 .any(|a| matches!(a, Action::RolloutUndo { .. }))
+            && let Some(plan) = self.plan_rollback(failure, target, evidence).await
         {
-            if let Some(plan) = self.plan_rollback(failure, target, evidence).await {
-                return Planned::Plan(plan);
-            }
+            return Planned::Plan(plan);
         }
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
