@@ -332,6 +332,59 @@ impl Db {
         Ok(id)
     }
 
+    /// Remember a value a verified fix used for a workload.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn learn_value(
+        &self,
+        signature: &str,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+        episode_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO learned_values (signature, namespace, workload_kind, workload_name, key, value, episode_id, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (signature, namespace, workload_kind, workload_name, key)
+             DO UPDATE SET value = excluded.value, episode_id = excluded.episode_id, updated_at = excluded.updated_at",
+        )
+        .bind(signature)
+        .bind(ns)
+        .bind(kind)
+        .bind(name)
+        .bind(key)
+        .bind(value)
+        .bind(episode_id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// (value, episode it was learned in) for a workload and signature.
+    pub async fn learned_value(
+        &self,
+        signature: &str,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT value, episode_id FROM learned_values WHERE signature = ? AND namespace = ? AND workload_kind = ? AND workload_name = ? AND key = ?",
+        )
+        .bind(signature)
+        .bind(ns)
+        .bind(kind)
+        .bind(name)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("episode_id"))))
+    }
+
     /// Up to `limit` lessons for a signature, newest first (at most three go into any prompt, as in the paper).
     pub async fn lessons(&self, signature: &str, limit: i64) -> Result<Vec<String>> {
         let rows =
@@ -535,6 +588,10 @@ impl Db {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // Learned values are part of what strategies learned.
+            sqlx::query("DELETE FROM learned_values")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(json!({"episodes": e, "lessons": l, "strategies": s}))

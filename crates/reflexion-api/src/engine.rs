@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The learned-value key for the memory limit that held.
+const MEMORY_LIMIT_KEY: &str = "memory_limit";
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub max_trials: u32,
@@ -50,6 +53,8 @@ enum EngineError {
 /// A concrete plan for one trial.
 struct Plan {
     action: Action,
+    /// `rules`, or `learned` when the plan reuses a value a verified fix used for this workload.
+    source: &'static str,
     rationale: String,
     template: &'static str,
     description: &'static str,
@@ -358,25 +363,39 @@ impl Engine {
         let action_json = serde_json::to_value(&plan.action).unwrap_or(Value::Null);
         let execution = json!({"snapshot": snapshot, "revert": revert_note});
         let verification = serde_json::to_value(&v).unwrap_or(Value::Null);
-        db.record_episode(&NewEpisode {
-            incident: inc,
-            trial: i64::from(trial),
-            signature: &signature.class(),
-            strategy_id: &strategy_id,
-            source: "rules",
-            action: &action_json,
-            command: &command,
-            rationale: &plan.rationale,
-            dry_run: &dry_run,
-            execution: &execution,
-            verification: &verification,
-            success: v.verified,
-            reverted: revert_note.is_some(),
-            reflection: &reflection.text,
-            lessons: &reflection.lessons,
-            duration_ms: started.elapsed().as_millis() as i64,
-        })
-        .await?;
+        let episode_id = db
+            .record_episode(&NewEpisode {
+                incident: inc,
+                trial: i64::from(trial),
+                signature: &signature.class(),
+                strategy_id: &strategy_id,
+                source: plan.source,
+                action: &action_json,
+                command: &command,
+                rationale: &plan.rationale,
+                dry_run: &dry_run,
+                execution: &execution,
+                verification: &verification,
+                success: v.verified,
+                reverted: revert_note.is_some(),
+                reflection: &reflection.text,
+                lessons: &reflection.lessons,
+                duration_ms: started.elapsed().as_millis() as i64,
+            })
+            .await?;
+        if let (true, Action::SetResources { memory_limit, .. }) = (v.verified, &plan.action) {
+            let kind = target.kind.to_string();
+            db.learn_value(
+                &signature.class(),
+                &target.namespace,
+                &kind,
+                &target.name,
+                MEMORY_LIMIT_KEY,
+                memory_limit,
+                &episode_id,
+            )
+            .await?;
+        }
         if v.verified {
             db.finish(
                 &inc.id,
@@ -552,6 +571,7 @@ impl Engine {
                 "container {} started failing ({}) with revision {newest} (ReplicaSet {newest_rs}), while revision {previous} (ReplicaSet {previous_rs}) still runs {available} available pod(s)",
                 failure.container, failure.reason
             ),
+            source: "rules",
             template: "rollout_undo:previous_running_revision",
             description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout",
         })
@@ -588,6 +608,43 @@ impl Engine {
             })
             .max()
             .unwrap_or(0);
+        // Memory: a limit that held for this workload before is where the next occurrence starts.
+        if tried.is_empty() {
+            let signature = Signature::of(failure).class();
+            let kind = target.kind.to_string();
+            let learned = self
+                .inner
+                .db
+                .learned_value(
+                    &signature,
+                    &target.namespace,
+                    &kind,
+                    &target.name,
+                    MEMORY_LIMIT_KEY,
+                )
+                .await
+                .ok()
+                .flatten();
+            if let Some((value, episode)) = learned.filter(|(v, _)| {
+                parse_bytes(v).is_some_and(|b| b > current && b <= self.inner.config.memory_ceiling)
+            }) {
+                return Planned::Plan(Plan {
+                    action: Action::SetResources {
+                        target: target.clone(),
+                        container: failure.container.clone(),
+                        memory_limit: value.clone(),
+                        memory_request: None,
+                    },
+                    source: "learned",
+                    rationale: format!(
+                        "a {value} memory limit held for {target} before ({episode}); the limit is {} again",
+                        format_bytes(current)
+                    ),
+                    template: "set_resources:raise_memory_limit",
+                    description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling",
+                });
+            }
+        }
         let base = current.max(tried_max);
         let ceiling = self.inner.config.memory_ceiling;
         let Some(next) = next_memory_limit(base, ceiling) else {
@@ -614,6 +671,7 @@ impl Engine {
                 format_bytes(base),
                 format_bytes(ceiling)
             ),
+            source: "rules",
             template: "set_resources:raise_memory_limit",
             description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling",
         })
@@ -787,6 +845,7 @@ impl Engine {
         };
         Planned::Plan(Plan {
             action,
+            source: "rules",
             rationale,
             template,
             description,

@@ -446,6 +446,58 @@ async fn seed_oom_scenario_raises_the_limit_twice_reverting_the_first_that_did_n
         (Some(1), Some(1), Some(2)),
         "{strategies}"
     );
+
+    // The same failure again on the same workload: the learned limit, one trial.
+    pods.delete("memory-app", &Default::default())
+        .await
+        .unwrap();
+    stack
+        .eventually("the old pod to go", FIX_TIMEOUT, async || {
+            (
+                pods.get_opt("memory-app")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(()),
+                String::new(),
+            )
+        })
+        .await;
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let second = stack
+        .eventually("a second incident, resolved", FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=resolved")
+                .await;
+            (
+                (list["total_count"] == 2).then(|| list["incidents"][0].clone()),
+                list.to_string(),
+            )
+        })
+        .await;
+    let detail = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            second["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["trials"], 1, "{detail}");
+    let episode = &detail["episodes"][0];
+    assert_eq!(
+        (
+            episode["source"].as_str(),
+            episode["action"]["memory_limit"].as_str()
+        ),
+        (Some("learned"), Some("532Mi")),
+        "{episode}"
+    );
+    let s = &stack
+        .get("/api/v1/reflexion/strategies?error_type=OOMKilled")
+        .await["strategies"][0];
+    assert_eq!(
+        (s["successes"].as_i64(), s["usage_count"].as_i64()),
+        (Some(2), Some(3))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
