@@ -10,9 +10,9 @@ use kube::api::{
 };
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
-use reflexion_core::Action;
 use reflexion_core::classify::{PodEvent, recent_events};
 use reflexion_core::owner::{OwnerLink, WorkloadKind, WorkloadRef};
+use reflexion_core::{Action, EnvSource};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -54,6 +54,13 @@ pub enum Snapshot {
         /// The container's whole `resources` before the change (null if it had none).
         old: Value,
         new_limit: String,
+    },
+    Env {
+        target: WorkloadRef,
+        container: String,
+        /// The container's `env` before the change (null if it had none), and the variable added.
+        old: Value,
+        name: String,
     },
     Template {
         target: WorkloadRef,
@@ -239,6 +246,33 @@ impl Cluster {
                 "set_resources on a {}",
                 target.kind
             ))),
+            Action::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } if target.kind == WorkloadKind::Deployment => {
+                self.patch_env(target, container, name, from, true).await?;
+                Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
+            }
+            Action::SetEnv { target, .. } if target.kind == WorkloadKind::Pod => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+                api.delete(
+                    &target.name,
+                    &DeleteParams {
+                        dry_run: true,
+                        ..DeleteParams::default()
+                    },
+                )
+                .await?;
+                Ok(
+                    json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
+                )
+            }
+            Action::SetEnv { target, .. } => Err(ClusterError::Unsupported(format!(
+                "set_env on a {}",
+                target.kind
+            ))),
             Action::RolloutUndo {
                 target,
                 to_revision,
@@ -375,6 +409,48 @@ impl Cluster {
                 "set_resources on a {}",
                 target.kind
             ))),
+            Action::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } if target.kind == WorkloadKind::Deployment => {
+                let old = self.container_spec(target, container).await?.1["env"].clone();
+                self.patch_env(target, container, name, from, false).await?;
+                Ok(Snapshot::Env {
+                    target: target.clone(),
+                    container: container.clone(),
+                    old,
+                    name: name.clone(),
+                })
+            }
+            Action::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } if target.kind == WorkloadKind::Pod => {
+                let api = self.dynamic_pods(&target.namespace);
+                let original = serde_json::to_value(api.get(&target.name).await?)?;
+                let value_from = value_from(from);
+                let edit = ContainerEdit::Env {
+                    name,
+                    value_from: &value_from,
+                };
+                let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
+                let new_uid = self
+                    .replace_pod(&target.namespace, &original, fresh)
+                    .await?;
+                Ok(Snapshot::RecreatedPod {
+                    namespace: target.namespace.clone(),
+                    original,
+                    new_uid,
+                })
+            }
+            Action::SetEnv { target, .. } => Err(ClusterError::Unsupported(format!(
+                "set_env on a {}",
+                target.kind
+            ))),
             Action::RolloutUndo {
                 target,
                 to_revision,
@@ -453,6 +529,42 @@ impl Cluster {
                     "reverted {target} container {container} resources to {old}"
                 ))
             }
+            Snapshot::Env {
+                target,
+                container,
+                old,
+                name,
+            } => {
+                let (index, spec) = self.container_spec(target, container).await?;
+                if !spec["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["name"] == name.as_str())
+                {
+                    return Ok(format!(
+                        "not reverted: {target} container {container} no longer has {name}, changed by someone else"
+                    ));
+                }
+                let base = format!("/spec/template/spec/containers/{index}");
+                let restore = if old.is_null() {
+                    json!({"op": "remove", "path": format!("{base}/env")})
+                } else {
+                    json!({"op": "add", "path": format!("{base}/env"), "value": old})
+                };
+                let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, restore]);
+                let patch: json_patch::Patch = serde_json::from_value(ops)?;
+                let pp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+                    .await?;
+                Ok(format!(
+                    "reverted {target} container {container} env (removed {name})"
+                ))
+            }
             Snapshot::Template { target, old, new } => {
                 let d = self
                     .deployment(&target.namespace, &target.name)
@@ -490,6 +602,90 @@ impl Cluster {
                 Ok(format!("recreated pod {name} with its original spec"))
             }
         }
+    }
+
+    async fn patch_env(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        name: &str,
+        from: &EnvSource,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "env": [{"name": name, "valueFrom": value_from(from)}]}]}}}});
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+            .patch(&target.name, &pp, &Patch::Strategic(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// The container of a workload (Deployment template or bare pod), as JSON.
+    pub async fn container(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+    ) -> Result<Value, ClusterError> {
+        match target.kind {
+            WorkloadKind::Deployment => Ok(self.container_spec(target, container).await?.1),
+            _ => {
+                let pod = self
+                    .pod(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let pod = serde_json::to_value(pod)?;
+                pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"] == container)
+                    .cloned()
+                    .ok_or_else(|| ClusterError::NoContainer {
+                        workload: target.to_string(),
+                        container: container.into(),
+                    })
+            }
+        }
+    }
+
+    /// Every ConfigMap and Secret key in the namespace with exactly this name.
+    pub async fn env_sources(&self, ns: &str, key: &str) -> Result<Vec<EnvSource>, ClusterError> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let mut out = Vec::new();
+        for cm in Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+        {
+            if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
+                out.push(EnvSource::ConfigMapKey {
+                    name: cm.name_any(),
+                    key: key.into(),
+                });
+            }
+        }
+        for secret in Api::<Secret>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+        {
+            if secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+                || secret
+                    .string_data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(key))
+            {
+                out.push(EnvSource::SecretKey {
+                    name: secret.name_any(),
+                    key: key.into(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The ReplicaSets of a Deployment as (revision, name, available replicas, pod template without the
@@ -789,6 +985,15 @@ impl Cluster {
     }
 }
 
+fn value_from(from: &EnvSource) -> Value {
+    match from {
+        EnvSource::ConfigMapKey { name, key } => {
+            json!({"configMapKeyRef": {"name": name, "key": key}})
+        }
+        EnvSource::SecretKey { name, key } => json!({"secretKeyRef": {"name": name, "key": key}}),
+    }
+}
+
 fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true)).cloned()
 }
@@ -797,6 +1002,10 @@ fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
 #[derive(Debug, Clone, Copy)]
 pub enum ContainerEdit<'a> {
     Image(&'a str),
+    Env {
+        name: &'a str,
+        value_from: &'a Value,
+    },
     Memory {
         limit: &'a str,
         request: Option<&'a str>,
@@ -807,6 +1016,15 @@ impl ContainerEdit<'_> {
     fn apply(&self, c: &mut Value) {
         match self {
             Self::Image(image) => c["image"] = json!(image),
+            Self::Env { name, value_from } => {
+                if !c["env"].is_array() {
+                    c["env"] = json!([]);
+                }
+                if let Some(env) = c["env"].as_array_mut() {
+                    env.retain(|e| e["name"] != *name);
+                    env.push(json!({"name": name, "valueFrom": value_from}));
+                }
+            }
             Self::Memory { limit, request } => {
                 if !c["resources"].is_object() {
                     c["resources"] = json!({});

@@ -5,7 +5,9 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::db::{Db, DbError, Incident, NewEpisode};
 use crate::registry::Registry;
 use crate::verify::verify;
+use reflexion_core::EnvSource;
 use reflexion_core::image::ImageRef;
+use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
 use reflexion_core::policy::{Decision, Policy};
 use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
@@ -527,7 +529,7 @@ impl Engine {
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
             FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
-            FailureKind::CrashLoop => self.diagnose_crash(inc, failure, target).await,
+            FailureKind::CrashLoop => self.diagnose_crash(inc, failure, target, tried).await,
             FailureKind::ConfigError => Planned::Escalate {
                 diagnosis: format!("container {} of {target} cannot be created: {}", failure.container, failure.message),
                 suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),
@@ -542,6 +544,101 @@ impl Engine {
                     _ => "read the scheduler's message and adjust the pod or the nodes",
                 }
                 .into(),
+            },
+        }
+    }
+
+    /// The program says an environment variable is missing: take it from the one ConfigMap or Secret key of that
+    /// name in the namespace, or say precisely why that is not possible.
+    async fn plan_missing_env(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        var: &str,
+        tried: &[Action],
+    ) -> Planned {
+        let cluster = &self.inner.cluster;
+        let defined = cluster
+            .container(target, &failure.container)
+            .await
+            .map(|c| {
+                c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["name"] == var)
+            })
+            .unwrap_or(false);
+        if defined {
+            return Planned::Escalate {
+                diagnosis: format!(
+                    "container {} of {target} exits saying {var} is missing, yet the workload sets {var}",
+                    failure.container
+                ),
+                suggestion: format!(
+                    "check the value {var} gets (an empty value, or the wrong key)"
+                ),
+            };
+        }
+        let sources: Vec<EnvSource> = match cluster.env_sources(&target.namespace, var).await {
+            Ok(s) => s
+                .into_iter()
+                .filter(|s| {
+                    !tried
+                        .iter()
+                        .any(|a| matches!(a, Action::SetEnv { from, .. } if from == s))
+                })
+                .collect(),
+            Err(e) => {
+                return Planned::Escalate {
+                    diagnosis: format!(
+                        "cannot list ConfigMaps and Secrets in {}: {e}",
+                        target.namespace
+                    ),
+                    suggestion: format!("set {var} by hand"),
+                };
+            }
+        };
+        let describe = |s: &EnvSource| match s {
+            EnvSource::ConfigMapKey { name, .. } => format!("ConfigMap {name}"),
+            EnvSource::SecretKey { name, .. } => format!("Secret {name}"),
+        };
+        match sources.as_slice() {
+            [only] => Planned::Plan(Plan {
+                action: Action::SetEnv {
+                    target: target.clone(),
+                    container: failure.container.clone(),
+                    name: var.to_string(),
+                    from: only.clone(),
+                },
+                source: "rules",
+                rationale: format!(
+                    "container {} exits because {var} is not set (its log says so), and {} in namespace {} is the only object with a key {var}",
+                    failure.container,
+                    describe(only),
+                    target.namespace
+                ),
+                template: "set_env:only_matching_key",
+                description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace",
+            }),
+            [] => Planned::Escalate {
+                diagnosis: format!(
+                    "container {} of {target} exits because {var} is not set, and no ConfigMap or Secret in {} has a key {var}",
+                    failure.container, target.namespace
+                ),
+                suggestion: format!(
+                    "create a ConfigMap or Secret with {var}, or set {var} in the workload"
+                ),
+            },
+            many => Planned::Escalate {
+                diagnosis: format!(
+                    "container {} of {target} exits because {var} is not set; several objects have a key {var}: {}",
+                    failure.container,
+                    many.iter().map(describe).collect::<Vec<_>>().join(", ")
+                ),
+                suggestion: format!(
+                    "choose which one {var} should come from and set it in the workload"
+                ),
             },
         }
     }
@@ -683,6 +780,7 @@ impl Engine {
         inc: &Incident,
         failure: &Failure,
         target: &WorkloadRef,
+        tried: &[Action],
     ) -> Planned {
         let logs = self
             .inner
@@ -690,6 +788,9 @@ impl Engine {
             .crash_logs(&inc.namespace, &inc.pod_name, &failure.container)
             .await
             .unwrap_or_default();
+        if let Some(var) = missing_env_var(&logs) {
+            return self.plan_missing_env(failure, target, &var, tried).await;
+        }
         let excerpt = if logs.is_empty() {
             "no log output".to_string()
         } else {

@@ -681,3 +681,122 @@ async fn a_crash_that_began_with_the_latest_rollout_is_rolled_back() {
         "rolling back makes revision 1 the newest, as 3"
     );
 }
+
+async fn create_config_map(client: &kube::Client, name: &str, data: Value) {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn demo_app() -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "demo-app"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "demo-app"}},
+                 "template": {"metadata": {"labels": {"app": "demo-app"}},
+                              "spec": {"containers": [{"name": "demo-app", "image": "kubereflexion/demo-app:1.2.0"}]}}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_env_var_named_in_the_logs_comes_from_the_only_config_map_key_of_that_name() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    create_config_map(
+        &client,
+        "app-config",
+        json!({"DATABASE_URL": "postgres://db:5432/app", "LOG_LEVEL": "info"}),
+    )
+    .await;
+    create_config_map(&client, "unrelated", json!({"OTHER": "x"})).await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    deployments
+        .create(&PostParams::default(), &demo_app())
+        .await
+        .unwrap();
+
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["episodes"][0]["command"],
+        "kubectl set env deployment/demo-app -c demo-app --from=configmap/app-config --keys=DATABASE_URL -n default"
+    );
+    let c = &deployments
+        .get("demo-app")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0];
+    let env = c.env.as_ref().unwrap();
+    assert_eq!(
+        env.len(),
+        1,
+        "only the missing variable, nothing else: {env:?}"
+    );
+    let from = env[0]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .config_map_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (env[0].name.as_str(), from.name.as_str(), from.key.as_str()),
+        ("DATABASE_URL", "app-config", "DATABASE_URL")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_missing_env_var_is_escalated_naming_the_candidates() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    create_config_map(
+        &client,
+        "staging-config",
+        json!({"DATABASE_URL": "postgres://staging"}),
+    )
+    .await;
+    create_config_map(
+        &client,
+        "prod-config",
+        json!({"DATABASE_URL": "postgres://prod"}),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    deployments
+        .create(&PostParams::default(), &demo_app())
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("DATABASE_URL")
+            && outcome.contains("ConfigMap prod-config")
+            && outcome.contains("ConfigMap staging-config"),
+        "{outcome}"
+    );
+    assert_eq!(
+        deployments
+            .get("demo-app")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(1),
+        "nothing changed"
+    );
+}

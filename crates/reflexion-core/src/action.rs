@@ -2,6 +2,7 @@
 //! turns them into minimal API calls. Validation here is the first gate: an invalid action never reaches the cluster.
 
 use crate::image::ImageRef;
+use crate::logs::is_valid_env_name;
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::owner::{WorkloadKind, WorkloadRef};
 use crate::quantity::parse_bytes;
@@ -41,6 +42,14 @@ pub enum Action {
         memory_limit: String,
         memory_request: Option<String>,
     },
+    /// Add an environment variable to one container, taken from an existing ConfigMap or Secret key (never a
+    /// literal value: kube-reflexion does not invent configuration).
+    SetEnv {
+        target: WorkloadRef,
+        container: String,
+        name: String,
+        from: EnvSource,
+    },
     /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
     RolloutUndo {
         target: WorkloadRef,
@@ -51,6 +60,23 @@ pub enum Action {
         diagnosis: String,
         suggestion: String,
     },
+}
+
+/// Where a `set_env` value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EnvSource {
+    ConfigMapKey { name: String, key: String },
+    SecretKey { name: String, key: String },
+}
+
+impl EnvSource {
+    fn parts(&self) -> (&'static str, &str, &str) {
+        match self {
+            Self::ConfigMapKey { name, key } => ("configmap", name, key),
+            Self::SecretKey { name, key } => ("secret", name, key),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -85,6 +111,7 @@ impl Action {
             Self::RecreatePod { .. } => "recreate_pod",
             Self::SetResources { .. } => "set_resources",
             Self::RolloutUndo { .. } => "rollout_undo",
+            Self::SetEnv { .. } => "set_env",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -92,7 +119,9 @@ impl Action {
     pub fn risk(&self) -> Risk {
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
-            Self::RecreatePod { .. } | Self::SetResources { .. } => Risk::Medium,
+            Self::RecreatePod { .. } | Self::SetResources { .. } | Self::SetEnv { .. } => {
+                Risk::Medium
+            }
             Self::Escalate { .. } => Risk::None,
         }
     }
@@ -103,7 +132,8 @@ impl Action {
             Self::SetImage { target, .. }
             | Self::RecreatePod { target, .. }
             | Self::SetResources { target, .. }
-            | Self::RolloutUndo { target, .. } => Some(target),
+            | Self::RolloutUndo { target, .. }
+            | Self::SetEnv { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }
@@ -171,6 +201,46 @@ impl Action {
                 }
                 Ok(())
             }
+            Self::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } => {
+                let allowed = [
+                    WorkloadKind::Deployment,
+                    WorkloadKind::StatefulSet,
+                    WorkloadKind::DaemonSet,
+                    WorkloadKind::Pod,
+                ];
+                check_target("set_env", target, &allowed)?;
+                if !is_dns1123_label(container) {
+                    return Err(ActionError::InvalidName {
+                        field: "container",
+                        value: container.clone(),
+                    });
+                }
+                if !is_valid_env_name(name) {
+                    return Err(ActionError::InvalidName {
+                        field: "name",
+                        value: name.clone(),
+                    });
+                }
+                let (_, object, key) = from.parts();
+                if !is_dns1123_subdomain(object) {
+                    return Err(ActionError::InvalidName {
+                        field: "from.name",
+                        value: object.to_string(),
+                    });
+                }
+                if !is_valid_env_name(key) {
+                    return Err(ActionError::InvalidName {
+                        field: "from.key",
+                        value: key.to_string(),
+                    });
+                }
+                Ok(())
+            }
             Self::RolloutUndo {
                 target,
                 to_revision,
@@ -225,6 +295,25 @@ impl Action {
                     .unwrap_or_default();
                 format!(
                     "kubectl set resources {}/{} -c {container} --limits=memory={memory_limit}{requests} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace
+                )
+            }
+            Self::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } => {
+                let (kind, object, key) = from.parts();
+                let alias = if key == name {
+                    String::new()
+                } else {
+                    format!(" (as {name})")
+                };
+                format!(
+                    "kubectl set env {}/{} -c {container} --from={kind}/{object} --keys={key}{alias} -n {}",
                     target.kind.kubectl_name(),
                     target.name,
                     target.namespace
@@ -411,6 +500,41 @@ mod tests {
             "kubectl set resources deployment/web -c web --limits=memory=384Mi --requests=memory=64Mi -n default"
         );
         assert_eq!((a.name(), a.risk()), ("set_resources", Risk::Medium));
+    }
+
+    #[test]
+    fn set_env_takes_values_only_from_existing_objects() {
+        let env = |name: &str, object: &str| Action::SetEnv {
+            target: deploy("demo-app"),
+            container: "demo-app".into(),
+            name: name.into(),
+            from: EnvSource::ConfigMapKey {
+                name: object.into(),
+                key: name.into(),
+            },
+        };
+        assert_eq!(env("DATABASE_URL", "app-config").validate(), Ok(()));
+        assert_eq!(
+            env("1BAD", "app-config").validate(),
+            Err(ActionError::InvalidName {
+                field: "name",
+                value: "1BAD".into()
+            })
+        );
+        assert_eq!(
+            env("X", "App_Config").validate(),
+            Err(ActionError::InvalidName {
+                field: "from.name",
+                value: "App_Config".into()
+            })
+        );
+        assert_eq!(
+            env("DATABASE_URL", "app-config").render(),
+            "kubectl set env deployment/demo-app -c demo-app --from=configmap/app-config --keys=DATABASE_URL -n default"
+        );
+        // A literal value is not expressible at all.
+        let literal = r#"{"action":"set_env","target":{"kind":"Deployment","namespace":"d","name":"w"},"container":"w","name":"X","value":"secret"}"#;
+        assert!(serde_json::from_str::<Action>(literal).is_err());
     }
 
     #[test]
