@@ -9,7 +9,7 @@ use reflexion_core::EnvSource;
 use reflexion_core::image::ImageRef;
 use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
-use reflexion_core::policy::{Decision, Policy};
+use reflexion_core::policy::{Decision, Policy, check_scope};
 use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
 use reflexion_core::reflect::{TrialOutcome, reflect};
 use reflexion_core::report::FailureReport;
@@ -201,6 +201,9 @@ impl Engine {
                         "fix the workload by hand",
                     )
                     .await;
+            }
+            if let Err(why) = check_scope(&plan.action, &target, &self.inner.config.policy.protected_namespaces) {
+                return self.escalate(&inc, &target, &format!("refused `{}`: {why}", plan.action.render()), "fix the workload by hand").await;
             }
             match self.inner.config.policy.decide(&plan.action) {
                 Decision::Execute => {}
