@@ -55,7 +55,7 @@ impl Default for Policy {
 /// incident's own workload, never another object, and never one in a protected namespace.
 pub fn check_scope(action: &Action, workload: &WorkloadRef, protected: &[String]) -> Result<(), String> {
     let Some(target) = action.target() else { return Ok(()) };
-    if protected.iter().any(|p| *p == target.namespace) {
+    if protected.contains(&target.namespace) {
         return Err(format!("namespace {} is protected", target.namespace));
     }
     if target != workload {
