@@ -199,6 +199,15 @@ impl Db {
         Ok(())
     }
 
+    pub async fn set_outcome(&self, id: &str, outcome: &str) -> Result<()> {
+        sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
+            .bind(outcome)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn finish(&self, id: &str, state: &str, outcome: &str) -> Result<()> {
         sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
             .bind(outcome)
@@ -206,6 +215,58 @@ impl Db {
             .execute(&self.pool)
             .await?;
         self.transition(id, state, outcome).await
+    }
+
+    /// Park an incident until an operator approves or rejects `plan`.
+    pub async fn await_approval(&self, id: &str, plan: &Value, note: &str) -> Result<()> {
+        sqlx::query("UPDATE incidents SET pending_plan = ? WHERE id = ?")
+            .bind(plan.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.transition(id, "awaiting_approval", note).await
+    }
+
+    /// Atomically take the pending plan of an incident awaiting approval, moving it to `next_state`. `None` when the
+    /// incident is not awaiting approval (already decided, or never asked).
+    pub async fn take_pending_plan(
+        &self,
+        id: &str,
+        next_state: &str,
+        note: &str,
+    ) -> Result<Option<Value>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT pending_plan FROM incidents WHERE id = ? AND state = 'awaiting_approval'",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let plan: Option<String> = row.get("pending_plan");
+        let ts = now();
+        sqlx::query(
+            "UPDATE incidents SET pending_plan = NULL, state = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(next_state)
+        .bind(&ts)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&ts)
+        .bind(next_state)
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(
+            plan.and_then(|p| serde_json::from_str(&p).ok())
+                .unwrap_or(Value::Null),
+        ))
     }
 
     /// Incidents a restart left in flight.
@@ -542,6 +603,10 @@ impl Db {
         };
         let mut v = Self::incident_row_json(&row);
         v["report"] = serde_json::from_str(row.get::<&str, _>("report")).unwrap_or(Value::Null);
+        v["pending_plan"] = row
+            .get::<Option<String>, _>("pending_plan")
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or(Value::Null);
         let transitions: Vec<Value> = sqlx::query("SELECT at, state, note FROM incident_transitions WHERE incident_id = ? ORDER BY id")
             .bind(id)
             .fetch_all(&self.pool)

@@ -53,17 +53,18 @@ enum EngineError {
 }
 
 /// A concrete plan for one trial.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Plan {
     action: Action,
     /// `rules`, or `learned` when the plan reuses a value a verified fix used for this workload.
-    source: &'static str,
+    source: String,
     rationale: String,
-    template: &'static str,
-    description: &'static str,
+    template: String,
+    description: String,
 }
 
 enum Planned {
-    Plan(Plan),
+    Plan(Box<Plan>),
     Escalate {
         diagnosis: String,
         suggestion: String,
@@ -126,6 +127,124 @@ impl Engine {
         Ok(n)
     }
 
+    /// An operator approved the pending plan: run exactly that trial. `Ok(false)` when the incident is not
+    /// awaiting approval.
+    pub async fn approve(&self, id: &str, by: &str) -> Result<bool, DbError> {
+        let Some(pending) = self
+            .inner
+            .db
+            .take_pending_plan(id, "planning", &format!("approved by {by}"))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let engine = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = engine.run_approved(&id, pending).await {
+                tracing::error!(incident = %id, error = %e, "approved trial stopped by an error");
+                let _ = engine
+                    .inner
+                    .db
+                    .finish(&id, "failed", &format!("internal error: {e}"))
+                    .await;
+            }
+        });
+        Ok(true)
+    }
+
+    /// An operator rejected the pending plan: nothing is changed and the incident is handed over.
+    pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<bool, DbError> {
+        let note = format!("rejected by {by}: {reason}");
+        let Some(pending) = self
+            .inner
+            .db
+            .take_pending_plan(id, "escalated", &note)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let command = pending["command"].as_str().unwrap_or_default();
+        self.inner
+            .db
+            .set_outcome(id, &format!("{note}; the proposed `{command}` was not run"))
+            .await?;
+        Ok(true)
+    }
+
+    async fn run_approved(&self, id: &str, pending: Value) -> Result<(), EngineError> {
+        let db = &self.inner.db;
+        let Some(inc) = db.incident(id).await? else {
+            return Ok(());
+        };
+        let plan: Plan = match serde_json::from_value(pending["plan"].clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                db.finish(
+                    id,
+                    "failed",
+                    &format!("the approved plan is unreadable: {e}"),
+                )
+                .await?;
+                return Ok(());
+            }
+        };
+        let Some((failure, target, _)) = self.diagnose(&inc).await? else {
+            return Ok(());
+        };
+        // The world may have moved while the plan waited: the same checks as before it was proposed.
+        if let Err(e) = plan.action.validate() {
+            return self
+                .escalate(
+                    &inc,
+                    &target,
+                    &format!("the approved action is invalid: {e}"),
+                    "fix the workload by hand",
+                )
+                .await;
+        }
+        if let Err(why) = check_scope(
+            &plan.action,
+            &target,
+            &self.inner.config.policy.protected_namespaces,
+        ) {
+            return self
+                .escalate(
+                    &inc,
+                    &target,
+                    &format!("refused `{}`: {why}", plan.action.render()),
+                    "fix the workload by hand",
+                )
+                .await;
+        }
+        let trial = pending["trial"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(1);
+        let signature = Signature::of(&failure);
+        let mut tried = Vec::new();
+        if !self
+            .trial(
+                &inc, trial, &failure, &signature, &target, &plan, &mut tried,
+            )
+            .await?
+        {
+            let diagnosis = format!(
+                "the approved `{}` did not fix {target}",
+                plan.action.render()
+            );
+            return self
+                .escalate(
+                    &inc,
+                    &target,
+                    &diagnosis,
+                    "see the episode's verification and reflection",
+                )
+                .await;
+        }
+        Ok(())
+    }
+
     async fn reverify(&self, id: &str) -> Result<(), EngineError> {
         let db = &self.inner.db;
         let Some(inc) = db.incident(id).await? else {
@@ -184,7 +303,7 @@ impl Engine {
             )
             .await?;
             let plan = match self.plan(&inc, &failure, &target, &evidence, &tried).await {
-                Planned::Plan(p) => p,
+                Planned::Plan(p) => *p,
                 Planned::Escalate {
                     diagnosis,
                     suggestion,
@@ -202,15 +321,28 @@ impl Engine {
                     )
                     .await;
             }
-            if let Err(why) = check_scope(&plan.action, &target, &self.inner.config.policy.protected_namespaces) {
-                return self.escalate(&inc, &target, &format!("refused `{}`: {why}", plan.action.render()), "fix the workload by hand").await;
+            if let Err(why) = check_scope(
+                &plan.action,
+                &target,
+                &self.inner.config.policy.protected_namespaces,
+            ) {
+                return self
+                    .escalate(
+                        &inc,
+                        &target,
+                        &format!("refused `{}`: {why}", plan.action.render()),
+                        "fix the workload by hand",
+                    )
+                    .await;
             }
             match self.inner.config.policy.decide(&plan.action) {
                 Decision::Execute => {}
                 Decision::NeedsApproval { reason } => {
-                    db.transition(
+                    let pending =
+                        json!({"plan": plan, "trial": trial, "command": plan.action.render()});
+                    db.await_approval(
                         id,
-                        "awaiting_approval",
+                        &pending,
                         &format!("{reason}: `{}`", plan.action.render()),
                     )
                     .await?;
@@ -273,8 +405,8 @@ impl Engine {
                 &signature.class(),
                 signature.kind.error_type(),
                 plan.action.name(),
-                plan.template,
-                plan.description,
+                &plan.template,
+                &plan.description,
             )
             .await?;
         let dry_run = match cluster.dry_run(&plan.action).await {
@@ -374,7 +506,7 @@ impl Engine {
                 trial: i64::from(trial),
                 signature: &signature.class(),
                 strategy_id: &strategy_id,
-                source: plan.source,
+                source: &plan.source,
                 action: &action_json,
                 command: &command,
                 rationale: &plan.rationale,
@@ -527,7 +659,7 @@ impl Engine {
                 .any(|a| matches!(a, Action::RolloutUndo { .. }))
             && let Some(plan) = self.plan_rollback(failure, target, evidence).await
         {
-            return Planned::Plan(plan);
+            return Planned::Plan(Box::new(plan));
         }
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
@@ -607,23 +739,23 @@ impl Engine {
             EnvSource::SecretKey { name, .. } => format!("Secret {name}"),
         };
         match sources.as_slice() {
-            [only] => Planned::Plan(Plan {
+            [only] => Planned::Plan(Box::new(Plan {
                 action: Action::SetEnv {
                     target: target.clone(),
                     container: failure.container.clone(),
                     name: var.to_string(),
                     from: only.clone(),
                 },
-                source: "rules",
+                source: "rules".into(),
                 rationale: format!(
                     "container {} exits because {var} is not set (its log says so), and {} in namespace {} is the only object with a key {var}",
                     failure.container,
                     describe(only),
                     target.namespace
                 ),
-                template: "set_env:only_matching_key",
-                description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace",
-            }),
+                template: "set_env:only_matching_key".into(),
+                description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace".into(),
+            })),
             [] => Planned::Escalate {
                 diagnosis: format!(
                     "container {} of {target} exits because {var} is not set, and no ConfigMap or Secret in {} has a key {var}",
@@ -671,9 +803,9 @@ impl Engine {
                 "container {} started failing ({}) with revision {newest} (ReplicaSet {newest_rs}), while revision {previous} (ReplicaSet {previous_rs}) still runs {available} available pod(s)",
                 failure.container, failure.reason
             ),
-            source: "rules",
-            template: "rollout_undo:previous_running_revision",
-            description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout",
+            source: "rules".into(),
+            template: "rollout_undo:previous_running_revision".into(),
+            description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
         })
     }
 
@@ -728,21 +860,21 @@ impl Engine {
             if let Some((value, episode)) = learned.filter(|(v, _)| {
                 parse_bytes(v).is_some_and(|b| b > current && b <= self.inner.config.memory_ceiling)
             }) {
-                return Planned::Plan(Plan {
+                return Planned::Plan(Box::new(Plan {
                     action: Action::SetResources {
                         target: target.clone(),
                         container: failure.container.clone(),
                         memory_limit: value.clone(),
                         memory_request: None,
                     },
-                    source: "learned",
+                    source: "learned".into(),
                     rationale: format!(
                         "a {value} memory limit held for {target} before ({episode}); the limit is {} again",
                         format_bytes(current)
                     ),
-                    template: "set_resources:raise_memory_limit",
-                    description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling",
-                });
+                    template: "set_resources:raise_memory_limit".into(),
+                    description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
+                }));
             }
         }
         let base = current.max(tried_max);
@@ -758,7 +890,7 @@ impl Engine {
         let memory_request = request
             .filter(|r| parse_bytes(r).is_some_and(|b| b > next))
             .map(|_| new_limit.clone());
-        Planned::Plan(Plan {
+        Planned::Plan(Box::new(Plan {
             action: Action::SetResources {
                 target: target.clone(),
                 container: failure.container.clone(),
@@ -771,10 +903,10 @@ impl Engine {
                 format_bytes(base),
                 format_bytes(ceiling)
             ),
-            source: "rules",
-            template: "set_resources:raise_memory_limit",
-            description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling",
-        })
+            source: "rules".into(),
+            template: "set_resources:raise_memory_limit".into(),
+            description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
+        }))
     }
 
     /// A crash loop the built-in rules cannot fix safely: say precisely what happened, with the evidence.
@@ -947,12 +1079,12 @@ impl Engine {
                 "Set the owner's container image to the registry tag it was most likely meant to run (closest existing tag, else newest stable)",
             ),
         };
-        Planned::Plan(Plan {
+        Planned::Plan(Box::new(Plan {
             action,
-            source: "rules",
+            source: "rules".into(),
             rationale,
-            template,
-            description,
-        })
+            template: template.to_string(),
+            description: description.to_string(),
+        }))
     }
 }

@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/reflexion/process-with-k8s-data", post(report))
         .route("/api/v1/reflexion/process", post(process))
+        .route("/api/v1/reflexion/incidents/{id}/approve", post(approve))
+        .route("/api/v1/reflexion/incidents/{id}/reject", post(reject))
         .route("/api/v1/memory/clear", delete(clear_all))
         .route("/api/v1/memory/strategies", delete(clear_strategies))
         .route("/api/v1/memory/episodes", delete(clear_episodes))
@@ -349,6 +351,107 @@ async fn incident(
             format!("incident {id} not found"),
         )),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// An optional JSON body `{"by": "...", "reason": "..."}`, each at most 256 characters.
+async fn decision(headers: &HeaderMap, body: Body) -> Result<Decision, ApiError> {
+    if headers.get(header::CONTENT_TYPE).is_none() {
+        return Ok(Decision::default());
+    }
+    let d: Decision = json_body(headers, body).await?;
+    for (field, v) in [("by", &d.by), ("reason", &d.reason)] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > 256) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("{field} is longer than 256 characters"),
+            ));
+        }
+    }
+    Ok(d)
+}
+
+async fn ensure_incident(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state
+        .engine
+        .db()
+        .incident(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("incident {id} not found"),
+        )),
+    }
+}
+
+fn not_awaiting(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_awaiting_approval",
+        format!("incident {id} is not awaiting approval"),
+    )
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let d = decision(&headers, body).await?;
+    ensure_incident(&state, &id).await?;
+    let by = d.by.unwrap_or_else(|| "an operator".into());
+    if !state
+        .engine
+        .approve(&id, &by)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(not_awaiting(&id));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"incident_id": id, "status": "approved"})),
+    )
+        .into_response())
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let d = decision(&headers, body).await?;
+    ensure_incident(&state, &id).await?;
+    let by = d.by.unwrap_or_else(|| "an operator".into());
+    let reason = d.reason.unwrap_or_else(|| "no reason given".into());
+    if !state
+        .engine
+        .reject(&id, &by, &reason)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(not_awaiting(&id));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({"incident_id": id, "status": "rejected"})),
+    )
+        .into_response())
 }
 
 async fn clear(

@@ -800,3 +800,156 @@ async fn an_ambiguous_missing_env_var_is_escalated_naming_the_candidates() {
         "nothing changed"
     );
 }
+
+fn seed_pod() -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "test-nginx", "labels": {"run": "test-nginx"}},
+        "spec": {"containers": [{"name": "test-nginx", "image": "nginx:bu-tag-yok"}]}
+    }))
+    .unwrap()
+}
+
+async fn awaiting_approval(stack: &Stack) -> Value {
+    let summary = stack
+        .eventually("the incident to await approval", FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=awaiting_approval")
+                .await;
+            (
+                list["incidents"].as_array().unwrap().first().cloned(),
+                list.to_string(),
+            )
+        })
+        .await;
+    stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            summary["id"].as_str().unwrap()
+        ))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_approve_mode_nothing_runs_until_an_operator_approves() {
+    let stack = Stack::start(Options {
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        ..Options::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    let created = pods
+        .create(&PostParams::default(), &seed_pod())
+        .await
+        .unwrap();
+    let waiting = awaiting_approval(&stack).await;
+    let id = waiting["id"].as_str().unwrap().to_string();
+    assert!(
+        waiting["pending_plan"]["command"]
+            .as_str()
+            .unwrap()
+            .contains("nginx:1.27.3"),
+        "{waiting}"
+    );
+    assert!(
+        waiting["audit"].as_array().unwrap().is_empty(),
+        "nothing ran before approval"
+    );
+    assert_eq!(
+        pods.get("test-nginx").await.unwrap().metadata.uid,
+        created.metadata.uid
+    );
+
+    let (status, body) = stack
+        .post(
+            &format!("/api/v1/reflexion/incidents/{id}/approve"),
+            json!({"by": "sre-on-call"}),
+        )
+        .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("approved")));
+    let done = finished_incident(&stack).await;
+    assert_eq!(done["state"], "resolved", "{done}");
+    assert!(
+        done["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["note"] == "approved by sre-on-call"),
+        "{done}"
+    );
+    let image = pods
+        .get("test-nginx")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("nginx:1.27.3"));
+    let (again, _) = stack
+        .post(
+            &format!("/api/v1/reflexion/incidents/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again, 409, "an incident is approved once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_plan_never_runs() {
+    let stack = Stack::start(Options {
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        ..Options::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    let created = pods
+        .create(&PostParams::default(), &seed_pod())
+        .await
+        .unwrap();
+    let id = awaiting_approval(&stack).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = stack
+        .post(
+            &format!("/api/v1/reflexion/incidents/{id}/reject"),
+            json!({"by": "sre-on-call", "reason": "maintenance window"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let detail = stack
+        .get(&format!("/api/v1/reflexion/incidents/{id}"))
+        .await;
+    assert_eq!(detail["state"], "escalated");
+    assert!(
+        detail["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected by sre-on-call: maintenance window"),
+        "{detail}"
+    );
+    assert!(detail["audit"].as_array().unwrap().is_empty());
+    assert_eq!(
+        pods.get("test-nginx").await.unwrap().metadata.uid,
+        created.metadata.uid,
+        "the pod was not touched"
+    );
+    assert_eq!(
+        stack
+            .post(
+                &format!("/api/v1/reflexion/incidents/{id}/approve"),
+                json!({})
+            )
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        stack
+            .post("/api/v1/reflexion/incidents/no-such-id/approve", json!({}))
+            .await
+            .0,
+        404
+    );
+}

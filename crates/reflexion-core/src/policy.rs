@@ -53,13 +53,22 @@ impl Default for Policy {
 /// The part of the never-list the action types do not already make unrepresentable (there is no action that
 /// deletes namespaces, nodes, volumes or RBAC objects, execs, or grants privileges): an action may only touch the
 /// incident's own workload, never another object, and never one in a protected namespace.
-pub fn check_scope(action: &Action, workload: &WorkloadRef, protected: &[String]) -> Result<(), String> {
-    let Some(target) = action.target() else { return Ok(()) };
+pub fn check_scope(
+    action: &Action,
+    workload: &WorkloadRef,
+    protected: &[String],
+) -> Result<(), String> {
+    let Some(target) = action.target() else {
+        return Ok(());
+    };
     if protected.contains(&target.namespace) {
         return Err(format!("namespace {} is protected", target.namespace));
     }
     if target != workload {
-        return Err(format!("{} touches {target}, not the incident's workload {workload}", action.name()));
+        return Err(format!(
+            "{} touches {target}, not the incident's workload {workload}",
+            action.name()
+        ));
     }
     Ok(())
 }
@@ -156,19 +165,45 @@ mod tests {
     fn actions_may_only_touch_the_incidents_workload() {
         let web = WorkloadRef::new(WorkloadKind::Deployment, "shop", "web");
         let protected = Policy::default().protected_namespaces;
-        let on = |target: WorkloadRef| Action::SetImage { target, container: "web".into(), image: "nginx:1.27".into() };
+        let on = |target: WorkloadRef| Action::SetImage {
+            target,
+            container: "web".into(),
+            image: "nginx:1.27".into(),
+        };
         let cases = [
             (on(web.clone()), true),
-            (on(WorkloadRef::new(WorkloadKind::Deployment, "shop", "api")), false),
-            (on(WorkloadRef::new(WorkloadKind::Deployment, "other", "web")), false),
-            (on(WorkloadRef::new(WorkloadKind::StatefulSet, "shop", "web")), false),
-            (Action::Escalate { diagnosis: "d".into(), suggestion: "s".into() }, true),
+            (
+                on(WorkloadRef::new(WorkloadKind::Deployment, "shop", "api")),
+                false,
+            ),
+            (
+                on(WorkloadRef::new(WorkloadKind::Deployment, "other", "web")),
+                false,
+            ),
+            (
+                on(WorkloadRef::new(WorkloadKind::StatefulSet, "shop", "web")),
+                false,
+            ),
+            (
+                Action::Escalate {
+                    diagnosis: "d".into(),
+                    suggestion: "s".into(),
+                },
+                true,
+            ),
         ];
         for (action, ok) in cases {
-            assert_eq!(check_scope(&action, &web, &protected).is_ok(), ok, "{action:?}");
+            assert_eq!(
+                check_scope(&action, &web, &protected).is_ok(),
+                ok,
+                "{action:?}"
+            );
         }
         let system = WorkloadRef::new(WorkloadKind::Deployment, "kube-system", "coredns");
-        assert_eq!(check_scope(&on(system.clone()), &system, &protected), Err("namespace kube-system is protected".to_string()));
+        assert_eq!(
+            check_scope(&on(system.clone()), &system, &protected),
+            Err("namespace kube-system is protected".to_string())
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Stack {
 pub struct Options {
     pub watcher: bool,
     pub verify_window_secs: f64,
+    /// A policy file's JSON, if any.
+    pub policy: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
         Self {
             watcher: true,
             verify_window_secs: 2.0,
+            policy: None,
         }
     }
 }
@@ -78,6 +81,8 @@ impl Stack {
         );
         wait_http(&format!("{}/version", stack.sim_url)).await;
         let db = stack.dir.path().join("reflexion.db");
+        let policy = stack.dir.path().join("policy.json");
+        std::fs::write(&policy, opts.policy.unwrap_or("{}")).expect("policy file");
         stack.spawn(
             "reflexion-api",
             Command::new(bin("reflexion-api"))
@@ -91,7 +96,9 @@ impl Stack {
                 .arg("--verify-window-secs")
                 .arg(opts.verify_window_secs.to_string())
                 .arg("--verify-timeout-secs")
-                .arg("40"),
+                .arg("40")
+                .arg("--policy-file")
+                .arg(&policy),
         );
         wait_http(&format!("{}/health", stack.api_url)).await;
         if opts.watcher {
@@ -134,6 +141,18 @@ impl Stack {
             .expect("GET");
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
         resp.json().await.expect("json")
+    }
+
+    /// POST a JSON body; (status, body).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.api_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn delete(&self, path: &str) -> serde_json::Value {
