@@ -92,8 +92,8 @@ impl Db {
         Ok(())
     }
 
-    /// Create an incident, or return the one still open (reported .. verifying) for the same workload and signature,
-    /// or the one with the same idempotency key.
+    /// Create an incident, or return the one still open (reported .. verifying) for the same workload, or the one
+    /// with the same idempotency key.
     /// Returns (id, created).
     pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
         let mut tx = self.pool.begin().await?;
@@ -105,15 +105,16 @@ impl Db {
         {
             return Ok((row.get("id"), false));
         }
+        // One incident per workload at a time, whatever the signature: a second failure report while a fix is being
+        // made or verified is the same workload's story (and verification sees it), never a second writer.
         let q = sqlx::query(
-            "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ? AND signature = ?
+            "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
              AND state IN ('reported', 'diagnosing', 'planning', 'awaiting_approval', 'executing', 'verifying')
              ORDER BY created_at LIMIT 1",
         )
         .bind(n.namespace)
         .bind(n.workload_kind)
-        .bind(n.workload_name)
-        .bind(n.signature);
+        .bind(n.workload_name);
         if let Some(row) = q.fetch_optional(&mut *tx).await? {
             return Ok((row.get("id"), false));
         }

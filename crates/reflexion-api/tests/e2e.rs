@@ -953,3 +953,44 @@ async fn a_rejected_plan_never_runs() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
+    // Verification window 5 s real = 50 s simulated; every container of this pod exits 20 simulated seconds after
+    // it starts, whatever image it runs.
+    let stack = Stack::start(Options {
+        verify_window_secs: 5.0,
+        ..Options::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "flaky", "annotations": {"simcluster.io/exit-code": "1", "simcluster.io/exit-after": "20"}},
+        "spec": {"containers": [{"name": "flaky", "image": "nginx:bu-tag-yok"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        detail["signature"], "image_pull/not_found",
+        "one incident per workload: {detail}"
+    );
+    assert_ne!(detail["state"], "resolved", "{detail}");
+    let episodes = detail["episodes"].as_array().unwrap();
+    assert!(!episodes.is_empty(), "{detail}");
+    for e in episodes {
+        assert_eq!(e["success"], false, "{e}");
+        let why = e["verification"]["detail"].as_str().unwrap();
+        assert!(why.contains("died") || why.contains("restarted"), "{why}");
+        assert_eq!(e["reverted"], true);
+    }
+    // Every trial tried a different tag, never the same action twice.
+    let images: Vec<&str> = episodes
+        .iter()
+        .map(|e| e["action"]["image"].as_str().unwrap())
+        .collect();
+    let mut unique = images.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), images.len(), "{images:?}");
+}
