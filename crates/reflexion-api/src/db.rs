@@ -394,6 +394,16 @@ impl Db {
         Ok(id)
     }
 
+    /// Writes to the cluster (reverts excluded) since an RFC 3339 time, in total or on one target.
+    pub async fn actions_since(&self, since: &str, target: Option<&str>) -> Result<u32> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert' AND (?2 IS NULL OR target = ?2)")
+            .bind(since)
+            .bind(target)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(row.get::<i64, _>("n")).unwrap_or(u32::MAX))
+    }
+
     /// Remember a value a verified fix used for a workload.
     #[allow(clippy::too_many_arguments)]
     pub async fn learn_value(

@@ -9,7 +9,7 @@ use reflexion_core::EnvSource;
 use reflexion_core::image::ImageRef;
 use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
-use reflexion_core::policy::{Decision, Policy, check_scope};
+use reflexion_core::policy::{Budget, Decision, Policy, check_scope};
 use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
 use reflexion_core::reflect::{TrialOutcome, reflect};
 use reflexion_core::report::FailureReport;
@@ -30,6 +30,7 @@ pub struct EngineConfig {
     pub policy: Policy,
     /// The highest memory limit the OOM rule will set, in bytes.
     pub memory_ceiling: u64,
+    pub budget: Budget,
 }
 
 #[derive(Clone)]
@@ -400,6 +401,23 @@ impl Engine {
         let (db, cluster, config) = (&self.inner.db, &self.inner.cluster, &self.inner.config);
         let started = Instant::now();
         let command = plan.action.render();
+        // The circuit breaker and the per-workload budget, from the audit log of the last hour.
+        let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let total = db.actions_since(&hour_ago, None).await?;
+        let on_workload = db
+            .actions_since(&hour_ago, Some(&target.to_string()))
+            .await?;
+        if let Err(why) = config.budget.check(total, on_workload) {
+            self.escalate(
+                inc,
+                target,
+                &format!("not running `{command}`: {why}"),
+                "check what is failing across the cluster before letting more changes through",
+            )
+            .await?;
+            return Ok(true);
+        }
         let strategy_id = db
             .strategy_for(
                 &signature.class(),

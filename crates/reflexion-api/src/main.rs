@@ -37,6 +37,16 @@ struct Args {
     /// The highest memory limit the OOM rule sets automatically.
     #[arg(long, env = "REFLEXION_MEMORY_CEILING", default_value = "2Gi")]
     memory_ceiling: String,
+    /// Circuit breaker: at most this many writes to the cluster per hour, all workloads together.
+    #[arg(long, env = "REFLEXION_MAX_ACTIONS_PER_HOUR", default_value_t = 30)]
+    max_actions_per_hour: u32,
+    /// At most this many writes to one workload per hour.
+    #[arg(
+        long,
+        env = "REFLEXION_MAX_WORKLOAD_ACTIONS_PER_HOUR",
+        default_value_t = 6
+    )]
+    max_workload_actions_per_hour: u32,
     /// Policy file (JSON): modes per namespace, protected namespaces, automatic risk limit.
     #[arg(long, env = "REFLEXION_POLICY_FILE")]
     policy_file: Option<PathBuf>,
@@ -86,6 +96,10 @@ async fn run() -> anyhow::Result<()> {
         verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
         verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
         policy: load_policy(args.policy_file.as_ref())?,
+        budget: reflexion_core::policy::Budget {
+            actions_per_hour: args.max_actions_per_hour,
+            workload_actions_per_hour: args.max_workload_actions_per_hour,
+        },
         memory_ceiling: reflexion_core::quantity::parse_bytes(&args.memory_ceiling)
             .filter(|b| *b > 0)
             .with_context(|| {

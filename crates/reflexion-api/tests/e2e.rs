@@ -994,3 +994,46 @@ async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
     unique.dedup();
     assert_eq!(unique.len(), images.len(), "{images:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
+    let stack = Stack::start(Options {
+        api_args: &["--max-actions-per-hour", "1"],
+        ..Options::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "memory-app"},
+        "spec": {"containers": [{"name": "memory-app", "image": "polinux/stress", "args": ["--vm", "1", "--vm-bytes", "500M"],
+                                 "resources": {"limits": {"memory": "10Mi"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert!(
+        detail["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open: 1 actions in the last hour, the limit is 1"),
+        "{detail}"
+    );
+    let verbs: Vec<&str> = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verbs,
+        ["set_resources", "revert"],
+        "the first trial ran and was reverted; the second never ran"
+    );
+    let spec = pods.get("memory-app").await.unwrap().spec.unwrap();
+    assert_eq!(
+        memory_limit(&spec).as_deref(),
+        Some("10Mi"),
+        "back to the original spec"
+    );
+}

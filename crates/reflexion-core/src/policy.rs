@@ -73,6 +73,43 @@ pub fn check_scope(
     Ok(())
 }
 
+/// Limits on how much the engine may change, counted over the last hour of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// All writes to the cluster, every workload together: the circuit breaker.
+    pub actions_per_hour: u32,
+    /// Writes to one workload.
+    pub workload_actions_per_hour: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            actions_per_hour: 30,
+            workload_actions_per_hour: 6,
+        }
+    }
+}
+
+impl Budget {
+    /// Whether one more action may run, given the actions of the last hour in total and on this workload.
+    pub fn check(&self, last_hour_total: u32, last_hour_workload: u32) -> Result<(), String> {
+        if last_hour_total >= self.actions_per_hour {
+            return Err(format!(
+                "circuit breaker open: {last_hour_total} actions in the last hour, the limit is {}",
+                self.actions_per_hour
+            ));
+        }
+        if last_hour_workload >= self.workload_actions_per_hour {
+            return Err(format!(
+                "attempt budget spent: {last_hour_workload} actions on this workload in the last hour, the limit is {}",
+                self.workload_actions_per_hour
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Policy {
     pub fn decide(&self, action: &Action) -> Decision {
         let Some(target) = action.target() else {
@@ -203,6 +240,31 @@ mod tests {
         assert_eq!(
             check_scope(&on(system.clone()), &system, &protected),
             Err("namespace kube-system is protected".to_string())
+        );
+    }
+
+    #[test]
+    fn budgets() {
+        let b = Budget {
+            actions_per_hour: 3,
+            workload_actions_per_hour: 2,
+        };
+        for (total, workload, ok) in [
+            (0, 0, true),
+            (2, 1, true),
+            (3, 0, false),
+            (1, 2, false),
+            (10, 10, false),
+        ] {
+            assert_eq!(b.check(total, workload).is_ok(), ok, "{total} {workload}");
+        }
+        assert!(
+            b.check(3, 0)
+                .is_err_and(|e| e.starts_with("circuit breaker open: 3 actions"))
+        );
+        assert!(
+            b.check(0, 2)
+                .is_err_and(|e| e.starts_with("attempt budget spent"))
         );
     }
 

@@ -44,6 +44,8 @@ pub struct Options {
     pub verify_window_secs: f64,
     /// A policy file's JSON, if any.
     pub policy: Option<&'static str>,
+    /// More reflexion-api flags.
+    pub api_args: &'static [&'static str],
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             watcher: true,
             verify_window_secs: 2.0,
             policy: None,
+            api_args: &[],
         }
     }
 }
@@ -98,7 +101,8 @@ impl Stack {
                 .arg("--verify-timeout-secs")
                 .arg("40")
                 .arg("--policy-file")
-                .arg(&policy),
+                .arg(&policy)
+                .args(opts.api_args),
         );
         wait_http(&format!("{}/health", stack.api_url)).await;
         if opts.watcher {
