@@ -394,6 +394,25 @@ impl Db {
         Ok(id)
     }
 
+    /// (successes, failures) of the strategy for a signature class and template; (0, 0) if never used.
+    pub async fn strategy_record(&self, signature: &str, template: &str) -> Result<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT successes, failures FROM strategies WHERE signature_class = ? AND template = ?",
+        )
+        .bind(signature)
+        .bind(template)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| {
+                (
+                    r.get::<i64, _>("successes").max(0) as u64,
+                    r.get::<i64, _>("failures").max(0) as u64,
+                )
+            })
+            .unwrap_or((0, 0)))
+    }
+
     /// Writes to the cluster (reverts excluded) since an RFC 3339 time, in total or on one target.
     pub async fn actions_since(&self, since: &str, target: Option<&str>) -> Result<u32> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert' AND (?2 IS NULL OR target = ?2)")

@@ -13,6 +13,7 @@ use reflexion_core::policy::{Budget, Decision, Policy, check_scope};
 use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
 use reflexion_core::reflect::{TrialOutcome, reflect};
 use reflexion_core::report::FailureReport;
+use reflexion_core::strategy::{Record, choose};
 use reflexion_core::tags::{TagRule, choose_tag};
 use reflexion_core::{Action, Failure, FailureKind, Signature, classify};
 use serde_json::{Value, json};
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     /// The highest memory limit the OOM rule will set, in bytes.
     pub memory_ceiling: u64,
     pub budget: Budget,
+    /// Share of choices between candidate strategies made at random rather than by their records.
+    pub exploration_rate: f64,
 }
 
 #[derive(Clone)]
@@ -675,9 +678,18 @@ impl Engine {
             && !tried
                 .iter()
                 .any(|a| matches!(a, Action::RolloutUndo { .. }))
-            && let Some(plan) = self.plan_rollback(failure, target, evidence).await
+            && let Some(rollback) = self.plan_rollback(failure, target, evidence).await
         {
-            return Planned::Plan(Box::new(plan));
+            // A bad image can also be re-tagged: when both rules apply, the strategies' verified records decide
+            // (Thompson sampling, with exploration), so the engine learns which works for this signature.
+            if matches!(
+                failure.kind,
+                FailureKind::ImagePull | FailureKind::InvalidImageName
+            ) && let Planned::Plan(retag) = self.plan_image(failure, target, tried).await
+            {
+                return Planned::Plan(self.pick(failure, vec![rollback, *retag]).await);
+            }
+            return Planned::Plan(Box::new(rollback));
         }
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
@@ -794,6 +806,45 @@ impl Engine {
                 ),
             },
         }
+    }
+
+    /// Choose among candidate plans by their strategies' records.
+    async fn pick(&self, failure: &Failure, mut candidates: Vec<Plan>) -> Box<Plan> {
+        let signature = Signature::of(failure).class();
+        let mut records = Vec::with_capacity(candidates.len());
+        for c in &candidates {
+            let (successes, failures) = self
+                .inner
+                .db
+                .strategy_record(&signature, &c.template)
+                .await
+                .unwrap_or((0, 0));
+            records.push(Record {
+                successes,
+                failures,
+            });
+        }
+        let index = {
+            let mut rng = rand::rng();
+            choose(&records, self.inner.config.exploration_rate, &mut rng).unwrap_or(0)
+        };
+        let shown: Vec<String> = candidates
+            .iter()
+            .zip(&records)
+            .map(|(c, r)| {
+                format!(
+                    "{} ({} verified, {} failed)",
+                    c.template, r.successes, r.failures
+                )
+            })
+            .collect();
+        let mut chosen = candidates.swap_remove(index.min(candidates.len().saturating_sub(1)));
+        chosen.rationale = format!(
+            "{}; chosen by Thompson sampling among {}",
+            chosen.rationale,
+            shown.join(", ")
+        );
+        Box::new(chosen)
     }
 
     /// A failure that began with the latest rollout while the previous revision still runs is undone by rolling

@@ -37,6 +37,9 @@ struct Args {
     /// The highest memory limit the OOM rule sets automatically.
     #[arg(long, env = "REFLEXION_MEMORY_CEILING", default_value = "2Gi")]
     memory_ceiling: String,
+    /// Share of choices between candidate strategies made at random (exploration), 0 to 1.
+    #[arg(long, env = "REFLEXION_EXPLORATION_RATE", default_value_t = 0.2)]
+    exploration_rate: f64,
     /// Circuit breaker: at most this many writes to the cluster per hour, all workloads together.
     #[arg(long, env = "REFLEXION_MAX_ACTIONS_PER_HOUR", default_value_t = 30)]
     max_actions_per_hour: u32,
@@ -96,6 +99,14 @@ async fn run() -> anyhow::Result<()> {
         verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
         verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
         policy: load_policy(args.policy_file.as_ref())?,
+        exploration_rate: if (0.0..=1.0).contains(&args.exploration_rate) {
+            args.exploration_rate
+        } else {
+            anyhow::bail!(
+                "--exploration-rate must be between 0 and 1, got {}",
+                args.exploration_rate
+            )
+        },
         budget: reflexion_core::policy::Budget {
             actions_per_hour: args.max_actions_per_hour,
             workload_actions_per_hour: args.max_workload_actions_per_hour,

@@ -1037,3 +1037,74 @@ async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
         "back to the original spec"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_so() {
+    let stack = Stack::start(Options {
+        api_args: &["--exploration-rate", "0"],
+        ..Options::default()
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    stack
+        .eventually("revision 1 available", FIX_TIMEOUT, async || {
+            let d = deployments.get("web").await.unwrap();
+            let available = d
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            ((available == 2).then_some(()), format!("{:?}", d.status))
+        })
+        .await;
+    let typo = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27.9"}]}}}});
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(typo),
+        )
+        .await
+        .unwrap();
+
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "{detail}"
+    );
+    let episode = &detail["episodes"][0];
+    let rationale = episode["rationale"].as_str().unwrap();
+    assert!(
+        rationale.contains("chosen by Thompson sampling among rollout_undo:previous_running_revision (0 verified, 0 failed), set_image:registry_tag (0 verified, 0 failed)"),
+        "{rationale}"
+    );
+    let image = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap();
+    match episode["action"]["action"].as_str().unwrap() {
+        "rollout_undo" => assert_eq!(image, "nginx:1.27"),
+        "set_image" => assert_eq!(image, "nginx:1.27.3"),
+        other => panic!("unexpected action {other}"),
+    }
+}
