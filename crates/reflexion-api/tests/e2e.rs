@@ -613,28 +613,7 @@ async fn a_missing_secret_is_escalated_by_name_and_the_deployment_is_untouched()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_that_began_with_the_latest_rollout_is_rolled_back() {
     let stack = Stack::start(Options::default()).await;
-    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-    stack
-        .eventually("revision 1 available", FIX_TIMEOUT, async || {
-            let d = deployments.get("web").await.unwrap();
-            let available = d
-                .status
-                .as_ref()
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0);
-            ((available == 2).then_some(()), format!("{:?}", d.status))
-        })
-        .await;
+    let deployments = running_web(&stack).await;
     // Revision 2 crashes at start.
     let broken = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "command": ["sh", "-c", "echo boom; exit 1"]}]}}}});
     deployments
@@ -1045,28 +1024,7 @@ async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_s
         ..Options::default()
     })
     .await;
-    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-    stack
-        .eventually("revision 1 available", FIX_TIMEOUT, async || {
-            let d = deployments.get("web").await.unwrap();
-            let available = d
-                .status
-                .as_ref()
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0);
-            ((available == 2).then_some(()), format!("{:?}", d.status))
-        })
-        .await;
+    let deployments = running_web(&stack).await;
     let typo = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27.9"}]}}}});
     deployments
         .patch(
@@ -1107,4 +1065,31 @@ async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_s
         "set_image" => assert_eq!(image, "nginx:1.27.3"),
         other => panic!("unexpected action {other}"),
     }
+}
+
+/// A Deployment `web` (2 × nginx:1.27) whose first revision is fully available.
+async fn running_web(stack: &Stack) -> Api<Deployment> {
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    stack
+        .eventually("revision 1 available", FIX_TIMEOUT, async || {
+            let d = deployments.get("web").await.unwrap();
+            let available = d
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            ((available == 2).then_some(()), format!("{:?}", d.status))
+        })
+        .await;
+    deployments
 }

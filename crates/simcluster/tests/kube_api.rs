@@ -4,67 +4,15 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Sim {
-    child: Child,
-    _dir: tempfile::TempDir,
-    client: Client,
-    url: String,
-}
+mod common;
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start() -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let kubeconfig = dir.path().join("k.cfg");
-    let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--time-scale",
-            "20",
-            "--kubeconfig-out",
-        ])
-        .arg(&kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubeconfig.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "simcluster did not write its kubeconfig"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Sim {
-        child,
-        _dir: dir,
-        client: Client::try_from(config).unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
+use common::start;
 
 fn pod(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": name, "image": image}]}})).unwrap()

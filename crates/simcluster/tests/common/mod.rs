@@ -1,0 +1,63 @@
+//! The real simcluster binary on a free loopback port, with a kube-rs client for it; stopped when dropped.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use kube::Client;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sim {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    pub url: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start simcluster at `--time-scale 20`.
+pub async fn start() -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("k.cfg");
+    let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--time-scale",
+            "20",
+            "--kubeconfig-out",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "simcluster did not write its kubeconfig"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Sim {
+        child,
+        dir,
+        client: Client::try_from(config).unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
