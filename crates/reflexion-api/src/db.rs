@@ -71,6 +71,42 @@ pub struct NewEpisode<'a> {
     pub duration_ms: i64,
 }
 
+/// Move an incident to `state` and record the transition, inside the caller's transaction.
+async fn apply_transition(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    state: &str,
+    note: &str,
+) -> Result<()> {
+    let ts = now();
+    sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
+        .bind(state)
+        .bind(&ts)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    insert_transition(conn, id, &ts, state, note).await
+}
+
+async fn insert_transition(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    ts: &str,
+    state: &str,
+    note: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(ts)
+    .bind(state)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Db {
     pub async fn connect(url: &str) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
@@ -137,11 +173,7 @@ impl Db {
         .bind(n.report.to_string())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, 'reported', 'failure reported')")
-            .bind(&id)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await?;
+        insert_transition(&mut tx, &id, &ts, "reported", "failure reported").await?;
         tx.commit().await?;
         Ok((id, true))
     }
@@ -166,23 +198,8 @@ impl Db {
     }
 
     pub async fn transition(&self, id: &str, state: &str, note: &str) -> Result<()> {
-        let ts = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(&ts)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&ts)
-        .bind(state)
-        .bind(note)
-        .execute(&mut *tx)
-        .await?;
+        apply_transition(&mut tx, id, state, note).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -209,23 +226,30 @@ impl Db {
         Ok(())
     }
 
+    /// The final state and its outcome, in one transaction.
     pub async fn finish(&self, id: &str, state: &str, outcome: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
             .bind(outcome)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.transition(id, state, outcome).await
+        apply_transition(&mut tx, id, state, outcome).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Park an incident until an operator approves or rejects `plan`.
     pub async fn await_approval(&self, id: &str, plan: &Value, note: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE incidents SET pending_plan = ? WHERE id = ?")
             .bind(plan.to_string())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.transition(id, "awaiting_approval", note).await
+        apply_transition(&mut tx, id, "awaiting_approval", note).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Atomically take the pending plan of an incident awaiting approval, moving it to `next_state`. `None` when the
@@ -245,24 +269,11 @@ impl Db {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let plan: Option<String> = row.get("pending_plan");
-        let ts = now();
-        sqlx::query(
-            "UPDATE incidents SET pending_plan = NULL, state = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(next_state)
-        .bind(&ts)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&ts)
-        .bind(next_state)
-        .bind(note)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE incidents SET pending_plan = NULL WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        apply_transition(&mut tx, id, next_state, note).await?;
         tx.commit().await?;
         Ok(Some(
             plan.and_then(|p| serde_json::from_str(&p).ok())
