@@ -200,12 +200,7 @@ impl Cluster {
                 // The new pod differs from the old only in the image, which the API allows to change in place:
                 // a dry-run image patch validates exactly that difference, and a dry-run delete the removal.
                 self.patch_image(target, container, image, true).await?;
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-                let dp = DeleteParams {
-                    dry_run: true,
-                    ..DeleteParams::default()
-                };
-                api.delete(&target.name, &dp).await?;
+                self.dry_run_delete(target).await?;
                 Ok(
                     json!({"dry_run": "image patch and delete accepted", "target": target.to_string()}),
                 )
@@ -227,17 +222,7 @@ impl Cluster {
                 Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
             }
             Action::SetResources { target, .. } if target.kind == WorkloadKind::Pod => {
-                // A pod's resources cannot change in place, so the API server cannot validate the new value on the
-                // live pod; the removal is validated, the recreated pod is validated when it is created.
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-                api.delete(
-                    &target.name,
-                    &DeleteParams {
-                        dry_run: true,
-                        ..DeleteParams::default()
-                    },
-                )
-                .await?;
+                self.dry_run_delete(target).await?;
                 Ok(
                     json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
                 )
@@ -256,15 +241,7 @@ impl Cluster {
                 Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
             }
             Action::SetEnv { target, .. } if target.kind == WorkloadKind::Pod => {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-                api.delete(
-                    &target.name,
-                    &DeleteParams {
-                        dry_run: true,
-                        ..DeleteParams::default()
-                    },
-                )
-                .await?;
+                self.dry_run_delete(target).await?;
                 Ok(
                     json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
                 )
@@ -344,22 +321,8 @@ impl Cluster {
                 container,
                 image,
             } => {
-                let api = self.dynamic_pods(&target.namespace);
-                let original = api.get(&target.name).await?;
-                let original = serde_json::to_value(&original)?;
-                let fresh = fresh_pod(
-                    &original,
-                    Some((container, ContainerEdit::Image(image))),
-                    Some(incident_id),
-                )?;
-                let new_uid = self
-                    .replace_pod(&target.namespace, &original, fresh)
-                    .await?;
-                Ok(Snapshot::RecreatedPod {
-                    namespace: target.namespace.clone(),
-                    original,
-                    new_uid,
-                })
+                self.recreate(target, container, ContainerEdit::Image(image), incident_id)
+                    .await
             }
             Action::SetResources {
                 target,
@@ -389,21 +352,11 @@ impl Cluster {
                 memory_limit,
                 memory_request,
             } if target.kind == WorkloadKind::Pod => {
-                let api = self.dynamic_pods(&target.namespace);
-                let original = serde_json::to_value(api.get(&target.name).await?)?;
                 let edit = ContainerEdit::Memory {
                     limit: memory_limit,
                     request: memory_request.as_deref(),
                 };
-                let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
-                let new_uid = self
-                    .replace_pod(&target.namespace, &original, fresh)
-                    .await?;
-                Ok(Snapshot::RecreatedPod {
-                    namespace: target.namespace.clone(),
-                    original,
-                    new_uid,
-                })
+                self.recreate(target, container, edit, incident_id).await
             }
             Action::SetResources { target, .. } => Err(ClusterError::Unsupported(format!(
                 "set_resources on a {}",
@@ -430,22 +383,12 @@ impl Cluster {
                 name,
                 from,
             } if target.kind == WorkloadKind::Pod => {
-                let api = self.dynamic_pods(&target.namespace);
-                let original = serde_json::to_value(api.get(&target.name).await?)?;
                 let value_from = value_from(from);
                 let edit = ContainerEdit::Env {
                     name,
                     value_from: &value_from,
                 };
-                let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
-                let new_uid = self
-                    .replace_pod(&target.namespace, &original, fresh)
-                    .await?;
-                Ok(Snapshot::RecreatedPod {
-                    namespace: target.namespace.clone(),
-                    original,
-                    new_uid,
-                })
+                self.recreate(target, container, edit, incident_id).await
             }
             Action::SetEnv { target, .. } => Err(ClusterError::Unsupported(format!(
                 "set_env on a {}",
@@ -868,6 +811,43 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// Recreate a bare pod with one container edited; the snapshot holds the original to restore.
+    async fn recreate(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        edit: ContainerEdit<'_>,
+        incident_id: &str,
+    ) -> Result<Snapshot, ClusterError> {
+        let original = serde_json::to_value(
+            self.dynamic_pods(&target.namespace)
+                .get(&target.name)
+                .await?,
+        )?;
+        let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
+        let new_uid = self
+            .replace_pod(&target.namespace, &original, fresh)
+            .await?;
+        Ok(Snapshot::RecreatedPod {
+            namespace: target.namespace.clone(),
+            original,
+            new_uid,
+        })
+    }
+
+    /// A pod's spec cannot change in place, so for a recreation the API server validates the removal now and the
+    /// new pod when it is created.
+    async fn dry_run_delete(&self, target: &WorkloadRef) -> Result<(), ClusterError> {
+        let dp = DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        };
+        Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
+            .delete(&target.name, &dp)
+            .await?;
+        Ok(())
     }
 
     fn dynamic_pods(&self, ns: &str) -> Api<DynamicObject> {
