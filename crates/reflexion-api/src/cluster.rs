@@ -762,23 +762,7 @@ impl Cluster {
         target: &WorkloadRef,
         container: &str,
     ) -> Result<(Option<String>, Option<String>), ClusterError> {
-        let spec = match target.kind {
-            WorkloadKind::Deployment => self.container_spec(target, container).await?.1,
-            _ => {
-                let pod = self
-                    .pod(&target.namespace, &target.name)
-                    .await?
-                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
-                let pod = serde_json::to_value(pod)?;
-                pod["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c["name"] == container)
-                    .cloned()
-                    .unwrap_or(Value::Null)
-            }
-        };
+        let spec = self.container(target, container).await?;
         let r = &spec["resources"];
         Ok((
             r["limits"]["memory"].as_str().map(String::from),
