@@ -50,6 +50,21 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
 }
 
+impl Inner {
+    /// The stored object, by the key the store files it under (namespace "" for cluster-scoped objects).
+    fn find(&self, rt: &ResourceType, ns_key: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(&key(rt))
+            .and_then(|m| m.get(&(ns_key.to_string(), name.to_string())))
+    }
+
+    fn find_or_404(&self, rt: &ResourceType, ns_key: &str, name: &str) -> Result<Value, ApiError> {
+        self.find(rt, ns_key, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))
+    }
+}
+
 pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
@@ -108,13 +123,7 @@ impl Store {
     }
 
     pub fn get(&self, rt: &'static ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
-        let inner = self.lock();
-        inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))
+        self.lock().find_or_404(rt, ns, name)
     }
 
     /// All objects of a type (in one namespace, or all when `ns` is `None`), and the list's resourceVersion.
@@ -216,12 +225,7 @@ impl Store {
             name = format!("{prefix}{}", random_suffix(5));
         }
         let mut inner = self.lock();
-        if rt.namespaced
-            && !inner
-                .objects
-                .get(&key(resources::namespaces()))
-                .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
-        {
+        if rt.namespaced && inner.find(resources::namespaces(), "", ns).is_none() {
             return Err(ApiError::not_found("namespaces", ns));
         }
         let ns_key = if rt.namespaced {
@@ -229,11 +233,7 @@ impl Store {
         } else {
             String::new()
         };
-        if inner
-            .objects
-            .get(&key(rt))
-            .is_some_and(|m| m.contains_key(&(ns_key.clone(), name.clone())))
-        {
+        if inner.find(rt, &ns_key, &name).is_some() {
             return Err(ApiError::already_exists(&rt.qualified(), &name));
         }
         {
@@ -291,12 +291,7 @@ impl Store {
             String::new()
         };
         let mut inner = self.lock();
-        let old = inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        let old = inner.find_or_404(rt, &ns_key, name)?;
         let mut new = f(&old)?;
         if !new.is_object() {
             return Err(ApiError::bad_request(
@@ -383,12 +378,7 @@ impl Store {
         let rt = resources::pods();
         let mut inner = self.lock();
         let ns_key = ns.to_string();
-        let old = inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("pods", name))?;
+        let old = inner.find_or_404(rt, &ns_key, name)?;
         if old["spec"]["nodeName"]
             .as_str()
             .is_some_and(|n| !n.is_empty())
@@ -425,12 +415,7 @@ impl Store {
             String::new()
         };
         let mut inner = self.lock();
-        let old = inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        let old = inner.find_or_404(rt, &ns_key, name)?;
         if opts
             .uid
             .as_deref()
@@ -507,12 +492,7 @@ impl Store {
                 })
                 .collect();
             for (r, obj_name) in doomed {
-                if let Some(o) = inner
-                    .objects
-                    .get(&key(r))
-                    .and_then(|m| m.get(&(ns_name.clone(), obj_name.clone())))
-                    .cloned()
-                {
+                if let Some(o) = inner.find(r, &ns_name, &obj_name).cloned() {
                     self.commit(
                         &mut inner,
                         r,
@@ -543,12 +523,7 @@ impl Store {
         let ns = meta_str(&obj, "namespace").to_string();
         let name = meta_str(&obj, "name").to_string();
         let mut inner = self.lock();
-        if rt.namespaced
-            && !inner
-                .objects
-                .get(&key(resources::namespaces()))
-                .is_some_and(|m| m.contains_key(&(String::new(), ns.clone())))
-        {
+        if rt.namespaced && inner.find(resources::namespaces(), "", &ns).is_none() {
             let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string()}});
             self.commit(
                 &mut inner,
@@ -561,11 +536,7 @@ impl Store {
             );
         }
         let ns_key = if rt.namespaced { ns } else { String::new() };
-        let old = inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns_key.clone(), name.clone())))
-            .cloned();
+        let old = inner.find(rt, &ns_key, &name).cloned();
         if let (true, Some(o)) = (keep_status, &old)
             && o["metadata"]["uid"] == obj["metadata"]["uid"]
         {
@@ -587,12 +558,7 @@ impl Store {
             String::new()
         };
         let mut inner = self.lock();
-        if let Some(old) = inner
-            .objects
-            .get(&key(rt))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_string())))
-            .cloned()
-        {
+        if let Some(old) = inner.find(rt, &ns_key, name).cloned() {
             self.commit(
                 &mut inner,
                 rt,
