@@ -82,6 +82,15 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// The namespace an object is filed under: its own, or "" for cluster-scoped kinds.
+fn ns_key(rt: &ResourceType, ns: &str) -> String {
+    if rt.namespaced {
+        ns.to_string()
+    } else {
+        String::new()
+    }
+}
+
 fn key(rt: &ResourceType) -> Key {
     (rt.group, rt.plural)
 }
@@ -228,11 +237,7 @@ impl Store {
         if rt.namespaced && inner.find(resources::namespaces(), "", ns).is_none() {
             return Err(ApiError::not_found("namespaces", ns));
         }
-        let ns_key = if rt.namespaced {
-            ns.to_string()
-        } else {
-            String::new()
-        };
+        let ns_key = ns_key(rt, ns);
         if inner.find(rt, &ns_key, &name).is_some() {
             return Err(ApiError::already_exists(&rt.qualified(), &name));
         }
@@ -285,11 +290,7 @@ impl Store {
         dry_run: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        let ns_key = if rt.namespaced {
-            ns.to_string()
-        } else {
-            String::new()
-        };
+        let ns_key = ns_key(rt, ns);
         let mut inner = self.lock();
         let old = inner.find_or_404(rt, &ns_key, name)?;
         let mut new = f(&old)?;
@@ -409,11 +410,7 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        let ns_key = if rt.namespaced {
-            ns.to_string()
-        } else {
-            String::new()
-        };
+        let ns_key = ns_key(rt, ns);
         let mut inner = self.lock();
         let old = inner.find_or_404(rt, &ns_key, name)?;
         if opts
@@ -552,11 +549,7 @@ impl Store {
 
     /// Remove a mirrored object that is gone from the other API server.
     pub fn mirror_remove(&self, rt: &'static ResourceType, ns: &str, name: &str) {
-        let ns_key = if rt.namespaced {
-            ns.to_string()
-        } else {
-            String::new()
-        };
+        let ns_key = ns_key(rt, ns);
         let mut inner = self.lock();
         if let Some(old) = inner.find(rt, &ns_key, name).cloned() {
             self.commit(
