@@ -281,6 +281,13 @@ fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
+/// The list shape the original system answered with: `{"<what>": [...], "total_count", "timestamp"}`.
+fn listing(what: &str, list: Vec<Value>) -> Json<Value> {
+    let mut body = json!({"total_count": list.len(), "timestamp": timestamp()});
+    body[what] = Value::Array(list);
+    Json(body)
+}
+
 async fn strategies(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -291,9 +298,7 @@ async fn strategies(
         .strategies_json(q.error_type.as_deref(), q.limit()?)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"strategies": list, "total_count": list.len(), "timestamp": timestamp()}),
-    ))
+    Ok(listing("strategies", list))
 }
 
 async fn episodes(
@@ -306,9 +311,7 @@ async fn episodes(
         .episodes_json(q.error_type.as_deref(), None, q.limit()?)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"episodes": list, "total_count": list.len(), "timestamp": timestamp()}),
-    ))
+    Ok(listing("episodes", list))
 }
 
 async fn incidents(
@@ -321,9 +324,7 @@ async fn incidents(
         .incidents_json(q.state.as_deref(), q.limit()?)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"incidents": list, "total_count": list.len(), "timestamp": timestamp()}),
-    ))
+    Ok(listing("incidents", list))
 }
 
 async fn incident(
