@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,43 +36,11 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fake_node_runs_pods_of_another_control_plane() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let kubeconfig = dir.path().join("cp.cfg");
+    let cp = common::start_with(&["--no-kubelet"]).await;
+    let kubeconfig = cp.kubeconfig();
+    let client = cp.client.clone();
     let bin = env!("CARGO_BIN_EXE_simcluster");
-    let quiet = || (Stdio::null(), Stdio::null());
-    let (o, e) = quiet();
-    let cp = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-kubelet",
-            "--time-scale",
-            "20",
-            "--kubeconfig-out",
-        ])
-        .arg(&kubeconfig)
-        .stdout(o)
-        .stderr(e)
-        .spawn()
-        .unwrap();
-    let mut procs = Procs(vec![cp]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "control plane did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = Client::try_from(
-        kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let mut procs = Procs(Vec::new());
     let nodes: Api<Node> = Api::all(client.clone());
     assert!(
         nodes
@@ -82,7 +52,6 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
         "--no-kubelet starts without a node"
     );
 
-    let (o, e) = quiet();
     let node = Command::new(bin)
         .args([
             "node",
@@ -93,8 +62,8 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
             "--kubeconfig",
         ])
         .arg(&kubeconfig)
-        .stdout(o)
-        .stderr(e)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     procs.0.push(node);
@@ -165,42 +134,11 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_schedule_the_fake_node_binds_pods_an_api_server_without_scheduler_leaves_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let kubeconfig = dir.path().join("cp.cfg");
+    let cp = common::start_with(&["--no-kubelet", "--no-scheduler"]).await;
+    let kubeconfig = cp.kubeconfig();
+    let client = cp.client.clone();
     let bin = env!("CARGO_BIN_EXE_simcluster");
-    let cp = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-kubelet",
-            "--no-scheduler",
-            "--time-scale",
-            "20",
-            "--kubeconfig-out",
-        ])
-        .arg(&kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut procs = Procs(vec![cp]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "control plane did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = Client::try_from(
-        kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let mut procs = Procs(Vec::new());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})).unwrap();
     pods.create(&PostParams::default(), &p).await.unwrap();

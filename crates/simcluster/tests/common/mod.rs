@@ -20,8 +20,19 @@ impl Drop for Sim {
     }
 }
 
+impl Sim {
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("k.cfg")
+    }
+}
+
 /// Start simcluster at `--time-scale 20`.
 pub async fn start() -> Sim {
+    start_with(&[]).await
+}
+
+/// Start simcluster at `--time-scale 20` with more flags (`--no-kubelet`, ...).
+pub async fn start_with(extra: &[&str]) -> Sim {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -38,6 +49,7 @@ pub async fn start() -> Sim {
             "--kubeconfig-out",
         ])
         .arg(&kubeconfig)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
