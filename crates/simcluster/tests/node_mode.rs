@@ -6,8 +6,8 @@
 mod common;
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use kube::api::{ListParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
