@@ -62,6 +62,14 @@ pub enum Snapshot {
         old: Value,
         name: String,
     },
+    /// One field of a Deployment's container (a probe, the resources) before and after the change.
+    Field {
+        target: WorkloadRef,
+        container: String,
+        field: String,
+        old: Value,
+        new: Value,
+    },
     Template {
         target: WorkloadRef,
         /// The pod template before the rollback, and the one the rollback set.
@@ -250,6 +258,25 @@ impl Cluster {
                 "set_env on a {}",
                 target.kind
             ))),
+            Action::SetProbe { target, .. } | Action::SetRequests { target, .. }
+                if target.kind == WorkloadKind::Pod =>
+            {
+                self.dry_run_delete(target).await?;
+                Ok(
+                    json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
+                )
+            }
+            Action::SetProbe { target, .. } | Action::SetRequests { target, .. }
+                if target.kind == WorkloadKind::Deployment =>
+            {
+                let (index, container, field, _, new) = self.field_edit(action).await?;
+                self.patch_field(target, index, &container, field, &new, true)
+                    .await?;
+                Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
+            }
+            Action::SetProbe { target, .. } | Action::SetRequests { target, .. } => Err(
+                ClusterError::Unsupported(format!("{} on a {}", action.name(), target.kind)),
+            ),
             Action::RolloutUndo {
                 target,
                 to_revision,
@@ -394,6 +421,37 @@ impl Cluster {
                 "set_env on a {}",
                 target.kind
             ))),
+            Action::SetProbe {
+                target, container, ..
+            }
+            | Action::SetRequests {
+                target, container, ..
+            } if target.kind == WorkloadKind::Pod => {
+                let spec = self.container(target, container).await?;
+                let (field, value) = field_value(action, &spec);
+                let edit = ContainerEdit::Field {
+                    field,
+                    value: &value,
+                };
+                self.recreate(target, container, edit, incident_id).await
+            }
+            Action::SetProbe { target, .. } | Action::SetRequests { target, .. }
+                if target.kind == WorkloadKind::Deployment =>
+            {
+                let (index, container, field, old, new) = self.field_edit(action).await?;
+                self.patch_field(target, index, &container, field, &new, false)
+                    .await?;
+                Ok(Snapshot::Field {
+                    target: target.clone(),
+                    container,
+                    field: field.to_string(),
+                    old,
+                    new,
+                })
+            }
+            Action::SetProbe { target, .. } | Action::SetRequests { target, .. } => Err(
+                ClusterError::Unsupported(format!("{} on a {}", action.name(), target.kind)),
+            ),
             Action::RolloutUndo {
                 target,
                 to_revision,
@@ -508,6 +566,25 @@ impl Cluster {
                     "reverted {target} container {container} env (removed {name})"
                 ))
             }
+            Snapshot::Field {
+                target,
+                container,
+                field,
+                old,
+                new,
+            } => {
+                let (index, spec) = self.container_spec(target, container).await?;
+                if spec[field.as_str()] != *new {
+                    return Ok(format!(
+                        "not reverted: {target} container {container} {field} was changed by someone else"
+                    ));
+                }
+                self.patch_field(target, index, container, field, old, false)
+                    .await?;
+                Ok(format!(
+                    "reverted {target} container {container} {field} to {old}"
+                ))
+            }
             Snapshot::Template { target, old, new } => {
                 let d = self
                     .deployment(&target.namespace, &target.name)
@@ -596,6 +673,39 @@ impl Cluster {
     }
 
     /// Every ConfigMap and Secret key in the namespace with exactly this name.
+    /// The names of the keys of every ConfigMap and Secret in the namespace (never their values), at most 50
+    /// objects: what a planner may reference.
+    pub async fn config_keys(&self, ns: &str) -> Result<Vec<String>, ClusterError> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let lp = ListParams::default().limit(50);
+        let mut out = Vec::new();
+        for cm in Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .list(&lp)
+            .await?
+            .items
+        {
+            let keys: Vec<String> = cm.data.unwrap_or_default().into_keys().collect();
+            out.push(format!(
+                "ConfigMap {}: {}",
+                cm.metadata.name.unwrap_or_default(),
+                keys.join(", ")
+            ));
+        }
+        for s in Api::<Secret>::namespaced(self.client.clone(), ns)
+            .list(&lp)
+            .await?
+            .items
+        {
+            let keys: Vec<String> = s.data.unwrap_or_default().into_keys().collect();
+            out.push(format!(
+                "Secret {}: {}",
+                s.metadata.name.unwrap_or_default(),
+                keys.join(", ")
+            ));
+        }
+        Ok(out)
+    }
+
     pub async fn env_sources(&self, ns: &str, key: &str) -> Result<Vec<EnvSource>, ClusterError> {
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         let mut out = Vec::new();
@@ -732,6 +842,56 @@ impl Cluster {
             })
     }
 
+    /// For a field-level action on a Deployment: the container's index and name, the field, and its value
+    /// before and after.
+    async fn field_edit(
+        &self,
+        action: &Action,
+    ) -> Result<(usize, String, &'static str, Value, Value), ClusterError> {
+        let (Action::SetProbe {
+            target, container, ..
+        }
+        | Action::SetRequests {
+            target, container, ..
+        }) = action
+        else {
+            return Err(ClusterError::Unsupported(action.name().into()));
+        };
+        let (index, spec) = self.container_spec(target, container).await?;
+        let (field, new) = field_value(action, &spec);
+        Ok((index, container.clone(), field, spec[field].clone(), new))
+    }
+
+    /// Set one field of one container of a Deployment's template, guarded by a test that the index still holds
+    /// that container. A null value removes the field.
+    async fn patch_field(
+        &self,
+        target: &WorkloadRef,
+        index: usize,
+        container: &str,
+        field: &str,
+        value: &Value,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let base = format!("/spec/template/spec/containers/{index}");
+        let set = if value.is_null() {
+            json!({"op": "remove", "path": format!("{base}/{field}")})
+        } else {
+            json!({"op": "add", "path": format!("{base}/{field}"), "value": value})
+        };
+        let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, set]);
+        let patch: json_patch::Patch = serde_json::from_value(ops)?;
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+            .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+            .await?;
+        Ok(())
+    }
+
     async fn patch_memory(
         &self,
         target: &WorkloadRef,
@@ -754,6 +914,49 @@ impl Cluster {
             .patch(&target.name, &pp, &Patch::Strategic(patch))
             .await?;
         Ok(())
+    }
+
+    /// Per schedulable node: (name, allocatable, requested by the pods bound to it) of `memory` (bytes) or `cpu`
+    /// (millicores).
+    pub async fn node_capacity(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<(String, u64, u64)>, ClusterError> {
+        use k8s_openapi::api::core::v1::Node;
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let mut out = Vec::new();
+        for n in nodes.items {
+            if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+                continue;
+            }
+            let name = n.name_any();
+            let allocatable = n
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(resource))
+                .and_then(|q| quantity(resource, &q.0))
+                .unwrap_or(0);
+            let requested = pods
+                .items
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                .filter(|p| {
+                    !matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                })
+                .map(|p| pod_request(p, resource))
+                .sum();
+            out.push((name, allocatable, requested));
+        }
+        Ok(out)
     }
 
     /// The container's memory limit and request on the workload, as written (`None` when unset).
@@ -958,6 +1161,39 @@ fn value_from(from: &EnvSource) -> Value {
     }
 }
 
+/// A quantity of `memory` in bytes or of `cpu` in millicores.
+pub fn quantity(resource: &str, q: &str) -> Option<u64> {
+    match resource {
+        "cpu" => reflexion_core::quantity::parse_millicores(q),
+        _ => reflexion_core::quantity::parse_bytes(q),
+    }
+}
+
+/// What a pod requests of a resource: the sum over its containers (init containers run one at a time, so the
+/// largest of them counts if it is larger).
+pub fn pod_request(pod: &Pod, resource: &str) -> u64 {
+    let Some(spec) = &pod.spec else {
+        return 0;
+    };
+    let of = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(resource))
+            .and_then(|q| quantity(resource, &q.0))
+            .unwrap_or(0)
+    };
+    let app: u64 = spec.containers.iter().map(of).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
+    app.max(init)
+}
+
 fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true)).cloned()
 }
@@ -973,6 +1209,11 @@ pub enum ContainerEdit<'a> {
     Memory {
         limit: &'a str,
         request: Option<&'a str>,
+    },
+    /// Replace one whole field of the container (a probe, the resources).
+    Field {
+        field: &'a str,
+        value: &'a Value,
     },
 }
 
@@ -998,7 +1239,49 @@ impl ContainerEdit<'_> {
                     c["resources"]["requests"]["memory"] = json!(r);
                 }
             }
+            Self::Field { field, value } => c[*field] = (*value).clone(),
         }
+    }
+}
+
+/// The field a probe or requests action sets on a container, and its new value computed from the container's
+/// current spec: the probe keeps its timings and gets the new handler; the resources keep their limits.
+pub fn field_value(action: &Action, container: &Value) -> (&'static str, Value) {
+    match action {
+        Action::SetProbe { probe, handler, .. } => {
+            let field = probe.field();
+            let mut p = container[field].clone();
+            if !p.is_object() {
+                p = json!({});
+            }
+            if let (Some(obj), Value::Object(h)) = (p.as_object_mut(), handler.to_api()) {
+                for (k, v) in h {
+                    if v.is_null() {
+                        obj.remove(&k);
+                    } else {
+                        obj.insert(k, v);
+                    }
+                }
+            }
+            (field, p)
+        }
+        Action::SetRequests { memory, cpu, .. } => {
+            let mut r = container["resources"].clone();
+            if !r.is_object() {
+                r = json!({});
+            }
+            if !r["requests"].is_object() {
+                r["requests"] = json!({});
+            }
+            if let Some(m) = memory {
+                r["requests"]["memory"] = json!(m);
+            }
+            if let Some(c) = cpu {
+                r["requests"]["cpu"] = json!(c);
+            }
+            ("resources", r)
+        }
+        _ => ("", Value::Null),
     }
 }
 

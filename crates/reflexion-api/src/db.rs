@@ -69,6 +69,22 @@ pub struct NewEpisode<'a> {
     pub reflection: &'a str,
     pub lessons: &'a [String],
     pub duration_ms: i64,
+    /// The LLM calls behind the plan (null when it did not come from the model).
+    pub llm: &'a Value,
+}
+
+/// One LLM call, as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LlmCallRecord {
+    pub trial: i64,
+    pub model: String,
+    pub prompt: String,
+    pub response: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub latency_ms: i64,
+    /// `accepted`, or why the answer was refused or the call failed.
+    pub outcome: String,
 }
 
 /// Move an incident to `state` and record the transition, inside the caller's transaction.
@@ -320,11 +336,12 @@ impl Db {
         action: &str,
         template: &str,
         description: &str,
+        source: &str,
     ) -> Result<String> {
         let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(
             "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'rules', ?) ON CONFLICT (signature_class, template) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signature_class, template) DO NOTHING",
         )
         .bind(&id)
         .bind(signature)
@@ -332,6 +349,7 @@ impl Db {
         .bind(action)
         .bind(template)
         .bind(description)
+        .bind(source)
         .bind(now())
         .execute(&self.pool)
         .await?;
@@ -352,8 +370,8 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source,
-                                   action, command, rationale, dry_run, execution, verification, success, reverted, reflection, duration_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   action, command, rationale, dry_run, execution, verification, success, reverted, reflection, duration_ms, llm)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&e.incident.id)
@@ -375,6 +393,7 @@ impl Db {
         .bind(e.reverted)
         .bind(e.reflection)
         .bind(e.duration_ms)
+        .bind((!e.llm.is_null()).then(|| e.llm.to_string()))
         .execute(&mut *tx)
         .await?;
         for lesson in e.lessons {
@@ -422,6 +441,77 @@ impl Db {
                 )
             })
             .unwrap_or((0, 0)))
+    }
+
+    /// Verified strategies the LLM proposed for a signature class: (template, successes, failures), best first.
+    pub async fn llm_strategies(&self, signature: &str) -> Result<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT template, successes, failures FROM strategies
+             WHERE signature_class = ? AND source = 'llm' AND successes > 0
+             ORDER BY (successes + 1.0) / (successes + failures + 2.0) DESC, last_used DESC",
+        )
+        .bind(signature)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>("template"),
+                    r.get::<i64, _>("successes").max(0) as u64,
+                    r.get::<i64, _>("failures").max(0) as u64,
+                )
+            })
+            .collect())
+    }
+
+    pub async fn record_llm_call(&self, incident_id: &str, c: &LlmCallRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO llm_calls (incident_id, trial, at, model, prompt, response, prompt_tokens, completion_tokens, latency_ms, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(incident_id)
+        .bind(c.trial)
+        .bind(now())
+        .bind(&c.model)
+        .bind(&c.prompt)
+        .bind(&c.response)
+        .bind(c.prompt_tokens)
+        .bind(c.completion_tokens)
+        .bind(c.latency_ms)
+        .bind(&c.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Tokens spent on LLM calls for one incident, or by all incidents since an RFC 3339 time.
+    pub async fn llm_tokens(&self, incident: Option<&str>, since: Option<&str>) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n FROM llm_calls
+             WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR at >= ?2)",
+        )
+        .bind(incident)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>("n").max(0) as u64)
+    }
+
+    /// The latest write to a target by another incident: (time, incident id).
+    pub async fn last_action_on(
+        &self,
+        target: &str,
+        excluding_incident: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT at, incident_id FROM audit WHERE target = ? AND incident_id != ? AND verb != 'revert' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(target)
+        .bind(excluding_incident)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get("at"), r.get("incident_id"))))
     }
 
     /// Writes to the cluster (reverts excluded) since an RFC 3339 time, in total or on one target.
@@ -586,6 +676,7 @@ impl Db {
                 "reflection": r.get::<String, _>("reflection"),
                 "lessons_learned": lessons,
                 "duration_ms": r.get::<i64, _>("duration_ms"),
+                "llm": parse("llm"),
                 "created_at": r.get::<String, _>("created_at"),
             }));
         }
@@ -666,6 +757,19 @@ impl Db {
                        "result": r.get::<String, _>("result")})
             })
             .collect();
+        let llm_calls: Vec<Value> = sqlx::query("SELECT * FROM llm_calls WHERE incident_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                json!({"trial": r.get::<i64, _>("trial"), "at": r.get::<String, _>("at"), "model": r.get::<String, _>("model"),
+                       "prompt": r.get::<String, _>("prompt"), "response": r.get::<Option<String>, _>("response"),
+                       "prompt_tokens": r.get::<i64, _>("prompt_tokens"), "completion_tokens": r.get::<i64, _>("completion_tokens"),
+                       "latency_ms": r.get::<i64, _>("latency_ms"), "outcome": r.get::<String, _>("outcome")})
+            })
+            .collect();
+        v["llm_calls"] = json!(llm_calls);
         let mut episodes = self.episodes_json(None, Some(id), 1000).await?;
         episodes.reverse();
         v["transitions"] = json!(transitions);

@@ -1,8 +1,13 @@
 //! The incident loop: diagnose -> plan -> gate -> execute at the owner -> verify -> (revert, reflect, retry) ->
 //! resolve or escalate. Every state transition is committed before the side effect it announces.
 
+mod capacity;
+mod llm_planning;
+mod probe;
+
 use crate::cluster::{Cluster, ClusterError};
 use crate::db::{Db, DbError, Incident, NewEpisode};
+use crate::llm::Llm;
 use crate::registry::Registry;
 use crate::verify::verify;
 use reflexion_core::EnvSource;
@@ -34,6 +39,19 @@ pub struct EngineConfig {
     pub budget: Budget,
     /// Share of choices between candidate strategies made at random rather than by their records.
     pub exploration_rate: f64,
+    /// Minimum time between an action of one incident and an action of another on the same workload.
+    pub workload_cooldown: Duration,
+    pub llm: Option<Llm>,
+    pub planner: PlannerMode,
+}
+
+/// Who plans first. Either way a learned strategy comes before a new LLM call, and every plan passes the same gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlannerMode {
+    /// Built-in rules; the LLM (when configured) only where the rules find no fix.
+    Rules,
+    /// The LLM first; the rules when it has no usable answer. For evaluating the LLM path.
+    Llm,
 }
 
 #[derive(Clone)]
@@ -65,6 +83,9 @@ struct Plan {
     rationale: String,
     template: String,
     description: String,
+    /// The LLM calls behind this plan, when it came from the model.
+    #[serde(default)]
+    llm: Value,
 }
 
 enum Planned {
@@ -306,15 +327,29 @@ impl Engine {
                 ),
             )
             .await?;
-            let plan = match self.plan(&inc, &failure, &target, &evidence, &tried).await {
-                Planned::Plan(p) => *p,
-                Planned::Escalate {
-                    diagnosis,
-                    suggestion,
-                } => {
+            let ctx = llm_planning::LlmContext {
+                incident_id: id,
+                trial,
+                pod_name: &inc.pod_name,
+                evidence: &evidence,
+                tried: &tried,
+                lessons: &lessons,
+                rules_diagnosis: None,
+            };
+            let plan = match self.choose(&inc, &failure, &target, ctx).await {
+                Ok(p) => p,
+                Err((diagnosis, suggestion)) => {
                     return self.escalate(&inc, &target, &diagnosis, &suggestion).await;
                 }
             };
+            if let Action::Escalate {
+                diagnosis,
+                suggestion,
+            } = &plan.action
+            {
+                let diagnosis = format!("{diagnosis} ({})", plan.rationale);
+                return self.escalate(&inc, &target, &diagnosis, suggestion).await;
+            }
             if let Err(e) = plan.action.validate() {
                 return self
                     .escalate(
@@ -404,6 +439,30 @@ impl Engine {
         let (db, cluster, config) = (&self.inner.db, &self.inner.cluster, &self.inner.config);
         let started = Instant::now();
         let command = plan.action.render();
+        // The per-workload cooldown: a workload another incident changed moments ago is failing again, and changing
+        // it again at once would make it flap.
+        if !config.workload_cooldown.is_zero()
+            && let Some((at, other)) = db.last_action_on(&target.to_string(), &inc.id).await?
+            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&at)
+        {
+            let age = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default();
+            if age < config.workload_cooldown {
+                self.escalate(
+                    inc,
+                    target,
+                    &format!(
+                        "not running `{command}`: incident {other} changed {target} {}s ago, within the {}s cooldown",
+                        age.as_secs(),
+                        config.workload_cooldown.as_secs()
+                    ),
+                    "the previous fix did not hold for long: look at the workload before letting more changes through",
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
         // The circuit breaker and the per-workload budget, from the audit log of the last hour.
         let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -428,6 +487,11 @@ impl Engine {
                 plan.action.name(),
                 &plan.template,
                 &plan.description,
+                if plan.template.starts_with("llm:") {
+                    "llm"
+                } else {
+                    "rules"
+                },
             )
             .await?;
         let dry_run = match cluster.dry_run(&plan.action).await {
@@ -539,6 +603,7 @@ impl Engine {
                 reflection: &reflection.text,
                 lessons: &reflection.lessons,
                 duration_ms: started.elapsed().as_millis() as i64,
+                llm: &plan.llm,
             })
             .await?;
         if let (true, Action::SetResources { memory_limit, .. }) = (v.verified, &plan.action) {
@@ -660,6 +725,62 @@ impl Engine {
         Ok(Some((failure, target, evidence)))
     }
 
+    /// Choose this trial's plan: the rules (or, in `llm` mode, the model first); where the rules find no fix, a
+    /// strategy the LLM taught before, then a new LLM call. `Err` is the escalation (diagnosis, suggestion), with
+    /// why the LLM did not help when it was asked.
+    async fn choose(
+        &self,
+        inc: &Incident,
+        failure: &Failure,
+        target: &WorkloadRef,
+        mut ctx: llm_planning::LlmContext<'_>,
+    ) -> Result<Plan, (String, String)> {
+        let mut llm_refusal = None;
+        if self.inner.config.planner == PlannerMode::Llm {
+            if let Some(p) = self
+                .plan_learned_llm(failure, target, &inc.pod_name, ctx.tried)
+                .await
+            {
+                return Ok(p);
+            }
+            match self.plan_llm(failure, target, &ctx).await {
+                Ok(p) => return Ok(p),
+                Err(why) => {
+                    tracing::info!(incident = %inc.id, %why, "no usable LLM plan; falling back to the rules");
+                    llm_refusal = Some(why);
+                }
+            }
+        }
+        let (diagnosis, suggestion) = match self
+            .plan(inc, failure, target, ctx.evidence, ctx.tried)
+            .await
+        {
+            Planned::Plan(p) => return Ok(*p),
+            Planned::Escalate {
+                diagnosis,
+                suggestion,
+            } => (diagnosis, suggestion),
+        };
+        if let Some(p) = self
+            .plan_learned_llm(failure, target, &inc.pod_name, ctx.tried)
+            .await
+        {
+            return Ok(p);
+        }
+        if llm_refusal.is_none() && self.inner.config.llm.is_some() {
+            ctx.rules_diagnosis = Some(&diagnosis);
+            match self.plan_llm(failure, target, &ctx).await {
+                Ok(p) => return Ok(p),
+                Err(why) => llm_refusal = Some(why),
+            }
+        }
+        let diagnosis = match llm_refusal {
+            Some(why) => format!("{diagnosis} (LLM: {why})"),
+            None => diagnosis,
+        };
+        Err((diagnosis, suggestion))
+    }
+
     /// Choose the fix for a failure from the built-in rules.
     async fn plan(
         &self,
@@ -694,12 +815,21 @@ impl Engine {
         match failure.kind {
             FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
             FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
-            FailureKind::CrashLoop => self.diagnose_crash(inc, failure, target, tried).await,
+            FailureKind::CrashLoop => match probe::liveness_failing(evidence) {
+                Some(message) => self.plan_probe(failure, target, &message, tried).await,
+                None => self.diagnose_crash(inc, failure, target, tried).await,
+            },
             FailureKind::ConfigError => Planned::Escalate {
                 diagnosis: format!("container {} of {target} cannot be created: {}", failure.container, failure.message),
                 suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),
             },
-            FailureKind::Unschedulable => Planned::Escalate {
+            FailureKind::Unschedulable => match self
+                .plan_requests(failure, target, &inc.pod_name, &Signature::of(failure).cause)
+                .await
+                .filter(|p| !tried.contains(&p.action))
+            {
+                Some(plan) => Planned::Plan(Box::new(plan)),
+                None => Planned::Escalate {
                 diagnosis: format!("no node can run {target}: {}", failure.message),
                 suggestion: match Signature::of(failure).cause.as_str() {
                     "insufficient_memory" | "insufficient_cpu" => "lower the pod's resource requests to fit a node, or add capacity",
@@ -709,7 +839,7 @@ impl Engine {
                     _ => "read the scheduler's message and adjust the pod or the nodes",
                 }
                 .into(),
-            },
+            }},
         }
     }
 
@@ -785,6 +915,7 @@ impl Engine {
                 ),
                 template: "set_env:only_matching_key".into(),
                 description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace".into(),
+                llm: Value::Null,
             })),
             [] => Planned::Escalate {
                 diagnosis: format!(
@@ -875,6 +1006,7 @@ impl Engine {
             source: "rules".into(),
             template: "rollout_undo:previous_running_revision".into(),
             description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
+            llm: Value::Null,
         })
     }
 
@@ -943,6 +1075,7 @@ impl Engine {
                     ),
                     template: "set_resources:raise_memory_limit".into(),
                     description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
+                    llm: Value::Null,
                 }));
             }
         }
@@ -975,6 +1108,7 @@ impl Engine {
             source: "rules".into(),
             template: "set_resources:raise_memory_limit".into(),
             description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
+            llm: Value::Null,
         }))
     }
 
@@ -1154,6 +1288,7 @@ impl Engine {
             rationale,
             template: template.to_string(),
             description: description.to_string(),
+            llm: Value::Null,
         }))
     }
 }

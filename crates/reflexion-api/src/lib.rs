@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod db;
 pub mod engine;
 pub mod http;
+pub mod llm;
 pub mod registry;
 pub mod verify;

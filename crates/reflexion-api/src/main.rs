@@ -2,8 +2,9 @@ use anyhow::Context;
 use clap::Parser;
 use reflexion_api::cluster::Cluster;
 use reflexion_api::db::Db;
-use reflexion_api::engine::{Engine, EngineConfig};
+use reflexion_api::engine::{Engine, EngineConfig, PlannerMode};
 use reflexion_api::http::{self, AppState};
+use reflexion_api::llm::{Llm, LlmConfig};
 use reflexion_api::registry::Registry;
 use reflexion_core::policy::Policy;
 use std::net::SocketAddr;
@@ -56,6 +57,47 @@ struct Args {
     /// Require `Authorization: Bearer <token>` on mutating endpoints.
     #[arg(long, env = "REFLEXION_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Seconds between an action of one incident and an action of another on the same workload; a workload that
+    /// fails again sooner is handed to a human instead of being changed again.
+    #[arg(
+        long,
+        env = "REFLEXION_WORKLOAD_COOLDOWN_SECS",
+        default_value_t = 120.0
+    )]
+    workload_cooldown_secs: f64,
+    /// Who plans first: `rules` (the LLM only where they find no fix) or `llm` (the model first, rules as fallback).
+    #[arg(long, env = "REFLEXION_PLANNER", value_enum, default_value = "rules")]
+    planner: PlannerMode,
+    /// API key of an OpenAI-compatible endpoint; without it (and without --llm-base-url) no LLM is used.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    openai_api_key: Option<String>,
+    /// Base URL of the OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp), e.g. http://127.0.0.1:8080/v1.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    llm_base_url: Option<String>,
+    /// Model name sent to the endpoint.
+    #[arg(long, env = "REFLEXION_LLM_MODEL", default_value = "gpt-4o-mini")]
+    llm_model: String,
+    /// Seconds to wait for one LLM answer before falling back to the rules.
+    #[arg(long, env = "REFLEXION_LLM_TIMEOUT_SECS", default_value_t = 30.0)]
+    llm_timeout_secs: f64,
+    /// Most tokens an answer may use.
+    #[arg(long, env = "REFLEXION_LLM_MAX_TOKENS", default_value_t = 400, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    llm_max_tokens: u32,
+    /// Sampling temperature.
+    #[arg(long, env = "REFLEXION_LLM_TEMPERATURE", default_value_t = 0.0)]
+    llm_temperature: f32,
+    /// Do not send `response_format: json_schema` (for servers that reject it).
+    #[arg(long, env = "REFLEXION_LLM_NO_JSON_SCHEMA")]
+    llm_no_json_schema: bool,
+    /// Send real namespace, workload, pod, node and registry names instead of placeholders.
+    #[arg(long, env = "REFLEXION_LLM_NO_REDACT")]
+    llm_no_redact: bool,
+    /// Most LLM tokens one incident may use.
+    #[arg(long, env = "REFLEXION_LLM_INCIDENT_TOKENS", default_value_t = 20_000)]
+    llm_incident_tokens: u64,
+    /// Most LLM tokens all incidents together may use per UTC day.
+    #[arg(long, env = "REFLEXION_LLM_DAILY_TOKENS", default_value_t = 1_000_000)]
+    llm_daily_tokens: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "REFLEXION_LOG_JSON")]
     log_json: bool,
@@ -91,10 +133,52 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
         .with_context(|| format!("policy file {} is not a valid policy", path.display()))
 }
 
+/// The LLM client, when an endpoint is configured (a key, or a base URL for local servers that need none).
+fn llm(args: &Args) -> anyhow::Result<Option<Llm>> {
+    if args.openai_api_key.is_none() && args.llm_base_url.is_none() {
+        return Ok(None);
+    }
+    if args.openai_api_key.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("OPENAI_API_KEY is set but empty");
+    }
+    let base_url = args
+        .llm_base_url
+        .clone()
+        .unwrap_or_else(|| "https://api.openai.com/v1".into());
+    reqwest::Url::parse(&base_url)
+        .with_context(|| format!("--llm-base-url {base_url:?} is not a URL"))?;
+    if !(0.0..=2.0).contains(&args.llm_temperature) {
+        anyhow::bail!(
+            "--llm-temperature must be between 0 and 2, got {}",
+            args.llm_temperature
+        );
+    }
+    let config = LlmConfig {
+        base_url,
+        api_key: args.openai_api_key.clone().unwrap_or_else(|| "none".into()),
+        model: args.llm_model.clone(),
+        timeout: seconds("--llm-timeout-secs", args.llm_timeout_secs)?,
+        max_tokens: args.llm_max_tokens,
+        temperature: args.llm_temperature,
+        json_schema: !args.llm_no_json_schema,
+        redact: !args.llm_no_redact,
+        incident_token_budget: args.llm_incident_tokens,
+        daily_token_budget: args.llm_daily_tokens,
+    };
+    Ok(Some(Llm::new(config).context("building the LLM client")?))
+}
+
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_json);
     let config = EngineConfig {
+        workload_cooldown: if args.workload_cooldown_secs == 0.0 {
+            Duration::ZERO
+        } else {
+            seconds("--workload-cooldown-secs", args.workload_cooldown_secs)?
+        },
+        llm: llm(&args)?,
+        planner: args.planner,
         max_trials: args.max_trials,
         verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
         verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
@@ -145,7 +229,9 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, auth = args.api_token.is_some(), "reflexion-api serving");
+    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, auth = args.api_token.is_some(),
+        llm = args.llm_base_url.as_deref().unwrap_or(if args.openai_api_key.is_some() { "openai" } else { "none" }),
+        "reflexion-api serving");
     let state = AppState {
         engine,
         token: args.api_token.map(Arc::new),

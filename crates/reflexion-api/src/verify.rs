@@ -1,9 +1,11 @@
 //! Verification by watching, not sleeping: the workload must become Ready and stay Ready for a stability window
-//! with no container restarting. Anything else, including no data before the deadline, is "not verified".
+//! with no container restarting and no new Warning event on its current pods. Anything else, including no data
+//! before the deadline, is "not verified".
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Event as K8sEvent, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
@@ -62,6 +64,20 @@ pub async fn verify(
                 .boxed()
         }
     };
+    let started_at = k8s_openapi::jiff::Timestamp::now();
+    let events_api: Api<K8sEvent> = Api::namespaced(client.clone(), &target.namespace);
+    let mut warnings = watcher::watcher(events_api, watcher::Config::default())
+        .filter_map(|e| async move {
+            match e {
+                Ok(Event::Apply(ev) | Event::InitApply(ev))
+                    if ev.type_.as_deref() == Some("Warning") =>
+                {
+                    Some(ev)
+                }
+                _ => None,
+            }
+        })
+        .boxed();
     let mut ready_since: Option<Instant> = None;
     let mut first_ready: Option<Instant> = None;
     let mut baseline_restarts: Option<i32> = None;
@@ -85,6 +101,19 @@ pub async fn verify(
                     ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
                     stable_for_secs: window.as_secs_f64(),
                 };
+            }
+            Some(ev) = warnings.next() => {
+                // Only while the workload counts as Ready: warnings during a rollout's start-up are expected.
+                if ready_since.is_some()
+                    && let Some(why) = new_warning(client, target, expected_pod_uid, &ev, started_at).await
+                {
+                    return Verification {
+                        verified: false,
+                        detail: format!("a new Warning event while Ready: {why}"),
+                        ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
+                        stable_for_secs: ready_since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+                    };
+                }
             }
             next = stream.next() => match next {
                 Some(Ok(Some(Health::Healthy { restarts }))) => {
@@ -122,6 +151,82 @@ pub async fn verify(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+    }
+}
+
+/// Whether a Warning event is new (after verification began) and about one of the workload's current pods:
+/// the expected pod of a bare-pod target, or a live pod of a Deployment's newest ReplicaSet. `Some` is the
+/// event's `reason: message`.
+async fn new_warning(
+    client: &Client,
+    target: &WorkloadRef,
+    expected_pod_uid: Option<&str>,
+    ev: &K8sEvent,
+    since: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let at = ev
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or(ev.event_time.as_ref().map(|t| t.0))
+        .or(ev.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    if at < since {
+        return None;
+    }
+    let obj = &ev.involved_object;
+    if obj.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let name = obj.name.as_deref()?;
+    let describe = || {
+        format!(
+            "{} on pod {name}: {}",
+            ev.reason.as_deref().unwrap_or("unknown"),
+            ev.message.as_deref().unwrap_or_default()
+        )
+    };
+    match target.kind {
+        WorkloadKind::Deployment => {
+            if !name.starts_with(&format!("{}-", target.name)) {
+                return None;
+            }
+            let pod = Api::<Pod>::namespaced(client.clone(), &target.namespace)
+                .get_opt(name)
+                .await
+                .ok()??;
+            if pod.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            let rs_name = pod
+                .metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.kind == "ReplicaSet")?
+                .name
+                .clone();
+            let revision = |a: Option<&std::collections::BTreeMap<String, String>>| {
+                a.and_then(|a| a.get("deployment.kubernetes.io/revision").cloned())
+            };
+            let rs = Api::<ReplicaSet>::namespaced(client.clone(), &target.namespace)
+                .get_opt(&rs_name)
+                .await
+                .ok()??;
+            let d = Api::<Deployment>::namespaced(client.clone(), &target.namespace)
+                .get_opt(&target.name)
+                .await
+                .ok()??;
+            (revision(rs.metadata.annotations.as_ref())
+                == revision(d.metadata.annotations.as_ref()))
+            .then(describe)
+        }
+        _ => {
+            let uid_matches = match expected_pod_uid {
+                Some(u) => obj.uid.as_deref() == Some(u),
+                None => true,
+            };
+            (name == target.name && uid_matches).then(describe)
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::image::ImageRef;
 use crate::logs::is_valid_env_name;
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::owner::{WorkloadKind, WorkloadRef};
-use crate::quantity::parse_bytes;
+use crate::quantity::{parse_bytes, parse_millicores};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -50,6 +50,22 @@ pub enum Action {
         name: String,
         from: EnvSource,
     },
+    /// Point one container's liveness or readiness probe at what the container serves. Only the handler changes
+    /// (timings are kept), and a probe is never removed: there is no way to express that.
+    SetProbe {
+        target: WorkloadRef,
+        container: String,
+        probe: ProbeKind,
+        handler: ProbeHandler,
+    },
+    /// Lower one container's resource requests so that the pod fits a node. Starving a workload is a real risk,
+    /// so this is high risk: by default it waits for approval.
+    SetRequests {
+        target: WorkloadRef,
+        container: String,
+        memory: Option<String>,
+        cpu: Option<String>,
+    },
     /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
     RolloutUndo {
         target: WorkloadRef,
@@ -60,6 +76,53 @@ pub enum Action {
         diagnosis: String,
         suggestion: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    /// The container field that holds the probe.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Liveness => "livenessProbe",
+            Self::Readiness => "readinessProbe",
+        }
+    }
+}
+
+/// How a probe checks the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProbeHandler {
+    HttpGet { path: String, port: u16 },
+    TcpSocket { port: u16 },
+}
+
+impl ProbeHandler {
+    /// The probe's handler fields as the API writes them; the other handler kinds are set to null so that a
+    /// merge replaces the handler instead of adding a second one.
+    pub fn to_api(&self) -> serde_json::Value {
+        match self {
+            Self::HttpGet { path, port } => serde_json::json!({
+                "httpGet": {"path": path, "port": port}, "tcpSocket": null, "exec": null, "grpc": null
+            }),
+            Self::TcpSocket { port } => serde_json::json!({
+                "tcpSocket": {"port": port}, "httpGet": null, "exec": null, "grpc": null
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::HttpGet { path, port } => format!("httpGet {path} on port {port}"),
+            Self::TcpSocket { port } => format!("tcpSocket on port {port}"),
+        }
+    }
 }
 
 /// Where a `set_env` value comes from.
@@ -100,6 +163,12 @@ pub enum ActionError {
     Empty { field: &'static str },
     #[error("{field} is longer than {max} characters")]
     TooLong { field: &'static str, max: usize },
+    #[error("probe port must be between 1 and 65535")]
+    InvalidPort,
+    #[error("probe path {0:?} must start with / and contain no spaces or control characters")]
+    InvalidPath(String),
+    #[error("set_requests must lower at least one of memory and cpu")]
+    NothingToSet,
 }
 
 const MAX_TEXT: usize = 4096;
@@ -112,6 +181,8 @@ impl Action {
             Self::SetResources { .. } => "set_resources",
             Self::RolloutUndo { .. } => "rollout_undo",
             Self::SetEnv { .. } => "set_env",
+            Self::SetProbe { .. } => "set_probe",
+            Self::SetRequests { .. } => "set_requests",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -119,9 +190,11 @@ impl Action {
     pub fn risk(&self) -> Risk {
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
-            Self::RecreatePod { .. } | Self::SetResources { .. } | Self::SetEnv { .. } => {
-                Risk::Medium
-            }
+            Self::RecreatePod { .. }
+            | Self::SetResources { .. }
+            | Self::SetEnv { .. }
+            | Self::SetProbe { .. } => Risk::Medium,
+            Self::SetRequests { .. } => Risk::High,
             Self::Escalate { .. } => Risk::None,
         }
     }
@@ -133,7 +206,9 @@ impl Action {
             | Self::RecreatePod { target, .. }
             | Self::SetResources { target, .. }
             | Self::RolloutUndo { target, .. }
-            | Self::SetEnv { target, .. } => Some(target),
+            | Self::SetEnv { target, .. }
+            | Self::SetProbe { target, .. }
+            | Self::SetRequests { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }
@@ -241,6 +316,57 @@ impl Action {
                 }
                 Ok(())
             }
+            Self::SetProbe {
+                target,
+                container,
+                handler,
+                ..
+            } => {
+                check_target("set_probe", target, &WORKLOADS)?;
+                check_container(container)?;
+                let (ProbeHandler::HttpGet { port, .. } | ProbeHandler::TcpSocket { port }) =
+                    handler;
+                if *port == 0 {
+                    return Err(ActionError::InvalidPort);
+                }
+                if let ProbeHandler::HttpGet { path, .. } = handler
+                    && (!path.starts_with('/')
+                        || path.len() > 1024
+                        || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
+                    return Err(ActionError::InvalidPath(path.clone()));
+                }
+                Ok(())
+            }
+            Self::SetRequests {
+                target,
+                container,
+                memory,
+                cpu,
+            } => {
+                check_target("set_requests", target, &WORKLOADS)?;
+                check_container(container)?;
+                if memory.is_none() && cpu.is_none() {
+                    return Err(ActionError::NothingToSet);
+                }
+                if let Some(m) = memory
+                    && parse_bytes(m).is_none_or(|b| b == 0)
+                {
+                    return Err(ActionError::InvalidQuantity {
+                        field: "memory",
+                        value: m.clone(),
+                    });
+                }
+                if let Some(c) = cpu
+                    && parse_millicores(c).is_none_or(|m| m == 0)
+                {
+                    return Err(ActionError::InvalidQuantity {
+                        field: "cpu",
+                        value: c.clone(),
+                    });
+                }
+                Ok(())
+            }
             Self::RolloutUndo {
                 target,
                 to_revision,
@@ -331,6 +457,42 @@ impl Action {
                     target.name, target.namespace
                 )
             }
+            Self::SetProbe {
+                target,
+                container,
+                probe,
+                handler,
+            } => {
+                let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": container, probe.field(): handler.to_api()}
+                ]}}}});
+                format!(
+                    "kubectl patch {}/{} -n {} --type=strategic -p '{patch}'  # {} probe: {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace,
+                    probe.field().trim_end_matches("Probe"),
+                    handler.describe()
+                )
+            }
+            Self::SetRequests {
+                target,
+                container,
+                memory,
+                cpu,
+            } => {
+                let requests: Vec<String> = [("memory", memory), ("cpu", cpu)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                    .collect();
+                format!(
+                    "kubectl set resources {}/{} -c {container} --requests={} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    requests.join(","),
+                    target.namespace
+                )
+            }
             Self::Escalate {
                 diagnosis,
                 suggestion,
@@ -365,13 +527,27 @@ fn check_target(
     Ok(())
 }
 
-fn check_container_and_image(container: &str, image: &str) -> Result<(), ActionError> {
-    if !is_dns1123_label(container) {
-        return Err(ActionError::InvalidName {
+/// The workload kinds whose pod template (or, for a bare pod, whose spec) the executor edits.
+const WORKLOADS: [WorkloadKind; 4] = [
+    WorkloadKind::Deployment,
+    WorkloadKind::StatefulSet,
+    WorkloadKind::DaemonSet,
+    WorkloadKind::Pod,
+];
+
+fn check_container(container: &str) -> Result<(), ActionError> {
+    if is_dns1123_label(container) {
+        Ok(())
+    } else {
+        Err(ActionError::InvalidName {
             field: "container",
             value: container.to_string(),
-        });
+        })
     }
+}
+
+fn check_container_and_image(container: &str, image: &str) -> Result<(), ActionError> {
+    check_container(container)?;
     ImageRef::parse(image)
         .map(drop)
         .map_err(|e| ActionError::InvalidImage(e.to_string()))
@@ -560,6 +736,99 @@ mod tests {
             "kubectl rollout undo deployment/web --to-revision=3 -n default"
         );
         assert_eq!(undo(deploy("web"), None).risk(), Risk::Low);
+    }
+
+    #[test]
+    fn set_probe_changes_the_handler_only_and_cannot_remove_a_probe() {
+        let probe = |handler: ProbeHandler| Action::SetProbe {
+            target: deploy("probed"),
+            container: "web".into(),
+            probe: ProbeKind::Liveness,
+            handler,
+        };
+        let http = |path: &str, port: u16| {
+            probe(ProbeHandler::HttpGet {
+                path: path.into(),
+                port,
+            })
+        };
+        let cases = [
+            (http("/", 80), Ok(())),
+            (http("/healthz", 8080), Ok(())),
+            (probe(ProbeHandler::TcpSocket { port: 80 }), Ok(())),
+            (
+                http("healthz", 80),
+                Err(ActionError::InvalidPath("healthz".into())),
+            ),
+            (
+                http("/a b", 80),
+                Err(ActionError::InvalidPath("/a b".into())),
+            ),
+            (http("/", 0), Err(ActionError::InvalidPort)),
+            (
+                probe(ProbeHandler::TcpSocket { port: 0 }),
+                Err(ActionError::InvalidPort),
+            ),
+        ];
+        for (a, want) in cases {
+            assert_eq!(a.validate(), want, "{a:?}");
+        }
+        let a = http("/", 80);
+        assert_eq!((a.name(), a.risk()), ("set_probe", Risk::Medium));
+        assert!(
+            a.render()
+                .starts_with("kubectl patch deployment/probed -n default --type=strategic")
+        );
+        // The other handler kinds are nulled so a merge replaces the handler.
+        let api = ProbeHandler::TcpSocket { port: 80 }.to_api();
+        assert_eq!(api["tcpSocket"]["port"], 80);
+        assert!(api["httpGet"].is_null() && api.get("httpGet").is_some());
+        // "Remove the probe" is not expressible: no handler, or a null one, does not parse.
+        for text in [
+            r#"{"action":"set_probe","target":{"kind":"Deployment","namespace":"default","name":"probed"},"container":"web","probe":"liveness"}"#,
+            r#"{"action":"set_probe","target":{"kind":"Deployment","namespace":"default","name":"probed"},"container":"web","probe":"liveness","handler":null}"#,
+            r#"{"action":"set_probe","target":{"kind":"Deployment","namespace":"default","name":"probed"},"container":"web","probe":"liveness","handler":{"type":"exec","command":["true"]}}"#,
+        ] {
+            assert!(serde_json::from_str::<Action>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn set_requests_is_high_risk_and_needs_a_quantity() {
+        let req = |memory: Option<&str>, cpu: Option<&str>| Action::SetRequests {
+            target: deploy("big"),
+            container: "big".into(),
+            memory: memory.map(Into::into),
+            cpu: cpu.map(Into::into),
+        };
+        let cases = [
+            (req(Some("512Mi"), None), Ok(())),
+            (req(None, Some("250m")), Ok(())),
+            (req(None, None), Err(ActionError::NothingToSet)),
+            (
+                req(Some("0"), None),
+                Err(ActionError::InvalidQuantity {
+                    field: "memory",
+                    value: "0".into(),
+                }),
+            ),
+            (
+                req(None, Some("lots")),
+                Err(ActionError::InvalidQuantity {
+                    field: "cpu",
+                    value: "lots".into(),
+                }),
+            ),
+        ];
+        for (a, want) in cases {
+            assert_eq!(a.validate(), want, "{a:?}");
+        }
+        let a = req(Some("512Mi"), Some("250m"));
+        assert_eq!(a.risk(), Risk::High);
+        assert_eq!(
+            a.render(),
+            "kubectl set resources deployment/big -c big --requests=memory=512Mi,cpu=250m -n default"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod action;
 pub mod classify;
 pub mod image;
+pub mod llm;
 pub mod logs;
 pub mod names;
 pub mod owner;
@@ -17,7 +18,7 @@ pub mod signature;
 pub mod strategy;
 pub mod tags;
 
-pub use action::{Action, ActionError, EnvSource, Risk};
+pub use action::{Action, ActionError, EnvSource, ProbeHandler, ProbeKind, Risk};
 pub use classify::{Failure, FailureKind, classify};
 pub use owner::{WorkloadKind, WorkloadRef};
 pub use signature::Signature;

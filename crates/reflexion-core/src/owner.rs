@@ -63,6 +63,7 @@ impl fmt::Display for WorkloadKind {
 
 /// The object a fix is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkloadRef {
     pub kind: WorkloadKind,
     pub namespace: String,

@@ -24,6 +24,27 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes.ceil() as u64)
 }
 
+/// Millicores in a CPU quantity (`500m`, `2`, `0.5`), or `None` if it does not parse.
+pub fn parse_millicores(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let (num, mult) = match q.strip_suffix('m') {
+        Some(n) => (n, 1.0),
+        None => (q, 1000.0),
+    };
+    let value: f64 = num.parse().ok()?;
+    let m = value * mult;
+    (0.0..1e15).contains(&m).then_some(m.ceil() as u64)
+}
+
+/// Millicores as the quantity an SRE would write (`250m`, `2`).
+pub fn format_millicores(m: u64) -> String {
+    if m.is_multiple_of(1000) {
+        format!("{}", m / 1000)
+    } else {
+        format!("{m}m")
+    }
+}
+
 /// Bytes as the quantity an SRE would write: whole `Gi` when exact, else `Mi` rounded up.
 pub fn format_bytes(b: u64) -> String {
     if b >= 1024 * MI && b.is_multiple_of(1024 * MI) {
@@ -70,6 +91,25 @@ mod tests {
                 format_bytes(MI + 1)
             ),
             ("266Mi".into(), "2Gi".into(), "2Mi".into())
+        );
+    }
+
+    #[test]
+    fn cpu_quantities() {
+        for (q, want) in [
+            ("500m", Some(500)),
+            ("2", Some(2000)),
+            ("0.25", Some(250)),
+            ("1.5", Some(1500)),
+            ("m", None),
+            ("-1", None),
+            ("2Gi", None),
+        ] {
+            assert_eq!(parse_millicores(q), want, "{q}");
+        }
+        assert_eq!(
+            (format_millicores(250), format_millicores(2000)),
+            ("250m".into(), "2".into())
         );
     }
 

@@ -46,6 +46,8 @@ pub struct Options {
     pub policy: Option<&'static str>,
     /// More reflexion-api flags.
     pub api_args: &'static [&'static str],
+    /// The per-workload cooldown; 0 (off) unless a test is about it, since many tests fix one workload twice.
+    pub workload_cooldown_secs: f64,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             verify_window_secs: 2.0,
             policy: None,
             api_args: &[],
+            workload_cooldown_secs: 0.0,
         }
     }
 }
@@ -102,6 +105,8 @@ impl Stack {
                 .arg("40")
                 .arg("--policy-file")
                 .arg(&policy)
+                .arg("--workload-cooldown-secs")
+                .arg(opts.workload_cooldown_secs.to_string())
                 .args(opts.api_args),
         );
         wait_http(&format!("{}/health", stack.api_url)).await;

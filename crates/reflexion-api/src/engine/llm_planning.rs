@@ -1,0 +1,391 @@
+//! Planning with the LLM, and reusing what it taught: a verified LLM plan is stored as a strategy whose template is
+//! the action with cluster names replaced by placeholders, so the next incident of that signature reuses it with no
+//! LLM call. Every answer passes the same gates as a rule's plan, plus checks for what only a model gets wrong.
+
+use super::{Engine, Plan};
+use crate::db::LlmCallRecord;
+use reflexion_core::image::ImageRef;
+use reflexion_core::llm::{
+    NameKind, PromptInput, Redaction, SYSTEM_PROMPT, build_prompt, parse_answer,
+};
+use reflexion_core::owner::WorkloadRef;
+use reflexion_core::policy::check_scope;
+use reflexion_core::quantity::parse_bytes;
+use reflexion_core::{Action, EnvSource, Failure, FailureKind, Signature};
+use serde_json::{Value, json};
+
+/// Prefix of the template of a strategy the LLM proposed; the rest is the action with placeholders.
+const LLM_TEMPLATE: &str = "llm:";
+
+/// What the planner needs to know about the incident, beyond the failure.
+pub(super) struct LlmContext<'a> {
+    pub incident_id: &'a str,
+    pub trial: u32,
+    pub pod_name: &'a str,
+    pub evidence: &'a Value,
+    pub tried: &'a [Action],
+    pub lessons: &'a [String],
+    pub rules_diagnosis: Option<&'a str>,
+}
+
+impl Engine {
+    /// Placeholders for this incident's names, always added in the same order so that they are stable across
+    /// incidents of the same workload.
+    async fn redaction(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        pod_name: &str,
+    ) -> Redaction {
+        let mut r = Redaction::default();
+        r.add(NameKind::Namespace, &target.namespace);
+        r.add(NameKind::Workload, &target.name);
+        r.add(NameKind::Pod, pod_name);
+        if let Ok(Some(pod)) = self.inner.cluster.pod(&target.namespace, pod_name).await
+            && let Some(node) = pod.spec.and_then(|s| s.node_name)
+        {
+            r.add(NameKind::Node, &node);
+        }
+        if let Ok(image) = ImageRef::parse(&failure.image)
+            && failure.image.starts_with(&format!("{}/", image.registry))
+        {
+            r.add(NameKind::Registry, &image.registry);
+        }
+        r
+    }
+
+    /// A verified strategy the LLM proposed for this signature, applied to this workload: no LLM call.
+    pub(super) async fn plan_learned_llm(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        pod_name: &str,
+        tried: &[Action],
+    ) -> Option<Plan> {
+        let signature = Signature::of(failure).class();
+        let strategies = self.inner.db.llm_strategies(&signature).await.ok()?;
+        if strategies.is_empty() {
+            return None;
+        }
+        let redaction = self.redaction(failure, target, pod_name).await;
+        for (template, successes, failures) in strategies {
+            let Some(mut value) = template
+                .strip_prefix(LLM_TEMPLATE)
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            else {
+                continue;
+            };
+            redaction.restore(&mut value);
+            let Ok(action) = serde_json::from_value::<Action>(value) else {
+                continue;
+            };
+            if self.vet(&action, target, tried).await.is_err() {
+                continue;
+            }
+            return Some(Plan {
+                rationale: format!(
+                    "a strategy the LLM proposed held for {signature} before ({successes} verified, {failures} failed); reused without an LLM call"
+                ),
+                action,
+                source: "learned".into(),
+                template,
+                description: "An action the LLM proposed that was verified for this signature"
+                    .into(),
+                llm: Value::Null,
+            });
+        }
+        None
+    }
+
+    /// Ask the LLM for one action: one call, and one repair call that quotes why the first answer was refused.
+    /// `Err` says why there is no usable plan; every call is recorded either way.
+    pub(super) async fn plan_llm(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        ctx: &LlmContext<'_>,
+    ) -> Result<Plan, String> {
+        let Some(llm) = self.inner.config.llm.as_ref() else {
+            return Err("no LLM is configured".into());
+        };
+        let db = &self.inner.db;
+        let used = db
+            .llm_tokens(Some(ctx.incident_id), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if used >= llm.config.incident_token_budget {
+            return Err(format!(
+                "the incident's LLM token budget is spent ({used} of {})",
+                llm.config.incident_token_budget
+            ));
+        }
+        let midnight = chrono::Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| {
+                t.and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+            .unwrap_or_default();
+        let today = db
+            .llm_tokens(None, Some(&midnight))
+            .await
+            .map_err(|e| e.to_string())?;
+        if today >= llm.config.daily_token_budget {
+            return Err(format!(
+                "the daily LLM token budget is spent ({today} of {})",
+                llm.config.daily_token_budget
+            ));
+        }
+        let redaction = self.redaction(failure, target, ctx.pod_name).await;
+        let prompt_redaction = if llm.config.redact {
+            redaction.clone()
+        } else {
+            Redaction::default()
+        };
+        let input = self.prompt_input(failure, target, ctx).await;
+        let user = build_prompt(&input, &prompt_redaction);
+        let mut calls = Vec::new();
+        let mut repair: Option<String> = None;
+        for attempt in 1..=2 {
+            let message = match &repair {
+                None => user.clone(),
+                Some(why) => format!(
+                    "{user}\nYour previous answer was refused: {why}. Answer again with one JSON object that matches the schema."
+                ),
+            };
+            let c = llm.complete(SYSTEM_PROMPT, &message).await;
+            tracing::debug!(incident = %ctx.incident_id, attempt, prompt = %message, response = ?c.text, "LLM call");
+            let verdict = match &c.text {
+                Err(e) => Err(e.clone()),
+                Ok(text) => match parse_answer(text, &prompt_redaction) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(answer) => self
+                        .vet(&answer.action, target, ctx.tried)
+                        .await
+                        .map(|()| answer),
+                },
+            };
+            let record = LlmCallRecord {
+                trial: i64::from(ctx.trial),
+                model: llm.config.model.clone(),
+                prompt: message,
+                response: c.text.as_ref().ok().cloned(),
+                prompt_tokens: i64::from(c.prompt_tokens),
+                completion_tokens: i64::from(c.completion_tokens),
+                latency_ms: c.latency.as_millis() as i64,
+                outcome: match &verdict {
+                    Ok(_) => "accepted".into(),
+                    Err(e) => format!("refused: {e}"),
+                },
+            };
+            db.record_llm_call(ctx.incident_id, &record)
+                .await
+                .map_err(|e| e.to_string())?;
+            calls.push(serde_json::to_value(&record).unwrap_or(Value::Null));
+            match verdict {
+                Ok(answer) => {
+                    let mut stored = serde_json::to_value(&answer.action).unwrap_or(Value::Null);
+                    redact_value(&redaction, &mut stored);
+                    return Ok(Plan {
+                        template: format!("{LLM_TEMPLATE}{stored}"),
+                        description: format!(
+                            "{} proposed by the LLM ({})",
+                            answer.action.name(),
+                            llm.config.model
+                        ),
+                        rationale: format!("LLM ({}): {}", llm.config.model, answer.rationale),
+                        action: answer.action,
+                        source: "llm".into(),
+                        llm: json!(calls),
+                    });
+                }
+                // A transport error or timeout is not retried: the rules take over at once.
+                Err(why) if c.text.is_err() => return Err(why),
+                Err(why) => {
+                    tracing::info!(incident = %ctx.incident_id, attempt, %why, "LLM answer refused");
+                    repair = Some(why);
+                }
+            }
+        }
+        Err(format!(
+            "the LLM's answer was refused twice; last: {}",
+            repair.unwrap_or_default()
+        ))
+    }
+
+    async fn prompt_input(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        ctx: &LlmContext<'_>,
+    ) -> PromptInput {
+        let cluster = &self.inner.cluster;
+        let container = cluster
+            .container(target, &failure.container)
+            .await
+            .map(|c| {
+                let env_names: Vec<Value> = c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e["name"].clone())
+                    .collect();
+                json!({"name": c["name"], "image": c["image"], "command": c["command"], "args": c["args"],
+                       "ports": c["ports"], "resources": c["resources"], "env_names": env_names,
+                       "livenessProbe": c["livenessProbe"], "readinessProbe": c["readinessProbe"]})
+            })
+            .unwrap_or(Value::Null);
+        let events = ctx.evidence["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} {}: {}",
+                    e["type"].as_str().unwrap_or_default(),
+                    e["reason"].as_str().unwrap_or_default(),
+                    e["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let logs = if failure.kind == FailureKind::CrashLoop {
+            cluster
+                .crash_logs(&target.namespace, ctx.pod_name, &failure.container)
+                .await
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let config_keys = if matches!(
+            failure.kind,
+            FailureKind::CrashLoop | FailureKind::ConfigError
+        ) {
+            cluster
+                .config_keys(&target.namespace)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let failed_attempts = self
+            .inner
+            .db
+            .episodes_json(None, Some(ctx.incident_id), 10)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .filter(|e| e["success"] == false)
+            .map(|e| {
+                (
+                    e["command"].as_str().unwrap_or_default().to_string(),
+                    e["reflection"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        PromptInput {
+            target: json!({"kind": target.kind, "namespace": target.namespace, "name": target.name}),
+            failure: serde_json::to_value(failure).unwrap_or(Value::Null),
+            container,
+            events,
+            logs,
+            config_keys,
+            rules_diagnosis: ctx.rules_diagnosis.map(String::from),
+            lessons: ctx.lessons.to_vec(),
+            failed_attempts,
+        }
+    }
+
+    /// The gates a planned action passes before policy: valid, in scope, not a repeat, and — for what only a model
+    /// proposes — no new image repository, memory within the ceiling, values only from objects that exist.
+    pub(super) async fn vet(
+        &self,
+        action: &Action,
+        target: &WorkloadRef,
+        tried: &[Action],
+    ) -> Result<(), String> {
+        action
+            .validate()
+            .map_err(|e| format!("invalid action: {e}"))?;
+        check_scope(
+            action,
+            target,
+            &self.inner.config.policy.protected_namespaces,
+        )?;
+        if tried.contains(action) {
+            return Err(format!(
+                "`{}` already failed in this incident",
+                action.render()
+            ));
+        }
+        match action {
+            Action::SetImage {
+                image, container, ..
+            }
+            | Action::RecreatePod {
+                image, container, ..
+            } => {
+                let current = self
+                    .inner
+                    .cluster
+                    .container(target, container)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let old = current["image"].as_str().unwrap_or_default();
+                let same_repo = match (ImageRef::parse(old), ImageRef::parse(image)) {
+                    (Ok(a), Ok(b)) => a.full_name() == b.full_name(),
+                    _ => false,
+                };
+                if !same_repo {
+                    return Err(format!(
+                        "changing the image repository ({old} -> {image}) is never done automatically"
+                    ));
+                }
+            }
+            Action::SetResources { memory_limit, .. } => {
+                let ceiling = self.inner.config.memory_ceiling;
+                if parse_bytes(memory_limit).is_some_and(|b| b > ceiling) {
+                    return Err(format!(
+                        "memory limit {memory_limit} is above the ceiling {}",
+                        reflexion_core::quantity::format_bytes(ceiling)
+                    ));
+                }
+            }
+            Action::SetEnv { name, from, .. } => {
+                let (object, key) = match from {
+                    EnvSource::ConfigMapKey { name, key } => (format!("ConfigMap {name}"), key),
+                    EnvSource::SecretKey { name, key } => (format!("Secret {name}"), key),
+                };
+                let exists = self
+                    .inner
+                    .cluster
+                    .env_sources(&target.namespace, key)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .contains(from);
+                if !exists {
+                    return Err(format!(
+                        "{object} has no key {key} in {}: values only come from objects that exist (for {name})",
+                        target.namespace
+                    ));
+                }
+            }
+            Action::RolloutUndo { .. }
+            | Action::SetProbe { .. }
+            | Action::SetRequests { .. }
+            | Action::Escalate { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Replace names by placeholders in every string of a JSON value.
+fn redact_value(r: &Redaction, v: &mut Value) {
+    match v {
+        Value::String(s) => *s = r.redact(s),
+        Value::Array(items) => items.iter_mut().for_each(|x| redact_value(r, x)),
+        Value::Object(map) => map.values_mut().for_each(|x| redact_value(r, x)),
+        _ => {}
+    }
+}
