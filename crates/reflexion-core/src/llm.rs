@@ -103,7 +103,8 @@ fn replace_words(text: &str, from: &str, to: &str) -> String {
     if from.is_empty() {
         return text.to_string();
     }
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    // Kubernetes names never contain `_`, so `pod_namespace(uid)` in kubelet messages still splits.
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-';
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(from) {
@@ -174,7 +175,7 @@ pub fn build_prompt(input: &PromptInput, redaction: &Redaction) -> String {
     for k in input.config_keys.iter().take(50) {
         p.push_str(&format!("in namespace: {}\n", bounded(k, 300)));
     }
-    p.push_str("</evidence>\n");
+    // Diagnoses, lessons and reflections quote pod logs and events too: they stay inside the evidence block.
     if let Some(d) = &input.rules_diagnosis {
         p.push_str(&format!(
             "The built-in rules found no fix: {}\n",
@@ -194,6 +195,7 @@ pub fn build_prompt(input: &PromptInput, redaction: &Redaction) -> String {
             bounded(reflection, 600)
         ));
     }
+    p.push_str("</evidence>\n");
     p.push_str("Answer with one JSON object.");
     redaction.redact(&p)
 }
@@ -380,11 +382,11 @@ mod tests {
     #[test]
     fn names_are_replaced_whole_word_and_restored() {
         let r = redaction();
-        let text = "pod web-7d9c-x2x of deployment web in shop on node-a pulls registry.corp.example:5000/team/web:1; webshop and web2 stay";
+        let text = "pod web-7d9c-x2x of deployment web in shop on node-a pulls registry.corp.example:5000/team/web:1; webshop and web2 stay; web-7d9c-x2x_shop(uid)";
         let red = r.redact(text);
         assert_eq!(
             red,
-            "pod POD_1 of deployment WORKLOAD_1 in NAMESPACE_1 on NODE_1 pulls REGISTRY_1/team/WORKLOAD_1:1; webshop and web2 stay"
+            "pod POD_1 of deployment WORKLOAD_1 in NAMESPACE_1 on NODE_1 pulls REGISTRY_1/team/WORKLOAD_1:1; webshop and web2 stay; POD_1_NAMESPACE_1(uid)"
         );
         let mut v = json!({"target": {"namespace": "NAMESPACE_1", "name": "WORKLOAD_1"}, "image": "REGISTRY_1/team/WORKLOAD_1:2"});
         r.restore(&mut v);

@@ -46,6 +46,8 @@ pub struct Options {
     pub policy: Option<&'static str>,
     /// More reflexion-api flags.
     pub api_args: &'static [&'static str],
+    /// More reflexion-api flags, built at run time (a stub server's URL).
+    pub extra_args: Vec<String>,
     /// The per-workload cooldown; 0 (off) unless a test is about it, since many tests fix one workload twice.
     pub workload_cooldown_secs: f64,
 }
@@ -58,6 +60,7 @@ impl Default for Options {
             policy: None,
             api_args: &[],
             workload_cooldown_secs: 0.0,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -107,7 +110,8 @@ impl Stack {
                 .arg(&policy)
                 .arg("--workload-cooldown-secs")
                 .arg(opts.workload_cooldown_secs.to_string())
-                .args(opts.api_args),
+                .args(opts.api_args)
+                .args(&opts.extra_args),
         );
         wait_http(&format!("{}/health", stack.api_url)).await;
         if opts.watcher {
