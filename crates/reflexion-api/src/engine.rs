@@ -702,6 +702,7 @@ impl Engine {
         });
         let evidence = json!({
             "pod": {"name": inc.pod_name, "phase": pod.status.as_ref().and_then(|s| s.phase.clone()),
+                    "node": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
                     "container_statuses": pod.status.as_ref().and_then(|s| s.container_statuses.clone())},
             "events": events,
             "owner_chain": chain,
@@ -738,7 +739,7 @@ impl Engine {
         let mut llm_refusal = None;
         if self.inner.config.planner == PlannerMode::Llm {
             if let Some(p) = self
-                .plan_learned_llm(failure, target, &inc.pod_name, ctx.tried)
+                .plan_learned_llm(failure, target, &inc.pod_name, ctx.evidence, ctx.tried)
                 .await
             {
                 return Ok(p);
@@ -762,7 +763,7 @@ impl Engine {
             } => (diagnosis, suggestion),
         };
         if let Some(p) = self
-            .plan_learned_llm(failure, target, &inc.pod_name, ctx.tried)
+            .plan_learned_llm(failure, target, &inc.pod_name, ctx.evidence, ctx.tried)
             .await
         {
             return Ok(p);

@@ -103,13 +103,14 @@ pub async fn verify(
                 };
             }
             Some(ev) = warnings.next() => {
-                // Only while the workload counts as Ready: warnings during a rollout's start-up are expected.
-                if ready_since.is_some()
+                // Any warning once Ready; before that only those that say a container cannot start or keeps dying
+                // (a readiness probe failing during start-up is expected).
+                if (ready_since.is_some() || fatal_before_ready(ev.reason.as_deref()))
                     && let Some(why) = new_warning(client, target, expected_pod_uid, &ev, started_at).await
                 {
                     return Verification {
                         verified: false,
-                        detail: format!("a new Warning event while Ready: {why}"),
+                        detail: format!("a new Warning event on the workload's pods: {why}"),
                         ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
                         stable_for_secs: ready_since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
                     };
@@ -153,6 +154,20 @@ pub async fn verify(
             }
         }
     }
+}
+
+/// Warning reasons that mean the new pods will not become healthy by waiting.
+fn fatal_before_ready(reason: Option<&str>) -> bool {
+    matches!(
+        reason,
+        Some(
+            "BackOff"
+                | "Failed"
+                | "FailedCreatePodContainer"
+                | "InspectFailed"
+                | "ErrImageNeverPull"
+        )
+    )
 }
 
 /// Whether a Warning event is new (after verification began) and about one of the workload's current pods:

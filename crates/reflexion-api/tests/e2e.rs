@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Options, Stack};
+use support::{Options, Stack, template_container};
 
 const FIX_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -43,6 +43,16 @@ async fn resolved_incident(stack: &Stack) -> Value {
             (done, list.to_string())
         })
         .await
+}
+
+/// The verbs of an incident's audit log, in order.
+fn audit_verbs(detail: &Value) -> Vec<String> {
+    detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn is_ready(p: &Pod) -> bool {
@@ -415,12 +425,7 @@ async fn seed_oom_scenario_raises_the_limit_twice_reverting_the_first_that_did_n
         episodes[1]["rationale"].as_str().unwrap().contains("266Mi"),
         "the second trial starts from the first"
     );
-    let verbs: Vec<&str> = detail["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["verb"].as_str().unwrap())
-        .collect();
+    let verbs = audit_verbs(&detail);
     assert_eq!(verbs, ["set_resources", "revert", "set_resources"]);
 
     let fixed = pods.get("memory-app").await.unwrap();
@@ -998,12 +1003,7 @@ async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
             .contains("circuit breaker open: 1 actions in the last hour, the limit is 1"),
         "{detail}"
     );
-    let verbs: Vec<&str> = detail["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["verb"].as_str().unwrap())
-        .collect();
+    let verbs = audit_verbs(&detail);
     assert_eq!(
         verbs,
         ["set_resources", "revert"],
@@ -1047,19 +1047,7 @@ async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_s
         rationale.contains("chosen by Thompson sampling among rollout_undo:previous_running_revision (0 verified, 0 failed), set_image:registry_tag (0 verified, 0 failed)"),
         "{rationale}"
     );
-    let image = deployments
-        .get("web")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap();
+    let image = template_container(&deployments, "web").await.image.unwrap();
     match episode["action"]["action"].as_str().unwrap() {
         "rollout_undo" => assert_eq!(image, "nginx:1.27"),
         "set_image" => assert_eq!(image, "nginx:1.27.3"),
@@ -1092,4 +1080,132 @@ async fn running_web(stack: &Stack) -> Api<Deployment> {
         })
         .await;
     deployments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liveness_probe_on_a_port_nothing_serves_is_pointed_at_what_the_container_serves() {
+    let stack = Stack::start(Options::default()).await;
+    // The repository's scenario: nginx serves / on port 80, the probe asks /healthz on 8080.
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/bad-liveness.yaml"))
+        .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let episodes = detail["episodes"].as_array().unwrap();
+    // Trial 1 keeps the path on the declared port; nginx answers 404 there, so it is reverted and the root path
+    // is tried next: a different strategy, chosen because the first failed.
+    let commands: Vec<&str> = episodes
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(episodes.len(), 2, "{commands:?}");
+    assert!(
+        commands[0].contains(r#""httpGet":{"path":"/healthz","port":80}"#),
+        "{commands:?}"
+    );
+    assert_eq!(episodes[0]["success"], false);
+    assert_eq!(episodes[0]["reverted"], true);
+    assert!(
+        commands[1].contains(r#""httpGet":{"path":"/","port":80}"#),
+        "{commands:?}"
+    );
+    let verbs = audit_verbs(&detail);
+    assert_eq!(verbs, ["set_probe", "revert", "set_probe"]);
+    let c = template_container(&deployments, "probed").await;
+    let probe = c.liveness_probe.unwrap();
+    let http = probe.http_get.unwrap();
+    assert_eq!(
+        (
+            http.path.as_deref(),
+            serde_json::to_value(&http.port).unwrap()
+        ),
+        (Some("/"), json!(80))
+    );
+    assert_eq!(
+        (probe.period_seconds, probe.failure_threshold),
+        (Some(5), Some(3)),
+        "the probe's timings are kept"
+    );
+    assert!(probe.tcp_socket.is_none() && probe.exec.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_node_can_hold_is_lowered_only_after_approval() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/pending-memory.yaml"))
+        .await;
+    // Lowering requests is high risk: even in auto mode it waits for a human.
+    let waiting = awaiting_approval(&stack).await;
+    let command = waiting["pending_plan"]["command"].as_str().unwrap();
+    assert!(
+        command.starts_with("kubectl set resources deployment/hungry -c hungry --requests=memory="),
+        "{waiting}"
+    );
+    assert_eq!(
+        deployments.get("hungry").await.unwrap().metadata.generation,
+        Some(1)
+    );
+    let id = waiting["id"].as_str().unwrap();
+    let (status, _) = stack
+        .post(
+            &format!("/api/v1/reflexion/incidents/{id}/approve"),
+            json!({"by": "sre"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let done = finished_incident(&stack).await;
+    assert_eq!(done["state"], "resolved", "{done}");
+    let c = template_container(&deployments, "hungry").await;
+    let request = c.resources.unwrap().requests.unwrap()["memory"].0.clone();
+    let bytes = reflexion_core::quantity::parse_bytes(&request).unwrap();
+    assert!(
+        bytes <= 8 * 1024 * 1024 * 1024 && bytes > 1024 * 1024 * 1024,
+        "fits the 8Gi node: {request}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_fails_again_within_the_cooldown_is_handed_over() {
+    let stack = Stack::start(Options {
+        workload_cooldown_secs: 600.0,
+        ..Options::default()
+    })
+    .await;
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/oom-deployment.yaml"))
+        .await;
+    let first = finished_incident(&stack).await;
+    assert_eq!(first["state"], "resolved", "{first}");
+    // It needs more memory again right away.
+    let more = json!({"spec": {"template": {"spec": {"containers": [{"name": "memory-app", "args": ["--vm", "1", "--vm-bytes", "900M"]}]}}}});
+    deployments
+        .patch(
+            "memory-app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(more),
+        )
+        .await
+        .unwrap();
+    let generation = stack
+        .eventually("a second incident to finish", FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let second = list["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["id"] != first["id"] && i["state"] == "escalated")
+                .cloned();
+            (second, list.to_string())
+        })
+        .await;
+    let second = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            generation["id"].as_str().unwrap()
+        ))
+        .await;
+    let outcome = second["outcome"].as_str().unwrap();
+    assert!(outcome.contains("within the 600s cooldown"), "{outcome}");
+    assert!(second["audit"].as_array().unwrap().is_empty(), "{second}");
 }

@@ -18,7 +18,7 @@ use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Options, Stack};
+use support::{Options, Stack, template_container};
 
 /// What the stub answers.
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ enum Reply {
 #[derive(Clone, Default)]
 struct Stub {
     reply: Arc<Mutex<Option<Reply>>>,
+    /// Replies served first, one per request, before `reply`.
+    queue: Arc<Mutex<std::collections::VecDeque<Reply>>>,
     /// Every request body received.
     requests: Arc<Mutex<Vec<Value>>>,
 }
@@ -61,7 +63,8 @@ impl Stub {
 
 async fn answer(State(stub): State<Stub>, Json(body): Json<Value>) -> Response {
     stub.requests.lock().unwrap().push(body);
-    let reply = stub.reply.lock().unwrap().clone();
+    let queued = stub.queue.lock().unwrap().pop_front();
+    let reply = queued.or_else(|| stub.reply.lock().unwrap().clone());
     match reply {
         Some(Reply::Content(text)) => Json(json!({
             "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": "stub",
@@ -569,4 +572,82 @@ async fn an_adversarial_corpus_is_refused_with_reasons_and_nothing_changes() {
     assert_eq!(generations().await, before, "no Deployment changed");
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
     assert!(ns.get_opt("kube-system").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection() {
+    let (stub, url) = Stub::start().await;
+    let mut opts = llm_options(&url);
+    opts.watcher = true;
+    opts.extra_args
+        .extend(["--planner".to_string(), "llm".to_string()]);
+    let stack = Stack::start(opts).await;
+    // 300M of memory under a 128Mi limit; the model's first guess is too small.
+    let set = |limit: &str| {
+        Reply::Content(format!(
+            r#"{{"action":"set_resources","target":{{"kind":"Deployment","namespace":"NAMESPACE_1","name":"WORKLOAD_1"}},"container":"memory-app","memory_limit":"{limit}","memory_request":null,"rationale":"raise the limit"}}"#
+        ))
+    };
+    stub.queue
+        .lock()
+        .unwrap()
+        .extend([set("200Mi"), set("512Mi")]);
+    stub.set(Reply::Status(500, "unexpected third call".into()));
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/oom-deployment.yaml"))
+        .await;
+    let id = stack
+        .eventually("an incident", Duration::from_secs(60), async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            (
+                list["incidents"][0]["id"].as_str().map(String::from),
+                list.to_string(),
+            )
+        })
+        .await;
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let episodes = detail["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 2, "{detail}");
+    assert_eq!(
+        (
+            episodes[0]["success"].as_bool(),
+            episodes[0]["reverted"].as_bool(),
+            episodes[0]["source"].as_str()
+        ),
+        (Some(false), Some(true), Some("llm"))
+    );
+    assert_eq!(
+        (
+            episodes[1]["success"].as_bool(),
+            episodes[1]["source"].as_str()
+        ),
+        (Some(true), Some("llm"))
+    );
+    // The second prompt is the paper's loop: the failed attempt and its reflection, then a different answer.
+    let calls = detail["llm_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let second = calls[1]["prompt"].as_str().unwrap();
+    assert!(
+        second.contains("Failed attempt in this incident: `kubectl set resources deployment/WORKLOAD_1 -c WORKLOAD_1 --limits=memory=200Mi")
+            && second.contains("Reflection: ")
+            && !second.contains("sim-node-1"),
+        "{second}"
+    );
+    assert!(
+        !calls[0]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Failed attempt")
+    );
+    let limit = template_container(&deployments, "memory-app")
+        .await
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap()["memory"]
+        .0
+        .clone();
+    assert_eq!(limit, "512Mi");
 }

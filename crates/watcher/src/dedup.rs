@@ -11,6 +11,9 @@ pub struct FailureKey {
     pub workload_name: String,
     pub container: String,
     pub family: String,
+    /// The pod template's hash (`pod-template-hash`, `controller-revision-hash`): a new rollout that fails the same
+    /// way is a new incident, reported at once.
+    pub revision: String,
 }
 
 pub struct Dedup {
@@ -74,6 +77,7 @@ mod tests {
             workload_name: name.into(),
             container: "web".into(),
             family: family.into(),
+            revision: "7d9c".into(),
         }
     }
 
@@ -88,6 +92,15 @@ mod tests {
             (key("web", "image_pull"), 59, false),
             (key("web", "crash_loop"), 2, true),
             (key("api", "image_pull"), 3, true),
+            // A new rollout failing the same way is a new incident.
+            (
+                FailureKey {
+                    revision: "5f6b".into(),
+                    ..key("web", "image_pull")
+                },
+                4,
+                true,
+            ),
             (key("web", "image_pull"), 61, true),
         ];
         for (k, secs, want) in steps {

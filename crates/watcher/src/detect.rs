@@ -87,6 +87,10 @@ impl Detector {
             workload_name: target.name.clone(),
             container: failure.container.clone(),
             family: failure.kind.as_str().to_string(),
+            revision: ["pod-template-hash", "controller-revision-hash"]
+                .iter()
+                .find_map(|l| pod.labels().get(*l).cloned())
+                .unwrap_or_default(),
         };
         if !self.dedup.should_report(&key, Instant::now()) {
             return;

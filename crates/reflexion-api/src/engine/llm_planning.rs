@@ -31,20 +31,18 @@ pub(super) struct LlmContext<'a> {
 impl Engine {
     /// Placeholders for this incident's names, always added in the same order so that they are stable across
     /// incidents of the same workload.
-    async fn redaction(
-        &self,
+    fn redaction(
         failure: &Failure,
         target: &WorkloadRef,
         pod_name: &str,
+        evidence: &Value,
     ) -> Redaction {
         let mut r = Redaction::default();
         r.add(NameKind::Namespace, &target.namespace);
         r.add(NameKind::Workload, &target.name);
         r.add(NameKind::Pod, pod_name);
-        if let Ok(Some(pod)) = self.inner.cluster.pod(&target.namespace, pod_name).await
-            && let Some(node) = pod.spec.and_then(|s| s.node_name)
-        {
-            r.add(NameKind::Node, &node);
+        if let Some(node) = evidence["pod"]["node"].as_str() {
+            r.add(NameKind::Node, node);
         }
         if let Ok(image) = ImageRef::parse(&failure.image)
             && failure.image.starts_with(&format!("{}/", image.registry))
@@ -60,6 +58,7 @@ impl Engine {
         failure: &Failure,
         target: &WorkloadRef,
         pod_name: &str,
+        evidence: &Value,
         tried: &[Action],
     ) -> Option<Plan> {
         let signature = Signature::of(failure).class();
@@ -67,7 +66,7 @@ impl Engine {
         if strategies.is_empty() {
             return None;
         }
-        let redaction = self.redaction(failure, target, pod_name).await;
+        let redaction = Self::redaction(failure, target, pod_name, evidence);
         for (template, successes, failures) in strategies {
             let Some(mut value) = template
                 .strip_prefix(LLM_TEMPLATE)
@@ -137,7 +136,7 @@ impl Engine {
                 llm.config.daily_token_budget
             ));
         }
-        let redaction = self.redaction(failure, target, ctx.pod_name).await;
+        let redaction = Self::redaction(failure, target, ctx.pod_name, ctx.evidence);
         let prompt_redaction = if llm.config.redact {
             redaction.clone()
         } else {

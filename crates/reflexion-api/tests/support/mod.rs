@@ -139,6 +139,20 @@ impl Stack {
         self.children.push((name.to_string(), child));
     }
 
+    /// Create a Deployment from a manifest (one of `k8s/scenarios`); its API handle in `default`.
+    pub async fn create_deployment(
+        &self,
+        yaml: &str,
+    ) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
+        let api = kube::Api::namespaced(self.kube().await, "default");
+        let d: k8s_openapi::api::apps::v1::Deployment =
+            serde_yaml::from_str(yaml).expect("a Deployment manifest");
+        api.create(&kube::api::PostParams::default(), &d)
+            .await
+            .expect("create the Deployment");
+        api
+    }
+
     pub async fn kube(&self) -> kube::Client {
         let yaml = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
         let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig");
@@ -237,4 +251,16 @@ async fn wait_http(url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The first container of a Deployment's pod template, as it is now.
+pub async fn template_container(
+    api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+) -> k8s_openapi::api::core::v1::Container {
+    let d = api.get(name).await.expect("get the Deployment");
+    d.spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].clone())
+        .expect("a pod template with a container")
 }
