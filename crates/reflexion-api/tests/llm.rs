@@ -651,3 +651,44 @@ async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection
         .clone();
     assert_eq!(limit, "512Mi");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_budget_falls_back_to_the_rules_and_says_so() {
+    let (stub, url) = Stub::start().await;
+    let mut opts = llm_options(&url);
+    // One call (120 tokens) spends the day's budget.
+    opts.extra_args
+        .extend(["--llm-daily-tokens".to_string(), "100".to_string()]);
+    let stack = Stack::start(opts).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment(
+                "crasher",
+                json!({"name": "crasher", "image": "busybox:1.36", "command": ["sh", "-c", "echo no config; exit 3"]}),
+            ),
+        )
+        .await
+        .unwrap();
+    stub.set(Reply::Content(
+        r#"{"action":"escalate","diagnosis":"the program exits 3 at start","suggestion":"read its documentation","rationale":"no action fits"}"#.into(),
+    ));
+    let pod = failing_pod(&stack, "crasher", "CrashLoopBackOff").await;
+    let first = finished(&stack, &report(&stack, &pod, "CrashLoopBackOff").await).await;
+    assert_eq!(first["state"], "escalated", "{first}");
+    let outcome = first["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("the program exits 3 at start"),
+        "the model's escalation is used: {outcome}"
+    );
+    assert_eq!(stub.calls(), 1);
+    let second = finished(&stack, &report(&stack, &pod, "CrashLoopBackOff").await).await;
+    let outcome = second["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("keeps crashing with exit code 3")
+            && outcome.contains("the daily LLM token budget is spent (120 of 100)"),
+        "{outcome}"
+    );
+    assert_eq!(stub.calls(), 1, "no call over budget");
+}
