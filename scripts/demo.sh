@@ -39,7 +39,7 @@ export KUBECONFIG="$WORK/kubeconfig"
   --registry-url "$SIM" --verify-window-secs 5 >"$WORK/reflexion-api.log" 2>&1 &
 PIDS+=($!)
 wait_http "$API/health"
-"$BIN/watcher" --api-url "$API" >"$WORK/watcher.log" 2>&1 &
+"$BIN/watcher" --api-url "$API" --spool-dir "$WORK/spool" --admin-listen 127.0.0.1:0 >"$WORK/watcher.log" 2>&1 &
 PIDS+=($!)
 echo "kubeconfig: $KUBECONFIG (try: kubectl --kubeconfig $KUBECONFIG get pods)"
 

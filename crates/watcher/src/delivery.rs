@@ -1,9 +1,14 @@
-//! Delivering reports to reflexion-api: a bounded queue drained by one task that retries with exponential
-//! back-off and jitter, so the watch loop never waits on the network.
+//! Delivering reports to reflexion-api: the detector writes each report to the on-disk spool and returns at once;
+//! one task delivers spooled reports oldest first, retrying with exponential back-off and jitter, and removes each
+//! only when reflexion-api has stored it. What is spooled at shutdown or a crash is delivered after the restart.
 
+use crate::metrics::Metrics;
+use crate::spool::{Spool, SpoolError};
 use reflexion_core::report::FailureReport;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 pub const REPORT_PATH: &str = "/api/v1/reflexion/process-with-k8s-data";
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -11,46 +16,96 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Sender {
-    tx: mpsc::Sender<FailureReport>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("report queue is full")]
-    Full,
-    #[error("report delivery has stopped")]
-    Closed,
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sender {
-    /// Queue a report without waiting.
-    pub fn try_send(&self, report: FailureReport) -> Result<(), QueueError> {
-        self.tx.try_send(report).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })
+    /// Spool a report for delivery; never waits on the network.
+    pub fn send(&self, report: &FailureReport) -> Result<(), SpoolError> {
+        match self.spool.put(report) {
+            Ok(_) => {
+                self.metrics.spooled.fetch_add(1, Ordering::Relaxed);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, SpoolError::Full(_)) {
+                    self.metrics.spool_full.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
 pub struct Config {
     pub api_url: String,
     pub token: Option<String>,
-    pub queue: usize,
 }
 
-/// Start the delivery task. It ends when every `Sender` is dropped and the queue is drained.
-pub fn start(config: Config, http: reqwest::Client) -> (Sender, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<FailureReport>(config.queue.max(1));
+/// Start the delivery task; it runs until `stop` is notified, then finishes the report in hand (at most one
+/// back-off) and leaves the rest in the spool.
+pub fn start(
+    config: Config,
+    http: reqwest::Client,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    stop: Arc<Notify>,
+) -> (Sender, tokio::task::JoinHandle<()>) {
+    let wake = Arc::new(Notify::new());
+    let sender = Sender {
+        spool: spool.clone(),
+        wake: wake.clone(),
+        metrics: metrics.clone(),
+    };
     let url = format!("{}{REPORT_PATH}", config.api_url.trim_end_matches('/'));
     let handle = tokio::spawn(async move {
-        while let Some(report) = rx.recv().await {
-            deliver(&http, &url, config.token.as_deref(), &report).await;
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        loop {
+            let pending = spool.pending().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the spool");
+                Vec::new()
+            });
+            metrics
+                .spooled
+                .store(pending.len() as u64, Ordering::Relaxed);
+            for path in pending {
+                let Some(report) = spool.read(&path) else {
+                    continue;
+                };
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    done = deliver(&http, &url, config.token.as_deref(), &report, &metrics) => {
+                        if done {
+                            spool.remove(&path);
+                            metrics.spooled.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = wake.notified() => {}
+                // Files another process (a previous run) left behind are picked up too.
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
         }
     });
-    (Sender { tx }, handle)
+    (sender, handle)
 }
 
-async fn deliver(http: &reqwest::Client, url: &str, token: Option<&str>, report: &FailureReport) {
+/// Deliver one report, retrying until reflexion-api stores it (`true`) or refuses it for good (`true`: retrying
+/// cannot help, and the report is logged).
+async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    report: &FailureReport,
+    metrics: &Metrics,
+) -> bool {
     let mut backoff = BACKOFF_START;
     loop {
         let mut req = http.post(url).json(report).timeout(Duration::from_secs(10));
@@ -62,8 +117,18 @@ async fn deliver(http: &reqwest::Client, url: &str, token: Option<&str>, report:
         }
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
+                metrics.sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(at) = report
+                    .real_k8s_data
+                    .detected_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    && let Ok(d) = (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).to_std()
+                {
+                    metrics.observe_latency(d);
+                }
                 tracing::info!(pod = %report.pod_name, namespace = %report.namespace, error_type = %report.error_type, status = %resp.status(), "reported failure");
-                return;
+                return true;
             }
             // A request the API refuses will be refused again: log it precisely and move on.
             Ok(resp)
@@ -71,10 +136,11 @@ async fn deliver(http: &reqwest::Client, url: &str, token: Option<&str>, report:
                     && resp.status() != 408
                     && resp.status() != 429 =>
             {
+                metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
                 tracing::error!(pod = %report.pod_name, %status, body = %body.chars().take(500).collect::<String>(), "reflexion-api rejected the report");
-                return;
+                return true;
             }
             Ok(resp) => {
                 tracing::warn!(pod = %report.pod_name, status = %resp.status(), retry_in = ?backoff, "reflexion-api unavailable")
@@ -83,6 +149,7 @@ async fn deliver(http: &reqwest::Client, url: &str, token: Option<&str>, report:
                 tracing::warn!(pod = %report.pod_name, error = %e, retry_in = ?backoff, "reflexion-api unreachable")
             }
         }
+        metrics.retried.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -90,9 +157,5 @@ async fn deliver(http: &reqwest::Client, url: &str, token: Option<&str>, report:
 
 /// 50-100 % of the back-off, so many watchers do not retry in lockstep.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+    d.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }

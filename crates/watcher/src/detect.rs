@@ -2,6 +2,7 @@
 
 use crate::dedup::{Dedup, FailureKey};
 use crate::delivery::Sender;
+use crate::metrics::Metrics;
 use crate::owners::Owners;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -12,6 +13,8 @@ use reflexion_core::classify::{PodEvent, recent_events};
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::{Signature, classify};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub struct Detector {
@@ -19,15 +22,17 @@ pub struct Detector {
     owners: Owners,
     dedup: Dedup,
     sender: Sender,
+    metrics: Arc<Metrics>,
 }
 
 impl Detector {
-    pub fn new(client: Client, sender: Sender, cooldown: Duration) -> Self {
+    pub fn new(client: Client, sender: Sender, cooldown: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             owners: Owners::new(client.clone()),
             client,
             dedup: Dedup::new(cooldown),
             sender,
+            metrics,
         }
     }
 
@@ -93,6 +98,7 @@ impl Detector {
                 .unwrap_or_default(),
         };
         if !self.dedup.should_report(&key, Instant::now()) {
+            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let events = self.pod_events(pod).await;
@@ -125,9 +131,14 @@ impl Detector {
             },
         };
         tracing::info!(pod = %report.pod_name, namespace = %report.namespace, workload = %target, signature = %signature, "failure detected");
-        if let Err(e) = self.sender.try_send(report) {
-            tracing::error!(error = %e, workload = %target, "could not queue report; will retry on the next update");
-            self.dedup.forget(&key);
+        match self.sender.send(&report) {
+            Ok(()) => {
+                self.metrics.detected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, workload = %target, "could not spool the report; will retry on the next update");
+                self.dedup.forget(&key);
+            }
         }
     }
 

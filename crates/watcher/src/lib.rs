@@ -2,7 +2,11 @@
 //! resolves the workload that owns them, reports each failure once, and delivers reports without ever blocking
 //! the watch.
 
+pub mod admin;
 pub mod dedup;
 pub mod delivery;
 pub mod detect;
+pub mod lease;
+pub mod metrics;
 pub mod owners;
+pub mod spool;

@@ -1,8 +1,14 @@
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::Notify;
 use watcher::delivery;
 use watcher::detect::Detector;
+use watcher::lease;
+use watcher::metrics::Metrics;
+use watcher::spool::Spool;
 
 /// Watches pods for failures and reports each one once to reflexion-api.
 #[derive(Parser, Debug)]
@@ -24,9 +30,34 @@ struct Args {
     /// Report the same failure of the same workload again only after this many seconds.
     #[arg(long, env = "REPORT_COOLDOWN_SECS", default_value_t = 300)]
     report_cooldown_secs: u64,
-    /// Reports waiting for delivery, at most.
-    #[arg(long, env = "REPORT_QUEUE", default_value_t = 10_000)]
-    report_queue: usize,
+    /// Directory of the on-disk spool: reports wait here until reflexion-api has stored them.
+    #[arg(long, env = "WATCHER_SPOOL_DIR", default_value = "watcher-spool")]
+    spool_dir: std::path::PathBuf,
+    /// Reports the spool holds at most; beyond that new ones are dropped (and counted).
+    #[arg(long, env = "WATCHER_SPOOL_MAX", default_value_t = 10_000)]
+    spool_max: usize,
+    /// Address of the admin server (/health, /metrics).
+    #[arg(long, env = "WATCHER_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: std::net::SocketAddr,
+    /// Run for leadership on a Lease; only the leader reports (for running several replicas).
+    #[arg(long, env = "WATCHER_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "WATCHER_LEASE_NAME",
+        default_value = "kube-reflexion-watcher"
+    )]
+    lease_name: String,
+    /// Seconds after its last renewal that another replica may take the Lease over.
+    #[arg(long, env = "WATCHER_LEASE_DURATION_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    lease_duration_secs: u64,
+    /// This replica's identity in the Lease (default: host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WATCHER_LOG_JSON")]
     log_json: bool,
@@ -54,27 +85,98 @@ async fn run() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;
+    let spool = Arc::new(
+        Spool::open(&args.spool_dir, args.spool_max)
+            .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("--admin-listen {}", args.admin_listen))?;
+    tracing::info!(addr = %admin.local_addr()?, "admin server (/health, /metrics)");
+    let metrics_for_admin = metrics.clone();
+    tokio::spawn(
+        async move { axum::serve(admin, watcher::admin::router(metrics_for_admin)).await },
+    );
+    let stop_delivery = Arc::new(Notify::new());
     let (sender, delivery) = delivery::start(
         delivery::Config {
             api_url: args.api_url.clone(),
             token: args.api_token.clone(),
-            queue: args.report_queue,
         },
         http,
+        spool.clone(),
+        metrics.clone(),
+        stop_delivery.clone(),
     );
-    tracing::info!(api = %args.api_url, namespace = args.namespace.as_deref().unwrap_or("<all>"), "watching pods");
-    let detector = Detector::new(
-        client,
-        sender,
-        Duration::from_secs(args.report_cooldown_secs),
+    let pending = spool.pending().map(|p| p.len()).unwrap_or(0);
+    tracing::info!(api = %args.api_url, namespace = args.namespace.as_deref().unwrap_or("<all>"), spool = %args.spool_dir.display(), pending, "watching pods");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let cooldown = Duration::from_secs(args.report_cooldown_secs);
+    if args.leader_election {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "watcher".into()),
+                std::process::id()
+            )
+        });
+        let mut leading = lease::spawn(
+            client.clone(),
+            lease::LeaseConfig {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(args.lease_duration_secs),
+                // Renew well within the duration, so one slow renewal does not lose the lease.
+                renew: Duration::from_secs(args.lease_duration_secs).div_f64(3.0),
+            },
+        );
+        tracing::info!(%identity, lease = %args.lease_name, "running for leadership");
+        loop {
+            // Follow until we lead (or are told to stop).
+            tokio::select! {
+                _ = &mut shutdown => break,
+                r = leading.wait_for(|l| *l) => if r.is_err() { break },
+            }
+            metrics.leader.store(true, Ordering::Relaxed);
+            let detector = Detector::new(client.clone(), sender.clone(), cooldown, metrics.clone());
+            let mut lost = leading.clone();
+            let mut stopped = false;
+            detector
+                .run(args.namespace.clone(), async {
+                    tokio::select! {
+                        _ = &mut shutdown => stopped = true,
+                        _ = lost.wait_for(|l| !*l) => {},
+                    }
+                })
+                .await;
+            metrics.leader.store(false, Ordering::Relaxed);
+            if stopped {
+                break;
+            }
+            tracing::warn!("lost leadership: no longer reporting");
+        }
+    } else {
+        metrics.leader.store(true, Ordering::Relaxed);
+        Detector::new(client, sender, cooldown, metrics.clone())
+            .run(args.namespace, &mut shutdown)
+            .await;
+    }
+    tracing::info!(
+        "stopping: delivering what is spooled (at most 5 s); the rest stays in the spool"
     );
-    detector.run(args.namespace, shutdown_signal()).await;
-    tracing::info!("stopping: delivering queued reports (at most 5 s)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metrics.spooled.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_delivery.notify_one();
     if tokio::time::timeout(Duration::from_secs(5), delivery)
         .await
         .is_err()
     {
-        tracing::warn!("some queued reports were not delivered before shutdown");
+        tracing::warn!("delivery did not stop in time");
     }
     Ok(())
 }

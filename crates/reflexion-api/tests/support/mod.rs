@@ -120,7 +120,11 @@ impl Stack {
                 Command::new(bin("watcher"))
                     .env("KUBECONFIG", &kubeconfig)
                     .arg("--api-url")
-                    .arg(&stack.api_url),
+                    .arg(&stack.api_url)
+                    .arg("--spool-dir")
+                    .arg(stack.dir.path().join("spool"))
+                    .arg("--admin-listen")
+                    .arg("127.0.0.1:0"),
             );
         }
         stack
