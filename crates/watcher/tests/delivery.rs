@@ -276,18 +276,19 @@ async fn reports_survive_an_api_outage_and_a_watcher_crash_and_arrive_once() {
     watcher.kill();
     let _watcher = w.watcher(admin, "spool", &[]);
     let _api = w.api().await;
-    let incidents = eventually("5 incidents", Duration::from_secs(60), async || {
-        let i = w.incidents().await;
-        (i.len() >= 5 && metric(admin, "watcher_reports_spooled").await == 0.0).then_some(i)
-    })
+    eventually(
+        "5 incidents and an empty spool",
+        Duration::from_secs(60),
+        async || {
+            (w.incidents().await.len() >= 5
+                && metric(admin, "watcher_reports_spooled").await == 0.0)
+                .then_some(())
+        },
+    )
     .await;
     // Give any straggling duplicate the time to arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let incidents = if w.incidents().await.len() == incidents.len() {
-        incidents
-    } else {
-        w.incidents().await
-    };
+    let incidents = w.incidents().await;
     assert_eq!(
         workloads(&incidents),
         names,
