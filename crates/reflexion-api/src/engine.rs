@@ -820,6 +820,19 @@ impl Engine {
                 Some(message) => self.plan_probe(failure, target, &message, tried).await,
                 None => self.diagnose_crash(inc, failure, target, tried).await,
             },
+            FailureKind::Evicted => Planned::Escalate {
+                diagnosis: format!("the kubelet evicted a pod of {target}: {}", failure.message),
+                suggestion: match Signature::of(failure).cause.as_str() {
+                    "node_memory_pressure" => "set memory requests close to what the containers use, so the scheduler only places the pod where that memory exists",
+                    "ephemeral_storage" => "set ephemeral-storage requests and limits, or write less to the container's filesystem",
+                    _ => "read the eviction message and the node's conditions",
+                }
+                .into(),
+            },
+            FailureKind::NotReady => Planned::Escalate {
+                diagnosis: format!("container {} of {target} runs but never becomes Ready: {}", failure.container, failure.message),
+                suggestion: "check that the readiness probe asks a port and path the application serves, and what the application waits for before it is ready".into(),
+            },
             FailureKind::ConfigError => Planned::Escalate {
                 diagnosis: format!("container {} of {target} cannot be created: {}", failure.container, failure.message),
                 suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),

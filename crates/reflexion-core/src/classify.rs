@@ -19,6 +19,10 @@ pub enum FailureKind {
     ConfigError,
     /// No node can take the pod (`PodScheduled=False/Unschedulable`).
     Unschedulable,
+    /// The kubelet evicted the pod (node memory or disk pressure): phase `Failed`, reason `Evicted`.
+    Evicted,
+    /// Running, but never Ready: the readiness probe keeps failing (`Unhealthy` events).
+    NotReady,
 }
 
 impl FailureKind {
@@ -30,6 +34,8 @@ impl FailureKind {
             Self::CrashLoop => "crash_loop",
             Self::ConfigError => "config_error",
             Self::Unschedulable => "unschedulable",
+            Self::Evicted => "evicted",
+            Self::NotReady => "not_ready",
         }
     }
 
@@ -42,6 +48,8 @@ impl FailureKind {
             Self::CrashLoop => "CrashLoopBackOff",
             Self::ConfigError => "CreateContainerConfigError",
             Self::Unschedulable => "Unschedulable",
+            Self::Evicted => "Evicted",
+            Self::NotReady => "Unhealthy",
         }
     }
 }
@@ -94,10 +102,23 @@ pub struct Failure {
     pub exit_code: Option<i32>,
 }
 
-/// Classify a pod. Init containers come first (the app containers cannot start until they succeed), then app
-/// containers in spec order; the first failing container is the failure.
+/// Classify a pod. An evicted pod is evicted, whatever its containers show; then init containers come first (the app
+/// containers cannot start until they succeed), then app containers in spec order; the first failing container is
+/// the failure. A pod no node accepts comes next, and last a running pod whose readiness probe keeps failing.
 pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
     let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") && status.reason.as_deref() == Some("Evicted") {
+        let first = pod.spec.as_ref().and_then(|s| s.containers.first());
+        return Some(Failure {
+            kind: FailureKind::Evicted,
+            reason: "Evicted".into(),
+            container: first.map(|c| c.name.clone()).unwrap_or_default(),
+            init_container: false,
+            image: first.and_then(|c| c.image.clone()).unwrap_or_default(),
+            message: status.message.clone().unwrap_or_default(),
+            exit_code: None,
+        });
+    }
     let init = status
         .init_container_statuses
         .iter()
@@ -124,7 +145,34 @@ pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
             return found;
         }
     }
-    unschedulable(pod)
+    unschedulable(pod).or_else(|| not_ready(pod, &containers, events))
+}
+
+/// Running but not Ready, with the readiness probe failing in the events.
+fn not_ready(
+    pod: &Pod,
+    containers: &[(&ContainerStatus, bool)],
+    events: &[PodEvent],
+) -> Option<Failure> {
+    if pod.status.as_ref()?.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let (cs, _) = containers.iter().find(|(cs, init)| {
+        !init && !cs.ready && cs.state.as_ref().is_some_and(|s| s.running.is_some())
+    })?;
+    let probe = events
+        .iter()
+        .rev()
+        .find(|e| e.reason == "Unhealthy" && e.message.starts_with("Readiness probe failed"))?;
+    Some(Failure {
+        kind: FailureKind::NotReady,
+        reason: "Unhealthy".into(),
+        container: cs.name.clone(),
+        init_container: false,
+        image: cs.image.clone(),
+        message: probe.message.clone(),
+        exit_code: None,
+    })
 }
 
 fn same_rank(found: FailureKind, rank: FailureKind) -> bool {
@@ -191,7 +239,11 @@ fn classify_container(
                     None,
                 ));
             }
-            "CreateContainerConfigError" | "CreateContainerError" => {
+            "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "RunContainerError"
+            | "PreStartHookError"
+            | "PostStartHookError" => {
                 return Some(failure(FailureKind::ConfigError, reason, message, None));
             }
             _ => {}

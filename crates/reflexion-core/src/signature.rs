@@ -25,8 +25,10 @@ impl Signature {
                     cause: crash_cause(failure),
                 };
             }
-            FailureKind::ConfigError => config_cause(&failure.message),
+            FailureKind::ConfigError => config_cause(&failure.reason, &failure.message),
             FailureKind::Unschedulable => unschedulable_cause(&failure.message),
+            FailureKind::Evicted => eviction_cause(&failure.message),
+            FailureKind::NotReady => "readiness_probe",
         };
         Self {
             kind: failure.kind,
@@ -56,13 +58,27 @@ fn crash_cause(f: &Failure) -> String {
         .unwrap_or_else(|| "exit_unknown".into())
 }
 
-fn config_cause(message: &str) -> &'static str {
-    if message.starts_with("secret ") {
+fn config_cause(reason: &str, message: &str) -> &'static str {
+    if reason == "RunContainerError" {
+        "run_container_error"
+    } else if reason.ends_with("HookError") {
+        "lifecycle_hook"
+    } else if message.starts_with("secret ") {
         "missing_secret"
     } else if message.starts_with("configmap ") {
         "missing_configmap"
     } else if message.starts_with("couldn't find key") {
         "missing_key"
+    } else {
+        "other"
+    }
+}
+
+fn eviction_cause(message: &str) -> &'static str {
+    if message.contains("low on resource: memory") {
+        "node_memory_pressure"
+    } else if message.contains("ephemeral-storage") {
+        "ephemeral_storage"
     } else {
         "other"
     }
