@@ -1,0 +1,343 @@
+//! The deployment manifests (`k8s/deploy`) and `docker-compose.yml`, checked without a cluster: every object
+//! round-trips through its typed Kubernetes API struct (a misspelled or misplaced field is lost and fails the
+//! comparison), the RBAC is least privilege, the pods run hardened with probes, references resolve, and the policy
+//! parses as the API's policy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+}
+
+/// Every document of every file in k8s/deploy, as (file, JSON).
+fn documents() -> Vec<(String, Value)> {
+    let dir = root().join("k8s/deploy");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if !v.is_null() {
+                docs.push((f.file_name().unwrap().to_string_lossy().into_owned(), v));
+            }
+        }
+    }
+    docs
+}
+
+/// Drop nulls and empty objects the typed structs leave out, so the comparison only sees real content.
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), normalize(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        other => other.clone(),
+    }
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(file: &str, v: &Value) -> T {
+    let typed: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{file}: not a valid {}: {e}", v["kind"]));
+    let back = normalize(&serde_json::to_value(&typed).unwrap());
+    assert_eq!(
+        back,
+        normalize(v),
+        "{file}: {} {} has fields its API type does not know",
+        v["kind"],
+        v["metadata"]["name"]
+    );
+    typed
+}
+
+#[test]
+fn manifests_match_the_api_schema_and_are_least_privilege() {
+    let docs = documents();
+    let mut deployments = Vec::new();
+    let mut accounts = BTreeSet::new();
+    let mut cluster_roles = BTreeMap::new();
+    let mut roles = BTreeMap::new();
+    let mut bindings = Vec::new();
+    let mut config_maps = BTreeMap::new();
+    let mut claims = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    for (file, v) in &docs {
+        let kind = v["kind"].as_str().unwrap().to_string();
+        kinds.insert(kind.clone());
+        match kind.as_str() {
+            "Namespace" => drop(roundtrip::<Namespace>(file, v)),
+            "ServiceAccount" => {
+                let sa: ServiceAccount = roundtrip(file, v);
+                accounts.insert(sa.metadata.name.unwrap());
+            }
+            "ClusterRole" => {
+                let r: ClusterRole = roundtrip(file, v);
+                cluster_roles.insert(
+                    r.metadata.name.clone().unwrap(),
+                    r.rules.unwrap_or_default(),
+                );
+            }
+            "Role" => {
+                let r: Role = roundtrip(file, v);
+                roles.insert(
+                    r.metadata.name.clone().unwrap(),
+                    r.rules.unwrap_or_default(),
+                );
+            }
+            "ClusterRoleBinding" => {
+                let b: ClusterRoleBinding = roundtrip(file, v);
+                bindings.push((b.role_ref, b.subjects.unwrap_or_default()));
+            }
+            "RoleBinding" => {
+                let b: RoleBinding = roundtrip(file, v);
+                bindings.push((b.role_ref, b.subjects.unwrap_or_default()));
+            }
+            "ConfigMap" => {
+                let c: ConfigMap = roundtrip(file, v);
+                config_maps.insert(c.metadata.name.unwrap(), c.data.unwrap_or_default());
+            }
+            "PersistentVolumeClaim" => {
+                let c: PersistentVolumeClaim = roundtrip(file, v);
+                claims.insert(c.metadata.name.unwrap());
+            }
+            "Deployment" => deployments.push(roundtrip::<Deployment>(file, v)),
+            "Service" => drop(roundtrip::<Service>(file, v)),
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+    }
+    assert_eq!(
+        kinds.iter().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+
+    // RBAC: the exact grants, no wildcard, nothing that executes, escalates or deletes beyond a bare pod.
+    let grants = |rules: &[k8s_openapi::api::rbac::v1::PolicyRule]| -> BTreeSet<String> {
+        let mut g = BTreeSet::new();
+        for r in rules {
+            for group in r.api_groups.iter().flatten() {
+                for res in r.resources.iter().flatten() {
+                    for verb in &r.verbs {
+                        assert!(
+                            verb != "*" && res != "*" && group != "*",
+                            "wildcard in {r:?}"
+                        );
+                        g.insert(format!("{group}/{res}:{verb}"));
+                    }
+                }
+            }
+        }
+        g
+    };
+    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        grants(&cluster_roles["kube-reflexion-watcher"]),
+        set(&[
+            "/pods:get",
+            "/pods:list",
+            "/pods:watch",
+            "/events:list",
+            "apps/replicasets:get",
+            "batch/jobs:get"
+        ]),
+        "the watcher only reads"
+    );
+    assert_eq!(
+        grants(&roles["kube-reflexion-watcher-lease"]),
+        set(&[
+            "coordination.k8s.io/leases:get",
+            "coordination.k8s.io/leases:create",
+            "coordination.k8s.io/leases:update"
+        ])
+    );
+    assert_eq!(
+        grants(&cluster_roles["kube-reflexion-api"]),
+        set(&[
+            "/pods:get",
+            "/pods:list",
+            "/pods:watch",
+            "/pods:patch",
+            "/pods:delete",
+            "/pods:create",
+            "/pods/log:get",
+            "/events:list",
+            "/events:watch",
+            "/events:create",
+            "/configmaps:list",
+            "/secrets:list",
+            "/nodes:list",
+            "apps/deployments:get",
+            "apps/deployments:list",
+            "apps/deployments:watch",
+            "apps/deployments:patch",
+            "apps/replicasets:get",
+            "apps/replicasets:list",
+        ]),
+        "the API has exactly the verbs its actions need"
+    );
+    for (role_ref, subjects) in &bindings {
+        let known = match role_ref.kind.as_str() {
+            "ClusterRole" => cluster_roles.contains_key(&role_ref.name),
+            _ => roles.contains_key(&role_ref.name),
+        };
+        assert!(
+            known,
+            "binding to an unknown {} {}",
+            role_ref.kind, role_ref.name
+        );
+        for s in subjects {
+            assert!(
+                accounts.contains(&s.name),
+                "binding to an unknown ServiceAccount {}",
+                s.name
+            );
+        }
+    }
+
+    // Pods: hardened, probed, bounded; their accounts, claims and ConfigMaps exist.
+    assert_eq!(deployments.len(), 2);
+    for d in &deployments {
+        let name = d.metadata.name.clone().unwrap();
+        let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(
+            accounts.contains(spec.service_account_name.as_ref().unwrap()),
+            "{name}"
+        );
+        assert_eq!(
+            spec.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true),
+            "{name}"
+        );
+        for c in &spec.containers {
+            assert!(
+                c.liveness_probe.is_some() && c.readiness_probe.is_some(),
+                "{name}: probes"
+            );
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+            assert!(
+                c.resources
+                    .as_ref()
+                    .unwrap()
+                    .limits
+                    .as_ref()
+                    .unwrap()
+                    .contains_key("memory"),
+                "{name}"
+            );
+        }
+        for v in spec.volumes.iter().flatten() {
+            if let Some(pvc) = &v.persistent_volume_claim {
+                assert!(
+                    claims.contains(&pvc.claim_name),
+                    "{name}: claim {}",
+                    pvc.claim_name
+                );
+            }
+            if let Some(cm) = &v.config_map {
+                assert!(
+                    config_maps.contains_key(&cm.name),
+                    "{name}: ConfigMap {}",
+                    cm.name
+                );
+            }
+        }
+    }
+    // SQLite on a ReadWriteOnce volume: one API replica, replaced not rolled.
+    let api = deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("reflexion-api"))
+        .unwrap();
+    let api_spec = api.spec.as_ref().unwrap();
+    assert_eq!(api_spec.replicas, Some(1));
+    assert_eq!(
+        api_spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
+
+    // The policy the API will read is a valid policy.
+    let policy: reflexion_core::policy::Policy =
+        serde_json::from_str(&config_maps["reflexion-policy"]["policy.json"])
+            .expect("policy.json is a Policy");
+    assert!(
+        policy
+            .protected_namespaces
+            .contains(&"kube-system".to_string())
+    );
+}
+
+#[test]
+fn docker_compose_runs_both_services_from_their_dockerfiles() {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let compose: Value = serde_yaml::from_str(&text).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    assert_eq!(
+        services.keys().collect::<Vec<_>>(),
+        ["reflexion-api", "watcher"]
+    );
+    let declared: BTreeSet<&str> = compose["volumes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for (name, s) in services {
+        let dockerfile = s["build"]["dockerfile"].as_str().unwrap();
+        let df = std::fs::read_to_string(root().join(dockerfile)).unwrap();
+        assert!(df.matches("FROM ").count() >= 2, "{name}: multi-stage");
+        assert!(df.contains("USER 65532"), "{name}: non-root");
+        for v in s["volumes"].as_array().unwrap() {
+            let source = v.as_str().unwrap().split(':').next().unwrap();
+            assert!(
+                source.starts_with('$') || declared.contains(source),
+                "{name}: volume {source} is not declared"
+            );
+        }
+        assert_eq!(s["environment"]["KUBECONFIG"], "/kube/config", "{name}");
+    }
+    assert_eq!(
+        services["watcher"]["environment"]["REFLEXION_API_URL"],
+        "http://reflexion-api:8000"
+    );
+    assert_eq!(
+        services["reflexion-api"]["environment"]["DATABASE_URL"],
+        "sqlite:///data/reflexion.db"
+    );
+}
