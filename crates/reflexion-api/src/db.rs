@@ -139,6 +139,12 @@ impl Db {
         Ok(Self { pool })
     }
 
+    /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
+    /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -148,7 +154,7 @@ impl Db {
     /// with the same idempotency key.
     /// Returns (id, created).
     pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(key) = n.idempotency_key
             && let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
                 .bind(key)
@@ -214,7 +220,7 @@ impl Db {
     }
 
     pub async fn transition(&self, id: &str, state: &str, note: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         apply_transition(&mut tx, id, state, note).await?;
         tx.commit().await?;
         Ok(())
@@ -244,7 +250,7 @@ impl Db {
 
     /// The final state and its outcome, in one transaction.
     pub async fn finish(&self, id: &str, state: &str, outcome: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
             .bind(outcome)
             .bind(id)
@@ -257,7 +263,7 @@ impl Db {
 
     /// Park an incident until an operator approves or rejects `plan`.
     pub async fn await_approval(&self, id: &str, plan: &Value, note: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE incidents SET pending_plan = ? WHERE id = ?")
             .bind(plan.to_string())
             .bind(id)
@@ -276,7 +282,7 @@ impl Db {
         next_state: &str,
         note: &str,
     ) -> Result<Option<Value>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT pending_plan FROM incidents WHERE id = ? AND state = 'awaiting_approval'",
         )
@@ -367,7 +373,7 @@ impl Db {
     pub async fn record_episode(&self, e: &NewEpisode<'_>) -> Result<String> {
         let id = format!("episode_{}", uuid::Uuid::new_v4().simple());
         let ts = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source,
                                    action, command, rationale, dry_run, execution, verification, success, reverted, reflection, duration_ms, llm)
@@ -781,7 +787,7 @@ impl Db {
     /// Delete episodes (and their lessons) and/or strategies. Incidents and the audit log are kept: they are the
     /// record of what was done to the cluster, not learned memory.
     pub async fn clear(&self, episodes: bool, strategies: bool) -> Result<Value> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (mut e, mut l, mut s) = (0, 0, 0);
         if episodes {
             l = sqlx::query("DELETE FROM lessons")
