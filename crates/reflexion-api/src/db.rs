@@ -784,6 +784,110 @@ impl Db {
         Ok(Some(v))
     }
 
+    /// Counts that summarize what the engine did and learned, all from the database.
+    pub async fn statistics(&self) -> Result<Value> {
+        // Counts come back as INTEGER and averages as REAL; both are read as numbers.
+        let one = |sql: &'static str| async move {
+            let r = sqlx::query(sql).fetch_one(&self.pool).await?;
+            Ok::<_, DbError>(
+                r.try_get::<Option<f64>, _>(0)
+                    .or_else(|_| r.try_get::<Option<i64>, _>(0).map(|v| v.map(|n| n as f64)))?,
+            )
+        };
+        let by_state: serde_json::Map<String, Value> =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get::<String, _>("state"), json!(r.get::<i64, _>("n"))))
+                .collect();
+        let by_error_type: Vec<Value> = sqlx::query(
+            "SELECT error_type, COUNT(*) AS n, SUM(state = 'resolved') AS resolved, AVG(CASE WHEN state = 'resolved' THEN trials END) AS trials
+             FROM incidents GROUP BY error_type ORDER BY n DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({"error_type": r.get::<String, _>("error_type"), "incidents": r.get::<i64, _>("n"),
+                   "resolved": r.get::<Option<i64>, _>("resolved").unwrap_or(0),
+                   "mean_trials_to_fix": r.get::<Option<f64>, _>("trials")})
+        })
+        .collect();
+        let incidents = one("SELECT COUNT(*) FROM incidents").await?.unwrap_or(0.0);
+        let resolved = one("SELECT COUNT(*) FROM incidents WHERE state = 'resolved'")
+            .await?
+            .unwrap_or(0.0);
+        let finished = one(
+            "SELECT COUNT(*) FROM incidents WHERE state IN ('resolved', 'escalated', 'failed')",
+        )
+        .await?
+        .unwrap_or(0.0);
+        Ok(json!({
+            "incidents": {"total": incidents, "by_state": by_state, "by_error_type": by_error_type},
+            "success_rate": if finished > 0.0 { Some(resolved / finished) } else { None },
+            "mean_trials_to_fix": one("SELECT AVG(trials) FROM incidents WHERE state = 'resolved'").await?,
+            "first_trial_fix_rate": if resolved > 0.0 {
+                one("SELECT COUNT(*) FROM incidents WHERE state = 'resolved' AND trials = 1").await?.map(|n| n / resolved)
+            } else { None },
+            "episodes": {
+                "total": one("SELECT COUNT(*) FROM episodes").await?.unwrap_or(0.0),
+                "successful": one("SELECT COUNT(*) FROM episodes WHERE success").await?.unwrap_or(0.0),
+                "reverted": one("SELECT COUNT(*) FROM episodes WHERE reverted").await?.unwrap_or(0.0),
+            },
+            "strategies": one("SELECT COUNT(*) FROM strategies").await?.unwrap_or(0.0),
+            "lessons": one("SELECT COUNT(*) FROM lessons").await?.unwrap_or(0.0),
+            "cluster_writes": one("SELECT COUNT(*) FROM audit WHERE verb != 'revert'").await?.unwrap_or(0.0),
+            "reverts": one("SELECT COUNT(*) FROM audit WHERE verb = 'revert'").await?.unwrap_or(0.0),
+            "llm": {
+                "calls": one("SELECT COUNT(*) FROM llm_calls").await?.unwrap_or(0.0),
+                "accepted": one("SELECT COUNT(*) FROM llm_calls WHERE outcome = 'accepted'").await?.unwrap_or(0.0),
+                "tokens": one("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM llm_calls").await?.unwrap_or(0.0),
+                "mean_latency_ms": one("SELECT AVG(latency_ms) FROM llm_calls").await?,
+            },
+        }))
+    }
+
+    /// Per UTC day: incidents, success rate, mean trials to fix, LLM calls per incident, and the share of fixed
+    /// incidents that needed no LLM call. The curve a learning system should bend.
+    pub async fn learning_progression(&self, days: i64) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT substr(i.created_at, 1, 10) AS day,
+                    COUNT(*) AS incidents,
+                    SUM(i.state = 'resolved') AS resolved,
+                    SUM(i.state IN ('resolved', 'escalated', 'failed')) AS finished,
+                    AVG(CASE WHEN i.state = 'resolved' THEN i.trials END) AS trials,
+                    SUM(COALESCE(c.calls, 0)) AS llm_calls,
+                    SUM(i.state = 'resolved' AND COALESCE(c.calls, 0) = 0) AS resolved_without_llm
+             FROM incidents i
+             LEFT JOIN (SELECT incident_id, COUNT(*) AS calls FROM llm_calls GROUP BY incident_id) c ON c.incident_id = i.id
+             GROUP BY day ORDER BY day DESC LIMIT ?",
+        )
+        .bind(days)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let n = r.get::<i64, _>("incidents") as f64;
+                let resolved = r.get::<Option<i64>, _>("resolved").unwrap_or(0) as f64;
+                let finished = r.get::<Option<i64>, _>("finished").unwrap_or(0) as f64;
+                let free = r.get::<Option<i64>, _>("resolved_without_llm").unwrap_or(0) as f64;
+                json!({
+                    "day": r.get::<String, _>("day"),
+                    "incidents": n,
+                    "resolved": resolved,
+                    "success_rate": (finished > 0.0).then(|| resolved / finished),
+                    "mean_trials_to_fix": r.get::<Option<f64>, _>("trials"),
+                    "llm_calls_per_incident": r.get::<Option<i64>, _>("llm_calls").unwrap_or(0) as f64 / n.max(1.0),
+                    "llm_free_share": (resolved > 0.0).then(|| free / resolved),
+                })
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
     /// Delete episodes (and their lessons) and/or strategies. Incidents and the audit log are kept: they are the
     /// record of what was done to the cluster, not learned memory.
     pub async fn clear(&self, episodes: bool, strategies: bool) -> Result<Value> {

@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::FailureReport;
@@ -14,6 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub const MAX_BODY: usize = 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,6 +24,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub engine: Engine,
     pub token: Option<Arc<String>>,
+    /// Require the token on reads too (health and metrics stay open).
+    pub auth_reads: bool,
 }
 
 #[derive(Debug)]
@@ -61,25 +65,89 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let mutating = Router::new()
-        .route("/api/v1/reflexion/process-with-k8s-data", post(report))
-        .route("/api/v1/reflexion/process", post(process))
-        .route("/api/v1/reflexion/incidents/{id}/approve", post(approve))
-        .route("/api/v1/reflexion/incidents/{id}/reject", post(reject))
-        .route("/api/v1/memory/clear", delete(clear_all))
-        .route("/api/v1/memory/strategies", delete(clear_strategies))
-        .route("/api/v1/memory/episodes", delete(clear_episodes))
+/// The routes and their OpenAPI document, built together: a route exists only through `routes!`, so it cannot be
+/// missing from the document.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let mutating = OpenApiRouter::new()
+        .routes(routes!(report))
+        .routes(routes!(process))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(clear_all))
+        .routes(routes!(clear_strategies))
+        .routes(routes!(clear_episodes))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/v1/reflexion/incidents", get(incidents))
-        .route("/api/v1/reflexion/incidents/{id}", get(incident))
-        .route("/api/v1/reflexion/strategies", get(strategies))
-        .route("/api/v1/memory/strategies", get(strategies))
-        .route("/api/v1/reflexion/memory/episodic", get(episodes))
-        .route("/api/v1/memory/episodes", get(episodes))
+    let mut reads = OpenApiRouter::new()
+        .routes(routes!(incidents))
+        .routes(routes!(incident))
+        .routes(routes!(strategies))
+        .routes(routes!(memory_strategies))
+        .routes(routes!(episodes))
+        .routes(routes!(memory_episodes))
+        .routes(routes!(statistics))
+        .routes(routes!(learning_progression))
+        .routes(routes!(reflexion_metrics))
+        .routes(routes!(openapi_document));
+    if state.auth_reads {
+        reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    }
+    // Probes and scrapers need no token.
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(prometheus))
+        .merge(reads)
         .merge(mutating)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kube-reflexion API",
+        description = "Failure reports in; diagnosis, typed fixes at the owning workload, verification, reflections and learned strategies out. Errors always have the shape {\"error\": {\"code\", \"message\", \"details\"}}. When a token is configured, mutating endpoints need `Authorization: Bearer <token>`."
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The one error shape.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+    details: Option<Value>,
+}
+
+/// The OpenAPI document of this server, generated from the code.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    api(state).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = api(&state).split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .layer(axum::Extension(doc))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -95,7 +163,21 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A bug must still answer in the one error shape, not drop the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("a handler panicked").into_response()
+            },
+        ))
         .with_state(state)
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document", body = Value)))]
+async fn openapi_document(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*doc).clone())
 }
 
 async fn require_token(
@@ -173,6 +255,11 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/reflexion/process-with-k8s-data", tag = "reports", security(("bearer" = [])),
+    request_body(content = Value, description = "A failure report: pod_name, namespace, error_type, idempotency_key, real_k8s_data", content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Identical for every re-send of the same report")),
+    responses((status = 202, description = "Incident opened, or the open incident the report joins", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid report", body = ErrorBody)))]
 async fn report(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -197,6 +284,10 @@ struct ProcessRequest {
 }
 
 /// Ask for an incident on a named pod: the same path as a watcher report, with the evidence read from the cluster.
+#[utoipa::path(post, path = "/api/v1/reflexion/process", tag = "reports", security(("bearer" = [])),
+    request_body(content = Value, description = "{\"pod_name\", \"namespace\", \"error_type\"}", content_type = "application/json"),
+    responses((status = 202, description = "Incident opened", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid request", body = ErrorBody)))]
 async fn process(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -288,6 +379,9 @@ fn listing(what: &str, list: Vec<Value>) -> Json<Value> {
     Json(body)
 }
 
+#[utoipa::path(get, path = "/api/v1/reflexion/strategies", tag = "memory",
+    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Learned strategies with counts and confidence", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn strategies(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -301,6 +395,9 @@ async fn strategies(
     Ok(listing("strategies", list))
 }
 
+#[utoipa::path(get, path = "/api/v1/reflexion/memory/episodic", tag = "memory",
+    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Episodes (one per trial) with reflections and lessons", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn episodes(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -314,6 +411,188 @@ async fn episodes(
     Ok(listing("episodes", list))
 }
 
+#[utoipa::path(get, path = "/api/v1/memory/strategies", tag = "memory",
+    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Learned strategies (alias of /api/v1/reflexion/strategies)", body = Value), (status = 400, description = "Bad query", body = ErrorBody)))]
+async fn memory_strategies(
+    state: State<AppState>,
+    q: Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    strategies(state, q).await
+}
+
+#[utoipa::path(get, path = "/api/v1/memory/episodes", tag = "memory",
+    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Episodes (alias of /api/v1/reflexion/memory/episodic)", body = Value), (status = 400, description = "Bad query", body = ErrorBody)))]
+async fn memory_episodes(
+    state: State<AppState>,
+    q: Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    episodes(state, q).await
+}
+
+#[utoipa::path(get, path = "/api/v1/memory/statistics", tag = "memory",
+    responses((status = 200, description = "Incidents by state and error type, success rate, trials to fix, episodes, strategies, lessons, writes, reverts, LLM use", body = Value)))]
+async fn statistics(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut v = state
+        .engine
+        .db()
+        .statistics()
+        .await
+        .map_err(ApiError::internal)?;
+    v["timestamp"] = json!(timestamp());
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgressionQuery {
+    days: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/memory/learning-progression", tag = "memory",
+    params(("days" = Option<i64>, Query, description = "1-366, default 30")),
+    responses((status = 200, description = "Per day: incidents, success rate, mean trials to fix, LLM calls per incident, LLM-free share", body = Value),
+        (status = 400, description = "Bad query", body = ErrorBody)))]
+async fn learning_progression(
+    State(state): State<AppState>,
+    Query(q): Query<ProgressionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("days must be between 1 and 366, got {days}"),
+        ));
+    }
+    let list = state
+        .engine
+        .db()
+        .learning_progression(days)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(listing("days", list))
+}
+
+#[utoipa::path(get, path = "/api/v1/reflexion/metrics", tag = "memory",
+    responses((status = 200, description = "The engine's real numbers: success rate, first-trial fix rate, trials to fix, reverts, LLM calls and tokens", body = Value)))]
+async fn reflexion_metrics(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let s = state
+        .engine
+        .db()
+        .statistics()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "total_incidents": s["incidents"]["total"],
+        "resolved": s["incidents"]["by_state"]["resolved"],
+        "escalated": s["incidents"]["by_state"]["escalated"],
+        "success_rate": s["success_rate"],
+        "first_trial_fix_rate": s["first_trial_fix_rate"],
+        "mean_trials_to_fix": s["mean_trials_to_fix"],
+        "cluster_writes": s["cluster_writes"],
+        "reverts": s["reverts"],
+        "strategies": s["strategies"],
+        "lessons": s["lessons"],
+        "llm_calls": s["llm"]["calls"],
+        "llm_tokens": s["llm"]["tokens"],
+        "timestamp": timestamp(),
+    })))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn prometheus(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let s = state
+        .engine
+        .db()
+        .statistics()
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let states = s["incidents"]["by_state"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (format!("{{state=\"{k}\"}}"), num(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    metric(
+        "reflexion_incidents",
+        "gauge",
+        "Incidents by state.",
+        states,
+    );
+    metric(
+        "reflexion_episodes_total",
+        "counter",
+        "Trials run.",
+        vec![(String::new(), num(&s["episodes"]["total"]))],
+    );
+    metric(
+        "reflexion_episodes_successful_total",
+        "counter",
+        "Trials whose fix was verified.",
+        vec![(String::new(), num(&s["episodes"]["successful"]))],
+    );
+    metric(
+        "reflexion_cluster_writes_total",
+        "counter",
+        "Writes to the cluster (reverts excluded).",
+        vec![(String::new(), num(&s["cluster_writes"]))],
+    );
+    metric(
+        "reflexion_reverts_total",
+        "counter",
+        "Reverted fixes.",
+        vec![(String::new(), num(&s["reverts"]))],
+    );
+    metric(
+        "reflexion_strategies",
+        "gauge",
+        "Learned strategies.",
+        vec![(String::new(), num(&s["strategies"]))],
+    );
+    metric(
+        "reflexion_lessons",
+        "gauge",
+        "Lessons in memory.",
+        vec![(String::new(), num(&s["lessons"]))],
+    );
+    metric(
+        "reflexion_llm_calls_total",
+        "counter",
+        "LLM calls.",
+        vec![(String::new(), num(&s["llm"]["calls"]))],
+    );
+    metric(
+        "reflexion_llm_tokens_total",
+        "counter",
+        "LLM tokens, prompt and completion.",
+        vec![(String::new(), num(&s["llm"]["tokens"]))],
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/reflexion/incidents", tag = "incidents",
+    params(("state" = Option<String>, Query, description = "reported, diagnosing, planning, awaiting_approval, executing, verifying, resolved, escalated, failed, dismissed"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Incidents, newest first", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn incidents(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -327,6 +606,10 @@ async fn incidents(
     Ok(listing("incidents", list))
 }
 
+#[utoipa::path(get, path = "/api/v1/reflexion/incidents/{id}", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id")),
+    responses((status = 200, description = "The full trail: report, evidence, transitions, trials, LLM calls, audit", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such incident", body = ErrorBody)))]
 async fn incident(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -406,6 +689,12 @@ fn not_awaiting(id: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(post, path = "/api/v1/reflexion/incidents/{id}/approve", tag = "incidents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Incident id")),
+    request_body(content = Option<Value>, description = "Optional {\"by\"}", content_type = "application/json"),
+    responses((status = 202, description = "The pending plan runs", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such incident", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid body", body = ErrorBody)))]
 async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -430,6 +719,12 @@ async fn approve(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/reflexion/incidents/{id}/reject", tag = "incidents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Incident id")),
+    request_body(content = Option<Value>, description = "Optional {\"by\", \"reason\"}", content_type = "application/json"),
+    responses((status = 200, description = "Rejected; nothing ran", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such incident", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid body", body = ErrorBody)))]
 async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -471,16 +766,25 @@ async fn clear(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/memory/clear", tag = "memory", security(("bearer" = [])),
+    responses((status = 200, description = "Episodes, lessons, strategies and learned values deleted; incidents and audit kept", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn clear_all(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     clear(&state, true, true).await
 }
+#[utoipa::path(delete, path = "/api/v1/memory/strategies", tag = "memory", security(("bearer" = [])),
+    responses((status = 200, description = "Strategies and learned values deleted", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn clear_strategies(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     clear(&state, false, true).await
 }
+#[utoipa::path(delete, path = "/api/v1/memory/episodes", tag = "memory", security(("bearer" = [])),
+    responses((status = 200, description = "Episodes and their lessons deleted", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn clear_episodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     clear(&state, true, false).await
 }
 
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, description = "The database answers (status degraded when the cluster does not)", body = Value),
+        (status = 503, description = "The database does not answer", body = Value)))]
 async fn health(State(state): State<AppState>) -> Response {
     let db = state.engine.db().ping().await;
     let cluster =

@@ -98,6 +98,9 @@ struct Args {
     /// Most LLM tokens all incidents together may use per UTC day.
     #[arg(long, env = "REFLEXION_LLM_DAILY_TOKENS", default_value_t = 1_000_000)]
     llm_daily_tokens: u64,
+    /// Require the bearer token on read endpoints too (/health and /metrics stay open for probes and scrapers).
+    #[arg(long, env = "REFLEXION_AUTH_READS")]
+    auth_reads: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "REFLEXION_LOG_JSON")]
     log_json: bool,
@@ -232,9 +235,13 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, auth = args.api_token.is_some(),
         llm = args.llm_base_url.as_deref().unwrap_or(if args.openai_api_key.is_some() { "openai" } else { "none" }),
         "reflexion-api serving");
+    if args.auth_reads && args.api_token.is_none() {
+        anyhow::bail!("--auth-reads needs REFLEXION_API_TOKEN");
+    }
     let state = AppState {
         engine,
         token: args.api_token.map(Arc::new),
+        auth_reads: args.auth_reads,
     };
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -4,7 +4,8 @@
 //!     reflexion-api has stored the report (the incident's `created_at`), over N failures (p50/p95/p99/max);
 //! (b) storm: D Deployments of R replicas each fail together; reports stored, duplicates dropped by the watcher,
 //!     and the time until the last report;
-//! (c) memory: the watcher's RSS while it watches P pods, next to its RSS watching none.
+//! (c) memory: the watcher's RSS while it watches P pods, next to its RSS watching none;
+//! (d) outage: the storm again with reflexion-api killed for BENCH_OUTAGE_SECS (60) in the middle.
 //!
 //! `cargo bench -p watcher --bench detection` (it builds simcluster and reflexion-api in release first).
 //! Sizes: BENCH_FAILURES (1000), BENCH_STORM_DEPLOYMENTS (10), BENCH_STORM_REPLICAS (100), BENCH_PODS (10000).
@@ -58,6 +59,7 @@ struct Stack {
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
     api_url: String,
+    api_port: u16,
     admin: u16,
     procs: Vec<Proc>,
     watcher_pid: u32,
@@ -89,6 +91,24 @@ async fn wait_http(url: &str) {
     panic!("{url} did not come up");
 }
 
+/// reflexion-api in suggest mode (it records every report and changes nothing), on a database in `dir`.
+fn start_api(dir: &Path, kubeconfig: &Path, port: u16) -> Proc {
+    let policy = dir.join("policy.json");
+    std::fs::write(&policy, r#"{"default_mode": "suggest"}"#).unwrap();
+    spawn(
+        dir,
+        "reflexion-api",
+        Command::new(bin("reflexion-api"))
+            .env("KUBECONFIG", kubeconfig)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", dir.join("r.db").display()))
+            .arg("--policy-file")
+            .arg(&policy),
+    )
+}
+
 impl Stack {
     /// simcluster (with or without its kubelet and scheduler), reflexion-api in suggest mode (it records and changes
     /// nothing), and optionally the watcher.
@@ -109,26 +129,14 @@ impl Stack {
         }
         procs.push(spawn(dir.path(), "simcluster", &mut sim));
         wait_http(&format!("http://127.0.0.1:{sim_port}/version")).await;
-        let policy = dir.path().join("policy.json");
-        std::fs::write(&policy, r#"{"default_mode": "suggest"}"#).unwrap();
         let api_url = format!("http://127.0.0.1:{api_port}");
-        procs.push(spawn(
-            dir.path(),
-            "reflexion-api",
-            Command::new(bin("reflexion-api"))
-                .env("KUBECONFIG", &kubeconfig)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{api_port}"))
-                .arg("--database-url")
-                .arg(format!("sqlite://{}", dir.path().join("r.db").display()))
-                .arg("--policy-file")
-                .arg(&policy),
-        ));
+        procs.push(start_api(dir.path(), &kubeconfig, api_port));
         wait_http(&format!("{api_url}/health")).await;
         let mut stack = Stack {
             dir,
             kubeconfig,
             api_url,
+            api_port,
             admin,
             procs,
             watcher_pid: 0,
@@ -371,6 +379,63 @@ async fn storm() {
     );
 }
 
+/// A storm with reflexion-api down for a while in the middle: every failure must still arrive, once.
+async fn outage() {
+    let (d, r) = (
+        env_usize("BENCH_STORM_DEPLOYMENTS", 10),
+        env_usize("BENCH_STORM_REPLICAS", 100),
+    );
+    let down = Duration::from_secs(env_usize("BENCH_OUTAGE_SECS", 60) as u64);
+    let mut stack = Stack::start(true, true).await;
+    let api: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let create = async |range: std::ops::Range<usize>| {
+        for i in range {
+            let name = format!("outage-{i}");
+            let dep: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"replicas": r, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "app", "image": "nginx:no-such-tag"}]}}}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &dep).await.unwrap();
+        }
+    };
+    create(0..d / 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The API goes away (SIGKILL) while the first half fails and the second half is created.
+    drop(stack.procs.remove(1));
+    let killed = Instant::now();
+    create(d / 2..d).await;
+    tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
+    let spooled = stack.metric("watcher_reports_spooled").await;
+    stack.procs.push(start_api(
+        stack.dir.path(),
+        &stack.kubeconfig,
+        stack.api_port,
+    ));
+    wait_http(&format!("{}/health", stack.api_url)).await;
+    let back = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut all_in = None;
+    while Instant::now() < deadline {
+        if stack.incidents().await.len() >= d && all_in.is_none() {
+            all_in = Some(back.elapsed());
+        }
+        if all_in.is_some_and(|t| back.elapsed() > t + Duration::from_secs(10)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "(d) storm with reflexion-api down for {}s: {spooled} reports waiting in the spool during the outage; {} incidents stored for {d} failing Deployments, {} reports sent, all in {:.2} s after the API came back",
+        down.as_secs(),
+        stack.incidents().await.len(),
+        stack.metric("watcher_reports_sent_total").await,
+        all_in.map(|t| t.as_secs_f64()).unwrap_or(f64::NAN)
+    );
+}
+
 async fn memory() {
     let p = env_usize("BENCH_PODS", 10_000);
     let mut stack = Stack::start(false, false).await;
@@ -431,6 +496,9 @@ fn main() {
         }
         if run("storm") {
             storm().await;
+        }
+        if run("outage") {
+            outage().await;
         }
         if run("memory") {
             memory().await;

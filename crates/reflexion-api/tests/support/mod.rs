@@ -37,6 +37,7 @@ pub struct Stack {
     pub api_url: String,
     pub kubeconfig: PathBuf,
     children: Vec<(String, Child)>,
+    api_args: Vec<String>,
 }
 
 pub struct Options {
@@ -76,6 +77,7 @@ impl Stack {
             api_url: format!("http://127.0.0.1:{api_port}"),
             kubeconfig: kubeconfig.clone(),
             children: Vec::new(),
+            api_args: Vec::new(),
             dir,
         };
         stack.spawn(
@@ -89,30 +91,30 @@ impl Stack {
                 .arg("10"),
         );
         wait_http(&format!("{}/version", stack.sim_url)).await;
-        let db = stack.dir.path().join("reflexion.db");
         let policy = stack.dir.path().join("policy.json");
         std::fs::write(&policy, opts.policy.unwrap_or("{}")).expect("policy file");
-        stack.spawn(
-            "reflexion-api",
-            Command::new(bin("reflexion-api"))
-                .env("KUBECONFIG", &kubeconfig)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{api_port}"))
-                .arg("--database-url")
-                .arg(format!("sqlite://{}", db.display()))
-                .arg("--registry-url")
-                .arg(&stack.sim_url)
-                .arg("--verify-window-secs")
-                .arg(opts.verify_window_secs.to_string())
-                .arg("--verify-timeout-secs")
-                .arg("40")
-                .arg("--policy-file")
-                .arg(&policy)
-                .arg("--workload-cooldown-secs")
-                .arg(opts.workload_cooldown_secs.to_string())
-                .args(opts.api_args)
-                .args(&opts.extra_args),
-        );
+        let db = stack.dir.path().join("reflexion.db");
+        stack.api_args = [
+            "--listen".to_string(),
+            format!("127.0.0.1:{api_port}"),
+            "--database-url".into(),
+            format!("sqlite://{}", db.display()),
+            "--registry-url".into(),
+            stack.sim_url.clone(),
+            "--verify-window-secs".into(),
+            opts.verify_window_secs.to_string(),
+            "--verify-timeout-secs".into(),
+            "40".into(),
+            "--policy-file".into(),
+            policy.display().to_string(),
+            "--workload-cooldown-secs".into(),
+            opts.workload_cooldown_secs.to_string(),
+        ]
+        .into_iter()
+        .chain(opts.api_args.iter().map(|a| a.to_string()))
+        .chain(opts.extra_args.iter().cloned())
+        .collect();
+        stack.start_api();
         wait_http(&format!("{}/health", stack.api_url)).await;
         if opts.watcher {
             stack.spawn(
@@ -130,9 +132,34 @@ impl Stack {
         stack
     }
 
+    fn start_api(&mut self) {
+        let args = self.api_args.clone();
+        let kubeconfig = self.kubeconfig.clone();
+        self.spawn(
+            "reflexion-api",
+            Command::new(bin("reflexion-api"))
+                .env("KUBECONFIG", kubeconfig)
+                .args(args),
+        );
+    }
+
+    /// SIGKILL reflexion-api (no chance to clean up), then start it again on the same port and database.
+    pub async fn kill_and_restart_api(&mut self) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == "reflexion-api") {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.start_api();
+        wait_http(&format!("{}/health", self.api_url)).await;
+    }
+
     fn spawn(&mut self, name: &str, cmd: &mut Command) {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log file");
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

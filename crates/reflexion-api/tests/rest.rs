@@ -1,0 +1,314 @@
+//! The REST surface: every route is in the generated OpenAPI document and answers; tokens guard what they must;
+//! statistics, learning progression and metrics carry real numbers; and an API killed with SIGKILL while verifying
+//! finishes its incident after the restart without acting twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Options, Stack};
+
+/// Every route of the server: (method, path). A route added to the server without a `#[utoipa::path]` cannot be
+/// registered (routes only come through `routes!`); one added there but not here fails the comparison below.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/reflexion/incidents"),
+    ("get", "/api/v1/reflexion/incidents/{id}"),
+    ("post", "/api/v1/reflexion/incidents/{id}/approve"),
+    ("post", "/api/v1/reflexion/incidents/{id}/reject"),
+    ("get", "/api/v1/reflexion/strategies"),
+    ("get", "/api/v1/reflexion/memory/episodic"),
+    ("get", "/api/v1/reflexion/metrics"),
+    ("post", "/api/v1/reflexion/process"),
+    ("post", "/api/v1/reflexion/process-with-k8s-data"),
+    ("get", "/api/v1/memory/strategies"),
+    ("delete", "/api/v1/memory/strategies"),
+    ("get", "/api/v1/memory/episodes"),
+    ("delete", "/api/v1/memory/episodes"),
+    ("delete", "/api/v1/memory/clear"),
+    ("get", "/api/v1/memory/statistics"),
+    ("get", "/api/v1/memory/learning-progression"),
+];
+
+async fn call(stack: &Stack, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let url = format!(
+        "{}{}",
+        stack.api_url,
+        path.replace("{id}", "no-such-incident")
+    );
+    let client = reqwest::Client::new();
+    let mut req = match method {
+        "get" => client.get(url),
+        "post" => client.post(url).json(&json!({})),
+        "delete" => client.delete(url),
+        other => panic!("{other}"),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_documented_answers_and_is_guarded() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        api_args: &["--api-token", "s3cret-token"],
+        ..Options::default()
+    })
+    .await;
+    let doc = stack.get("/api/v1/openapi.json").await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        documented, expected,
+        "the OpenAPI document and the route list differ"
+    );
+
+    for (method, path) in ROUTES {
+        let (status, body) = call(&stack, method, path, Some("s3cret-token")).await;
+        assert!(
+            status < 500 && body["error"]["code"] != "not_found" || path.contains("{id}"),
+            "{method} {path}: {status} {body}"
+        );
+        assert_ne!(status, 405, "{method} {path}");
+        let mutating = *method != "get";
+        for bad in [None, Some("wrong")] {
+            let (status, body) = call(&stack, method, path, bad).await;
+            if mutating {
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (401, Some("unauthorized")),
+                    "{method} {path} with {bad:?}"
+                );
+            } else {
+                assert_ne!(
+                    status, 401,
+                    "{method} {path}: reads are open without --auth-reads"
+                );
+            }
+        }
+    }
+    // Error shape, everywhere.
+    let (status, body) = call(&stack, "get", "/api/v1/reflexion/incidents?limit=0", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, body) = call(
+        &stack,
+        "get",
+        "/api/v1/memory/learning-progression?days=999",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{body}"
+    );
+    let (status, body) = call(&stack, "get", "/api/v1/nope", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_reads_only_health_and_metrics_stay_open() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        api_args: &["--api-token", "tok", "--auth-reads"],
+        ..Options::default()
+    })
+    .await;
+    for (method, path) in ROUTES {
+        let (status, _) = call(&stack, method, path, None).await;
+        if ["/health", "/metrics"].contains(path) {
+            assert_eq!(status, 200, "{path}");
+        } else {
+            assert_eq!(status, 401, "{method} {path}");
+        }
+    }
+    let (status, _) = call(&stack, "get", "/api/v1/reflexion/incidents", Some("tok")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_progression_and_metrics_count_what_happened() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27.O"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    stack
+        .eventually(
+            "the incident to be resolved",
+            Duration::from_secs(90),
+            async || {
+                let s = stack.get("/api/v1/memory/statistics").await;
+                (
+                    (s["incidents"]["by_state"]["resolved"] == 1).then_some(()),
+                    s.to_string(),
+                )
+            },
+        )
+        .await;
+    let s = stack.get("/api/v1/memory/statistics").await;
+    assert_eq!(s["incidents"]["total"], 1.0, "{s}");
+    assert_eq!(s["success_rate"], 1.0);
+    assert_eq!(s["mean_trials_to_fix"], 1.0);
+    assert_eq!(s["first_trial_fix_rate"], 1.0);
+    assert_eq!(s["episodes"]["total"], 1.0);
+    assert_eq!(s["cluster_writes"], 1.0);
+    assert_eq!(s["llm"]["calls"], 0.0);
+    let p = stack.get("/api/v1/memory/learning-progression").await;
+    let today = &p["days"][0];
+    assert_eq!(
+        today["day"],
+        chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        "{p}"
+    );
+    assert_eq!(
+        (today["incidents"].as_f64(), today["success_rate"].as_f64()),
+        (Some(1.0), Some(1.0))
+    );
+    assert_eq!(today["llm_free_share"], 1.0);
+    assert_eq!(today["llm_calls_per_incident"], 0.0);
+    let m = stack.get("/api/v1/reflexion/metrics").await;
+    assert_eq!(
+        (m["total_incidents"].as_f64(), m["resolved"].as_i64()),
+        (Some(1.0), Some(1)),
+        "{m}"
+    );
+    let prom = reqwest::get(format!("{}/metrics", stack.api_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "reflexion_incidents{state=\"resolved\"} 1",
+        "reflexion_episodes_successful_total 1",
+        "reflexion_cluster_writes_total 1",
+        "# TYPE reflexion_llm_calls_total counter",
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} missing in\n{prom}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_killed_while_verifying_finishes_the_incident_without_acting_twice() {
+    // A long stability window keeps the incident in `verifying` long enough to kill the API there.
+    let mut stack = Stack::start(Options {
+        verify_window_secs: 6.0,
+        ..Options::default()
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27.O"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let id = stack
+        .eventually(
+            "the incident to verify",
+            Duration::from_secs(90),
+            async || {
+                let list = stack
+                    .get("/api/v1/reflexion/incidents?state=verifying")
+                    .await;
+                (
+                    list["incidents"][0]["id"].as_str().map(String::from),
+                    list.to_string(),
+                )
+            },
+        )
+        .await;
+    stack.kill_and_restart_api().await;
+    let detail = stack
+        .eventually(
+            "the incident to finish after the restart",
+            Duration::from_secs(90),
+            async || {
+                let d = stack
+                    .get(&format!("/api/v1/reflexion/incidents/{id}"))
+                    .await;
+                (
+                    (d["state"] == "resolved" || d["state"] == "escalated").then(|| d.clone()),
+                    d["state"].to_string(),
+                )
+            },
+        )
+        .await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let writes: Vec<&str> = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        writes,
+        ["set_image"],
+        "one action, not repeated after the restart"
+    );
+    assert!(
+        detail["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["note"] == "resumed after restart: verifying without acting again"),
+        "{detail}"
+    );
+    let image = support::template_container(&deployments, "web")
+        .await
+        .image
+        .unwrap();
+    assert_eq!(image, "nginx:1.27.3");
+}
