@@ -24,6 +24,7 @@ use reflexion_core::{Action, Failure, FailureKind, Signature, classify};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// The learned-value key for the memory limit that held.
 const MEMORY_LIMIT_KEY: &str = "memory_limit";
@@ -398,10 +399,13 @@ impl Engine {
                         .await;
                 }
             }
+            let span = tracing::info_span!("incident_trial", incident = %inc.id, trial, workload = %target,
+                signature = %signature, action = plan.action.name(), source = %plan.source);
             if !self
                 .trial(
                     &inc, trial, &failure, &signature, &target, &plan, &mut tried,
                 )
+                .instrument(span)
                 .await?
             {
                 continue;

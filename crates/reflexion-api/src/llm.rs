@@ -12,6 +12,7 @@ use async_openai::types::chat::{
 };
 use reflexion_core::llm::{MAX_ANSWER_BYTES, answer_schema};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct LlmConfig {
@@ -107,8 +108,11 @@ impl Llm {
                 return Completion::failed(format!("building the request: {e}"), Duration::ZERO);
             }
         };
+        let span = tracing::info_span!("llm_call", model = %self.config.model, max_tokens = self.config.max_tokens);
         let response =
-            tokio::time::timeout(self.config.timeout, self.client.chat().create(request)).await;
+            tokio::time::timeout(self.config.timeout, self.client.chat().create(request))
+                .instrument(span)
+                .await;
         let latency = started.elapsed();
         let response = match response {
             Err(_) => {

@@ -101,6 +101,10 @@ struct Args {
     /// Require the bearer token on read endpoints too (/health and /metrics stay open for probes and scrapers).
     #[arg(long, env = "REFLEXION_AUTH_READS")]
     auth_reads: bool,
+    /// Export traces (a span per incident trial and per LLM call) over OTLP/HTTP to this collector, e.g.
+    /// http://127.0.0.1:4318 (Jaeger, Tempo, the OpenTelemetry Collector, LangSmith's OTLP endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "REFLEXION_LOG_JSON")]
     log_json: bool,
@@ -173,7 +177,7 @@ fn llm(args: &Args) -> anyhow::Result<Option<Llm>> {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.log_json);
+    let traces = init_tracing(args.log_json, args.otlp_endpoint.as_deref()).await?;
     let config = EngineConfig {
         workload_cooldown: if args.workload_cooldown_secs == 0.0 {
             Duration::ZERO
@@ -247,20 +251,69 @@ async fn run() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("reflexion-api stopped");
+    if let Some(p) = traces
+        && let Err(e) = tokio::task::spawn_blocking(move || p.shutdown()).await
+    {
+        eprintln!("reflexion-api: flushing traces: {e}");
+    }
     Ok(())
 }
 
-fn init_tracing(json: bool) {
+/// Logs to stderr (text or JSON lines) and, with an OTLP endpoint, spans to a collector. The returned provider
+/// flushes on shutdown.
+async fn init_tracing(
+    json: bool,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init()
-    }
+        fmt.boxed()
+    };
+    let provider = match otlp {
+        None => None,
+        Some(endpoint) => {
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            reqwest::Url::parse(&url)
+                .with_context(|| format!("--otlp-endpoint {endpoint:?} is not a URL"))?;
+            // The exporter's blocking HTTP client must be built off the async runtime.
+            let provider = tokio::task::spawn_blocking(move || {
+                use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+                let exporter = SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(url)
+                    .build()?;
+                Ok::<_, anyhow::Error>(
+                    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                        .with_batch_exporter(exporter)
+                        .with_resource(
+                            opentelemetry_sdk::Resource::builder()
+                                .with_service_name("reflexion-api")
+                                .build(),
+                        )
+                        .build(),
+                )
+            })
+            .await??;
+            Some(provider)
+        }
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("reflexion-api"))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(provider)
 }
 
 async fn shutdown_signal() {

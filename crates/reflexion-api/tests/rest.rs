@@ -312,3 +312,59 @@ async fn an_api_killed_while_verifying_finishes_the_incident_without_acting_twic
         .unwrap();
     assert_eq!(image, "nginx:1.27.3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_collector_with_a_span_per_trial() {
+    // A minimal OTLP/HTTP collector: it keeps every body POSTed to /v1/traces.
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let sink = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let stack = Stack::start(Options {
+        extra_args: vec!["--otlp-endpoint".into(), collector],
+        ..Options::default()
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27.O"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    // The batch exporter sends every few seconds: wait for the span of the trial.
+    stack
+        .eventually(
+            "an incident_trial span at the collector",
+            Duration::from_secs(60),
+            async || {
+                let got = bodies.lock().unwrap().iter().any(|b| {
+                    b.windows(b"incident_trial".len())
+                        .any(|w| w == b"incident_trial")
+                        && b.windows(b"reflexion-api".len())
+                            .any(|w| w == b"reflexion-api")
+                });
+                (
+                    got.then_some(()),
+                    format!("{} bodies", bodies.lock().unwrap().len()),
+                )
+            },
+        )
+        .await;
+}
