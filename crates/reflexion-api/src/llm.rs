@@ -28,6 +28,19 @@ pub struct LlmConfig {
     pub redact: bool,
     pub incident_token_budget: u64,
     pub daily_token_budget: u64,
+    /// What the prompt may recall (for the Reflexion experiment; `full` in production).
+    pub memory: LlmMemory,
+}
+
+/// What the LLM planner may recall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmMemory {
+    /// Nothing: no failed attempts, no reflections, no lessons, no learned LLM strategies.
+    None,
+    /// This incident's failed attempts and their reflections (the paper's loop).
+    Incident,
+    /// Plus lessons from earlier incidents and learned LLM strategies.
+    Full,
 }
 
 // By hand, so the API key can never reach a log line.

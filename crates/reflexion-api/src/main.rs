@@ -4,7 +4,7 @@ use reflexion_api::cluster::Cluster;
 use reflexion_api::db::Db;
 use reflexion_api::engine::{Engine, EngineConfig, PlannerMode};
 use reflexion_api::http::{self, AppState};
-use reflexion_api::llm::{Llm, LlmConfig};
+use reflexion_api::llm::{Llm, LlmConfig, LlmMemory};
 use reflexion_api::registry::Registry;
 use reflexion_core::policy::Policy;
 use std::net::SocketAddr;
@@ -92,6 +92,10 @@ struct Args {
     /// Send real namespace, workload, pod, node and registry names instead of placeholders.
     #[arg(long, env = "REFLEXION_LLM_NO_REDACT")]
     llm_no_redact: bool,
+    /// What LLM prompts may recall: `full` (lessons, learned strategies, this incident's failed attempts and
+    /// reflections), `incident` (only the latter) or `none`. For experiments; production uses `full`.
+    #[arg(long, env = "REFLEXION_LLM_MEMORY", value_enum, default_value = "full")]
+    llm_memory: LlmMemory,
     /// Most LLM tokens one incident may use.
     #[arg(long, env = "REFLEXION_LLM_INCIDENT_TOKENS", default_value_t = 20_000)]
     llm_incident_tokens: u64,
@@ -171,6 +175,7 @@ fn llm(args: &Args) -> anyhow::Result<Option<Llm>> {
         redact: !args.llm_no_redact,
         incident_token_budget: args.llm_incident_tokens,
         daily_token_budget: args.llm_daily_tokens,
+        memory: args.llm_memory,
     };
     Ok(Some(Llm::new(config).context("building the LLM client")?))
 }

@@ -4,6 +4,7 @@
 
 use super::{Engine, Plan};
 use crate::db::LlmCallRecord;
+use crate::llm::LlmMemory;
 use reflexion_core::image::ImageRef;
 use reflexion_core::llm::{
     NameKind, PromptInput, Redaction, SYSTEM_PROMPT, build_prompt, parse_answer,
@@ -61,6 +62,15 @@ impl Engine {
         evidence: &Value,
         tried: &[Action],
     ) -> Option<Plan> {
+        if self
+            .inner
+            .config
+            .llm
+            .as_ref()
+            .is_some_and(|l| l.config.memory != LlmMemory::Full)
+        {
+            return None;
+        }
         let signature = Signature::of(failure).class();
         let strategies = self.inner.db.llm_strategies(&signature).await.ok()?;
         if strategies.is_empty() {
@@ -267,22 +277,32 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let failed_attempts = self
+        let memory = self
             .inner
-            .db
-            .episodes_json(None, Some(ctx.incident_id), 10)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .rev()
-            .filter(|e| e["success"] == false)
-            .map(|e| {
-                (
-                    e["command"].as_str().unwrap_or_default().to_string(),
-                    e["reflection"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
+            .config
+            .llm
+            .as_ref()
+            .map(|l| l.config.memory)
+            .unwrap_or(LlmMemory::Full);
+        let failed_attempts: Vec<(String, String)> = if memory == LlmMemory::None {
+            Vec::new()
+        } else {
+            self.inner
+                .db
+                .episodes_json(None, Some(ctx.incident_id), 10)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .rev()
+                .filter(|e| e["success"] == false)
+                .map(|e| {
+                    (
+                        e["command"].as_str().unwrap_or_default().to_string(),
+                        e["reflection"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        };
         PromptInput {
             target: json!({"kind": target.kind, "namespace": target.namespace, "name": target.name}),
             failure: serde_json::to_value(failure).unwrap_or(Value::Null),
@@ -291,7 +311,11 @@ impl Engine {
             logs,
             config_keys,
             rules_diagnosis: ctx.rules_diagnosis.map(String::from),
-            lessons: ctx.lessons.to_vec(),
+            lessons: if memory == LlmMemory::Full {
+                ctx.lessons.to_vec()
+            } else {
+                Vec::new()
+            },
             failed_attempts,
         }
     }

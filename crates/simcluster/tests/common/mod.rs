@@ -34,11 +34,7 @@ pub async fn start() -> Sim {
 /// Start simcluster at `--time-scale 20` with more flags (`--no-kubelet`, ...).
 pub async fn start_with(extra: &[&str]) -> Sim {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let kubeconfig = dir.path().join("k.cfg");
     let child = Command::new(env!("CARGO_BIN_EXE_simcluster"))
         .args([
@@ -71,5 +67,23 @@ pub async fn start_with(extra: &[&str]) -> Sim {
         dir,
         client: Client::try_from(config).unwrap(),
         url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// A loopback port no other test of this process got: the kernel may hand the same just-released port to two tests
+/// running in parallel.
+fn free_port() -> u16 {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
     }
 }

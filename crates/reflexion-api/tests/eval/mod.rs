@@ -1,0 +1,431 @@
+//! The LLM evaluation harness: scenarios on simcluster with the planner forced to the LLM (`--planner llm`),
+//! against any OpenAI-compatible endpoint, and the Reflexion experiment's three memory arms. Shared by the bench
+//! binary (`benches/llm_eval.rs`) and the opt-in test (`tests/llm_eval.rs`).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support::{Options, Stack};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// A failure the planner must fix (or correctly hand over).
+pub struct Scenario {
+    pub name: &'static str,
+    pub deployment: Value,
+    pub config_map: Option<Value>,
+    /// Actions that are a right answer.
+    pub acceptable: &'static [&'static str],
+    /// Whether the right outcome is an escalation (nothing our actions can fix).
+    pub escalation_expected: bool,
+}
+
+fn deployment(name: &str, container: Value) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
+    })
+}
+
+/// Scenarios where a first guess is plausibly wrong.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "image-tag-typo",
+            deployment: deployment("shop", json!({"name": "shop", "image": "nginx:1.27.O"})),
+            config_map: None,
+            acceptable: &["set_image"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "oom-two-raises",
+            deployment: deployment(
+                "cruncher",
+                json!({"name": "cruncher", "image": "polinux/stress:1.0.4", "args": ["--vm", "1", "--vm-bytes", "500M"],
+                       "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}}),
+            ),
+            config_map: None,
+            acceptable: &["set_resources"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "missing-env-in-configmap",
+            deployment: deployment(
+                "billing",
+                json!({"name": "billing", "image": "kubereflexion/demo-app:1.2.0"}),
+            ),
+            config_map: Some(json!({"metadata": {"name": "billing-config"},
+                                    "data": {"DATABASE_URL": "postgres://db:5432/billing", "LOG_LEVEL": "info"}})),
+            acceptable: &["set_env"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "liveness-wrong-path",
+            deployment: deployment(
+                "frontend",
+                json!({"name": "frontend", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
+                       "livenessProbe": {"httpGet": {"path": "/healthz", "port": 80}, "periodSeconds": 5, "failureThreshold": 2}}),
+            ),
+            config_map: None,
+            acceptable: &["set_probe"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "crash-127-command-override",
+            deployment: deployment(
+                "worker",
+                json!({"name": "worker", "image": "busybox:1.36", "command": ["/usr/local/bin/worker-server", "--queue", "jobs"]}),
+            ),
+            config_map: None,
+            acceptable: &["escalate"],
+            escalation_expected: true,
+        },
+    ]
+}
+
+/// The experiment's memory arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Arm {
+    /// (a) the LLM with no memory.
+    NoMemory,
+    /// (b) in-incident reflections: fail, reflect, retry with the reflection.
+    Reflections,
+    /// (c) (b) plus cross-incident lessons and learned strategies.
+    ReflectionsAndLessons,
+}
+
+impl Arm {
+    pub fn all() -> [Arm; 3] {
+        [Arm::NoMemory, Arm::Reflections, Arm::ReflectionsAndLessons]
+    }
+    pub fn flag(self) -> &'static str {
+        match self {
+            Arm::NoMemory => "none",
+            Arm::Reflections => "incident",
+            Arm::ReflectionsAndLessons => "full",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Arm::NoMemory => "(a) no memory",
+            Arm::Reflections => "(b) reflections",
+            Arm::ReflectionsAndLessons => "(c) reflections + lessons",
+        }
+    }
+}
+
+/// One incident's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub scenario: String,
+    pub arm: Arm,
+    pub rep: usize,
+    pub state: String,
+    /// The planner behind the verified fix (`llm`, `learned`, or `rules` when the model failed and the rules fell in).
+    pub fixed_by: Option<String>,
+    /// A verified fix the model (or what it taught) made, or the escalation the model chose where that is right.
+    pub success: bool,
+    pub trials: i64,
+    pub llm_calls: usize,
+    pub valid_json: usize,
+    pub schema_valid: usize,
+    pub accepted: usize,
+    /// Actions the model proposed and the gates accepted, in order.
+    pub actions: Vec<String>,
+    /// Whether the first accepted action is one of the acceptable ones.
+    pub first_action_acceptable: Option<bool>,
+    pub mean_latency_ms: f64,
+    pub tokens: i64,
+    pub seconds: f64,
+    pub outcome: String,
+}
+
+pub struct Endpoint {
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+fn api_args(endpoint: &Endpoint, arm: Arm) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--planner",
+        "llm",
+        "--llm-base-url",
+        &endpoint.base_url,
+        "--llm-model",
+        &endpoint.model,
+        "--llm-timeout-secs",
+        "180",
+        "--llm-max-tokens",
+        "300",
+        "--llm-memory",
+        arm.flag(),
+        "--max-trials",
+        "3",
+        "--llm-incident-tokens",
+        "100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(k) = &endpoint.api_key {
+        a.extend(["--openai-api-key".to_string(), k.clone()]);
+    }
+    a
+}
+
+/// Start a stack for one arm: the watcher reports, the API plans with the LLM first.
+pub async fn stack(endpoint: &Endpoint, arm: Arm) -> Stack {
+    Stack::start(Options {
+        extra_args: api_args(endpoint, arm),
+        verify_window_secs: 3.0,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Run one scenario once on a stack and clean up after it.
+pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
+    let started = Instant::now();
+    let client = stack.kube().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    if let Some(cm) = &s.config_map {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(cm.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let before: Vec<String> = ids(stack).await;
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(s.deployment.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let name = s.deployment["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut detail = Value::Null;
+    while Instant::now() < deadline {
+        let list = stack.get("/api/v1/reflexion/incidents?limit=1000").await;
+        let new = list["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| {
+                !before.contains(&i["id"].as_str().unwrap().to_string())
+                    && i["workload"]["name"] == name.as_str()
+            })
+            .cloned();
+        if let Some(i) = new
+            && ["resolved", "escalated", "failed", "dismissed"]
+                .contains(&i["state"].as_str().unwrap_or(""))
+        {
+            detail = stack
+                .get(&format!(
+                    "/api/v1/reflexion/incidents/{}",
+                    i["id"].as_str().unwrap()
+                ))
+                .await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = deployments.delete(&name, &DeleteParams::foreground()).await;
+    if let Some(cm) = &s.config_map {
+        let _ = cms
+            .delete(
+                cm["metadata"]["name"].as_str().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await;
+    }
+    for _ in 0..120 {
+        if deployments.get_opt(&name).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    summarize(s, arm, rep, &detail, started.elapsed().as_secs_f64())
+}
+
+async fn ids(stack: &Stack) -> Vec<String> {
+    stack.get("/api/v1/reflexion/incidents?limit=1000").await["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(String::from))
+        .collect()
+}
+
+/// What one incident's record says about the model's answers.
+pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f64) -> Run {
+    let calls = detail["llm_calls"].as_array().cloned().unwrap_or_default();
+    let outcome = |c: &Value| c["outcome"].as_str().unwrap_or("").to_string();
+    // Refusals by the parser come before the schema; refusals by the gates come after it.
+    let not_json = |o: &str| {
+        o.contains("contains no JSON object")
+            || o.contains("is not valid JSON")
+            || o.contains("answer is empty")
+            || o.contains("bytes, more than")
+            || o.contains("LLM endpoint failed")
+            || o.contains("timed out")
+            || o.contains("has no content")
+    };
+    let not_schema = |o: &str| {
+        o.contains("not one of the typed actions") || o.contains("placeholder that does not exist")
+    };
+    let valid_json = calls.iter().filter(|c| !not_json(&outcome(c))).count();
+    let schema_valid = calls
+        .iter()
+        .filter(|c| {
+            let o = outcome(c);
+            !not_json(&o) && !not_schema(&o)
+        })
+        .count();
+    let accepted = calls.iter().filter(|c| outcome(c) == "accepted").count();
+    let mut actions: Vec<String> = detail["episodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"]["action"].as_str().map(String::from))
+        .collect();
+    let state = detail["state"].as_str().unwrap_or("timeout").to_string();
+    let outcome_text = detail["outcome"].as_str().unwrap_or("").to_string();
+    // An escalation the model chose is an action too (it has no episode).
+    if state == "escalated" && accepted > actions.len() {
+        actions.push("escalate".into());
+    }
+    let fixed_by = detail["episodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["success"] == true)
+        .and_then(|e| e["source"].as_str().map(String::from));
+    let success = if s.escalation_expected {
+        state == "escalated" && actions.last().is_some_and(|a| a == "escalate")
+    } else {
+        state == "resolved"
+            && fixed_by
+                .as_deref()
+                .is_some_and(|f| f == "llm" || f == "learned")
+    };
+    let latencies: Vec<f64> = calls
+        .iter()
+        .filter_map(|c| c["latency_ms"].as_f64())
+        .collect();
+    Run {
+        scenario: s.name.into(),
+        arm,
+        rep,
+        state,
+        fixed_by,
+        success,
+        trials: detail["trials"].as_i64().unwrap_or(0),
+        llm_calls: calls.len(),
+        valid_json,
+        schema_valid,
+        accepted,
+        first_action_acceptable: actions.first().map(|a| s.acceptable.contains(&a.as_str())),
+        actions,
+        mean_latency_ms: if latencies.is_empty() {
+            0.0
+        } else {
+            latencies.iter().sum::<f64>() / latencies.len() as f64
+        },
+        tokens: calls
+            .iter()
+            .map(|c| {
+                c["prompt_tokens"].as_i64().unwrap_or(0)
+                    + c["completion_tokens"].as_i64().unwrap_or(0)
+            })
+            .sum(),
+        seconds,
+        outcome: outcome_text.chars().take(300).collect(),
+    }
+}
+
+/// Per arm: success rate, mean trials to fix (successful fixes only), schema-valid share, LLM calls.
+pub fn arm_summary(runs: &[Run], arm: Arm) -> (usize, f64, Option<f64>, f64, usize) {
+    let r: Vec<&Run> = runs.iter().filter(|r| r.arm == arm).collect();
+    let n = r.len();
+    let ok = r.iter().filter(|r| r.success).count();
+    let fixes: Vec<f64> = r
+        .iter()
+        .filter(|r| r.success && r.trials > 0)
+        .map(|r| r.trials as f64)
+        .collect();
+    let calls: usize = r.iter().map(|r| r.llm_calls).sum();
+    let valid: usize = r.iter().map(|r| r.schema_valid).sum();
+    (
+        n,
+        if n == 0 { 0.0 } else { ok as f64 / n as f64 },
+        (!fixes.is_empty()).then(|| fixes.iter().sum::<f64>() / fixes.len() as f64),
+        if calls == 0 {
+            1.0
+        } else {
+            valid as f64 / calls as f64
+        },
+        calls,
+    )
+}
+
+/// The Markdown tables: per run, and per arm.
+pub fn markdown(runs: &[Run], title: &str) -> String {
+    let mut out = format!(
+        "### {title}\n\n| scenario | arm | rep | outcome | trials | LLM calls | valid JSON | schema-valid | accepted | actions | first action acceptable | mean latency | tokens |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "| {} | {} | {} | {}{}{} | {} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} |\n",
+            r.scenario,
+            r.arm.label(),
+            r.rep,
+            r.state,
+            r.fixed_by
+                .as_deref()
+                .map(|f| format!(" by {f}"))
+                .unwrap_or_default(),
+            if r.success { " ✓" } else { " ✗" },
+            r.trials,
+            r.llm_calls,
+            r.valid_json,
+            r.schema_valid,
+            r.accepted,
+            r.actions.join(", "),
+            r.first_action_acceptable
+                .map(|b| if b { "yes" } else { "no" })
+                .unwrap_or("-"),
+            r.mean_latency_ms,
+            r.tokens
+        ));
+    }
+    out.push_str("\n| arm | runs | success rate | mean trials to fix | schema-valid answers | LLM calls |\n|---|---|---|---|---|---|\n");
+    for arm in Arm::all() {
+        let (n, rate, trials, valid, calls) = arm_summary(runs, arm);
+        if n == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "| {} | {n} | {:.0} % | {} | {:.0} % | {calls} |\n",
+            arm.label(),
+            rate * 100.0,
+            trials
+                .map(|t| format!("{t:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            valid * 100.0
+        ));
+    }
+    out
+}
