@@ -124,25 +124,43 @@ impl World {
         format!("http://127.0.0.1:{}", self.api_port)
     }
 
-    /// reflexion-api in suggest mode: it records every report and changes nothing.
+    /// reflexion-api in suggest mode: it records every report and changes nothing. The first start moves to another
+    /// port if the picked one was taken before the API could bind it; restarts reuse the port.
     async fn api(&mut self) -> Proc {
         let policy = self.dir.path().join("policy.json");
         std::fs::write(&policy, r#"{"default_mode": "suggest"}"#).unwrap();
         let db = self.dir.path().join("reflexion.db");
-        let kubeconfig = self.kubeconfig.clone();
-        let p = self.spawn(
-            "reflexion-api",
-            Command::new(bin("reflexion-api"))
-                .env("KUBECONFIG", kubeconfig)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{}", self.api_port))
-                .arg("--database-url")
-                .arg(format!("sqlite://{}", db.display()))
-                .arg("--policy-file")
-                .arg(&policy),
-        );
-        wait_http(&format!("{}/health", self.api_url())).await;
-        p
+        let first = !db.exists();
+        for _ in 0..5 {
+            let kubeconfig = self.kubeconfig.clone();
+            let mut p = self.spawn(
+                "reflexion-api",
+                Command::new(bin("reflexion-api"))
+                    .env("KUBECONFIG", kubeconfig)
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{}", self.api_port))
+                    .arg("--database-url")
+                    .arg(format!("sqlite://{}", db.display()))
+                    .arg("--policy-file")
+                    .arg(&policy),
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if p.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if let Ok(r) = reqwest::get(format!("{}/health", self.api_url())).await
+                    && r.text().await.unwrap_or_default().contains("\"database\"")
+                {
+                    return p;
+                }
+                assert!(Instant::now() < deadline, "reflexion-api did not come up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(first, "reflexion-api could not bind its port again");
+            self.api_port = free_port();
+        }
+        panic!("reflexion-api could not bind a free port in 5 tries");
     }
 
     /// A watcher with its admin server on `admin`, its spool in `spool`, and more flags.

@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+fn api_command(kubeconfig: &Path, port: u16, args: &[String]) -> Command {
+    let mut c = Command::new(bin("reflexion-api"));
+    c.env("KUBECONFIG", kubeconfig)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args);
+    c
+}
+
 pub fn bin(name: &str) -> PathBuf {
     // Cargo builds every binary of the workspace for `cargo test --workspace`; they sit next to this package's.
     let dir = Path::new(env!("CARGO_BIN_EXE_reflexion-api"))
@@ -79,35 +88,33 @@ impl Default for Options {
 impl Stack {
     pub async fn start(opts: Options) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sim_port = free_port();
-        let api_port = free_port();
         let kubeconfig = dir.path().join("simcluster.kubeconfig");
         let mut stack = Stack {
-            sim_url: format!("http://127.0.0.1:{sim_port}"),
-            api_url: format!("http://127.0.0.1:{api_port}"),
+            sim_url: String::new(),
+            api_url: String::new(),
             kubeconfig: kubeconfig.clone(),
             children: Vec::new(),
             api_args: Vec::new(),
             dir,
         };
-        stack.spawn(
-            "simcluster",
-            Command::new(bin("simcluster"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{sim_port}"))
-                .arg("--kubeconfig-out")
-                .arg(&kubeconfig)
-                .arg("--time-scale")
-                .arg("10"),
-        );
-        wait_http(&format!("{}/version", stack.sim_url)).await;
+        let sim_port = stack
+            .start_server("simcluster", "/version", "gitVersion", |port| {
+                let mut c = Command::new(bin("simcluster"));
+                c.arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--kubeconfig-out")
+                    .arg(&kubeconfig)
+                    .arg("--time-scale")
+                    .arg("10");
+                c
+            })
+            .await;
+        stack.sim_url = format!("http://127.0.0.1:{sim_port}");
         let policy = stack.dir.path().join("policy.json");
         std::fs::write(&policy, opts.policy.unwrap_or("{}")).expect("policy file");
         let db = stack.dir.path().join("reflexion.db");
         stack.api_args = [
-            "--listen".to_string(),
-            format!("127.0.0.1:{api_port}"),
-            "--database-url".into(),
+            "--database-url".to_string(),
             format!("sqlite://{}", db.display()),
             "--registry-url".into(),
             stack.sim_url.clone(),
@@ -124,8 +131,13 @@ impl Stack {
         .chain(opts.api_args.iter().map(|a| a.to_string()))
         .chain(opts.extra_args.iter().cloned())
         .collect();
-        stack.start_api();
-        wait_http(&format!("{}/health", stack.api_url)).await;
+        let args = stack.api_args.clone();
+        let api_port = stack
+            .start_server("reflexion-api", "/health", "\"database\"", |port| {
+                api_command(&kubeconfig, port, &args)
+            })
+            .await;
+        stack.api_url = format!("http://127.0.0.1:{api_port}");
         if opts.watcher {
             stack.spawn(
                 "watcher",
@@ -142,15 +154,40 @@ impl Stack {
         stack
     }
 
-    fn start_api(&mut self) {
-        let args = self.api_args.clone();
-        let kubeconfig = self.kubeconfig.clone();
-        self.spawn(
-            "reflexion-api",
-            Command::new(bin("reflexion-api"))
-                .env("KUBECONFIG", kubeconfig)
-                .args(args),
-        );
+    /// Start a server on a port picked free; pick another if it could not bind it (another test's connection can
+    /// take a free port before the server binds it) — until the server itself answers `probe` with `marker`.
+    async fn start_server(
+        &mut self,
+        name: &str,
+        probe: &str,
+        marker: &str,
+        mut build: impl FnMut(u16) -> Command,
+    ) -> u16 {
+        for _ in 0..5 {
+            let port = free_port();
+            self.spawn(name, &mut build(port));
+            let url = format!("http://127.0.0.1:{port}{probe}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let exited = self
+                    .children
+                    .last_mut()
+                    .is_some_and(|(_, c)| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    self.children.pop();
+                    break;
+                }
+                if let Ok(r) = reqwest::get(&url).await
+                    && r.status().is_success()
+                    && r.text().await.unwrap_or_default().contains(marker)
+                {
+                    return port;
+                }
+                assert!(Instant::now() < deadline, "{name} did not come up on {url}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("{name} could not bind a free port in 5 tries");
     }
 
     /// SIGKILL reflexion-api (no chance to clean up), then start it again on the same port and database.
@@ -160,7 +197,14 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.start_api();
+        let port: u16 = self
+            .api_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("api port");
+        let cmd = api_command(&self.kubeconfig, port, &self.api_args);
+        self.spawn("reflexion-api", &mut { cmd });
         wait_http(&format!("{}/health", self.api_url)).await;
     }
 
