@@ -150,7 +150,15 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "simcluster", "-p", "watcher", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "simcluster",
+            "-p",
+            "watcher",
+            "--bins",
+        ])
         .status()
         .expect("cargo build");
     assert!(built.success());
