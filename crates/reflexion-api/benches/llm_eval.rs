@@ -87,15 +87,19 @@ fn plot(runs: &[Run], title: &str, path: &std::path::Path) -> Result<(), String>
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(40)
-            .build_cartesian_2d(0f64..3f64, 0f64..max)
+            .build_cartesian_2d(-0.5f64..2.5f64, 0f64..max)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(3)
             .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() > 0.01 || i < 0.0 {
+                    return String::new();
+                }
                 ["(a) none", "(b) reflections", "(c) + lessons"]
-                    .get(*x as usize)
+                    .get(i as usize)
                     .unwrap_or(&"")
                     .to_string()
             })
@@ -115,7 +119,7 @@ fn plot(runs: &[Run], title: &str, path: &std::path::Path) -> Result<(), String>
             };
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, v)],
+                    [(i as f64 - 0.3, 0.0), (i as f64 + 0.3, v)],
                     colors[i].filled(),
                 )))
                 .map_err(|e| e.to_string())?;
