@@ -11,8 +11,8 @@ pub struct FailureKey {
     pub workload_name: String,
     pub container: String,
     pub family: String,
-    /// The pod template's hash (`pod-template-hash`, `controller-revision-hash`): a new rollout that fails the same
-    /// way is a new incident, reported at once.
+    /// The pod template's hash (`pod-template-hash`, `controller-revision-hash`) and the owner's uid: a new rollout,
+    /// or a workload deleted and created again, that fails the same way is a new incident, reported at once.
     pub revision: String,
 }
 

@@ -92,10 +92,16 @@ impl Detector {
             workload_name: target.name.clone(),
             container: failure.container.clone(),
             family: failure.kind.as_str().to_string(),
-            revision: ["pod-template-hash", "controller-revision-hash"]
-                .iter()
-                .find_map(|l| pod.labels().get(*l).cloned())
-                .unwrap_or_default(),
+            // The template hash, and the owning object's uid: a Deployment deleted and created again is a new
+            // object, and its failure a new incident even when its template is identical.
+            revision: format!(
+                "{}/{}",
+                ["pod-template-hash", "controller-revision-hash"]
+                    .iter()
+                    .find_map(|l| pod.labels().get(*l).cloned())
+                    .unwrap_or_default(),
+                chain.last().map(|l| l.uid.as_str()).unwrap_or_default()
+            ),
         };
         if !self.dedup.should_report(&key, Instant::now()) {
             self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
