@@ -365,6 +365,11 @@ impl Engine {
                         "changing the image repository ({old} -> {image}) is never done automatically"
                     ));
                 }
+                if old == image {
+                    return Err(format!(
+                        "{container} already runs {image}: the action changes nothing"
+                    ));
+                }
             }
             Action::SetResources { memory_limit, .. } => {
                 let ceiling = self.inner.config.memory_ceiling;
