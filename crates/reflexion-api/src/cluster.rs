@@ -513,18 +513,12 @@ impl Cluster {
                     ));
                 }
                 // Restore the container's resources exactly, guarded by a test that it is still the same container.
-                let base = format!("/spec/template/spec/containers/{index}");
-                let ops = json!([
-                    {"op": "test", "path": format!("{base}/name"), "value": container},
-                    {"op": "add", "path": format!("{base}/resources"), "value": if old.is_null() { json!({}) } else { old.clone() }},
-                ]);
-                let patch: json_patch::Patch = serde_json::from_value(ops)?;
-                let pp = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
+                let restore = if old.is_null() {
+                    json!({})
+                } else {
+                    old.clone()
                 };
-                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-                    .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+                self.patch_field(target, index, container, "resources", &restore, false)
                     .await?;
                 Ok(format!(
                     "reverted {target} container {container} resources to {old}"
@@ -547,20 +541,8 @@ impl Cluster {
                         "not reverted: {target} container {container} no longer has {name}, changed by someone else"
                     ));
                 }
-                let base = format!("/spec/template/spec/containers/{index}");
-                let restore = if old.is_null() {
-                    json!({"op": "remove", "path": format!("{base}/env")})
-                } else {
-                    json!({"op": "add", "path": format!("{base}/env"), "value": old})
-                };
-                let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, restore]);
-                let patch: json_patch::Patch = serde_json::from_value(ops)?;
-                let pp = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                };
-                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-                    .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+                // A null `old` removes the env list the change created.
+                self.patch_field(target, index, container, "env", old, false)
                     .await?;
                 Ok(format!(
                     "reverted {target} container {container} env (removed {name})"
@@ -633,13 +615,7 @@ impl Cluster {
         dry_run: bool,
     ) -> Result<(), ClusterError> {
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "env": [{"name": name, "valueFrom": value_from(from)}]}]}}}});
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
-        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &pp, &Patch::Strategic(patch))
+        self.patch_deployment(target, Patch::Strategic(patch), dry_run)
             .await?;
         Ok(())
     }
@@ -807,13 +783,7 @@ impl Cluster {
         let patch: json_patch::Patch = serde_json::from_value(
             json!([{"op": "replace", "path": "/spec/template", "value": template}]),
         )?;
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
-        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+        self.patch_deployment(target, Patch::Json(patch), dry_run)
             .await?;
         Ok(())
     }
@@ -840,6 +810,24 @@ impl Cluster {
                 workload: target.to_string(),
                 container: container.into(),
             })
+    }
+
+    /// Patch a Deployment as kube-reflexion's field manager (a server-side dry run when `dry_run`).
+    async fn patch_deployment(
+        &self,
+        target: &WorkloadRef,
+        patch: Patch<Value>,
+        dry_run: bool,
+    ) -> Result<(), ClusterError> {
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..PatchParams::default()
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+            .patch(&target.name, &pp, &patch)
+            .await?;
+        Ok(())
     }
 
     /// For a field-level action on a Deployment: the container's index and name, the field, and its value
@@ -881,13 +869,7 @@ impl Cluster {
         };
         let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, set]);
         let patch: json_patch::Patch = serde_json::from_value(ops)?;
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
-        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &pp, &Patch::<Value>::Json(patch))
+        self.patch_deployment(target, Patch::Json(patch), dry_run)
             .await?;
         Ok(())
     }
@@ -905,13 +887,7 @@ impl Cluster {
             resources["requests"] = json!({"memory": r});
         }
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}});
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
-        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &pp, &Patch::Strategic(patch))
+        self.patch_deployment(target, Patch::Strategic(patch), dry_run)
             .await?;
         Ok(())
     }

@@ -80,6 +80,16 @@ impl Redaction {
             })
     }
 
+    /// Replace names by placeholders in every string of a JSON value (keys are left alone).
+    pub fn redact_value(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => *s = self.redact(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.redact_value(v)),
+            _ => {}
+        }
+    }
+
     /// Map placeholders back to names in every string of a JSON value (keys are left alone).
     pub fn restore(&self, value: &mut Value) {
         match value {

@@ -195,7 +195,7 @@ impl Engine {
             match verdict {
                 Ok(answer) => {
                     let mut stored = serde_json::to_value(&answer.action).unwrap_or(Value::Null);
-                    redact_value(&redaction, &mut stored);
+                    redaction.redact_value(&mut stored);
                     return Ok(Plan {
                         template: format!("{LLM_TEMPLATE}{stored}"),
                         description: format!(
@@ -405,15 +405,5 @@ impl Engine {
             | Action::Escalate { .. } => {}
         }
         Ok(())
-    }
-}
-
-/// Replace names by placeholders in every string of a JSON value.
-fn redact_value(r: &Redaction, v: &mut Value) {
-    match v {
-        Value::String(s) => *s = r.redact(s),
-        Value::Array(items) => items.iter_mut().for_each(|x| redact_value(r, x)),
-        Value::Object(map) => map.values_mut().for_each(|x| redact_value(r, x)),
-        _ => {}
     }
 }
