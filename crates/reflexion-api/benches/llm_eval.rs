@@ -6,7 +6,8 @@
 //!   EVAL_BASE_URL=stub cargo bench -p reflexion-api --bench llm_eval     # a scripted model: wrong first, right after a reflection
 //!
 //! EVAL_REPS (3), EVAL_ARMS (a,b,c), EVAL_SCENARIOS (all; comma-separated names), EVAL_OUT (target/llm-eval),
-//! OPENAI_API_KEY when the endpoint needs one.
+//! EVAL_TEMPERATURE (the API's default, 0; output files get a `-t<T>` suffix when set), OPENAI_API_KEY when the
+//! endpoint needs one. The JSON is rewritten after every incident, so a stopped run keeps what it measured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -147,6 +148,9 @@ fn main() {
     let only: Option<Vec<String>> = std::env::var("EVAL_SCENARIOS")
         .ok()
         .map(|v| v.split(',').map(String::from).collect());
+    let temperature: Option<f64> = std::env::var("EVAL_TEMPERATURE")
+        .ok()
+        .map(|v| v.parse().expect("EVAL_TEMPERATURE must be a number"));
     let out = PathBuf::from(
         std::env::var("EVAL_OUT")
             .unwrap_or_else(|_| format!("{}/../../target/llm-eval", env!("CARGO_MANIFEST_DIR"))),
@@ -184,7 +188,16 @@ fn main() {
             base_url,
             model: model.clone(),
             api_key: std::env::var("OPENAI_API_KEY").ok(),
+            temperature,
         };
+        let mut slug: String = model
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        if let Some(t) = temperature {
+            slug.push_str(&format!("-t{t}"));
+        }
+        let json_path = out.join(format!("{slug}.json"));
         let scenarios: Vec<_> = eval::scenarios()
             .into_iter()
             .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name)))
@@ -218,21 +231,17 @@ fn main() {
                         r.seconds
                     );
                     runs.push(r);
+                    std::fs::write(&json_path, serde_json::to_string_pretty(&runs).unwrap())
+                        .unwrap();
                 }
             }
         }
-        let title = format!("model {model}");
+        let title = match temperature {
+            Some(t) => format!("model {model}, temperature {t}"),
+            None => format!("model {model}"),
+        };
         let md = eval::markdown(&runs, &title);
         println!("{md}");
-        let slug: String = model
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        std::fs::write(
-            out.join(format!("{slug}.json")),
-            serde_json::to_string_pretty(&runs).unwrap(),
-        )
-        .unwrap();
         std::fs::write(out.join(format!("{slug}.md")), &md).unwrap();
         let png = out.join(format!("{slug}.png"));
         match plot(&runs, &title, &png) {

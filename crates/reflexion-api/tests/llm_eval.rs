@@ -19,6 +19,7 @@ async fn the_harness_runs_every_scenario_against_a_real_model() {
         base_url,
         model: std::env::var("REFLEXION_LLM_E2E_MODEL").unwrap_or_else(|_| "local".into()),
         api_key: std::env::var("OPENAI_API_KEY").ok(),
+        temperature: None,
     };
     let arm = eval::Arm::Reflections;
     let mut runs = Vec::new();

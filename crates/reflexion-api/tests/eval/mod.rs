@@ -143,12 +143,16 @@ pub struct Run {
     pub tokens: i64,
     pub seconds: f64,
     pub outcome: String,
+    /// Every model call of the incident: its trial, what the model answered (bounded) and what the gates made of it.
+    pub calls: Vec<Value>,
 }
 
 pub struct Endpoint {
     pub base_url: String,
     pub model: String,
     pub api_key: Option<String>,
+    /// Sampling temperature (`--llm-temperature`); `None` keeps the API's default of 0.
+    pub temperature: Option<f64>,
 }
 
 fn api_args(endpoint: &Endpoint, arm: Arm) -> Vec<String> {
@@ -175,6 +179,9 @@ fn api_args(endpoint: &Endpoint, arm: Arm) -> Vec<String> {
     .collect();
     if let Some(k) = &endpoint.api_key {
         a.extend(["--openai-api-key".to_string(), k.clone()]);
+    }
+    if let Some(t) = endpoint.temperature {
+        a.extend(["--llm-temperature".to_string(), t.to_string()]);
     }
     a
 }
@@ -353,6 +360,17 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
             .sum(),
         seconds,
         outcome: outcome_text.chars().take(300).collect(),
+        calls: calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "trial": c["trial"],
+                    "response": c["response"].as_str().unwrap_or("").chars().take(600).collect::<String>(),
+                    "outcome": c["outcome"],
+                    "latency_ms": c["latency_ms"],
+                })
+            })
+            .collect(),
     }
 }
 
