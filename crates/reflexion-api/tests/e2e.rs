@@ -1209,3 +1209,33 @@ async fn a_workload_that_fails_again_within_the_cooldown_is_handed_over() {
     assert!(outcome.contains("within the 600s cooldown"), "{outcome}");
     assert!(second["audit"].as_array().unwrap().is_empty(), "{second}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_probe_that_never_passes_is_reported_from_its_events_and_handed_over() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/bad-readiness.yaml"))
+        .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["signature"].as_str()),
+        (Some("escalated"), Some("not_ready/readiness_probe")),
+        "{detail}"
+    );
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("never becomes Ready") && outcome.contains("Readiness probe failed"),
+        "{outcome}"
+    );
+    assert!(audit_verbs(&detail).is_empty(), "{detail}");
+    assert_eq!(
+        deployments
+            .get("gateway")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(1),
+        "the Deployment was not changed"
+    );
+}

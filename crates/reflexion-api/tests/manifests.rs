@@ -169,6 +169,7 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "/pods:list",
             "/pods:watch",
             "/events:list",
+            "/events:watch",
             "apps/replicasets:get",
             "batch/jobs:get"
         ]),

@@ -148,6 +148,18 @@ pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
     unschedulable(pod).or_else(|| not_ready(pod, &containers, events))
 }
 
+/// Failed readiness probes (an event's `count`) before a pod that never became Ready is worth an incident: the
+/// kubelet records every failed probe, and a few are normal while an application starts.
+pub const NOT_READY_AFTER_FAILURES: i32 = 3;
+
+/// Whether an event says a pod's readiness probe keeps failing. The pod's status alone cannot say it: the kubelet
+/// writes no pod update while a never-Ready container keeps failing its probe, so a watcher must watch events.
+pub fn readiness_keeps_failing(event: &PodEvent) -> bool {
+    event.reason == "Unhealthy"
+        && event.message.starts_with("Readiness probe failed")
+        && event.count >= NOT_READY_AFTER_FAILURES
+}
+
 /// Running but not Ready, with the readiness probe failing in the events.
 fn not_ready(
     pod: &Pod,
@@ -343,6 +355,38 @@ mod tests {
     }
 
     const NOT_FOUND: &str = "Failed to pull image \"nginx:bu-tag-yok\": rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/nginx:bu-tag-yok\": failed to resolve reference \"docker.io/library/nginx:bu-tag-yok\": docker.io/library/nginx:bu-tag-yok: not found";
+
+    #[test]
+    fn only_a_readiness_probe_that_keeps_failing_is_worth_an_incident() {
+        let ev = |reason: &str, message: &str, count: i32| PodEvent {
+            type_: "Warning".into(),
+            reason: reason.into(),
+            message: message.into(),
+            count,
+        };
+        let refused = "Readiness probe failed: Get \"http://10.244.0.7:80/ready\": dial tcp: connection refused";
+        for (event, want) in [
+            (ev("Unhealthy", refused, 3), true),
+            (ev("Unhealthy", refused, 40), true),
+            (ev("Unhealthy", refused, 2), false),
+            (ev("Unhealthy", refused, 1), false),
+            (
+                ev(
+                    "Unhealthy",
+                    "Liveness probe failed: HTTP probe failed with statuscode: 404",
+                    9,
+                ),
+                false,
+            ),
+            (
+                ev("Unhealthy", "Startup probe failed: connection refused", 9),
+                false,
+            ),
+            (ev("BackOff", refused, 9), false),
+        ] {
+            assert_eq!(readiness_keeps_failing(&event), want, "{event:?}");
+        }
+    }
 
     fn failed_event(message: &str) -> PodEvent {
         PodEvent {

@@ -348,6 +348,39 @@ async fn a_liveness_probe_on_the_wrong_port_restarts_the_container() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_probe_on_an_unserved_path_keeps_the_pod_running_and_not_ready() {
+    let sim = start().await;
+    apply(&sim.client, "bad-readiness.yaml").await;
+    let p = pod_where(
+        &sim.client,
+        "app=gateway",
+        "running with failed readiness probes",
+        |p| {
+            let status = p.status.as_ref();
+            status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|cs| cs.iter().all(|c| !c.ready && c.restart_count == 0))
+        },
+    )
+    .await;
+    let failed = "Readiness probe failed: HTTP probe failed with statuscode: 404";
+    let mut ev = events_of(&sim.client, &p).await;
+    for _ in 0..100 {
+        if has_event(&ev, "Warning", "Unhealthy", failed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ev = events_of(&sim.client, &p).await;
+    }
+    assert!(has_event(&ev, "Warning", "Unhealthy", failed), "{ev:?}");
+    assert!(
+        !has_event(&ev, "Normal", "Killing", ""),
+        "a failing readiness probe never restarts the container: {ev:?}"
+    );
+}
+
 async fn create_pod(client: &Client, spec: serde_json::Value) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(

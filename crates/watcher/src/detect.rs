@@ -1,4 +1,5 @@
-//! The watch loop: every pod change is classified; a new failure becomes one report.
+//! The watch loop: every pod change is classified; a new failure becomes one report. Failed readiness probes are
+//! watched as events, because a pod that never becomes Ready gets no status update to classify.
 
 use crate::dedup::{Dedup, FailureKey};
 use crate::delivery::Sender;
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use reflexion_core::classify::{PodEvent, recent_events};
+use reflexion_core::classify::{Failure, PodEvent, readiness_keeps_failing, recent_events};
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::{Signature, classify};
@@ -43,24 +44,66 @@ impl Detector {
         namespace: Option<String>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let pods: Api<Pod> = match &namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
+        let (pods, events): (Api<Pod>, Api<Event>) = match &namespace {
+            Some(ns) => (
+                Api::namespaced(self.client.clone(), ns),
+                Api::namespaced(self.client.clone(), ns),
+            ),
+            None => (Api::all(self.client.clone()), Api::all(self.client.clone())),
         };
-        let stream = watcher(pods, watcher::Config::default())
+        let pod_stream = watcher(pods, watcher::Config::default())
             .default_backoff()
             .applied_objects();
-        futures::pin_mut!(stream);
+        let event_stream = watcher(
+            events,
+            watcher::Config::default().fields("reason=Unhealthy,involvedObject.kind=Pod"),
+        )
+        .default_backoff()
+        .applied_objects();
+        futures::pin_mut!(pod_stream);
+        futures::pin_mut!(event_stream);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
-                next = stream.next() => match next {
+                next = pod_stream.next() => match next {
                     Some(Ok(pod)) => self.observe(&pod).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying"),
                     None => return,
                 },
+                next = event_stream.next() => match next {
+                    Some(Ok(event)) => self.observe_unhealthy(event).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "event watch error; retrying"),
+                    None => return,
+                },
             }
+        }
+    }
+
+    /// A readiness probe that keeps failing: the pod is read again and classified with its events.
+    async fn observe_unhealthy(&mut self, event: Event) {
+        let involved = event.involved_object.clone();
+        let Some(ev) = recent_events(vec![event], 1).pop() else {
+            return;
+        };
+        if !readiness_keeps_failing(&ev) {
+            return;
+        }
+        let (Some(ns), Some(name)) = (involved.namespace, involved.name) else {
+            return;
+        };
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let pod = match pods.get_opt(&name).await {
+            Ok(Some(pod)) if pod.uid() == involved.uid => pod,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, pod = %name, "could not read a pod whose readiness probe fails");
+                return;
+            }
+        };
+        let events = self.pod_events(&pod).await;
+        if let Some(failure) = classify(&pod, &events) {
+            self.report(&pod, failure, Some(events)).await;
         }
     }
 
@@ -80,6 +123,11 @@ impl Detector {
             }
             return;
         };
+        self.report(pod, failure, None).await;
+    }
+
+    /// One report per new failure: the owning workload, the dedup key, the evidence, then the spool.
+    async fn report(&mut self, pod: &Pod, failure: Failure, events: Option<Vec<PodEvent>>) {
         let ns = pod.namespace().unwrap_or_default();
         let chain = self.owners.chain(pod).await;
         let Some(target) = fix_target(&ns, &chain) else {
@@ -107,7 +155,10 @@ impl Detector {
             self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let events = self.pod_events(pod).await;
+        let events = match events {
+            Some(events) => events,
+            None => self.pod_events(pod).await,
+        };
         let failure = classify(pod, &events).unwrap_or(failure);
         let signature = Signature::of(&failure);
         let report = FailureReport {
