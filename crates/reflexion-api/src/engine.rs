@@ -11,6 +11,7 @@ use crate::llm::Llm;
 use crate::registry::Registry;
 use crate::verify::verify;
 use reflexion_core::EnvSource;
+use reflexion_core::classify::recovered;
 use reflexion_core::image::ImageRef;
 use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
@@ -219,21 +220,7 @@ impl Engine {
             return Ok(());
         };
         // The world may have moved while the plan waited: the same checks as before it was proposed.
-        if let Err(e) = plan.action.validate() {
-            return self
-                .escalate(
-                    &inc,
-                    &target,
-                    &format!("the approved action is invalid: {e}"),
-                    "fix the workload by hand",
-                )
-                .await;
-        }
-        if let Err(why) = check_scope(
-            &plan.action,
-            &target,
-            &self.inner.config.policy.protected_namespaces,
-        ) {
+        if let Err(why) = self.admissible(&plan.action, &target) {
             return self
                 .escalate(
                     &inc,
@@ -351,21 +338,7 @@ impl Engine {
                 let diagnosis = format!("{diagnosis} ({})", plan.rationale);
                 return self.escalate(&inc, &target, &diagnosis, suggestion).await;
             }
-            if let Err(e) = plan.action.validate() {
-                return self
-                    .escalate(
-                        &inc,
-                        &target,
-                        &format!("the planned action is invalid: {e}"),
-                        "fix the workload by hand",
-                    )
-                    .await;
-            }
-            if let Err(why) = check_scope(
-                &plan.action,
-                &target,
-                &self.inner.config.policy.protected_namespaces,
-            ) {
+            if let Err(why) = self.admissible(&plan.action, &target) {
                 return self
                     .escalate(
                         &inc,
@@ -645,6 +618,19 @@ impl Engine {
         Ok(false)
     }
 
+    /// The gates every action passes, whoever proposed it and however long it waited for approval: valid
+    /// parameters, and only the incident's own workload outside the protected namespaces.
+    fn admissible(&self, action: &Action, target: &WorkloadRef) -> Result<(), String> {
+        action
+            .validate()
+            .map_err(|e| format!("invalid action: {e}"))?;
+        check_scope(
+            action,
+            target,
+            &self.inner.config.policy.protected_namespaces,
+        )
+    }
+
     async fn escalate(
         &self,
         inc: &Incident,
@@ -663,7 +649,8 @@ impl Engine {
     }
 
     /// Read the live pod and its owner chain; classify from live evidence, falling back to the report's pod when
-    /// the failure is between two kubelet retries. `None` when there is nothing (left) to fix.
+    /// the failure is between two kubelet retries or the container is up between two deaths (a pod has only
+    /// recovered when it is Ready and nothing died in it recently). `None` when there is nothing (left) to fix.
     async fn diagnose(
         &self,
         inc: &Incident,
@@ -691,14 +678,7 @@ impl Engine {
         let failure = classify(&pod, &events).or_else(|| {
             let reported: k8s_openapi::api::core::v1::Pod =
                 serde_json::from_value(report.real_k8s_data.pod.clone()?).ok()?;
-            let ready = pod
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            if ready {
+            if recovered(&pod, k8s_openapi::jiff::Timestamp::now()) {
                 None
             } else {
                 classify(&reported, &events)

@@ -148,6 +148,35 @@ pub fn classify(pod: &Pod, events: &[PodEvent]) -> Option<Failure> {
     unschedulable(pod).or_else(|| not_ready(pod, &containers, events))
 }
 
+/// How long after a container's last termination a pod that looks healthy is still not "recovered": a container
+/// killed by its liveness probe, or one that crashes after a while, is Running and Ready between two deaths.
+pub const RECOVERY_WINDOW_SECS: i64 = 120;
+
+/// Whether a pod that was reported failing has recovered by itself: Ready, and no container terminated within
+/// [`RECOVERY_WINDOW_SECS`] of `now`. Without that evidence a reported failure still stands.
+pub fn recovered(pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let recent_death = status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten()
+        .filter_map(|cs| cs.last_state.as_ref()?.terminated.as_ref())
+        .any(|t| {
+            t.finished_at.as_ref().is_none_or(|at| {
+                now.as_second().saturating_sub(at.0.as_second()) < RECOVERY_WINDOW_SECS
+            })
+        });
+    ready && !recent_death
+}
+
 /// Failed readiness probes (an event's `count`) before a pod that never became Ready is worth an incident: the
 /// kubelet records every failed probe, and a few are normal while an application starts.
 pub const NOT_READY_AFTER_FAILURES: i32 = 3;
@@ -355,6 +384,67 @@ mod tests {
     }
 
     const NOT_FOUND: &str = "Failed to pull image \"nginx:bu-tag-yok\": rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/nginx:bu-tag-yok\": failed to resolve reference \"docker.io/library/nginx:bu-tag-yok\": docker.io/library/nginx:bu-tag-yok: not found";
+
+    #[test]
+    fn a_pod_has_recovered_only_when_ready_and_no_container_died_recently() {
+        let now: k8s_openapi::jiff::Timestamp = "2026-11-26T12:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pod = |ready: &str, last_finished: Option<Option<&str>>| -> Pod {
+            let last = match last_finished {
+                None => json!({}),
+                Some(None) => json!({"terminated": {"exitCode": 137, "reason": "Error"}}),
+                Some(Some(at)) => {
+                    json!({"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": at}})
+                }
+            };
+            serde_json::from_value(json!({
+                "metadata": {"name": "p"},
+                "status": {"phase": "Running",
+                           "conditions": [{"type": "Ready", "status": ready}],
+                           "containerStatuses": [{"name": "web", "image": "nginx:1.27", "imageID": "", "ready": ready == "True",
+                                                  "restartCount": 3, "state": {"running": {}}, "lastState": last}]}
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        for (p, want, why) in [
+            (pod("True", None), true, "ready, never died"),
+            (
+                pod("True", Some(Some("2026-11-26T11:50:00Z"))),
+                true,
+                "ready, died 10 minutes ago",
+            ),
+            (
+                pod("True", Some(Some("2026-11-26T11:58:00Z"))),
+                true,
+                "ready, died 120 s ago",
+            ),
+            (
+                pod("True", Some(Some("2026-11-26T11:58:01Z"))),
+                false,
+                "ready, died 119 s ago",
+            ),
+            (
+                pod("True", Some(Some("2026-11-26T11:59:40Z"))),
+                false,
+                "ready between two liveness kills",
+            ),
+            (
+                pod("True", Some(None)),
+                false,
+                "a termination without a time proves nothing",
+            ),
+            (pod("False", None), false, "not ready"),
+            (
+                serde_json::from_value(json!({"metadata": {"name": "p"}}))
+                    .unwrap_or_else(|e| panic!("{e}")),
+                false,
+                "no status",
+            ),
+        ] {
+            assert_eq!(recovered(&p, now), want, "{why}");
+        }
+    }
 
     #[test]
     fn only_a_readiness_probe_that_keeps_failing_is_worth_an_incident() {

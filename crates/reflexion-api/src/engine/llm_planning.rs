@@ -10,7 +10,6 @@ use reflexion_core::llm::{
     NameKind, PromptInput, Redaction, SYSTEM_PROMPT, build_prompt, parse_answer,
 };
 use reflexion_core::owner::WorkloadRef;
-use reflexion_core::policy::check_scope;
 use reflexion_core::quantity::parse_bytes;
 use reflexion_core::{Action, EnvSource, Failure, FailureKind, Signature};
 use serde_json::{Value, json};
@@ -328,14 +327,7 @@ impl Engine {
         target: &WorkloadRef,
         tried: &[Action],
     ) -> Result<(), String> {
-        action
-            .validate()
-            .map_err(|e| format!("invalid action: {e}"))?;
-        check_scope(
-            action,
-            target,
-            &self.inner.config.policy.protected_namespaces,
-        )?;
+        self.admissible(action, target)?;
         if tried.contains(action) {
             return Err(format!(
                 "`{}` already failed in this incident",
