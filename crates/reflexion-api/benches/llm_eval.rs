@@ -7,7 +7,8 @@
 //!
 //! EVAL_REPS (3), EVAL_ARMS (a,b,c), EVAL_SCENARIOS (all; comma-separated names), EVAL_OUT (target/llm-eval),
 //! EVAL_TEMPERATURE (the API's default, 0; output files get a `-t<T>` suffix when set), OPENAI_API_KEY when the
-//! endpoint needs one. The JSON is rewritten after every incident, so a stopped run keeps what it measured.
+//! endpoint needs one. The JSON is rewritten after every incident, so a stopped run keeps what it measured;
+//! EVAL_FROM=<that.json> (and EVAL_TITLE) renders its tables and plot again without running anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -130,6 +131,20 @@ fn plot(runs: &[Run], title: &str, path: &std::path::Path) -> Result<(), String>
 }
 
 fn main() {
+    // EVAL_FROM=<runs.json>: render the tables and the plot of a recorded run again, without running anything.
+    if let Ok(from) = std::env::var("EVAL_FROM") {
+        let path = PathBuf::from(from);
+        let runs: Vec<Run> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let title = std::env::var("EVAL_TITLE").unwrap_or_else(|_| "model".into());
+        let md = eval::markdown(&runs, &title);
+        println!("{md}");
+        std::fs::write(path.with_extension("md"), &md).unwrap();
+        if let Err(e) = plot(&runs, &title, &path.with_extension("png")) {
+            println!("no plot: {e}");
+        }
+        return;
+    }
     let base = std::env::var("EVAL_BASE_URL").unwrap_or_else(|_| "stub".into());
     let reps: usize = std::env::var("EVAL_REPS")
         .ok()

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// The experiment's memory arms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arm {
     /// (a) the LLM with no memory.
     NoMemory,
@@ -120,7 +120,7 @@ impl Arm {
 }
 
 /// One incident's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub scenario: String,
     pub arm: Arm,
@@ -144,6 +144,7 @@ pub struct Run {
     pub seconds: f64,
     pub outcome: String,
     /// Every model call of the incident: its trial, what the model answered (bounded) and what the gates made of it.
+    #[serde(default)]
     pub calls: Vec<Value>,
 }
 
@@ -444,6 +445,45 @@ pub fn markdown(runs: &[Run], title: &str) -> String {
                 .unwrap_or_else(|| "-".into()),
             valid * 100.0
         ));
+    }
+    // The same scenarios side by side: where memory helps, it shows per scenario before it shows in a mean.
+    let arms: Vec<Arm> = Arm::all()
+        .into_iter()
+        .filter(|a| runs.iter().any(|r| r.arm == *a))
+        .collect();
+    out.push_str("\n| scenario |");
+    for a in &arms {
+        out.push_str(&format!(" {} |", a.label()));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(arms.len()));
+    out.push('\n');
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
+    }
+    for name in names {
+        out.push_str(&format!("| {name} |"));
+        for a in &arms {
+            let these: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.arm == *a && r.scenario == name)
+                .collect();
+            let ok: Vec<f64> = these
+                .iter()
+                .filter(|r| r.success)
+                .map(|r| r.trials as f64)
+                .collect();
+            let trials = if ok.is_empty() {
+                String::new()
+            } else {
+                format!(", {:.2} trials", ok.iter().sum::<f64>() / ok.len() as f64)
+            };
+            out.push_str(&format!(" {}/{}{trials} |", ok.len(), these.len()));
+        }
+        out.push('\n');
     }
     out
 }
