@@ -4,7 +4,7 @@
 use reflexion_core::report::FailureReport;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A spooled report larger than this is not ours: it is set aside, not parsed.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -27,6 +27,9 @@ pub struct Spool {
     dir: PathBuf,
     max: usize,
     seq: AtomicU64,
+    /// Reports on disk, kept by put/remove and corrected by every `pending()` listing, so `put` need not list
+    /// the directory (which made a long outage's spool quadratic).
+    count: AtomicUsize,
 }
 
 impl Spool {
@@ -34,11 +37,14 @@ impl Spool {
     pub fn open(dir: impl Into<PathBuf>, max: usize) -> Result<Self, SpoolError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Self {
+        let spool = Self {
             dir,
             max: max.max(1),
             seq: AtomicU64::new(0),
-        })
+            count: AtomicUsize::new(0),
+        };
+        spool.pending()?;
+        Ok(spool)
     }
 
     pub fn dir(&self) -> &Path {
@@ -47,7 +53,7 @@ impl Spool {
 
     /// Write a report durably (temporary file, fsync, rename). File names sort in the order reports were made.
     pub fn put(&self, report: &FailureReport) -> Result<PathBuf, SpoolError> {
-        let pending = self.pending()?.len();
+        let pending = self.count.load(Ordering::Relaxed);
         if pending >= self.max {
             return Err(SpoolError::Full(pending));
         }
@@ -68,6 +74,7 @@ impl Spool {
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|e| io(&self.dir, e))?;
+        self.count.fetch_add(1, Ordering::Relaxed);
         Ok(path)
     }
 
@@ -85,6 +92,7 @@ impl Spool {
             })
             .collect();
         files.sort();
+        self.count.store(files.len(), Ordering::Relaxed);
         Ok(files)
     }
 
@@ -98,15 +106,26 @@ impl Spool {
             .and_then(|b| serde_json::from_slice::<FailureReport>(&b).ok());
         if parsed.is_none() {
             tracing::error!(file = %path.display(), "unreadable spool file set aside as .bad");
-            let _ = std::fs::rename(path, path.with_extension("bad"));
+            if std::fs::rename(path, path.with_extension("bad")).is_ok() {
+                self.forget_one();
+            }
         }
         parsed
     }
 
     pub fn remove(&self, path: &Path) {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(file = %path.display(), error = %e, "could not remove a delivered report from the spool");
+        match std::fs::remove_file(path) {
+            Ok(()) => self.forget_one(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not remove a delivered report from the spool")
+            }
         }
+    }
+
+    fn forget_one(&self) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 
@@ -149,5 +168,11 @@ mod tests {
         assert!(dir.path().join("000-bad.bad").exists());
         reopened.remove(&files[1]);
         assert_eq!(reopened.pending().map(|p| p.len()).unwrap_or(0), 2);
+        // The limit counts what is on disk, across reopening, without listing the directory on every put.
+        let small = Spool::open(dir.path(), 3).unwrap_or_else(|e| panic!("{e}"));
+        small.put(&report("e")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(small.put(&report("f")), Err(SpoolError::Full(3))));
+        small.remove(&files[2]);
+        small.put(&report("f")).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -430,14 +430,28 @@ pub fn markdown(runs: &[Run], title: &str) -> String {
             r.tokens
         ));
     }
-    out.push_str("\n| arm | runs | success rate | mean trials to fix | schema-valid answers | LLM calls |\n|---|---|---|---|---|---|\n");
+    out.push_str("\n| arm | runs | success rate | mean trials to fix | schema-valid answers | LLM calls | fixed after a failed trial | answers repeating a failed action |\n|---|---|---|---|---|---|---|---|\n");
     for arm in Arm::all() {
         let (n, rate, trials, valid, calls) = arm_summary(runs, arm);
         if n == 0 {
             continue;
         }
+        let these = runs.iter().filter(|r| r.arm == arm);
+        // What the Reflexion loop is for: a model fix in a later trial, after its own failed one.
+        let recovered = these
+            .clone()
+            .filter(|r| r.success && r.trials > 1 && r.fixed_by.as_deref() == Some("llm"))
+            .count();
+        let repeats = these
+            .flat_map(|r| &r.calls)
+            .filter(|c| {
+                c["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("already failed in this incident"))
+            })
+            .count();
         out.push_str(&format!(
-            "| {} | {n} | {:.0} % | {} | {:.0} % | {calls} |\n",
+            "| {} | {n} | {:.0} % | {} | {:.0} % | {calls} | {recovered} | {repeats} |\n",
             arm.label(),
             rate * 100.0,
             trials
