@@ -29,6 +29,16 @@ async fn stub() -> String {
             .as_str()
             .unwrap_or("")
             .to_string();
+        let system = body["messages"][0]["content"].as_str().unwrap_or("");
+        let usage = json!({"prompt_tokens": prompt.len() / 4, "completion_tokens": 40, "total_tokens": prompt.len() / 4 + 40});
+        if system.contains("You review a failed repair") {
+            let reflection = json!({"reflection": "That value did not hold; the next attempt must use a different one."});
+            return axum::Json(json!({
+                "id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reflection.to_string()}, "finish_reason": "stop"}],
+                "usage": usage
+            }));
+        }
         let reflected = prompt.contains("Failed attempt in this incident");
         let target =
             json!({"kind": "Deployment", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"});
@@ -51,7 +61,7 @@ async fn stub() -> String {
         axum::Json(json!({
             "id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt.len() / 4, "completion_tokens": 40, "total_tokens": prompt.len() / 4 + 40}
+            "usage": usage
         }))
     }
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));

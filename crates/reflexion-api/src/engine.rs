@@ -546,7 +546,7 @@ impl Engine {
             revert_note = Some(result);
         }
         tried.push(plan.action.clone());
-        let reflection = reflect(&TrialOutcome {
+        let mut reflection = reflect(&TrialOutcome {
             signature: signature.class(),
             reason: inc.error_type.clone(),
             workload: target.to_string(),
@@ -559,6 +559,17 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|n| !n.starts_with("not reverted") && !n.starts_with("error")),
         });
+        if !v.verified
+            && let Some(text) = self
+                .reflect_with_llm(inc, trial, failure, target, &command, &v.detail, tried)
+                .await
+        {
+            // First, so that a prompt's bound on a reflection never cuts it off.
+            reflection.text = format!(
+                "The model's reflection: {text} What happened: {}",
+                reflection.text
+            );
+        }
         let action_json = serde_json::to_value(&plan.action).unwrap_or(Value::Null);
         let execution = json!({"snapshot": snapshot, "revert": revert_note});
         let verification = serde_json::to_value(&v).unwrap_or(Value::Null);

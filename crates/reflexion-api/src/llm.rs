@@ -88,8 +88,21 @@ impl Llm {
         })
     }
 
-    /// One chat completion. Never errors: a failure is the `text` of the result, for the caller to record.
+    /// One planning call: the answer must be one typed action. Never errors: a failure is the `text` of the
+    /// result, for the caller to record.
     pub async fn complete(&self, system: &str, user: &str) -> Completion {
+        self.complete_with(system, user, "kube_reflexion_action", answer_schema())
+            .await
+    }
+
+    /// One chat completion whose answer must match `schema` (when the server is asked for JSON schema output).
+    pub async fn complete_with(
+        &self,
+        system: &str,
+        user: &str,
+        schema_name: &str,
+        schema: serde_json::Value,
+    ) -> Completion {
         let started = Instant::now();
         let mut args = CreateChatCompletionRequestArgs::default();
         args.model(self.config.model.clone())
@@ -108,9 +121,9 @@ impl Llm {
         if self.config.json_schema {
             args.response_format(ResponseFormat::JsonSchema {
                 json_schema: ResponseFormatJsonSchema {
-                    description: Some("one kube-reflexion action".into()),
-                    name: "kube_reflexion_action".into(),
-                    schema: answer_schema(),
+                    description: None,
+                    name: schema_name.into(),
+                    schema,
                     strict: Some(false),
                 },
             });

@@ -588,11 +588,15 @@ async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection
             r#"{{"action":"set_resources","target":{{"kind":"Deployment","namespace":"NAMESPACE_1","name":"WORKLOAD_1"}},"container":"memory-app","memory_limit":"{limit}","memory_request":null,"rationale":"raise the limit"}}"#
         ))
     };
+    // After the failed trial the model reflects (the paper's self-reflection), then plans again.
+    let reflection = Reply::Content(
+        r#"{"reflection": "200Mi was OOMKilled again for WORKLOAD_1;\n the next attempt needs a much larger limit, such as 512Mi."}"#.into(),
+    );
     stub.queue
         .lock()
         .unwrap()
-        .extend([set("200Mi"), set("512Mi")]);
-    stub.set(Reply::Status(500, "unexpected third call".into()));
+        .extend([set("200Mi"), reflection, set("512Mi")]);
+    stub.set(Reply::Status(500, "unexpected fourth call".into()));
     let deployments = stack
         .create_deployment(include_str!("../../../k8s/scenarios/oom-deployment.yaml"))
         .await;
@@ -624,15 +628,40 @@ async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection
         ),
         (Some(true), Some("llm"))
     );
-    // The second prompt is the paper's loop: the failed attempt and its reflection, then a different answer.
+    // The paper's loop: the failed attempt, the model's reflection on it, then a prompt that carries both.
     let calls = detail["llm_calls"].as_array().unwrap();
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    let second = calls[1]["prompt"].as_str().unwrap();
+    let outcomes: Vec<&str> = calls
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["accepted", "reflection", "accepted"],
+        "{calls:?}"
+    );
+    let asked = calls[1]["prompt"].as_str().unwrap();
+    assert!(
+        asked.contains("this attempt: `kubectl set resources deployment/WORKLOAD_1 -c WORKLOAD_1 --limits=memory=200Mi")
+            && asked.contains("verification: ")
+            && !asked.contains("memory-app")
+            && !asked.contains("sim-node-1"),
+        "the reflection prompt names the attempt and what verification saw, with names redacted: {asked}"
+    );
+    let second = calls[2]["prompt"].as_str().unwrap();
     assert!(
         second.contains("Failed attempt in this incident: `kubectl set resources deployment/WORKLOAD_1 -c WORKLOAD_1 --limits=memory=200Mi")
             && second.contains("Reflection: ")
+            && second.contains("The model's reflection: 200Mi was OOMKilled again for WORKLOAD_1; the next attempt needs a much larger limit, such as 512Mi.")
             && !second.contains("sim-node-1"),
         "{second}"
+    );
+    assert!(
+        episodes[0]["reflection"]
+            .as_str()
+            .unwrap()
+            .contains("The model's reflection: 200Mi was OOMKilled again for memory-app;"),
+        "the stored reflection names the workload: {}",
+        episodes[0]["reflection"]
     );
     assert!(
         !calls[0]["prompt"]

@@ -3,11 +3,12 @@
 //! LLM call. Every answer passes the same gates as a rule's plan, plus checks for what only a model gets wrong.
 
 use super::{Engine, Plan};
-use crate::db::LlmCallRecord;
-use crate::llm::LlmMemory;
+use crate::db::{Incident, LlmCallRecord};
+use crate::llm::{Llm, LlmMemory};
 use reflexion_core::image::ImageRef;
 use reflexion_core::llm::{
-    NameKind, PromptInput, Redaction, SYSTEM_PROMPT, build_prompt, parse_answer,
+    NameKind, PromptInput, REFLECTION_SYSTEM_PROMPT, Redaction, ReflectionInput, SYSTEM_PROMPT,
+    build_prompt, build_reflection_prompt, parse_answer, parse_reflection, reflection_schema,
 };
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::quantity::parse_bytes;
@@ -116,35 +117,8 @@ impl Engine {
         let Some(llm) = self.inner.config.llm.as_ref() else {
             return Err("no LLM is configured".into());
         };
+        self.llm_budget_left(llm, ctx.incident_id).await?;
         let db = &self.inner.db;
-        let used = db
-            .llm_tokens(Some(ctx.incident_id), None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if used >= llm.config.incident_token_budget {
-            return Err(format!(
-                "the incident's LLM token budget is spent ({used} of {})",
-                llm.config.incident_token_budget
-            ));
-        }
-        let midnight = chrono::Utc::now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map(|t| {
-                t.and_utc()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            })
-            .unwrap_or_default();
-        let today = db
-            .llm_tokens(None, Some(&midnight))
-            .await
-            .map_err(|e| e.to_string())?;
-        if today >= llm.config.daily_token_budget {
-            return Err(format!(
-                "the daily LLM token budget is spent ({today} of {})",
-                llm.config.daily_token_budget
-            ));
-        }
         let redaction = Self::redaction(failure, target, ctx.pod_name, ctx.evidence);
         let prompt_redaction = if llm.config.redact {
             redaction.clone()
@@ -222,15 +196,45 @@ impl Engine {
         ))
     }
 
-    async fn prompt_input(
-        &self,
-        failure: &Failure,
-        target: &WorkloadRef,
-        ctx: &LlmContext<'_>,
-    ) -> PromptInput {
-        let cluster = &self.inner.cluster;
-        let container = cluster
-            .container(target, &failure.container)
+    /// Whether the incident's and today's token budgets leave room for another call.
+    async fn llm_budget_left(&self, llm: &Llm, incident_id: &str) -> Result<(), String> {
+        let db = &self.inner.db;
+        let used = db
+            .llm_tokens(Some(incident_id), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if used >= llm.config.incident_token_budget {
+            return Err(format!(
+                "the incident's LLM token budget is spent ({used} of {})",
+                llm.config.incident_token_budget
+            ));
+        }
+        let midnight = chrono::Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| {
+                t.and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+            .unwrap_or_default();
+        let today = db
+            .llm_tokens(None, Some(&midnight))
+            .await
+            .map_err(|e| e.to_string())?;
+        if today >= llm.config.daily_token_budget {
+            return Err(format!(
+                "the daily LLM token budget is spent ({today} of {})",
+                llm.config.daily_token_budget
+            ));
+        }
+        Ok(())
+    }
+
+    /// The failing container as a prompt shows it: image, command, resources, env names, ports, probes.
+    async fn container_summary(&self, target: &WorkloadRef, container: &str) -> Value {
+        self.inner
+            .cluster
+            .container(target, container)
             .await
             .map(|c| {
                 let env_names: Vec<Value> = c["env"]
@@ -243,7 +247,94 @@ impl Engine {
                        "ports": c["ports"], "resources": c["resources"], "env_names": env_names,
                        "livenessProbe": c["livenessProbe"], "readinessProbe": c["readinessProbe"]})
             })
-            .unwrap_or(Value::Null);
+            .unwrap_or(Value::Null)
+    }
+
+    /// The paper's self-reflection: after a trial that did not hold, the model says in a sentence or two why, and
+    /// what to try instead; the next prompt of this incident carries it. Only when an LLM is configured and its
+    /// prompts recall this incident; `None` (the template reflection stands alone) on any failure. Recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn reflect_with_llm(
+        &self,
+        inc: &Incident,
+        trial: u32,
+        failure: &Failure,
+        target: &WorkloadRef,
+        command: &str,
+        verification: &str,
+        tried: &[Action],
+    ) -> Option<String> {
+        let llm = self.inner.config.llm.as_ref()?;
+        if llm.config.memory == LlmMemory::None {
+            return None;
+        }
+        if let Err(why) = self.llm_budget_left(llm, &inc.id).await {
+            tracing::info!(incident = %inc.id, %why, "no LLM reflection");
+            return None;
+        }
+        let node = &inc.report["real_k8s_data"]["pod"]["spec"]["nodeName"];
+        let redaction = if llm.config.redact {
+            Self::redaction(
+                failure,
+                target,
+                &inc.pod_name,
+                &json!({"pod": {"node": node}}),
+            )
+        } else {
+            Redaction::default()
+        };
+        let input = ReflectionInput {
+            target: json!({"kind": target.kind, "namespace": target.namespace, "name": target.name}),
+            failure: serde_json::to_value(failure).unwrap_or(Value::Null),
+            container: self.container_summary(target, &failure.container).await,
+            action: command.to_string(),
+            verification: verification.to_string(),
+            earlier: tried
+                .iter()
+                .map(Action::render)
+                .filter(|c| c != command)
+                .collect(),
+        };
+        let user = build_reflection_prompt(&input, &redaction);
+        let c = llm
+            .complete_with(
+                REFLECTION_SYSTEM_PROMPT,
+                &user,
+                "kube_reflexion_reflection",
+                reflection_schema(),
+            )
+            .await;
+        let verdict = match &c.text {
+            Err(e) => Err(e.clone()),
+            Ok(text) => parse_reflection(text, &redaction).map_err(|e| e.to_string()),
+        };
+        let record = LlmCallRecord {
+            trial: i64::from(trial),
+            model: llm.config.model.clone(),
+            prompt: user,
+            response: c.text.as_ref().ok().cloned(),
+            prompt_tokens: i64::from(c.prompt_tokens),
+            completion_tokens: i64::from(c.completion_tokens),
+            latency_ms: c.latency.as_millis() as i64,
+            outcome: match &verdict {
+                Ok(_) => "reflection".into(),
+                Err(e) => format!("reflection refused: {e}"),
+            },
+        };
+        if let Err(e) = self.inner.db.record_llm_call(&inc.id, &record).await {
+            tracing::warn!(incident = %inc.id, error = %e, "could not record an LLM reflection call");
+        }
+        verdict.ok()
+    }
+
+    async fn prompt_input(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        ctx: &LlmContext<'_>,
+    ) -> PromptInput {
+        let cluster = &self.inner.cluster;
+        let container = self.container_summary(target, &failure.container).await;
         let events = ctx.evidence["events"]
             .as_array()
             .into_iter()

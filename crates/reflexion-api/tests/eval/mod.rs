@@ -131,7 +131,11 @@ pub struct Run {
     /// A verified fix the model (or what it taught) made, or the escalation the model chose where that is right.
     pub success: bool,
     pub trials: i64,
+    /// Every model call, reflections included.
     pub llm_calls: usize,
+    /// Of those, reflection calls after a failed trial (prose, not actions; not counted as answers).
+    #[serde(default)]
+    pub reflections: usize,
     pub valid_json: usize,
     pub schema_valid: usize,
     pub accepted: usize,
@@ -279,8 +283,13 @@ async fn ids(stack: &Stack) -> Vec<String> {
 
 /// What one incident's record says about the model's answers.
 pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f64) -> Run {
-    let calls = detail["llm_calls"].as_array().cloned().unwrap_or_default();
+    let all_calls = detail["llm_calls"].as_array().cloned().unwrap_or_default();
     let outcome = |c: &Value| c["outcome"].as_str().unwrap_or("").to_string();
+    // Reflection calls (after a failed trial) answer in prose, not actions: they cost tokens but are no answers.
+    let (reflections, calls): (Vec<Value>, Vec<Value>) = all_calls
+        .iter()
+        .cloned()
+        .partition(|c| outcome(c).starts_with("reflection"));
     // Refusals by the parser come before the schema; refusals by the gates come after it.
     let not_json = |o: &str| {
         o.contains("contains no JSON object")
@@ -329,7 +338,7 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
                 .as_deref()
                 .is_some_and(|f| f == "llm" || f == "learned")
     };
-    let latencies: Vec<f64> = calls
+    let latencies: Vec<f64> = all_calls
         .iter()
         .filter_map(|c| c["latency_ms"].as_f64())
         .collect();
@@ -341,7 +350,8 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
         fixed_by,
         success,
         trials: detail["trials"].as_i64().unwrap_or(0),
-        llm_calls: calls.len(),
+        llm_calls: all_calls.len(),
+        reflections: reflections.len(),
         valid_json,
         schema_valid,
         accepted,
@@ -352,7 +362,7 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
         } else {
             latencies.iter().sum::<f64>() / latencies.len() as f64
         },
-        tokens: calls
+        tokens: all_calls
             .iter()
             .map(|c| {
                 c["prompt_tokens"].as_i64().unwrap_or(0)
@@ -361,7 +371,7 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
             .sum(),
         seconds,
         outcome: outcome_text.chars().take(300).collect(),
-        calls: calls
+        calls: all_calls
             .iter()
             .map(|c| {
                 json!({
@@ -386,15 +396,16 @@ pub fn arm_summary(runs: &[Run], arm: Arm) -> (usize, f64, Option<f64>, f64, usi
         .map(|r| r.trials as f64)
         .collect();
     let calls: usize = r.iter().map(|r| r.llm_calls).sum();
+    let answers: usize = r.iter().map(|r| r.llm_calls - r.reflections).sum();
     let valid: usize = r.iter().map(|r| r.schema_valid).sum();
     (
         n,
         if n == 0 { 0.0 } else { ok as f64 / n as f64 },
         (!fixes.is_empty()).then(|| fixes.iter().sum::<f64>() / fixes.len() as f64),
-        if calls == 0 {
+        if answers == 0 {
             1.0
         } else {
-            valid as f64 / calls as f64
+            valid as f64 / answers as f64
         },
         calls,
     )
@@ -418,7 +429,15 @@ pub fn markdown(runs: &[Run], title: &str) -> String {
                 .unwrap_or_default(),
             if r.success { " ✓" } else { " ✗" },
             r.trials,
-            r.llm_calls,
+            if r.reflections == 0 {
+                r.llm_calls.to_string()
+            } else {
+                format!(
+                    "{} + {} reflection",
+                    r.llm_calls - r.reflections,
+                    r.reflections
+                )
+            },
             r.valid_json,
             r.schema_valid,
             r.accepted,
