@@ -504,17 +504,22 @@ pub fn markdown(runs: &[Run], title: &str) -> String {
                 .iter()
                 .filter(|r| r.arm == *a && r.scenario == name)
                 .collect();
-            let ok: Vec<f64> = these
+            let ok = these.iter().filter(|r| r.success).count();
+            // Trials to fix, as in the arm table: a right escalation before any trial has none.
+            let fixes: Vec<f64> = these
                 .iter()
-                .filter(|r| r.success)
+                .filter(|r| r.success && r.trials > 0)
                 .map(|r| r.trials as f64)
                 .collect();
-            let trials = if ok.is_empty() {
+            let trials = if fixes.is_empty() {
                 String::new()
             } else {
-                format!(", {:.2} trials", ok.iter().sum::<f64>() / ok.len() as f64)
+                format!(
+                    ", {:.2} trials",
+                    fixes.iter().sum::<f64>() / fixes.len() as f64
+                )
             };
-            out.push_str(&format!(" {}/{}{trials} |", ok.len(), these.len()));
+            out.push_str(&format!(" {ok}/{}{trials} |", these.len()));
         }
         out.push('\n');
     }
