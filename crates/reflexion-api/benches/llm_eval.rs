@@ -83,8 +83,11 @@ fn plot(runs: &[Run], title: &str, path: &std::path::Path) -> Result<(), String>
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, font)
         .map_err(|_| "bad font")?;
-    let root = BitMapBackend::new(path, (900, 420)).into_drawing_area();
+    let root = BitMapBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(450);
     let arms = Arm::all();
     let summaries: Vec<_> = arms.iter().map(|a| eval::arm_summary(runs, *a)).collect();
@@ -95,7 +98,7 @@ fn plot(runs: &[Run], title: &str, path: &std::path::Path) -> Result<(), String>
             3.5
         };
         let mut chart = ChartBuilder::on(&area)
-            .caption(format!("{title}: {what}"), ("sans-serif", 16))
+            .caption(what, ("sans-serif", 15))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(40)
