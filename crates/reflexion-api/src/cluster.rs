@@ -298,23 +298,21 @@ impl Cluster {
         image: &str,
         dry_run: bool,
     ) -> Result<(), ClusterError> {
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
         let containers = json!([{"name": container, "image": image}]);
         match target.kind {
             WorkloadKind::Deployment => {
                 let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
-                Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-                    .patch(&target.name, &pp, &Patch::Strategic(patch))
+                self.patch_deployment(target, Patch::Strategic(patch), dry_run)
                     .await?;
             }
             WorkloadKind::Pod => {
                 let patch = json!({"spec": {"containers": containers}});
                 Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
-                    .patch(&target.name, &pp, &Patch::Strategic(patch))
+                    .patch(
+                        &target.name,
+                        &patch_params(dry_run),
+                        &Patch::Strategic(patch),
+                    )
                     .await?;
             }
             other => return Err(ClusterError::Unsupported(format!("set_image on a {other}"))),
@@ -819,13 +817,8 @@ impl Cluster {
         patch: Patch<Value>,
         dry_run: bool,
     ) -> Result<(), ClusterError> {
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            dry_run,
-            ..PatchParams::default()
-        };
         Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &pp, &patch)
+            .patch(&target.name, &patch_params(dry_run), &patch)
             .await?;
         Ok(())
     }
@@ -1318,6 +1311,15 @@ pub fn fresh_pod(
         }
     }
     Ok(pod)
+}
+
+/// Patches are made as kube-reflexion's field manager; `dry_run` makes it a server-side dry run.
+fn patch_params(dry_run: bool) -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        dry_run,
+        ..PatchParams::default()
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! vLLM, llama.cpp), with a bounded answer, a timeout, and token accounting. What the answer may do is decided
 //! elsewhere: [`reflexion_core::llm::parse_answer`], validation, scope, policy and the dry run.
 
+use crate::db::LlmCallRecord;
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
@@ -65,6 +66,28 @@ pub struct Completion {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub latency: Duration,
+}
+
+impl Completion {
+    /// The row that records this call: what was asked, what came back, and what became of it.
+    pub fn record(
+        &self,
+        trial: u32,
+        model: &str,
+        prompt: String,
+        outcome: String,
+    ) -> LlmCallRecord {
+        LlmCallRecord {
+            trial: i64::from(trial),
+            model: model.to_string(),
+            prompt,
+            response: self.text.as_ref().ok().cloned(),
+            prompt_tokens: i64::from(self.prompt_tokens),
+            completion_tokens: i64::from(self.completion_tokens),
+            latency_ms: self.latency.as_millis() as i64,
+            outcome,
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -314,12 +314,7 @@ fn pod_health(p: &Pod, expected_uid: Option<&str>) -> Health {
             t.exit_code
         ));
     }
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
+    if !reflexion_core::classify::is_ready(p) {
         return Health::Unhealthy(format!(
             "pod phase {} and not Ready",
             status.phase.as_deref().unwrap_or("unknown")

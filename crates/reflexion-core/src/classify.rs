@@ -69,10 +69,13 @@ pub struct PodEvent {
 pub fn recent_events(mut events: Vec<Event>, limit: usize) -> Vec<PodEvent> {
     events.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
     let skip = events.len().saturating_sub(limit);
-    events
-        .into_iter()
-        .skip(skip)
-        .map(|e| PodEvent {
+    events.into_iter().skip(skip).map(PodEvent::from).collect()
+}
+
+impl From<Event> for PodEvent {
+    /// The event, with its message bounded for reports and evidence.
+    fn from(e: Event) -> Self {
+        Self {
             type_: e.type_.unwrap_or_default(),
             reason: e.reason.unwrap_or_default(),
             message: e
@@ -82,8 +85,8 @@ pub fn recent_events(mut events: Vec<Event>, limit: usize) -> Vec<PodEvent> {
                 .take(crate::report::MAX_MESSAGE_CHARS)
                 .collect(),
             count: e.count.unwrap_or(1),
-        })
-        .collect()
+        }
+    }
 }
 
 /// One classified failure of one container.
@@ -158,11 +161,6 @@ pub fn recovered(pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> bool {
     let Some(status) = pod.status.as_ref() else {
         return false;
     };
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
     let recent_death = status
         .container_statuses
         .iter()
@@ -174,7 +172,15 @@ pub fn recovered(pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> bool {
                 now.as_second().saturating_sub(at.0.as_second()) < RECOVERY_WINDOW_SECS
             })
         });
-    ready && !recent_death
+    is_ready(pod) && !recent_death
+}
+
+/// The pod's `Ready` condition is `True`.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Failed readiness probes (an event's `count`) before a pod that never became Ready is worth an incident: the

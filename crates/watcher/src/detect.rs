@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use reflexion_core::classify::{Failure, PodEvent, readiness_keeps_failing, recent_events};
+use reflexion_core::classify::{
+    Failure, PodEvent, is_ready, readiness_keeps_failing, recent_events,
+};
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::{Signature, classify};
@@ -83,9 +85,7 @@ impl Detector {
     /// A readiness probe that keeps failing: the pod is read again and classified with its events.
     async fn observe_unhealthy(&mut self, event: Event) {
         let involved = event.involved_object.clone();
-        let Some(ev) = recent_events(vec![event], 1).pop() else {
-            return;
-        };
+        let ev = PodEvent::from(event);
         if !readiness_keeps_failing(&ev) {
             return;
         }
@@ -101,9 +101,10 @@ impl Detector {
                 return;
             }
         };
-        let events = self.pod_events(&pod).await;
-        if let Some(failure) = classify(&pod, &events) {
-            self.report(&pod, failure, Some(events)).await;
+        // The triggering event is enough to classify; the dedup check in `report` comes before listing the
+        // pod's events, since the kubelet repeats this event on every failed probe.
+        if let Some(failure) = classify(&pod, &[ev]) {
+            self.report(&pod, failure).await;
         }
     }
 
@@ -123,11 +124,11 @@ impl Detector {
             }
             return;
         };
-        self.report(pod, failure, None).await;
+        self.report(pod, failure).await;
     }
 
     /// One report per new failure: the owning workload, the dedup key, the evidence, then the spool.
-    async fn report(&mut self, pod: &Pod, failure: Failure, events: Option<Vec<PodEvent>>) {
+    async fn report(&mut self, pod: &Pod, failure: Failure) {
         let ns = pod.namespace().unwrap_or_default();
         let chain = self.owners.chain(pod).await;
         let Some(target) = fix_target(&ns, &chain) else {
@@ -155,10 +156,7 @@ impl Detector {
             self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let events = match events {
-            Some(events) => events,
-            None => self.pod_events(pod).await,
-        };
+        let events = self.pod_events(pod).await;
         let failure = classify(pod, &events).unwrap_or(failure);
         let signature = Signature::of(&failure);
         let report = FailureReport {
@@ -212,13 +210,6 @@ impl Detector {
         };
         recent_events(list.items, MAX_EVENTS.min(20))
     }
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The pod without managedFields, which are large and say nothing about the failure.

@@ -3,7 +3,7 @@
 //! LLM call. Every answer passes the same gates as a rule's plan, plus checks for what only a model gets wrong.
 
 use super::{Engine, Plan};
-use crate::db::{Incident, LlmCallRecord};
+use crate::db::Incident;
 use crate::llm::{Llm, LlmMemory};
 use reflexion_core::image::ImageRef;
 use reflexion_core::llm::{
@@ -148,19 +148,11 @@ impl Engine {
                         .map(|()| answer),
                 },
             };
-            let record = LlmCallRecord {
-                trial: i64::from(ctx.trial),
-                model: llm.config.model.clone(),
-                prompt: message,
-                response: c.text.as_ref().ok().cloned(),
-                prompt_tokens: i64::from(c.prompt_tokens),
-                completion_tokens: i64::from(c.completion_tokens),
-                latency_ms: c.latency.as_millis() as i64,
-                outcome: match &verdict {
-                    Ok(_) => "accepted".into(),
-                    Err(e) => format!("refused: {e}"),
-                },
+            let outcome = match &verdict {
+                Ok(_) => "accepted".into(),
+                Err(e) => format!("refused: {e}"),
             };
+            let record = c.record(ctx.trial, &llm.config.model, message, outcome);
             db.record_llm_call(ctx.incident_id, &record)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -308,19 +300,11 @@ impl Engine {
             Err(e) => Err(e.clone()),
             Ok(text) => parse_reflection(text, &redaction).map_err(|e| e.to_string()),
         };
-        let record = LlmCallRecord {
-            trial: i64::from(trial),
-            model: llm.config.model.clone(),
-            prompt: user,
-            response: c.text.as_ref().ok().cloned(),
-            prompt_tokens: i64::from(c.prompt_tokens),
-            completion_tokens: i64::from(c.completion_tokens),
-            latency_ms: c.latency.as_millis() as i64,
-            outcome: match &verdict {
-                Ok(_) => "reflection".into(),
-                Err(e) => format!("reflection refused: {e}"),
-            },
+        let outcome = match &verdict {
+            Ok(_) => "reflection".into(),
+            Err(e) => format!("reflection refused: {e}"),
         };
+        let record = c.record(trial, &llm.config.model, user, outcome);
         if let Err(e) = self.inner.db.record_llm_call(&inc.id, &record).await {
             tracing::warn!(incident = %inc.id, error = %e, "could not record an LLM reflection call");
         }
