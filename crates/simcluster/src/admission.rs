@@ -52,9 +52,9 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
             ),
         ));
     }
+    crate::defaults::apply(rt.kind, obj);
     match rt.kind {
         "Pod" => {
-            default_pod_spec(&mut obj["spec"]);
             default_toleration_seconds(&mut obj["spec"]);
             validate_pod_spec(&obj["spec"], "spec", &mut causes);
             match old {
@@ -64,28 +64,9 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
                 Some(old) => check_pod_update(&old["spec"], &obj["spec"], &mut causes),
             }
         }
-        "Deployment" | "ReplicaSet" => {
-            let spec = &mut obj["spec"];
-            if spec.get("replicas").is_none_or(Value::is_null) {
-                spec["replicas"] = json!(1);
-            }
-            if rt.kind == "Deployment" {
-                if spec.get("strategy").is_none_or(Value::is_null) {
-                    spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
-                }
-                for (field, default) in [
-                    ("revisionHistoryLimit", 10),
-                    ("progressDeadlineSeconds", 600),
-                ] {
-                    if spec.get(field).is_none_or(Value::is_null) {
-                        spec[field] = json!(default);
-                    }
-                }
-            }
-            default_pod_spec(&mut spec["template"]["spec"]);
-            validate_workload(obj, old, &mut causes);
-        }
-        "Service" => default_service(obj, old),
+        "Deployment" | "ReplicaSet" => validate_workload(obj, old, &mut causes),
+        "Service" => allocate_cluster_ip(obj, old),
+        "Namespace" if old.is_none() => obj["status"] = json!({"phase": "Active"}),
         "PersistentVolumeClaim" => {
             // The DefaultStorageClass admission plugin; the cluster's default class is "standard".
             if obj["spec"].is_object()
@@ -124,21 +105,17 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
     }
 }
 
-fn default_service(obj: &mut Value, old: Option<&Value>) {
+/// The service registry allocates a cluster IP once; it is immutable after.
+fn allocate_cluster_ip(obj: &mut Value, old: Option<&Value>) {
     let spec = &mut obj["spec"];
-    if !spec.is_object() {
-        *spec = json!({});
-    }
-    if spec.get("type").is_none_or(Value::is_null) {
-        spec["type"] = json!("ClusterIP");
-    }
-    if spec.get("sessionAffinity").is_none_or(Value::is_null) {
-        spec["sessionAffinity"] = json!("None");
-    }
     match old.and_then(|o| o["spec"]["clusterIP"].as_str()) {
-        // clusterIP is immutable once allocated.
-        Some(ip) => spec["clusterIP"] = json!(ip),
-        None if spec["clusterIP"].is_null() && spec["type"] != "ExternalName" => {
+        Some(ip) => {
+            spec["clusterIP"] = json!(ip);
+            spec["clusterIPs"] = json!([ip]);
+        }
+        None if spec["clusterIP"].as_str().is_none_or(str::is_empty)
+            && spec["type"] != "ExternalName" =>
+        {
             let n = uuid::Uuid::new_v4();
             let ip = format!("10.96.{}.{}", n.as_bytes()[0], n.as_bytes()[1].max(1));
             spec["clusterIP"] = json!(ip);
@@ -146,73 +123,8 @@ fn default_service(obj: &mut Value, old: Option<&Value>) {
         }
         None => {}
     }
-    for p in spec
-        .get_mut("ports")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        if p.get("protocol").is_none_or(Value::is_null) {
-            p["protocol"] = json!("TCP");
-        }
-        if p.get("targetPort").is_none_or(Value::is_null) {
-            p["targetPort"] = p["port"].clone();
-        }
-    }
     if old.is_none() {
         obj["status"] = json!({"loadBalancer": {}});
-    }
-}
-
-fn default_pod_spec(spec: &mut Value) {
-    if !spec.is_object() {
-        return;
-    }
-    for (field, default) in [
-        ("restartPolicy", json!("Always")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("securityContext", json!({})),
-        ("enableServiceLinks", json!(true)),
-        ("serviceAccountName", json!("default")),
-        ("preemptionPolicy", json!("PreemptLowerPriority")),
-        ("priority", json!(0)),
-    ] {
-        if spec.get(field).is_none_or(Value::is_null) {
-            spec[field] = default;
-        }
-    }
-    for list in ["initContainers", "containers"] {
-        // get_mut, not indexing: IndexMut would insert a null list into the stored object.
-        for c in spec
-            .get_mut(list)
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            let image = c["image"].as_str().unwrap_or_default();
-            let tag_is_latest = image
-                .rsplit_once(':')
-                .is_none_or(|(_, t)| t == "latest" || t.contains('/'))
-                && !image.contains('@');
-            if c.get("imagePullPolicy").is_none_or(Value::is_null) {
-                c["imagePullPolicy"] = json!(if tag_is_latest {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                });
-            }
-            for (field, default) in [
-                ("terminationMessagePath", json!("/dev/termination-log")),
-                ("terminationMessagePolicy", json!("File")),
-                ("resources", json!({})),
-            ] {
-                if c.get(field).is_none_or(Value::is_null) {
-                    c[field] = default;
-                }
-            }
-        }
     }
 }
 

@@ -16,7 +16,7 @@ const TICK: Duration = Duration::from_millis(50);
 const PULL_TIME: Duration = Duration::from_millis(800);
 /// How long `ErrImagePull` shows before the next sync turns it into `ImagePullBackOff`.
 const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(2);
-/// How long a terminated container shows before the kubelet puts it into `CrashLoopBackOff`.
+/// How long a terminated container shows before the kubelet restarts it or puts it into `CrashLoopBackOff`.
 const TERMINATED_SHOWN: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -613,6 +613,10 @@ impl Kubelet {
                             // Init containers of an Always pod are restarted only when they fail.
                             _ => !init || code != 0,
                         };
+                        // The kubelet forgets a container's back-off once it ran for twice the longest back-off.
+                        if t.saturating_duration_since(r.since) >= clock.real(BACKOFF_MAX * 2) {
+                            c.crashes = 0;
+                        }
                         c.crashes += 1;
                         c.state = State::Terminated {
                             t: term,
@@ -628,9 +632,18 @@ impl Kubelet {
                 at,
                 restart: true,
             } if t >= at + clock.real(TERMINATED_SHOWN) => {
-                let backoff = BACKOFF_START
-                    .saturating_mul(1 << (c.crashes.saturating_sub(1)).min(8))
-                    .min(BACKOFF_MAX);
+                c.last_terminated = Some(term);
+                // The first restart is immediate; from the second on, the back-off doubles from 10 s, counted from
+                // the exit (kubelet's `doBackOff`).
+                let Some(backoff) = crash_backoff(c.crashes) else {
+                    c.restarting = true;
+                    c.state = State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: None,
+                        retry_at: t,
+                    };
+                    return;
+                };
                 let message = format!(
                     "back-off {} restarting failed container={name} pod={pod_name}_{ns}({pod_uid})",
                     human(backoff)
@@ -642,9 +655,8 @@ impl Kubelet {
                         "Back-off restarting failed container {name} in pod {pod_name}_{ns}({pod_uid})"
                     ),
                 );
-                c.last_terminated = Some(term);
                 c.state = State::CrashBackOff {
-                    retry_at: t + clock.real(backoff),
+                    retry_at: at + clock.real(backoff),
                     message,
                 };
             }
@@ -664,6 +676,16 @@ impl Kubelet {
             _ => {}
         }
     }
+}
+
+/// The back-off before restarting a container that has exited `crashes` times in a row: none after the first exit.
+fn crash_backoff(crashes: u32) -> Option<Duration> {
+    let doublings = crashes.checked_sub(2)?;
+    Some(
+        BACKOFF_START
+            .saturating_mul(1 << doublings.min(8))
+            .min(BACKOFF_MAX),
+    )
 }
 
 fn human(d: Duration) -> String {
@@ -1228,6 +1250,26 @@ fn pod_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_restart_is_immediate_then_the_back_off_doubles() {
+        let got: Vec<Option<u64>> = (1..=8)
+            .map(|n| crash_backoff(n).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                None,
+                Some(10),
+                Some(20),
+                Some(40),
+                Some(80),
+                Some(160),
+                Some(300),
+                Some(300)
+            ]
+        );
+    }
 
     #[test]
     fn base64_and_durations() {

@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod catalog;
 pub mod clock;
 pub mod controllers;
+pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod kubelet;

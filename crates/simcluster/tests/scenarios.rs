@@ -191,6 +191,80 @@ async fn bad_image_pod_and_deployment_back_off_pulling() {
     .await;
 }
 
+/// Every state the pod's first container showed, as (waiting reason or state, restartCount), until `until` holds.
+async fn timeline(
+    client: &Client,
+    selector: &str,
+    until: impl Fn(&Pod) -> bool,
+) -> Vec<(String, i32)> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let stream = watcher(pods, watcher::Config::default().labels(selector)).applied_objects();
+    futures::pin_mut!(stream);
+    let mut seen = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(40));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => panic!("{selector} never reached the end of its timeline; saw {seen:?}"),
+            Some(Ok(p)) = stream.next() => {
+                let cs = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first());
+                if let Some(cs) = cs {
+                    let state = cs.state.as_ref();
+                    let shown = match (state.and_then(|s| s.waiting.as_ref()), state.and_then(|s| s.terminated.as_ref())) {
+                        (Some(w), _) => w.reason.clone().unwrap_or_default(),
+                        (None, Some(t)) => format!("terminated:{}", t.exit_code),
+                        (None, None) => "running".into(),
+                    };
+                    if seen.last() != Some(&(shown.clone(), cs.restart_count)) {
+                        seen.push((shown, cs.restart_count));
+                    }
+                }
+                if until(&p) {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it() {
+    let sim = start().await;
+    apply(&sim.client, "crash-pod.yaml").await;
+    let seen = timeline(&sim.client, "run=crash-app", |p| {
+        last_terminated(p).is_some_and(|_| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .is_some_and(|c| c.restart_count >= 2)
+        })
+    })
+    .await;
+    // A real kubelet restarts a container at once after its first exit; CrashLoopBackOff (10 s) comes after the
+    // second, so `kubectl logs --previous` always has the last run's lines while it shows.
+    assert!(
+        !seen
+            .iter()
+            .any(|(state, restarts)| state == "CrashLoopBackOff" && *restarts == 0),
+        "{seen:?}"
+    );
+    let first_back_off = seen.iter().position(|(s, _)| s == "CrashLoopBackOff");
+    let first_restart = seen.iter().position(|(s, r)| s == "running" && *r == 1);
+    assert!(
+        first_restart.is_some() && first_back_off.is_some() && first_restart < first_back_off,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.first().map(|(s, r)| (s.as_str(), *r)),
+        Some(("ContainerCreating", 0)),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&("terminated:1".into(), 0)), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_containers_loop_with_back_off_and_keep_previous_logs() {
     let sim = start().await;
