@@ -20,7 +20,8 @@ use std::time::Duration;
 
 pub const FIELD_MANAGER: &str = "kube-reflexion";
 pub const INCIDENT_ANNOTATION: &str = "kube-reflexion.io/incident";
-const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past a pod's grace period a recreation waits for the old pod to go.
+const DELETE_MARGIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -1034,13 +1035,30 @@ impl Cluster {
             }),
             ..DeleteParams::default()
         };
-        api.delete(&name, &dp).await?;
+        // A real API server only marks the pod; its kubelet stops the containers within the grace period and then
+        // removes it. Wait as long as that may take, plus a margin.
+        let grace = api
+            .delete(&name, &dp)
+            .await?
+            .left()
+            .map_or(Some(0), |marked| {
+                marked.metadata.deletion_grace_period_seconds
+            })
+            .or(old["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+            .max(0) as u64;
+        let wait = Duration::from_secs(grace) + DELETE_MARGIN;
         tokio::time::timeout(
-            DELETE_TIMEOUT,
+            wait,
             await_condition(api.clone(), &name, conditions::is_deleted(&uid)),
         )
         .await
-        .map_err(|_| ClusterError::Timeout(format!("pod {name} to be deleted")))?
+        .map_err(|_| {
+            ClusterError::Timeout(format!(
+                "pod {name} to go: still there {}s after the delete (its grace period is {grace}s); its node may be gone",
+                wait.as_secs()
+            ))
+        })?
         .map_err(|e| ClusterError::Timeout(format!("pod {name} to be deleted: {e}")))?;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),

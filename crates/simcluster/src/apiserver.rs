@@ -377,15 +377,11 @@ async fn dispatch(
             ))
         }
         (&Method::POST, Some(name), Some("eviction")) => {
-            store.delete(
-                resources::pods(),
-                &ns,
-                name,
-                &DeleteOptions {
-                    dry_run,
-                    ..Default::default()
-                },
-            )?;
+            // An Eviction carries the DeleteOptions of the deletion it asks for.
+            let eviction = parse_body(&req.body)?;
+            let mut opts = delete_options_from(&eviction["deleteOptions"], &req.params)?;
+            opts.dry_run |= dry_run;
+            store.delete(resources::pods(), &ns, name, &opts)?;
             Ok(json_response(
                 StatusCode::CREATED,
                 json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
@@ -555,6 +551,25 @@ fn delete_options(
     } else {
         parse_body(body)?
     };
+    delete_options_from(&b, params)
+}
+
+fn delete_options_from(
+    b: &Value,
+    params: &HashMap<String, String>,
+) -> Result<DeleteOptions, ApiError> {
+    let grace_period = match (
+        b.get("gracePeriodSeconds"),
+        params.get("gracePeriodSeconds"),
+    ) {
+        (Some(v), _) if !v.is_null() => Some(v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {v}"))
+        })?),
+        (_, Some(p)) => Some(p.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {p:?}"))
+        })?),
+        _ => None,
+    };
     let policy = b["propagationPolicy"]
         .as_str()
         .or(params.get("propagationPolicy").map(String::as_str))
@@ -577,6 +592,7 @@ fn delete_options(
         orphan,
         foreground,
         dry_run: body_dry,
+        grace_period,
     })
 }
 

@@ -40,6 +40,9 @@ pub struct Behaviour {
     pub missing_env: Option<String>,
     #[serde(default)]
     pub logs: Vec<String>,
+    /// The default process runs as PID 1 without a SIGTERM handler: stopping it takes the whole grace period.
+    #[serde(default)]
+    pub ignores_sigterm: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

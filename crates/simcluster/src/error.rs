@@ -43,6 +43,14 @@ impl ApiError {
         )
         .with_details(json!({"name": name, "kind": resource}))
     }
+    pub fn forbidden(resource: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{resource} \"{name}\" is forbidden: {why}"),
+        )
+        .with_details(json!({"name": name, "kind": resource}))
+    }
     /// 422 with `StatusDetails.causes`, as a real API server reports field errors.
     pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String, String)>) -> Self {
         let summary: Vec<String> = causes

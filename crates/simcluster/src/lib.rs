@@ -44,6 +44,8 @@ pub struct Cluster {
     pub node_name: String,
     /// Whether the controller loop includes the scheduler (off to stand in for an API server without one).
     pub run_scheduler: bool,
+    /// In fake-node mode, the API server this node belongs to: the kubelet's final delete of a pod goes there.
+    pub upstream: Option<kube::Client>,
 }
 
 impl Cluster {
@@ -71,6 +73,7 @@ impl Cluster {
             logs: Arc::new(kubelet::Logs::default()),
             node_name: node_name.to_string(),
             run_scheduler: true,
+            upstream: None,
         }
     }
 

@@ -37,7 +37,7 @@ fn as_value(o: &DynamicObject) -> Option<Value> {
 /// Register the node and run until `shutdown` fires.
 pub async fn run(
     client: Client,
-    cluster: Cluster,
+    mut cluster: Cluster,
     schedule: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
@@ -49,6 +49,7 @@ pub async fn run(
             source,
         })?;
     tracing::info!(%node, "node registered");
+    cluster.upstream = Some(client.clone());
     cluster.spawn_kubelet(shutdown.clone());
     let mut tasks = vec![
         tokio::spawn(mirror(

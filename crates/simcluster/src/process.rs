@@ -21,12 +21,22 @@ pub enum Outcome {
     },
 }
 
+/// What the container's main process does when the kubelet sends SIGTERM to stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sigterm {
+    /// It shuts down and exits with this code.
+    Exits(i32),
+    /// PID 1 with no handler for the signal (a shell, `sleep`): nothing happens until SIGKILL ends the grace period.
+    Ignored,
+}
+
 #[derive(Debug, Clone)]
 pub struct Program {
     pub logs: Vec<String>,
     pub outcome: Outcome,
     pub memory_bytes: f64,
     pub serves: Vec<Serves>,
+    pub on_sigterm: Sigterm,
 }
 
 const DEFAULT_MEMORY: f64 = 4.0 * 1024.0 * 1024.0;
@@ -101,6 +111,7 @@ pub fn program(
         outcome: Outcome::RunsForever,
         memory_bytes: default_memory,
         serves: Vec::new(),
+        on_sigterm: Sigterm::Ignored,
     };
     let image_default = argv
         .first()
@@ -134,7 +145,13 @@ pub fn program(
             .position(|a| a == "-c")
             .and_then(|i| argv.get(i + 1))
         {
-            Some(script) => run_script(script, env, &mut p),
+            Some(script) => {
+                run_script(script, env, &mut p);
+                // A shell as PID 1 stops on SIGTERM only if the script traps it.
+                if script.contains("trap ") && script.contains("TERM") {
+                    p.on_sigterm = Sigterm::Exits(0);
+                }
+            }
             // A shell with no script and no terminal reads EOF and exits 0.
             None => {
                 p.outcome = Outcome::Exits {
@@ -150,6 +167,9 @@ pub fn program(
     } else if image_default {
         p.logs.extend(behaviour.logs.iter().cloned());
         p.serves = behaviour.serves.clone();
+        if !behaviour.ignores_sigterm {
+            p.on_sigterm = Sigterm::Exits(0);
+        }
         if ["python3", "python", "node"].contains(&prog.as_str()) {
             // An interpreter with no script and no terminal exits at once.
             p.outcome = Outcome::Exits {

@@ -223,3 +223,65 @@ fn rollouts_through_kubectl() {
         t.contains("1/1")
     });
 }
+
+#[test]
+fn deleting_a_pod_is_graceful_and_force_deletion_is_immediate() {
+    let Some(sim) = start() else { return };
+    // PID 1 `sleep` ignores SIGTERM: the pod stays Terminating for its whole grace period (120 s, 6 s at
+    // --time-scale 20), then the kubelet kills it and deletes it.
+    sim.ok(&[
+        "run",
+        "sleeper",
+        "--image=busybox:1.36",
+        "--overrides={\"spec\":{\"terminationGracePeriodSeconds\":120}}",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    sim.ok(&["run", "web", "--image=nginx:1.27"]);
+    sim.ok(&[
+        "run",
+        "quick",
+        "--image=busybox:1.36",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    for pod in ["sleeper", "web", "quick"] {
+        sim.until(&["get", "pod", pod], "Running", |t| t.contains("Running"));
+    }
+    let deleted = sim.ok(&["delete", "pod", "sleeper", "--wait=false"]);
+    assert_eq!(deleted.trim(), "pod \"sleeper\" deleted");
+    let shown = sim.ok(&["get", "pod", "sleeper"]);
+    assert!(shown.contains("Terminating"), "{shown}");
+    let grace = sim.ok(&[
+        "get",
+        "pod",
+        "sleeper",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds} {.metadata.deletionTimestamp}",
+    ]);
+    assert!(grace.starts_with("120 20"), "{grace}");
+    std::thread::sleep(Duration::from_secs(1));
+    let still = sim.ok(&["get", "pod", "sleeper"]);
+    assert!(
+        still.contains("Terminating"),
+        "a process that ignores SIGTERM has the whole grace period: {still}"
+    );
+    let events = sim.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=sleeper,reason=Killing",
+    ]);
+    assert!(events.contains("Stopping container sleeper"), "{events}");
+    sim.until(&["get", "pods"], "sleeper gone", |t| !t.contains("sleeper"));
+    // nginx stops on SIGTERM: gone long before its 30 s grace period (1.5 s here) is over.
+    sim.ok(&["delete", "pod", "web"]);
+    assert!(!sim.ok(&["get", "pods"]).contains("web"));
+    // `--grace-period=0 --force` removes the object at once, whatever runs.
+    let forced = sim.ok(&["delete", "pod", "quick", "--grace-period=0", "--force"]);
+    assert!(forced.contains("pod \"quick\" force deleted"), "{forced}");
+    let (found, text) = sim.kubectl(&["get", "pod", "quick"]);
+    assert!(!found && text.contains("NotFound"), "{text}");
+}

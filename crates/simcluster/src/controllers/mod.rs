@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod namespace;
+
 const RESYNC: Duration = Duration::from_millis(500);
 /// Changes arriving within this window are handled by one pass.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -57,6 +59,7 @@ pub fn reconcile(
     clock: crate::Clock,
 ) {
     collect_garbage(store);
+    namespace::reconcile(store);
     crate::scheduler::bind_claims(store, recorder);
     if let Some(s) = scheduler {
         s.pass(store, recorder, clock);
@@ -480,13 +483,17 @@ fn roll_out(
 ) {
     let strategy = &d["spec"]["strategy"];
     if strategy["type"] == "Recreate" {
-        let mut old_running = false;
         for rs in old {
             if replicas(rs) > 0 {
                 scale(store, recorder, d, rs, 0);
             }
-            old_running |= rs["status"]["replicas"].as_i64().unwrap_or(0) > 0;
         }
+        // Old pods still running, terminating ones included, hold the new ReplicaSet back (`oldPodsRunning`).
+        let (pods, _) = store.list(resources::pods(), Some(ns(d)));
+        let old_running = pods.iter().any(|p| {
+            old.iter().any(|rs| controller_uid(p) == Some(uid(rs)))
+                && !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))
+        });
         if !old_running && replicas(new_rs) != desired {
             scale(store, recorder, d, new_rs, desired);
         }

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
+mod delete;
+
 const HISTORY: usize = 20_000;
 const BROADCAST_CAPACITY: usize = 16_384;
 
@@ -80,6 +82,8 @@ pub struct DeleteOptions {
     /// garbage collector has deleted its dependents.
     pub foreground: bool,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`: `None` takes the object's own (a pod's `terminationGracePeriodSeconds`).
+    pub grace_period: Option<i64>,
 }
 
 /// The namespace an object is filed under: its own, or "" for cluster-scoped kinds.
@@ -234,8 +238,20 @@ impl Store {
             name = format!("{prefix}{}", random_suffix(5));
         }
         let mut inner = self.lock();
-        if rt.namespaced && inner.find(resources::namespaces(), "", ns).is_none() {
-            return Err(ApiError::not_found("namespaces", ns));
+        if rt.namespaced {
+            match inner.find(resources::namespaces(), "", ns) {
+                None => return Err(ApiError::not_found("namespaces", ns)),
+                Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
+                    return Err(ApiError::forbidden(
+                        &rt.qualified(),
+                        &name,
+                        &format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let ns_key = ns_key(rt, ns);
         if inner.find(rt, &ns_key, &name).is_some() {
@@ -328,6 +344,7 @@ impl Store {
             "namespace",
             "generation",
             "deletionTimestamp",
+            "deletionGracePeriodSeconds",
         ] {
             match old["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
@@ -351,7 +368,14 @@ impl Store {
         if new == old || dry_run {
             return Ok(new);
         }
-        let deleting = !new["metadata"]["deletionTimestamp"].is_null() && finalizers_empty(&new);
+        // The last finalizer removed from an object whose deletion waits for nothing else removes it (a pod
+        // that is still terminating waits for its kubelet's final delete).
+        let deleting = !new["metadata"]["deletionTimestamp"].is_null()
+            && finalizers_empty(&new)
+            && new["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0)
+                == 0;
         if deleting {
             return Ok(self.commit(
                 &mut inner,
@@ -399,117 +423,6 @@ impl Store {
             name.to_string(),
             ChangeType::Modified,
             new,
-            Some(old),
-        ))
-    }
-
-    pub fn delete(
-        &self,
-        rt: &'static ResourceType,
-        ns: &str,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
-        let ns_key = ns_key(rt, ns);
-        let mut inner = self.lock();
-        let old = inner.find_or_404(rt, &ns_key, name)?;
-        if opts
-            .uid
-            .as_deref()
-            .is_some_and(|u| u != meta_str(&old, "uid"))
-        {
-            let why = format!(
-                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                opts.uid.as_deref().unwrap_or_default(),
-                meta_str(&old, "uid")
-            );
-            return Err(ApiError::conflict(&rt.qualified(), name, &why));
-        }
-        if opts
-            .resource_version
-            .as_deref()
-            .is_some_and(|rv| rv != meta_str(&old, "resourceVersion"))
-        {
-            return Err(ApiError::conflict(
-                &rt.qualified(),
-                name,
-                "Precondition failed: resourceVersion does not match",
-            ));
-        }
-        if opts.dry_run {
-            return Ok(old);
-        }
-        if opts.orphan {
-            orphan_dependents(&mut inner, meta_str(&old, "uid"));
-        }
-        if opts.foreground && finalizers_empty(&old) {
-            let mut new = old.clone();
-            new["metadata"]["deletionTimestamp"] = json!(now());
-            new["metadata"]["finalizers"] = json!([FOREGROUND]);
-            return Ok(self.commit(
-                &mut inner,
-                rt,
-                ns_key,
-                name.to_string(),
-                ChangeType::Modified,
-                new,
-                Some(old),
-            ));
-        }
-        if !finalizers_empty(&old) {
-            let mut new = old.clone();
-            if new["metadata"]["deletionTimestamp"].is_null() {
-                new["metadata"]["deletionTimestamp"] = json!(now());
-                return Ok(self.commit(
-                    &mut inner,
-                    rt,
-                    ns_key,
-                    name.to_string(),
-                    ChangeType::Modified,
-                    new,
-                    Some(old),
-                ));
-            }
-            return Ok(old);
-        }
-        let mut gone = old.clone();
-        if rt.kind == "Namespace" {
-            let ns_name = name.to_string();
-            let doomed: Vec<(&'static ResourceType, String)> = resources::RESOURCES
-                .iter()
-                .filter(|r| r.namespaced)
-                .flat_map(|r| {
-                    inner
-                        .objects
-                        .get(&key(r))
-                        .into_iter()
-                        .flat_map(|m| m.keys())
-                        .filter(|(n, _)| *n == ns_name)
-                        .map(move |(_, obj)| (r, obj.clone()))
-                })
-                .collect();
-            for (r, obj_name) in doomed {
-                if let Some(o) = inner.find(r, &ns_name, &obj_name).cloned() {
-                    self.commit(
-                        &mut inner,
-                        r,
-                        ns_name.clone(),
-                        obj_name,
-                        ChangeType::Deleted,
-                        o,
-                        None,
-                    );
-                }
-            }
-        }
-        gone["metadata"]["deletionTimestamp"] = json!(now());
-        Ok(self.commit(
-            &mut inner,
-            rt,
-            ns_key,
-            name.to_string(),
-            ChangeType::Deleted,
-            gone,
             Some(old),
         ))
     }
