@@ -67,6 +67,8 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         "Deployment" | "ReplicaSet" => validate_workload(obj, old, &mut causes),
         "Service" => allocate_cluster_ip(obj, old),
         "Namespace" if old.is_none() => obj["status"] = json!({"phase": "Active"}),
+        // TaintNodesByCondition: nothing is scheduled onto a new node until it is Ready.
+        "Node" if old.is_none() => taint_not_ready(obj),
         "PersistentVolumeClaim" => {
             // The DefaultStorageClass admission plugin; the cluster's default class is "standard".
             if obj["spec"].is_object()
@@ -125,6 +127,23 @@ fn allocate_cluster_ip(obj: &mut Value, old: Option<&Value>) {
     }
     if old.is_none() {
         obj["status"] = json!({"loadBalancer": {}});
+    }
+}
+
+fn taint_not_ready(node: &mut Value) {
+    let key = crate::controllers::node_lifecycle::NOT_READY;
+    if !node["spec"].is_object() {
+        node["spec"] = json!({});
+    }
+    if !node["spec"]["taints"].is_array() {
+        node["spec"]["taints"] = json!([]);
+    }
+    if let Some(taints) = node["spec"]["taints"].as_array_mut()
+        && !taints
+            .iter()
+            .any(|t| t["key"] == key && t["effect"] == "NoSchedule")
+    {
+        taints.push(json!({"key": key, "effect": "NoSchedule"}));
     }
 }
 

@@ -3,6 +3,7 @@
 //! it, and the ConfigMaps and Secrets they read, are mirrored into a local store that the ordinary kubelet runs
 //! against; the statuses and events it writes are pushed back to the API server.
 
+use crate::controllers::node_lifecycle::{LEASE_RENEW, lease_object};
 use crate::store::{Change, ChangeType, node_object};
 use crate::{Cluster, resources};
 use futures::StreamExt;
@@ -75,6 +76,7 @@ pub async fn run(
         )),
         tokio::spawn(push(client.clone(), cluster.clone())),
         tokio::spawn(heartbeat(client.clone(), node.clone())),
+        tokio::spawn(renew_lease(client.clone(), node.clone())),
     ];
     if schedule {
         tasks.push(tokio::spawn(bind_unscheduled(client.clone(), node.clone())));
@@ -146,6 +148,49 @@ async fn bind_unscheduled(client: Client, node: String) {
             Ok(_) => tracing::info!(pod = %name, %node, "bound pod"),
             Err(e) => tracing::debug!(pod = %name, error = %e, "could not bind pod"),
         }
+    }
+}
+
+/// Create or renew the node's Lease in `kube-node-lease`, as a kubelet does every 10 s: without it, a real node
+/// lifecycle controller declares the node lost after 40 s.
+async fn renew_lease(client: Client, node: String) {
+    let nodes: Api<DynamicObject> = Api::all_with(client.clone(), &resource("", "v1", "Node"));
+    let leases: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        "kube-node-lease",
+        &resource("coordination.k8s.io", "v1", "Lease"),
+    );
+    loop {
+        let uid = match nodes.get(&node).await {
+            Ok(n) => n.metadata.uid.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the node for its Lease");
+                tokio::time::sleep(LEASE_RENEW).await;
+                continue;
+            }
+        };
+        let lease = lease_object(&node, &uid);
+        let renew =
+            json!({"spec": {"renewTime": lease["spec"]["renewTime"], "holderIdentity": node}});
+        let result = match leases
+            .patch(&node, &PatchParams::default(), &Patch::Merge(renew))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                match serde_json::from_value::<DynamicObject>(lease) {
+                    Ok(obj) => leases
+                        .create(&PostParams::default(), &obj)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                }
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "node Lease renewal failed");
+        }
+        tokio::time::sleep(LEASE_RENEW).await;
     }
 }
 

@@ -238,6 +238,9 @@ pub fn services() -> &'static ResourceType {
 pub fn pvcs() -> &'static ResourceType {
     &RESOURCES[9]
 }
+pub fn leases() -> &'static ResourceType {
+    &RESOURCES[10]
+}
 
 /// `APIResourceList` for one group version.
 pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
@@ -313,8 +316,8 @@ mod tests {
         assert_eq!(deployments().qualified(), "deployments.apps");
         assert_eq!(groups(), vec!["apps", "coordination.k8s.io"]);
         assert_eq!(
-            (services().kind, pvcs().kind),
-            ("Service", "PersistentVolumeClaim")
+            (services().kind, pvcs().kind, leases().kind),
+            ("Service", "PersistentVolumeClaim", "Lease")
         );
         assert!(
             api_resource_list("", "v1")

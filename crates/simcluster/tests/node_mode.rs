@@ -109,7 +109,7 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
             .then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(client, "default");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let uid = bad.metadata.uid.unwrap();
     eventually(
         "the fake kubelet's events on the control plane",
@@ -130,6 +130,89 @@ async fn a_fake_node_runs_pods_of_another_control_plane() {
         },
     )
     .await;
+
+    // Deleting a pod on a fake node: it is Terminating on the control plane until the fake kubelet has stopped it
+    // and sent the final delete.
+    pods.delete("good", &Default::default()).await.unwrap();
+    eventually("good gone from the control plane", async || {
+        pods.get_opt("good").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_node_is_tainted_until_ready_and_renews_its_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cp = common::start_with(&["--no-kubelet"]).await;
+    let client = cp.client.clone();
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(env!("CARGO_BIN_EXE_simcluster"))
+            .args(["node", "--node-name", "fake-3", "--kubeconfig"])
+            .arg(cp.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taints = |n: &Node| -> Vec<String> {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect()
+    };
+    // Registered: the admission plugin's taint until the node lifecycle controller sees it Ready.
+    let first = eventually("fake-3 registered", async || {
+        nodes.get_opt("fake-3").await.ok()?
+    })
+    .await;
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    assert!(
+        ready(&first)
+            || taints(&first).contains(&"node.kubernetes.io/not-ready:NoSchedule".to_string()),
+        "{:?}",
+        taints(&first)
+    );
+    eventually("fake-3 Ready and untainted", async || {
+        let n = nodes.get("fake-3").await.ok()?;
+        (ready(&n) && taints(&n).is_empty()).then_some(())
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let renewed = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.renew_time.clone())
+            .map(|t| t.0)
+    };
+    let lease = eventually("fake-3's Lease", async || {
+        leases.get_opt("fake-3").await.ok()?
+    })
+    .await;
+    let spec = lease.spec.clone().unwrap();
+    assert_eq!(
+        (spec.holder_identity.as_deref(), spec.lease_duration_seconds),
+        (Some("fake-3"), Some(40))
+    );
+    assert_eq!(
+        lease.metadata.owner_references.clone().unwrap()[0].kind,
+        "Node",
+        "the Lease goes with its Node"
+    );
+    let before = renewed(&lease);
+    // A kubelet renews every 10 s (real seconds, whatever the time scale).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after = renewed(&leases.get("fake-3").await.unwrap());
+    assert!(after > before, "{before:?} -> {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 mod namespace;
+pub mod node_lifecycle;
 
 const RESYNC: Duration = Duration::from_millis(500);
 /// Changes arriving within this window are handled by one pass.
@@ -60,6 +61,7 @@ pub fn reconcile(
 ) {
     collect_garbage(store);
     namespace::reconcile(store);
+    node_lifecycle::reconcile(store);
     crate::scheduler::bind_claims(store, recorder);
     if let Some(s) = scheduler {
         s.pass(store, recorder, clock);

@@ -3,6 +3,7 @@
 //! `lastState.terminated`, restart counts with the crash back-off, probe results, logs and events.
 
 use crate::catalog::Pull;
+use crate::controllers::node_lifecycle::{LEASE_RENEW, lease_object};
 use crate::events::{Recorder, Source};
 use crate::process::{self, Outcome, Program};
 use crate::store::now;
@@ -137,9 +138,13 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
         pulled: HashSet::new(),
     };
     let mut tick = tokio::time::interval(TICK);
+    // A fake node renews its Lease on the API server it joined (`node::run`); the built-in one renews it here.
+    let mut lease = tokio::time::interval(LEASE_RENEW);
+    let own_lease = kubelet.cluster.upstream.is_none();
     loop {
         tokio::select! {
             _ = tick.tick() => kubelet.sync(),
+            _ = lease.tick(), if own_lease => kubelet.renew_lease(),
             _ = shutdown.changed() => return,
         }
     }
@@ -187,6 +192,32 @@ impl Kubelet {
                 self.cluster.logs.forget(&rt.ns, &rt.name);
             }
             self.recorder.forget(&uid);
+        }
+    }
+
+    /// Create or renew this node's Lease in `kube-node-lease`: the heartbeat the node lifecycle controller reads.
+    fn renew_lease(&self) {
+        let store = &self.cluster.store;
+        let node = &self.cluster.node_name;
+        let Ok(n) = store.get(resources::nodes(), "", node) else {
+            return;
+        };
+        let lease = lease_object(node, n["metadata"]["uid"].as_str().unwrap_or_default());
+        let renewed = store.modify(
+            resources::leases(),
+            "kube-node-lease",
+            node,
+            false,
+            false,
+            |l| {
+                let mut l = l.clone();
+                l["spec"]["renewTime"] = lease["spec"]["renewTime"].clone();
+                l["metadata"]["resourceVersion"] = Value::Null;
+                Ok(l)
+            },
+        );
+        if renewed.is_err() {
+            let _ = store.create(resources::leases(), "kube-node-lease", lease, false);
         }
     }
 
