@@ -548,6 +548,33 @@ async fn oom_in_a_deployment_is_fixed_at_the_deployment_keeping_the_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_to_tmp_past_the_limit_is_an_oom_fixed_by_raising_the_limit() {
+    let stack = Stack::start(Options::default()).await;
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../k8s/scenarios/oom-tmpfile.yaml"
+    ))
+    .unwrap();
+    let deployments = stack.create_deployment(&yaml).await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["signature"].as_str()),
+        (Some("resolved"), Some("oom_killed/memory_limit")),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["episodes"][0]["command"],
+        "kubectl set resources deployment/cache-warmer -c web --limits=memory=512Mi -n default"
+    );
+    let c = template_container(&deployments, "cache-warmer").await;
+    assert_eq!(
+        c.command.unwrap().join(" "),
+        "/bin/sh -c dd if=/dev/zero of=/tmp/warm bs=1M count=300 && exec nginx -g 'daemon off;'",
+        "the command is left as it is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_crash_scenario_is_escalated_with_exit_code_and_logs_and_nothing_changes() {
     let stack = Stack::start(Options::default()).await;
     let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");

@@ -1,5 +1,6 @@
 //! The image catalog: which repositories and tags exist. A data file with good defaults, replaceable by flag.
 
+pub use crate::rootfs::Base;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +44,33 @@ pub struct Behaviour {
     /// The default process runs as PID 1 without a SIGTERM handler: stopping it takes the whole grace period.
     #[serde(default)]
     pub ignores_sigterm: bool,
+    /// The default process exits at once (an interpreter with no script and no terminal).
+    #[serde(default)]
+    pub exits_at_once: bool,
+    /// The base image: which shell and tools the image has. Tags with `alpine` in them are Alpine-based.
+    #[serde(default)]
+    pub base: Base,
+    /// Programs the image ships besides its base's tools and its default process.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+}
+
+impl Behaviour {
+    /// The image's default program: the first word of its ENTRYPOINT, else of its CMD.
+    pub fn main_program(&self) -> Option<&str> {
+        self.entrypoint
+            .first()
+            .or(self.cmd.first())
+            .map(String::as_str)
+    }
+
+    /// Resident memory of the default process, in bytes.
+    pub fn memory_bytes(&self) -> f64 {
+        self.memory
+            .as_deref()
+            .and_then(crate::quantity::parse)
+            .unwrap_or(4.0 * 1024.0 * 1024.0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,11 +140,18 @@ impl Catalog {
 
     /// The behaviour of an image (the default, empty behaviour for an unparsable or unknown reference).
     pub fn behaviour(&self, image: &str) -> Behaviour {
-        normalize(image)
-            .ok()
-            .and_then(|(repo, _)| self.repositories.get(&repo))
+        let Ok((repo, tag)) = normalize(image) else {
+            return Behaviour::default();
+        };
+        let mut b = self
+            .repositories
+            .get(&repo)
             .map(|r| r.behaviour.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if tag.contains("alpine") {
+            b.base = Base::Alpine;
+        }
+        b
     }
 
     pub fn tags(&self, repository: &str) -> Option<&[String]> {

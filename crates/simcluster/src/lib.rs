@@ -17,8 +17,10 @@ pub mod process;
 pub mod quantity;
 pub mod registry;
 pub mod resources;
+pub mod rootfs;
 pub mod scheduler;
 pub mod selector;
+pub mod shell;
 pub mod store;
 pub mod table;
 

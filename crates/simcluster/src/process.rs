@@ -3,7 +3,7 @@
 //! memory it uses, and which ports and paths it serves.
 
 use crate::catalog::{Behaviour, Serves};
-use crate::quantity;
+use crate::{quantity, shell};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,25 +39,8 @@ pub struct Program {
     pub on_sigterm: Sigterm,
 }
 
-const DEFAULT_MEMORY: f64 = 4.0 * 1024.0 * 1024.0;
-/// A process that "exits immediately" still takes a moment.
-const IMMEDIATE: Duration = Duration::from_millis(300);
-
-const SHELLS: &[&str] = &[
-    "sh",
-    "bash",
-    "ash",
-    "/bin/sh",
-    "/bin/bash",
-    "/bin/ash",
-    "/usr/bin/env",
-];
-/// Commands a minimal image's shell has; anything else is "not found" (exit 127).
-const BUILTINS: &[&str] = &[
-    "echo", "sleep", "exit", "true", "false", "printenv", "env", "cat", "ls", "date", "hostname",
-    "trap", "wait", "tail", "touch", "mkdir", "export", ":", "set", "test", "[", "printf", "nc",
-    "wget", "seq", "yes",
-];
+/// What a process (a shell, a tool) uses before the image's own program adds its share.
+const PROCESS_MEMORY: f64 = 1024.0 * 1024.0;
 
 /// Annotation keys test authors use on a pod (a `.<container>` suffix targets one container).
 pub const ANN_EXIT_CODE: &str = "simcluster.io/exit-code";
@@ -73,12 +56,14 @@ pub fn annotation<'a>(annotations: &'a Value, key: &str, container: &str) -> Opt
         .and_then(Value::as_str)
 }
 
-/// Resolve the program of a container. `env` holds the container's resolved environment.
+/// Resolve the program of a container. `env` holds the container's resolved environment; `memory_paths` the mount
+/// paths of its memory-backed volumes.
 pub fn program(
     container: &Value,
     behaviour: &Behaviour,
     env: &BTreeMap<String, String>,
     annotations: &Value,
+    memory_paths: &[String],
 ) -> Program {
     let name = container["name"].as_str().unwrap_or_default();
     let strings = |v: &Value| -> Vec<String> {
@@ -91,7 +76,7 @@ pub fn program(
     let command = strings(&container["command"]);
     let args = strings(&container["args"]);
     // Docker semantics: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
-    let argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
+    let mut argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
         (false, _) => command.into_iter().chain(args).collect(),
         (true, false) => behaviour.entrypoint.iter().cloned().chain(args).collect(),
         (true, true) => behaviour
@@ -101,96 +86,57 @@ pub fn program(
             .cloned()
             .collect(),
     };
-    let default_memory = behaviour
-        .memory
-        .as_deref()
-        .and_then(quantity::parse)
-        .unwrap_or(DEFAULT_MEMORY);
+    // `env [A=1] sh -c ...` runs what follows.
+    if argv
+        .first()
+        .is_some_and(|a| a.rsplit('/').next() == Some("env"))
+        && behaviour.base.has("env")
+    {
+        let skip = 1 + argv[1..].iter().take_while(|w| w.contains('=')).count();
+        if skip < argv.len() {
+            argv.drain(..skip);
+        }
+    }
+    let ctx = shell::Context {
+        behaviour,
+        env,
+        memory_paths,
+    };
     let mut p = Program {
         logs: Vec::new(),
         outcome: Outcome::RunsForever,
-        memory_bytes: default_memory,
+        memory_bytes: PROCESS_MEMORY,
         serves: Vec::new(),
         on_sigterm: Sigterm::Ignored,
     };
-    let image_default = argv
-        .first()
-        .is_some_and(|a| behaviour.entrypoint.first().or(behaviour.cmd.first()) == Some(a));
-    let prog = argv
-        .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-        .unwrap_or_default();
-    if let Some(missing) = behaviour
-        .requires_env
-        .iter()
-        .find(|v| env.get(*v).is_none_or(|x| x.is_empty()))
-    {
-        let line = behaviour
-            .missing_env
-            .as_deref()
-            .unwrap_or("error: required environment variable {name} is not set")
-            .replace("{name}", missing);
-        p.logs.extend(line.lines().map(String::from));
-        p.outcome = Outcome::Exits {
-            after: IMMEDIATE,
-            code: 1,
-        };
-    } else if argv.is_empty() {
-        p.outcome = Outcome::StartError {
-            message: "no command specified".into(),
-        };
-    } else if SHELLS.contains(&argv[0].as_str()) {
-        match argv
-            .iter()
-            .position(|a| a == "-c")
-            .and_then(|i| argv.get(i + 1))
-        {
-            Some(script) => {
-                run_script(script, env, &mut p);
-                // A shell as PID 1 stops on SIGTERM only if the script traps it.
-                if script.contains("trap ") && script.contains("TERM") {
-                    p.on_sigterm = Sigterm::Exits(0);
-                }
+    match argv.first() {
+        None => {
+            p.outcome = Outcome::StartError {
+                message: "no command specified".into(),
             }
-            // A shell with no script and no terminal reads EOF and exits 0.
+        }
+        Some(argv0) => match behaviour.base.shell(argv0) {
+            Some(sh) => match argv
+                .iter()
+                .position(|a| a == "-c")
+                .and_then(|i| argv.get(i + 1))
+            {
+                Some(script) => shell::run_script(script, sh, argv0, &ctx, &mut p),
+                // A shell with no script and no terminal reads EOF and exits 0.
+                None => {
+                    p.outcome = Outcome::Exits {
+                        after: shell::IMMEDIATE,
+                        code: 0,
+                    }
+                }
+            },
+            None if shell::image_has(&ctx, argv0) => shell::run_argv(&argv, &ctx, &mut p),
             None => {
-                p.outcome = Outcome::Exits {
-                    after: IMMEDIATE,
-                    code: 0,
+                p.outcome = Outcome::StartError {
+                    message: not_in_image(argv0),
                 }
             }
-        }
-    } else if prog == "sleep" {
-        p.outcome = sleep_outcome(argv.get(1).map(String::as_str).unwrap_or("0"));
-    } else if prog == "stress" {
-        stress(&argv[1..], &mut p);
-    } else if image_default {
-        p.logs.extend(behaviour.logs.iter().cloned());
-        p.serves = behaviour.serves.clone();
-        if !behaviour.ignores_sigterm {
-            p.on_sigterm = Sigterm::Exits(0);
-        }
-        if ["python3", "python", "node"].contains(&prog.as_str()) {
-            // An interpreter with no script and no terminal exits at once.
-            p.outcome = Outcome::Exits {
-                after: IMMEDIATE,
-                code: 0,
-            };
-        }
-    } else if argv[0].starts_with('/') || argv[0].starts_with("./") {
-        p.outcome = Outcome::StartError {
-            message: format!(
-                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: exec: \"{}\": stat {}: no such file or directory: unknown",
-                argv[0], argv[0]
-            ),
-        };
-    } else {
-        p.outcome = Outcome::StartError {
-            message: format!(
-                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: exec: \"{}\": executable file not found in $PATH: unknown",
-                argv[0]
-            ),
-        };
+        },
     }
     if let Some(mem) = annotation(annotations, ANN_MEMORY, name).and_then(quantity::parse) {
         p.memory_bytes = mem;
@@ -208,164 +154,16 @@ pub fn program(
     p
 }
 
-fn sleep_outcome(arg: &str) -> Outcome {
-    if arg == "infinity" {
-        return Outcome::RunsForever;
-    }
-    match arg.trim_end_matches('s').parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Outcome::Exits {
-            after: Duration::from_secs_f64(s.min(1e7)),
-            code: 0,
-        },
-        _ => Outcome::Exits {
-            after: IMMEDIATE,
-            code: 1,
-        },
-    }
-}
-
-/// `stress --vm 1 --vm-bytes 500M [--timeout 10s]`: allocates and holds the memory.
-fn stress(args: &[String], p: &mut Program) {
-    let mut i = 0;
-    let mut vm = 0.0;
-    let mut bytes = 256.0 * 1024.0 * 1024.0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--vm" | "-m" => vm = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(1.0),
-            "--vm-bytes" => {
-                bytes = args
-                    .get(i + 1)
-                    .and_then(|v| quantity::parse(v))
-                    .unwrap_or(bytes)
-            }
-            "--timeout" | "-t" => {
-                if let Some(Outcome::Exits { after, .. }) =
-                    args.get(i + 1).map(|t| sleep_outcome(t))
-                {
-                    p.outcome = Outcome::Exits { after, code: 0 };
-                }
-            }
-            "--help" => {
-                p.logs
-                    .push("`stress' imposes certain types of compute stress on your system".into());
-                p.outcome = Outcome::Exits {
-                    after: IMMEDIATE,
-                    code: 1,
-                };
-                return;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    p.logs.push(format!(
-        "stress: info: [1] dispatching hogs: 0 cpu, 0 io, {vm} vm, 0 hdd"
-    ));
-    p.memory_bytes = p.memory_bytes.max(vm * bytes);
-}
-
-/// A tiny `sh -c` interpreter: statements separated by `;`, `&&`, `||` or newlines.
-fn run_script(script: &str, env: &BTreeMap<String, String>, p: &mut Program) {
-    let mut elapsed = Duration::ZERO;
-    let forever = script.contains("while true") || script.contains("while :");
-    for stmt in script
-        .split(['\n', ';'])
-        .flat_map(|s| s.split("&&"))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let mut stmt = stmt;
-        for keyword in ["do ", "then ", "else "] {
-            stmt = stmt.strip_prefix(keyword).map(str::trim).unwrap_or(stmt);
-        }
-        let words: Vec<&str> = stmt.split_whitespace().collect();
-        let cmd = words[0];
-        match cmd {
-            "echo" | "printf" => p.logs.push(expand(&unquote(stmt[cmd.len()..].trim()), env)),
-            "sleep" => match sleep_outcome(words.get(1).copied().unwrap_or("0")) {
-                Outcome::Exits { after, .. } => elapsed += after,
-                _ => {
-                    p.outcome = Outcome::RunsForever;
-                    return;
-                }
-            },
-            "exit" => {
-                let code = words.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-                p.outcome = Outcome::Exits {
-                    after: elapsed.max(IMMEDIATE),
-                    code,
-                };
-                return;
-            }
-            "false" => {
-                p.outcome = Outcome::Exits {
-                    after: elapsed.max(IMMEDIATE),
-                    code: 1,
-                };
-                return;
-            }
-            "tail" if words.contains(&"-f") => {
-                p.outcome = Outcome::RunsForever;
-                return;
-            }
-            "while" | "do" | "done" | "then" | "fi" | "if" => {}
-            c if BUILTINS.contains(&c) => {}
-            c => {
-                p.logs.push(format!("sh: {c}: not found"));
-                p.outcome = Outcome::Exits {
-                    after: elapsed.max(IMMEDIATE),
-                    code: 127,
-                };
-                return;
-            }
-        }
-    }
-    p.outcome = if forever {
-        Outcome::RunsForever
+/// runc's words for a command the image does not have.
+fn not_in_image(argv0: &str) -> String {
+    let why = if argv0.starts_with('/') || argv0.starts_with("./") {
+        format!("stat {argv0}: no such file or directory")
     } else {
-        Outcome::Exits {
-            after: elapsed.max(IMMEDIATE),
-            code: 0,
-        }
+        "executable file not found in $PATH".to_string()
     };
-}
-
-fn unquote(s: &str) -> String {
-    s.trim_matches(|c| c == '"' || c == '\'').to_string()
-}
-
-/// `$VAR` and `${VAR}` from the container's environment (unset = empty).
-fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let braced = chars.peek() == Some(&'{');
-        if braced {
-            chars.next();
-        }
-        let mut name = String::new();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphanumeric() || n == '_' {
-                name.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        if braced && chars.peek() == Some(&'}') {
-            chars.next();
-        }
-        if name.is_empty() {
-            out.push('$');
-        } else {
-            out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
-        }
-    }
-    out
+    format!(
+        "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: exec: \"{argv0}\": {why}: unknown"
+    )
 }
 
 #[cfg(test)]
@@ -375,6 +173,16 @@ mod tests {
     use serde_json::json;
 
     fn run(image: &str, container: Value, env: &[(&str, &str)], ann: Value) -> Program {
+        run_with(image, container, env, ann, &[])
+    }
+
+    fn run_with(
+        image: &str,
+        container: Value,
+        env: &[(&str, &str)],
+        ann: Value,
+        memory_paths: &[String],
+    ) -> Program {
         let catalog = Catalog::builtin();
         let mut c = container;
         c["name"] = json!("c");
@@ -383,7 +191,201 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        program(&c, &catalog.behaviour(image), &env, &ann)
+        program(&c, &catalog.behaviour(image), &env, &ann, memory_paths)
+    }
+
+    const MI: f64 = 1024.0 * 1024.0;
+
+    fn sh(script: &str) -> Value {
+        json!({"command": ["sh", "-c", script]})
+    }
+
+    #[test]
+    fn images_have_what_their_base_ships() {
+        let dd_then_nginx =
+            "dd if=/dev/zero of=/tmp/warm bs=1M count=300 && exec nginx -g 'daemon off;'";
+        // (image, container, outcome, logs, memory in MiB, served ports)
+        let cases: Vec<(&str, Value, Outcome, Vec<&str>, f64, Vec<u16>)> = vec![
+            // A file written under /tmp is page cache charged to the container's memory.
+            (
+                "nginx:1.27-alpine",
+                sh(dd_then_nginx),
+                Outcome::RunsForever,
+                vec![
+                    "300+0 records in",
+                    "300+0 records out",
+                    "314572800 bytes (300.0MB) copied, 0.259346 seconds, 1.1GB/s",
+                    "/docker-entrypoint.sh: Configuration complete; ready for start up",
+                    "nginx: [notice] start worker processes",
+                ],
+                309.0,
+                vec![80],
+            ),
+            (
+                "nginx:1.27",
+                sh(
+                    "dd if=/dev/zero of=/data/warm bs=1M count=300 2>/dev/null; nginx -g 'daemon off;'",
+                ),
+                Outcome::RunsForever,
+                vec![
+                    "300+0 records in",
+                    "300+0 records out",
+                    "314572800 bytes (315 MB, 300 MiB) copied, 0.12 s, 2.6 GB/s",
+                    "/docker-entrypoint.sh: Configuration complete; ready for start up",
+                    "nginx: [notice] start worker processes",
+                ],
+                9.0,
+                vec![80],
+            ),
+            // Debian's /bin/sh is dash; it has no wget.
+            (
+                "nginx:1.27",
+                json!({"command": ["/bin/sh", "-c", "start-my-server"]}),
+                exits(300, 127),
+                vec!["/bin/sh: 1: start-my-server: not found"],
+                1.0,
+                vec![],
+            ),
+            (
+                "nginx:1.27",
+                sh("wget -qO- http://api:8080/ready"),
+                exits(300, 127),
+                vec!["sh: 1: wget: not found"],
+                1.0,
+                vec![],
+            ),
+            (
+                "busybox:1.36",
+                sh("wget -qO- http://api:8080/ready || exit 3"),
+                exits(300, 3),
+                vec!["wget: bad address 'api'"],
+                1.0,
+                vec![],
+            ),
+            (
+                "ubuntu:24.04",
+                json!({"command": ["bash", "-c", "nc -l -p 9000"]}),
+                exits(300, 127),
+                vec!["bash: line 1: nc: command not found"],
+                1.0,
+                vec![],
+            ),
+            (
+                "busybox:1.36",
+                json!({"command": ["nc", "-lk", "-p", "9000"]}),
+                Outcome::RunsForever,
+                vec![],
+                1.0,
+                vec![9000],
+            ),
+            (
+                "busybox",
+                sh("echo one; false; echo two"),
+                exits(300, 0),
+                vec!["one", "two"],
+                1.0,
+                vec![],
+            ),
+            (
+                "busybox",
+                sh("false && echo no || echo yes"),
+                exits(300, 0),
+                vec!["yes"],
+                1.0,
+                vec![],
+            ),
+            (
+                "redis:7.4",
+                sh("redis-cli ping; exec redis-server --appendonly yes"),
+                Outcome::RunsForever,
+                vec!["1:M * Ready to accept connections tcp"],
+                5.0,
+                vec![6379],
+            ),
+            // The image's entrypoint checks its environment; a shell running something else does not.
+            (
+                "postgres:17",
+                sh("sleep 2"),
+                exits(2000, 0),
+                vec![],
+                1.0,
+                vec![],
+            ),
+        ];
+        for (image, container, outcome, logs, mib, ports) in cases {
+            let p = run(image, container.clone(), &[], json!({}));
+            assert_eq!(p.outcome, outcome, "{image} {container}");
+            assert_eq!(p.logs, logs, "{image} {container}");
+            assert_eq!(p.memory_bytes / MI, mib, "{image} {container}");
+            let served: Vec<u16> = p.serves.iter().map(|s| s.port).collect();
+            assert_eq!(served, ports, "{image} {container}");
+        }
+        let p = run_with(
+            "busybox",
+            sh("dd if=/dev/zero of=/cache/blob bs=1M count=64; sleep infinity"),
+            &[],
+            json!({}),
+            &["/cache".to_string()],
+        );
+        assert_eq!(p.memory_bytes / MI, 65.0, "a memory-backed emptyDir counts");
+        for (image, container, why) in [
+            (
+                "alpine:3.20",
+                json!({"command": ["bash", "-c", "echo hi"]}),
+                "exec: \"bash\": executable file not found in $PATH",
+            ),
+            (
+                "kubereflexion/demo-app:1.0.0",
+                sh("echo hi"),
+                "exec: \"sh\": executable file not found in $PATH",
+            ),
+            (
+                "busybox",
+                json!({"command": ["stress", "--vm", "1"]}),
+                "exec: \"stress\": executable file not found in $PATH",
+            ),
+        ] {
+            let p = run(image, container, &[], json!({}));
+            assert!(
+                matches!(&p.outcome, Outcome::StartError { message } if message.contains(why)),
+                "{image}: {:?}",
+                p.outcome
+            );
+        }
+    }
+
+    #[test]
+    fn stopping_takes_the_grace_period_only_for_processes_that_ignore_sigterm() {
+        for (image, container, want) in [
+            ("nginx:1.27", json!({}), Sigterm::Exits(0)),
+            (
+                "busybox",
+                json!({"command": ["sleep", "3600"]}),
+                Sigterm::Ignored,
+            ),
+            (
+                "busybox",
+                sh("while true; do sleep 1; done"),
+                Sigterm::Ignored,
+            ),
+            (
+                "busybox",
+                sh("trap 'exit 0' TERM; while true; do sleep 1; done"),
+                Sigterm::Exits(0),
+            ),
+            (
+                "nginx:1.27-alpine",
+                sh("exec nginx -g 'daemon off;'"),
+                Sigterm::Exits(0),
+            ),
+            ("python:3.12", json!({}), Sigterm::Ignored),
+        ] {
+            assert_eq!(
+                run(image, container.clone(), &[], json!({})).on_sigterm,
+                want,
+                "{image} {container}"
+            );
+        }
     }
 
     fn exits(after_ms: u64, code: i32) -> Outcome {
@@ -493,7 +495,7 @@ mod tests {
         );
         assert_eq!((p.outcome, p.memory_bytes), (Outcome::RunsForever, 500e6));
         let p = run(
-            "busybox",
+            "polinux/stress",
             json!({"command": ["stress", "--vm", "2", "--vm-bytes", "100M", "--timeout", "10s"]}),
             &[],
             json!({}),

@@ -309,7 +309,8 @@ async fn memory_above_the_limit_is_oom_killed_with_137() {
     let sim = start().await;
     apply(&sim.client, "oom-pod.yaml").await;
     apply(&sim.client, "oom-deployment.yaml").await;
-    for selector in ["run=memory-app", "app=memory-app"] {
+    apply(&sim.client, "oom-tmpfile.yaml").await;
+    for selector in ["run=memory-app", "app=memory-app", "app=cache-warmer"] {
         let p = pod_where(&sim.client, selector, "OOM-killed and restarted", |p| {
             last_terminated(p).is_some()
         })
@@ -320,6 +321,16 @@ async fn memory_above_the_limit_is_oom_killed_with_137() {
             "{selector}"
         );
     }
+    // The 300Mi written to /tmp by busybox's dd is what the 256Mi limit could not hold.
+    let p = pod_where(&sim.client, "app=cache-warmer", "restarted", |p| {
+        last_terminated(p).is_some()
+    })
+    .await;
+    assert!(
+        previous_logs(&sim.client, &p)
+            .await
+            .starts_with("300+0 records in\n300+0 records out\n314572800 bytes"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

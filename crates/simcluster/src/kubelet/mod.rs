@@ -123,6 +123,24 @@ struct PodRuntime {
     stopping: Option<termination::Stopping>,
 }
 
+/// Where a container mounts the pod's memory-backed volumes (`emptyDir: {medium: Memory}`).
+fn memory_mounts(pod: &Value, container: &Value) -> Vec<String> {
+    let in_memory: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["emptyDir"]["medium"] == "Memory")
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"].as_str().is_some_and(|n| in_memory.contains(&n)))
+        .filter_map(|m| m["mountPath"].as_str().map(String::from))
+        .collect()
+}
+
 /// A pod's init containers and app containers, as specs.
 fn containers(pod: &Value) -> (Vec<Value>, Vec<Value>) {
     let list = |field: &str| pod["spec"][field].as_array().cloned().unwrap_or_default();
@@ -488,6 +506,7 @@ impl Kubelet {
                             &behaviour,
                             &env,
                             &pod["metadata"]["annotations"],
+                            &memory_mounts(pod, spec),
                         );
                         if std::mem::take(&mut c.restarting) {
                             c.restart_count += 1;
