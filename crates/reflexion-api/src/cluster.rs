@@ -201,19 +201,6 @@ impl Cluster {
                 self.patch_image(target, container, image, true).await?;
                 Ok(json!({"dry_run": "patch accepted", "target": target.to_string()}))
             }
-            Action::RecreatePod {
-                target,
-                container,
-                image,
-            } => {
-                // The new pod differs from the old only in the image, which the API allows to change in place:
-                // a dry-run image patch validates exactly that difference, and a dry-run delete the removal.
-                self.patch_image(target, container, image, true).await?;
-                self.dry_run_delete(target).await?;
-                Ok(
-                    json!({"dry_run": "image patch and delete accepted", "target": target.to_string()}),
-                )
-            }
             Action::SetResources {
                 target,
                 container,
@@ -341,14 +328,6 @@ impl Cluster {
                     old_image,
                     new_image: image.clone(),
                 })
-            }
-            Action::RecreatePod {
-                target,
-                container,
-                image,
-            } => {
-                self.recreate(target, container, ContainerEdit::Image(image), incident_id)
-                    .await
             }
             Action::SetResources {
                 target,

@@ -50,6 +50,8 @@ pub struct NewIncident<'a> {
     pub signature: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub report: &'a Value,
+    /// When the watcher saw the failure.
+    pub detected_at: Option<&'a str>,
 }
 
 pub struct NewEpisode<'a> {
@@ -175,6 +177,28 @@ impl Db {
         .bind(n.workload_name);
         if let Some(row) = q.fetch_optional(&mut *tx).await? {
             return Ok((row.get("id"), false));
+        }
+        // A failure seen before the workload's last incident finished happened while that incident worked (a trial
+        // that did not hold, and was reverted): it is part of that incident's story, not a new one.
+        if let Some(seen) = n
+            .detected_at
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        {
+            let last = sqlx::query(
+                "SELECT id, updated_at FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
+                 ORDER BY updated_at DESC LIMIT 1",
+            )
+            .bind(n.namespace)
+            .bind(n.workload_kind)
+            .bind(n.workload_name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = last {
+                let finished: String = row.get("updated_at");
+                if chrono::DateTime::parse_from_rfc3339(&finished).is_ok_and(|f| f >= seen) {
+                    return Ok((row.get("id"), false));
+                }
+            }
         }
         let id = uuid::Uuid::new_v4().to_string();
         let ts = now();

@@ -1239,9 +1239,7 @@ impl Engine {
             &tried
                 .iter()
                 .filter_map(|a| match a {
-                    Action::SetImage { image, .. } | Action::RecreatePod { image, .. } => {
-                        ImageRef::parse(image).ok()?.tag
-                    }
+                    Action::SetImage { image, .. } => ImageRef::parse(image).ok()?.tag,
                     _ => None,
                 })
                 .collect::<Vec<_>>(),
@@ -1271,32 +1269,17 @@ impl Engine {
                 image.full_name()
             ),
         };
-        let (action, template, description) = match target.kind {
-            WorkloadKind::Pod => (
-                Action::RecreatePod {
-                    target: target.clone(),
-                    container: failure.container.clone(),
-                    image: new_image,
-                },
-                "recreate_pod:registry_tag",
-                "Recreate the bare pod with the registry tag it was most likely meant to run (closest existing tag, else newest stable)",
-            ),
-            _ => (
-                Action::SetImage {
-                    target: target.clone(),
-                    container: failure.container.clone(),
-                    image: new_image,
-                },
-                "set_image:registry_tag",
-                "Set the owner's container image to the registry tag it was most likely meant to run (closest existing tag, else newest stable)",
-            ),
-        };
+        // A bare pod's image changes in place like a workload's: the API allows it, and the pod keeps its uid.
         Planned::Plan(Box::new(Plan {
-            action,
+            action: Action::SetImage {
+                target: target.clone(),
+                container: failure.container.clone(),
+                image: new_image,
+            },
             source: "rules".into(),
             rationale,
-            template: template.to_string(),
-            description: description.to_string(),
+            template: "set_image:registry_tag".into(),
+            description: "Set the container image on the owner (in place on a bare pod) to the registry tag it was most likely meant to run (closest existing tag, else newest stable)".into(),
             llm: Value::Null,
         }))
     }

@@ -336,6 +336,7 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
             signature: &signature,
             idempotency_key: report.idempotency_key.as_deref(),
             report: &report_json,
+            detected_at: report.real_k8s_data.detected_at.as_deref(),
         })
         .await
         .map_err(ApiError::internal)?;

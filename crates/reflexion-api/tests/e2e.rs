@@ -74,11 +74,15 @@ async fn seed_scenario_bad_tag_on_a_bare_pod_is_fixed_verified_and_remembered() 
         "spec": {"containers": [{"name": "test-nginx", "image": "nginx:bu-tag-yok"}], "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"}
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
 
     let incident = resolved_incident(&stack).await;
     let fixed = pods.get("test-nginx").await.unwrap();
     assert!(is_ready(&fixed), "pod not Ready: {:?}", fixed.status);
+    assert_eq!(
+        fixed.metadata.uid, created.metadata.uid,
+        "the image was changed in place: the same pod, not a new one"
+    );
     let image = fixed.spec.as_ref().unwrap().containers[0]
         .image
         .clone()
@@ -138,9 +142,29 @@ async fn seed_scenario_bad_tag_on_a_bare_pod_is_fixed_verified_and_remembered() 
         ]
     );
     assert_eq!(detail["episodes"].as_array().unwrap().len(), 1);
-    assert_eq!(detail["episodes"][0]["action"]["action"], "recreate_pod");
-    assert_eq!(detail["audit"][0]["verb"], "recreate_pod");
+    assert_eq!(
+        detail["episodes"][0]["command"],
+        "kubectl set image pod/test-nginx test-nginx=nginx:1.27.3 -n default"
+    );
+    assert_eq!(detail["audit"][0]["verb"], "set_image");
     assert_eq!(detail["audit"][0]["result"], "ok");
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(stack.kube().await, "default");
+    let fixed_events = events
+        .list(
+            &kube::api::ListParams::default()
+                .fields("involvedObject.name=test-nginx,reason=ReflexionFixed"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        fixed_events.items.iter().any(|e| e
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("kubectl set image pod/test-nginx"))),
+        "{:?}",
+        fixed_events.items
+    );
 
     let episodes = stack.get("/api/v1/reflexion/memory/episodic").await;
     assert_eq!(episodes["total_count"], 1, "{episodes}");
@@ -260,6 +284,61 @@ async fn bad_tag_on_a_deployment_is_fixed_at_the_deployment() {
         1,
         "two failing pods, one incident"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_seen_before_the_workloads_incident_finished_belongs_to_that_incident() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        ..Options::default()
+    })
+    .await;
+    let report = |key: &str, detected_at: &str| {
+        json!({"pod_name": "ghost", "namespace": "default", "error_type": "ImagePullBackOff", "idempotency_key": key,
+               "real_k8s_data": {"detected_at": detected_at}})
+    };
+    let seen = chrono::Utc::now().to_rfc3339();
+    let (code, first) = stack
+        .post(
+            "/api/v1/reflexion/process-with-k8s-data",
+            report("a", &seen),
+        )
+        .await;
+    assert_eq!(
+        (code, first["duplicate"].as_bool()),
+        (202, Some(false)),
+        "{first}"
+    );
+    let id = first["incident_id"].as_str().unwrap().to_string();
+    stack
+        .eventually("the incident to finish", FIX_TIMEOUT, async || {
+            let i = stack
+                .get(&format!("/api/v1/reflexion/incidents/{id}"))
+                .await;
+            ((i["state"] == "dismissed").then_some(()), i.to_string())
+        })
+        .await;
+    // Delivered late (a spool, a slow network): seen while the incident worked, so it is that incident's.
+    let (_, late) = stack
+        .post(
+            "/api/v1/reflexion/process-with-k8s-data",
+            report("b", &seen),
+        )
+        .await;
+    assert_eq!(
+        (late["incident_id"].as_str(), late["duplicate"].as_bool()),
+        (Some(id.as_str()), Some(true)),
+        "{late}"
+    );
+    // Seen after it finished: a new incident.
+    let (_, fresh) = stack
+        .post(
+            "/api/v1/reflexion/process-with-k8s-data",
+            report("c", &chrono::Utc::now().to_rfc3339()),
+        )
+        .await;
+    assert_eq!(fresh["duplicate"], false, "{fresh}");
+    assert_ne!(fresh["incident_id"].as_str(), Some(id.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,6 @@ async fn the_harness_runs_every_scenario_against_a_real_model() {
                     "set_env",
                     "set_probe",
                     "rollout_undo",
-                    "recreate_pod",
                     "set_requests",
                     "escalate"
                 ]

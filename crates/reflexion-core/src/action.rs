@@ -28,12 +28,6 @@ pub enum Action {
         container: String,
         image: String,
     },
-    /// Delete a bare pod and create it again with its whole spec preserved except one container's image.
-    RecreatePod {
-        target: WorkloadRef,
-        container: String,
-        image: String,
-    },
     /// Set one container's memory limit (and request, kept at or below the limit). A bare pod's resources are
     /// immutable, so there the executor recreates the pod with only this changed.
     SetResources {
@@ -177,7 +171,6 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Self::SetImage { .. } => "set_image",
-            Self::RecreatePod { .. } => "recreate_pod",
             Self::SetResources { .. } => "set_resources",
             Self::RolloutUndo { .. } => "rollout_undo",
             Self::SetEnv { .. } => "set_env",
@@ -190,10 +183,7 @@ impl Action {
     pub fn risk(&self) -> Risk {
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
-            Self::RecreatePod { .. }
-            | Self::SetResources { .. }
-            | Self::SetEnv { .. }
-            | Self::SetProbe { .. } => Risk::Medium,
+            Self::SetResources { .. } | Self::SetEnv { .. } | Self::SetProbe { .. } => Risk::Medium,
             Self::SetRequests { .. } => Risk::High,
             Self::Escalate { .. } => Risk::None,
         }
@@ -203,7 +193,6 @@ impl Action {
     pub fn target(&self) -> Option<&WorkloadRef> {
         match self {
             Self::SetImage { target, .. }
-            | Self::RecreatePod { target, .. }
             | Self::SetResources { target, .. }
             | Self::RolloutUndo { target, .. }
             | Self::SetEnv { target, .. }
@@ -227,14 +216,6 @@ impl Action {
                     WorkloadKind::Pod,
                 ];
                 check_target("set_image", target, &allowed)?;
-                check_container_and_image(container, image)
-            }
-            Self::RecreatePod {
-                target,
-                container,
-                image,
-            } => {
-                check_target("recreate_pod", target, &[WorkloadKind::Pod])?;
                 check_container_and_image(container, image)
             }
             Self::SetResources {
@@ -399,15 +380,6 @@ impl Action {
                 target.kind.kubectl_name(),
                 target.name,
                 target.namespace
-            ),
-            Self::RecreatePod {
-                target,
-                container,
-                image,
-            } => format!(
-                "kubectl get pod {name} -n {ns} -o json | <set container {container} image to {image}> | kubectl replace --force -f -",
-                name = target.name,
-                ns = target.namespace
             ),
             Self::SetResources {
                 target,
@@ -584,19 +556,9 @@ mod tests {
             container: c.into(),
             image: i.into(),
         };
-        let recreate = |target: WorkloadRef, c: &str, i: &str| Action::RecreatePod {
-            target,
-            container: c.into(),
-            image: i.into(),
-        };
         let cases: Vec<(Action, Result<(), ActionError>)> = vec![
             (set_image(deploy("web"), "web", "nginx:1.27"), Ok(())),
             (set_image(pod("p"), "web", "nginx:1.27"), Ok(())),
-            (recreate(pod("test-nginx"), "test-nginx", "nginx:1.27.3"), Ok(())),
-            (
-                recreate(deploy("web"), "web", "nginx:1.27"),
-                Err(ActionError::WrongTarget { action: "recreate_pod", kind: WorkloadKind::Deployment }),
-            ),
             (
                 set_image(WorkloadRef::new(WorkloadKind::Job, "default", "j"), "c", "nginx"),
                 Err(ActionError::WrongTarget { action: "set_image", kind: WorkloadKind::Job }),
@@ -843,17 +805,19 @@ mod tests {
             "kubectl set image deployment/web web=nginx:1.27 -n default"
         );
         assert_eq!((a.name(), a.risk()), ("set_image", Risk::Low));
-        let r = Action::RecreatePod {
+        // A bare pod's image changes in place: the API allows it, and it is the smallest change.
+        let p = Action::SetImage {
             target: pod("test-nginx"),
             container: "test-nginx".into(),
             image: "nginx:1.27".into(),
         };
-        assert!(
-            r.render().contains("kubectl replace --force"),
-            "{}",
-            r.render()
+        assert_eq!(
+            (p.render().as_str(), p.risk()),
+            (
+                "kubectl set image pod/test-nginx test-nginx=nginx:1.27 -n default",
+                Risk::Low
+            )
         );
-        assert_eq!((r.name(), r.risk()), ("recreate_pod", Risk::Medium));
     }
 
     #[test]

@@ -158,11 +158,13 @@ mod tests {
             image: "nginx:1.27".into(),
         }
     }
+    /// A medium-risk action on a bare pod (its resources change by recreating it).
     fn recreate(ns: &str) -> Action {
-        Action::RecreatePod {
+        Action::SetResources {
             target: WorkloadRef::new(WorkloadKind::Pod, ns, "p"),
             container: "p".into(),
-            image: "nginx:1.27".into(),
+            memory_limit: "256Mi".into(),
+            memory_request: None,
         }
     }
 

@@ -412,9 +412,6 @@ impl Engine {
         match action {
             Action::SetImage {
                 image, container, ..
-            }
-            | Action::RecreatePod {
-                image, container, ..
             } => {
                 let current = self
                     .inner
