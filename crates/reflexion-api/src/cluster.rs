@@ -12,6 +12,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use reflexion_core::classify::{PodEvent, recent_events};
 use reflexion_core::owner::{OwnerLink, WorkloadKind, WorkloadRef};
+use reflexion_core::revision;
 use reflexion_core::{Action, EnvSource};
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,54 @@ impl Cluster {
         Ok(Api::<Deployment>::namespaced(self.client.clone(), ns)
             .get_opt(name)
             .await?)
+    }
+
+    /// A Deployment's current ReplicaSet (the one running its template), if the controller has created it.
+    pub async fn current_replicaset(
+        &self,
+        target: &WorkloadRef,
+    ) -> Result<Option<ReplicaSet>, ClusterError> {
+        let Some(d) = self.deployment(&target.namespace, &target.name).await? else {
+            return Ok(None);
+        };
+        let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), &target.namespace)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        Ok(revision::current_replicaset(&d, &sets).cloned())
+    }
+
+    /// The pods that can prove a fix of the workload: not terminating, and for a Deployment only those of its
+    /// current ReplicaSet (never matched by name).
+    pub async fn current_pods(&self, target: &WorkloadRef) -> Result<Vec<Pod>, ClusterError> {
+        let api = Api::<Pod>::namespaced(self.client.clone(), &target.namespace);
+        match target.kind {
+            WorkloadKind::Deployment => {
+                let Some(rs) = self.current_replicaset(target).await? else {
+                    return Ok(Vec::new());
+                };
+                let hash = rs
+                    .labels()
+                    .get(revision::POD_TEMPLATE_HASH)
+                    .cloned()
+                    .unwrap_or_default();
+                let lp = ListParams::default()
+                    .labels(&format!("{}={hash}", revision::POD_TEMPLATE_HASH));
+                Ok(api
+                    .list(&lp)
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|p| revision::proves(p, Some(&rs)))
+                    .collect())
+            }
+            _ => Ok(api
+                .get_opt(&target.name)
+                .await?
+                .into_iter()
+                .filter(|p| revision::proves(p, None))
+                .collect()),
+        }
     }
 
     /// The image a workload's container runs now.

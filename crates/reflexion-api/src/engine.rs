@@ -10,6 +10,7 @@ use crate::db::{Db, DbError, Incident, NewEpisode};
 use crate::llm::Llm;
 use crate::registry::Registry;
 use crate::verify::verify;
+use kube::ResourceExt;
 use reflexion_core::EnvSource;
 use reflexion_core::classify::recovered;
 use reflexion_core::image::ImageRef;
@@ -88,6 +89,14 @@ struct Plan {
     /// The LLM calls behind this plan, when it came from the model.
     #[serde(default)]
     llm: Value,
+}
+
+/// What diagnosis found: the failure, where its fix belongs, the evidence, and the pod it was read from.
+struct Diagnosis {
+    failure: Failure,
+    target: WorkloadRef,
+    evidence: Value,
+    pod: String,
 }
 
 enum Planned {
@@ -216,7 +225,10 @@ impl Engine {
                 return Ok(());
             }
         };
-        let Some((failure, target, _)) = self.diagnose(&inc).await? else {
+        let Some(Diagnosis {
+            failure, target, ..
+        }) = self.diagnose(&inc).await?
+        else {
             return Ok(());
         };
         // The world may have moved while the plan waited: the same checks as before it was proposed.
@@ -298,7 +310,13 @@ impl Engine {
         };
         db.transition(id, "diagnosing", "gathering evidence from the cluster")
             .await?;
-        let Some((failure, target, evidence)) = self.diagnose(&inc).await? else {
+        let Some(Diagnosis {
+            failure,
+            target,
+            evidence,
+            pod,
+        }) = self.diagnose(&inc).await?
+        else {
             return Ok(());
         };
         let signature = Signature::of(&failure);
@@ -318,7 +336,7 @@ impl Engine {
             let ctx = llm_planning::LlmContext {
                 incident_id: id,
                 trial,
-                pod_name: &inc.pod_name,
+                pod_name: &pod,
                 evidence: &evidence,
                 tried: &tried,
                 lessons: &lessons,
@@ -659,13 +677,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Read the live pod and its owner chain; classify from live evidence, falling back to the report's pod when
-    /// the failure is between two kubelet retries or the container is up between two deaths (a pod has only
-    /// recovered when it is Ready and nothing died in it recently). `None` when there is nothing (left) to fix.
-    async fn diagnose(
-        &self,
-        inc: &Incident,
-    ) -> Result<Option<(Failure, WorkloadRef, Value)>, EngineError> {
+    /// Read the evidence: a pod that can prove the fix (the reported one while it is live and of the workload's
+    /// current revision, else a current pod of the workload, a failing one first), its events and owner chain.
+    /// Classify from live evidence, falling back to the report's pod when the failure is between two kubelet
+    /// retries or the container is up between two deaths (a pod has only recovered when it is Ready and nothing
+    /// died in it recently). `None` when there is nothing (left) to fix.
+    async fn diagnose(&self, inc: &Incident) -> Result<Option<Diagnosis>, EngineError> {
         let (db, cluster) = (&self.inner.db, &self.inner.cluster);
         let report: FailureReport = match serde_json::from_value(inc.report.clone()) {
             Ok(r) => r,
@@ -675,28 +692,55 @@ impl Engine {
                 return Ok(None);
             }
         };
-        let Some(pod) = cluster.pod(&inc.namespace, &inc.pod_name).await? else {
-            db.finish(
-                &inc.id,
-                "dismissed",
-                &format!("pod {}/{} no longer exists", inc.namespace, inc.pod_name),
-            )
-            .await?;
+        let workload = WorkloadRef::new(
+            WorkloadKind::parse(&inc.workload_kind).unwrap_or(WorkloadKind::Pod),
+            &inc.namespace,
+            &inc.workload_name,
+        );
+        let current = cluster.current_pods(&workload).await?;
+        let pod = match current.iter().find(|p| p.name_any() == inc.pod_name) {
+            Some(reported) => Some(reported.clone()),
+            None => {
+                let mut found = None;
+                for p in &current {
+                    if classify(p, &cluster.pod_events(p).await?).is_some() {
+                        found = Some(p.clone());
+                        break;
+                    }
+                }
+                found.or_else(|| current.first().cloned())
+            }
+        };
+        let Some(pod) = pod else {
+            let why = match workload.kind {
+                WorkloadKind::Pod => format!(
+                    "pod {}/{} no longer exists or is being deleted",
+                    inc.namespace, inc.pod_name
+                ),
+                _ => format!(
+                    "{workload} has no live pod of its current revision; the failure was reported on pod {}",
+                    inc.pod_name
+                ),
+            };
+            db.finish(&inc.id, "dismissed", &why).await?;
             return Ok(None);
         };
+        let pod_name = pod.name_any();
         let events = cluster.pod_events(&pod).await?;
         let chain = cluster.owner_chain(&pod).await?;
         let failure = classify(&pod, &events).or_else(|| {
             let reported: k8s_openapi::api::core::v1::Pod =
                 serde_json::from_value(report.real_k8s_data.pod.clone()?).ok()?;
-            if recovered(&pod, k8s_openapi::jiff::Timestamp::now()) {
+            if reported.metadata.uid != pod.metadata.uid
+                || recovered(&pod, k8s_openapi::jiff::Timestamp::now())
+            {
                 None
             } else {
                 classify(&reported, &events)
             }
         });
         let evidence = json!({
-            "pod": {"name": inc.pod_name, "phase": pod.status.as_ref().and_then(|s| s.phase.clone()),
+            "pod": {"name": pod_name, "phase": pod.status.as_ref().and_then(|s| s.phase.clone()),
                     "node": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
                     "container_statuses": pod.status.as_ref().and_then(|s| s.container_statuses.clone())},
             "events": events,
@@ -718,7 +762,12 @@ impl Engine {
             db.finish(&inc.id, "escalated", "the pod is owned by a controller kube-reflexion does not manage; fix it at that controller").await?;
             return Ok(None);
         };
-        Ok(Some((failure, target, evidence)))
+        Ok(Some(Diagnosis {
+            failure,
+            target,
+            evidence,
+            pod: pod_name,
+        }))
     }
 
     /// Choose this trial's plan: the rules (or, in `llm` mode, the model first); where the rules find no fix, a
@@ -734,7 +783,7 @@ impl Engine {
         let mut llm_refusal = None;
         if self.inner.config.planner == PlannerMode::Llm {
             if let Some(p) = self
-                .plan_learned_llm(failure, target, &inc.pod_name, ctx.evidence, ctx.tried)
+                .plan_learned_llm(failure, target, ctx.pod_name, ctx.evidence, ctx.tried)
                 .await
             {
                 return Ok(p);
@@ -748,7 +797,7 @@ impl Engine {
             }
         }
         let (diagnosis, suggestion) = match self
-            .plan(inc, failure, target, ctx.evidence, ctx.tried)
+            .plan(inc, failure, target, ctx.pod_name, ctx.evidence, ctx.tried)
             .await
         {
             Planned::Plan(p) => return Ok(*p),
@@ -758,7 +807,7 @@ impl Engine {
             } => (diagnosis, suggestion),
         };
         if let Some(p) = self
-            .plan_learned_llm(failure, target, &inc.pod_name, ctx.evidence, ctx.tried)
+            .plan_learned_llm(failure, target, ctx.pod_name, ctx.evidence, ctx.tried)
             .await
         {
             return Ok(p);
@@ -783,6 +832,7 @@ impl Engine {
         inc: &Incident,
         failure: &Failure,
         target: &WorkloadRef,
+        pod: &str,
         evidence: &Value,
         tried: &[Action],
     ) -> Planned {
@@ -813,7 +863,7 @@ impl Engine {
             FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
             FailureKind::CrashLoop => match probe::liveness_failing(evidence) {
                 Some(message) => self.plan_probe(failure, target, &message, tried).await,
-                None => self.diagnose_crash(inc, failure, target, tried).await,
+                None => self.diagnose_crash(inc, pod, failure, target, tried).await,
             },
             FailureKind::Evicted => Planned::Escalate {
                 diagnosis: format!("the kubelet evicted a pod of {target}: {}", failure.message),
@@ -833,7 +883,7 @@ impl Engine {
                 suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),
             },
             FailureKind::Unschedulable => match self
-                .plan_requests(failure, target, &inc.pod_name, &Signature::of(failure).cause)
+                .plan_requests(failure, target, pod, &Signature::of(failure).cause)
                 .await
                 .filter(|p| !tried.contains(&p.action))
             {
@@ -1125,6 +1175,7 @@ impl Engine {
     async fn diagnose_crash(
         &self,
         inc: &Incident,
+        pod: &str,
         failure: &Failure,
         target: &WorkloadRef,
         tried: &[Action],
@@ -1132,7 +1183,7 @@ impl Engine {
         let logs = self
             .inner
             .cluster
-            .crash_logs(&inc.namespace, &inc.pod_name, &failure.container)
+            .crash_logs(&inc.namespace, pod, &failure.container)
             .await
             .unwrap_or_default();
         if let Some(var) = missing_env_var(&logs) {

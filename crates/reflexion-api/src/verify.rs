@@ -4,11 +4,11 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event as K8sEvent, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
+use reflexion_core::revision;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -170,9 +170,9 @@ fn fatal_before_ready(reason: Option<&str>) -> bool {
     )
 }
 
-/// Whether a Warning event is new (after verification began) and about one of the workload's current pods:
-/// the expected pod of a bare-pod target, or a live pod of a Deployment's newest ReplicaSet. `Some` is the
-/// event's `reason: message`.
+/// Whether a Warning event is new (after verification began) and about one of the pods that can prove the fix: the
+/// expected pod of a bare-pod target, or a live pod of the Deployment's current ReplicaSet. `Some` is the event's
+/// `reason: message`.
 async fn new_warning(
     client: &Client,
     target: &WorkloadRef,
@@ -201,49 +201,31 @@ async fn new_warning(
             ev.message.as_deref().unwrap_or_default()
         )
     };
-    match target.kind {
-        WorkloadKind::Deployment => {
-            if !name.starts_with(&format!("{}-", target.name)) {
-                return None;
-            }
-            let pod = Api::<Pod>::namespaced(client.clone(), &target.namespace)
-                .get_opt(name)
-                .await
-                .ok()??;
-            if pod.metadata.deletion_timestamp.is_some() {
-                return None;
-            }
-            let rs_name = pod
-                .metadata
-                .owner_references
-                .as_ref()?
-                .iter()
-                .find(|o| o.kind == "ReplicaSet")?
-                .name
-                .clone();
-            let revision = |a: Option<&std::collections::BTreeMap<String, String>>| {
-                a.and_then(|a| a.get("deployment.kubernetes.io/revision").cloned())
-            };
-            let rs = Api::<ReplicaSet>::namespaced(client.clone(), &target.namespace)
-                .get_opt(&rs_name)
-                .await
-                .ok()??;
-            let d = Api::<Deployment>::namespaced(client.clone(), &target.namespace)
-                .get_opt(&target.name)
-                .await
-                .ok()??;
-            (revision(rs.metadata.annotations.as_ref())
-                == revision(d.metadata.annotations.as_ref()))
-            .then(describe)
-        }
-        _ => {
-            let uid_matches = match expected_pod_uid {
-                Some(u) => obj.uid.as_deref() == Some(u),
-                None => true,
-            };
-            (name == target.name && uid_matches).then(describe)
-        }
+    let pod = Api::<Pod>::namespaced(client.clone(), &target.namespace)
+        .get_opt(name)
+        .await
+        .ok()??;
+    if obj.uid.is_some() && obj.uid != pod.metadata.uid {
+        return None;
     }
+    let current = match target.kind {
+        // Only a live pod of the Deployment's current ReplicaSet speaks for the fix: not one of an older revision
+        // on its way out, and never one that merely has a similar name.
+        WorkloadKind::Deployment => Some(
+            crate::cluster::Cluster::new(client.clone())
+                .current_replicaset(target)
+                .await
+                .ok()??,
+        ),
+        _ => {
+            let expected = expected_pod_uid.is_none_or(|u| obj.uid.as_deref() == Some(u));
+            if name != target.name || !expected {
+                return None;
+            }
+            None
+        }
+    };
+    revision::proves(&pod, current.as_ref()).then(describe)
 }
 
 fn restarted(

@@ -342,6 +342,94 @@ async fn a_report_seen_before_the_workloads_incident_finished_belongs_to_that_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_of_another_workload_with_a_longer_name_do_not_fail_a_fix() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let deployment = |name: &str, container: Value| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
+        }))
+        .unwrap()
+    };
+    // `web-api` fails its readiness probe every second (Unhealthy warnings all along) at revision 2, the revision
+    // `web` is at once fixed: a check by name prefix and revision number would take them for web's.
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": 80}, "periodSeconds": 1});
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment(
+                "web-api",
+                json!({"name": "api", "image": "nginx:1.27", "readinessProbe": probe("/nope")}),
+            ),
+        )
+        .await
+        .unwrap();
+    let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(stack.kube().await, "default");
+    stack
+        .eventually("web-api's first revision", FIX_TIMEOUT, async || {
+            let n = rs.list(&Default::default()).await.unwrap().items.len();
+            ((n == 1).then_some(()), n.to_string())
+        })
+        .await;
+    // Recreate: revision 1's pod goes, so every warning comes from revision 2's.
+    deployments
+        .patch(
+            "web-api",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {"containers": [{"name": "api", "readinessProbe": probe("/still-nope")}]}}}})),
+        )
+        .await
+        .unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", json!({"name": "web", "image": "nginx:1.27.O"})),
+        )
+        .await
+        .unwrap();
+    let web = stack
+        .eventually("web's incident to finish", FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let web = list["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| {
+                    i["workload"]["name"] == "web"
+                        && ![
+                            "reported",
+                            "diagnosing",
+                            "planning",
+                            "executing",
+                            "verifying",
+                        ]
+                        .contains(&i["state"].as_str().unwrap_or(""))
+                })
+                .cloned();
+            (web, list.to_string())
+        })
+        .await;
+    let d = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            web["id"].as_str().unwrap()
+        ))
+        .await;
+    eprintln!("DEBUG {}", d["episodes"]);
+    let all = stack.get("/api/v1/reflexion/incidents").await;
+    eprintln!("ALL {all}");
+    assert_eq!(
+        (web["state"].as_str(), web["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "the first fix held: {web}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reports_get_precise_errors_and_change_nothing() {
     let stack = Stack::start(Options {
         watcher: false,

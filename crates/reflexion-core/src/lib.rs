@@ -14,6 +14,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reflect;
 pub mod report;
+pub mod revision;
 pub mod signature;
 pub mod strategy;
 pub mod tags;

@@ -15,6 +15,7 @@ use reflexion_core::classify::{
 };
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
+use reflexion_core::revision::terminating;
 use reflexion_core::{Signature, classify};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -94,7 +95,7 @@ impl Detector {
         };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let pod = match pods.get_opt(&name).await {
-            Ok(Some(pod)) if pod.uid() == involved.uid => pod,
+            Ok(Some(pod)) if pod.uid() == involved.uid && !terminating(&pod) => pod,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, pod = %name, "could not read a pod whose readiness probe fails");
@@ -109,6 +110,10 @@ impl Detector {
     }
 
     async fn observe(&mut self, pod: &Pod) {
+        // A pod being deleted is on its way out, whatever it shows.
+        if terminating(pod) {
+            return;
+        }
         let Some(failure) = classify(pod, &[]) else {
             if is_ready(pod)
                 && pod
@@ -154,6 +159,12 @@ impl Detector {
         };
         if !self.dedup.should_report(&key, Instant::now()) {
             self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A pod of a ReplicaSet its Deployment has scaled away belongs to a revision that is going: its failure is
+        // not the workload's.
+        if self.owners.scaled_away(pod).await {
+            self.dedup.forget(&key);
             return;
         }
         let events = self.pod_events(pod).await;

@@ -36,6 +36,24 @@ impl Owners {
         }
     }
 
+    /// Whether the pod's ReplicaSet has been scaled to zero (an old revision on its way out). Read live, never
+    /// cached: a ReplicaSet's scale changes during every rollout.
+    pub async fn scaled_away(&self, pod: &Pod) -> bool {
+        let Some(owner) = controller_of(pod.metadata.owner_references.as_ref())
+            .filter(|o| o.kind == "ReplicaSet")
+        else {
+            return false;
+        };
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+            .get_opt(&owner.name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|rs| rs.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+            .is_some_and(|rs| rs.spec.and_then(|s| s.replicas) == Some(0))
+    }
+
     /// The chain from the pod upwards, pod first. A lookup that fails stops the chain where it is known.
     pub async fn chain(&self, pod: &Pod) -> Vec<OwnerLink> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();

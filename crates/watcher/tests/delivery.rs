@@ -379,3 +379,42 @@ async fn of_two_replicas_only_the_lease_holder_reports_and_the_other_takes_over(
     .await;
     assert_eq!(workloads(&incidents), ["four", "one", "three", "two"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_dies_because_it_was_deleted_opens_no_incident() {
+    let (mut w, _sim) = World::start().await;
+    let _api = w.api().await;
+    let admin = free_port();
+    let _watcher = w.watcher(admin, "spool", &[]);
+    wait_http(&format!("http://127.0.0.1:{admin}/health")).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(w.kube().await, "default");
+    // PID 1 `sleep` ignores SIGTERM: deleted, it is killed at the end of its grace period (exit 137, phase
+    // Failed) — a death that is no failure of the workload.
+    let sleeper: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sleeper"},
+        "spec": {"terminationGracePeriodSeconds": 20,
+                 "containers": [{"name": "sleeper", "image": "busybox:1.36", "command": ["sleep", "100000"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &sleeper).await.unwrap();
+    eventually("sleeper running", Duration::from_secs(30), async || {
+        let p = pods.get("sleeper").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    pods.delete("sleeper", &Default::default()).await.unwrap();
+    eventually("sleeper gone", Duration::from_secs(30), async || {
+        pods.get_opt("sleeper").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // A real failure meanwhile is reported, so the watcher was watching.
+    w.failing_deployments(&["control"], 1).await;
+    eventually(
+        "the control incident",
+        Duration::from_secs(30),
+        async || (!w.incidents().await.is_empty()).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(workloads(&w.incidents().await), ["control"]);
+}
