@@ -65,6 +65,29 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
             }
         }
         "Deployment" | "ReplicaSet" => validate_workload(obj, old, &mut causes),
+        "Job" => {
+            if old.is_none() {
+                select_own_pods(obj);
+            }
+            validate_job_template(&obj["spec"]["template"], "spec.template", &mut causes);
+            if let Some(old) = old
+                && old["spec"]["selector"] != obj["spec"]["selector"]
+            {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "spec.selector",
+                    "Invalid value: field is immutable",
+                ));
+            }
+            if old.is_none() {
+                obj["status"] = json!({});
+            }
+        }
+        "CronJob" => validate_job_template(
+            &obj["spec"]["jobTemplate"]["spec"]["template"],
+            "spec.jobTemplate.spec.template",
+            &mut causes,
+        ),
         "Service" => allocate_cluster_ip(obj, old),
         "Namespace" if old.is_none() => obj["status"] = json!({"phase": "Active"}),
         // TaintNodesByCondition: nothing is scheduled onto a new node until it is Ready.
@@ -104,6 +127,41 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         Ok(())
     } else {
         Err(ApiError::invalid(rt.kind, &name, causes))
+    }
+}
+
+/// The job registry gives a Job a selector of its own uid (unless `manualSelector`) and labels its template so.
+fn select_own_pods(job: &mut Value) {
+    if job["spec"]["manualSelector"] == true {
+        return;
+    }
+    let uid = job["metadata"]["uid"].clone();
+    let name = job["metadata"]["name"].clone();
+    let labels = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+                        "controller-uid": uid, "job-name": name});
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    if !job["spec"]["template"]["metadata"]["labels"].is_object() {
+        job["spec"]["template"]["metadata"]["labels"] = json!({});
+    }
+    if let (Some(l), Some(add)) = (
+        job["spec"]["template"]["metadata"]["labels"].as_object_mut(),
+        labels.as_object(),
+    ) {
+        l.extend(add.clone());
+    }
+}
+
+/// A Job's pods run to completion: their restart policy cannot be `Always`.
+fn validate_job_template(template: &Value, path: &str, causes: &mut Causes) {
+    validate_pod_spec(&template["spec"], &format!("{path}.spec"), causes);
+    if let Some(rp) = template["spec"]["restartPolicy"].as_str()
+        && !["OnFailure", "Never"].contains(&rp)
+    {
+        causes.push(cause(
+            "FieldValueNotSupported",
+            &format!("{path}.spec.restartPolicy"),
+            &format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
+        ));
     }
 }
 

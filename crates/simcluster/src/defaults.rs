@@ -64,6 +64,26 @@ pub fn apply(kind: &str, obj: &mut Value) {
             default(&mut obj["spec"], "replicas", json!(1));
             template(&mut obj["spec"]);
         }
+        "Job" if obj["spec"].is_object() => job(&mut obj["spec"]),
+        "CronJob" if obj["spec"].is_object() => {
+            let spec = &mut obj["spec"];
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            if spec["jobTemplate"]["spec"].is_object() {
+                job(&mut spec["jobTemplate"]["spec"]);
+            }
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            for subject in items(obj, "subjects") {
+                let group = match subject["kind"].as_str() {
+                    Some("User" | "Group") => "rbac.authorization.k8s.io",
+                    _ => "",
+                };
+                default(subject, "apiGroup", json!(group));
+            }
+        }
         "Service" => service(obj),
         "Namespace" => {
             if !obj["spec"].is_object() {
@@ -77,6 +97,21 @@ pub fn apply(kind: &str, obj: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// `SetDefaults_Job`.
+fn job(spec: &mut Value) {
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec["completions"] = json!(1);
+    }
+    default(spec, "parallelism", json!(1));
+    default(spec, "backoffLimit", json!(6));
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    template(spec);
 }
 
 fn template(spec: &mut Value) {
@@ -289,6 +324,33 @@ mod tests {
                 "Secret",
                 json!({"type": ""}),
                 vec![("/type", json!("Opaque"))],
+            ),
+            (
+                "Job",
+                json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "j", "image": "busybox:1.36"}]}}}}),
+                vec![
+                    ("/spec/completions", json!(1)),
+                    ("/spec/parallelism", json!(1)),
+                    ("/spec/backoffLimit", json!(6)),
+                    ("/spec/completionMode", json!("NonIndexed")),
+                    ("/spec/template/spec/restartPolicy", json!("Never")),
+                ],
+            ),
+            (
+                "Job",
+                json!({"spec": {"parallelism": 3}}),
+                vec![
+                    ("/spec/parallelism", json!(3)),
+                    ("/spec/backoffLimit", json!(6)),
+                ],
+            ),
+            (
+                "RoleBinding",
+                json!({"subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "api", "namespace": "x"}]}),
+                vec![
+                    ("/subjects/0/apiGroup", json!("rbac.authorization.k8s.io")),
+                    ("/subjects/1/apiGroup", json!("")),
+                ],
             ),
             (
                 "ReplicaSet",

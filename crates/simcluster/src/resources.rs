@@ -202,6 +202,90 @@ pub static RESOURCES: &[ResourceType] = &[
         has_status: false,
         fields: &[],
     },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        short_names: &[],
+        subresources: &["status"],
+        has_status: true,
+        fields: &["status.successful"],
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "cronjobs",
+        singular: "cronjob",
+        kind: "CronJob",
+        namespaced: true,
+        short_names: &["cj"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -240,6 +324,12 @@ pub fn pvcs() -> &'static ResourceType {
 }
 pub fn leases() -> &'static ResourceType {
     &RESOURCES[10]
+}
+pub fn service_accounts() -> &'static ResourceType {
+    &RESOURCES[11]
+}
+pub fn jobs() -> &'static ResourceType {
+    &RESOURCES[12]
 }
 
 /// `APIResourceList` for one group version.
@@ -280,12 +370,12 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value
 
 /// The named API groups (everything but the core group).
 pub fn groups() -> Vec<&'static str> {
-    let mut g: Vec<&str> = RESOURCES
-        .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
-        .collect();
-    g.dedup();
+    let mut g: Vec<&str> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !g.contains(&r.group) {
+            g.push(r.group);
+        }
+    }
     g
 }
 
@@ -314,7 +404,19 @@ mod tests {
             ]
         );
         assert_eq!(deployments().qualified(), "deployments.apps");
-        assert_eq!(groups(), vec!["apps", "coordination.k8s.io"]);
+        assert_eq!(
+            groups(),
+            vec![
+                "apps",
+                "coordination.k8s.io",
+                "batch",
+                "rbac.authorization.k8s.io"
+            ]
+        );
+        assert_eq!(
+            (service_accounts().kind, jobs().kind),
+            ("ServiceAccount", "Job")
+        );
         assert_eq!(
             (services().kind, pvcs().kind, leases().kind),
             ("Service", "PersistentVolumeClaim", "Lease")
@@ -323,6 +425,7 @@ mod tests {
             api_resource_list("", "v1")
                 .is_some_and(|v| v["resources"].as_array().is_some_and(|a| a.len() > 6))
         );
-        assert!(api_resource_list("batch", "v1").is_none());
+        assert!(api_resource_list("batch", "v1").is_some());
+        assert!(api_resource_list("batch", "v2").is_none());
     }
 }

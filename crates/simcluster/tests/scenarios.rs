@@ -663,3 +663,83 @@ async fn evicted_pods_fail_with_the_kubelets_reason_and_are_replaced() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_to_completion_or_fail_at_their_backoff_limit() {
+    use k8s_openapi::api::batch::v1::Job;
+    let sim = start().await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let job = |name: &str, script: &str, backoff: i32| -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": backoff, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "task", "image": "busybox:1.36", "command": ["sh", "-c", script]}]}}}
+        }))
+        .unwrap()
+    };
+    jobs.create(&PostParams::default(), &job("ok", "echo done", 6))
+        .await
+        .unwrap();
+    jobs.create(&PostParams::default(), &job("broken", "echo no; exit 3", 1))
+        .await
+        .unwrap();
+    let condition = async |name: &str| -> Option<(String, String)> {
+        let j = jobs.get(name).await.ok()?;
+        let c = j
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+        Some((c.type_, c.reason.unwrap_or_default()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (mut ok, mut broken) = (None, None);
+    while (ok.is_none() || broken.is_none()) && Instant::now() < deadline {
+        ok = condition("ok").await;
+        broken = condition("broken").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ok, Some(("Complete".into(), "CompletionsReached".into())));
+    assert_eq!(
+        broken,
+        Some(("Failed".into(), "BackoffLimitExceeded".into()))
+    );
+    let status = jobs.get("broken").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.failed, status.succeeded),
+        (Some(2), None),
+        "backoffLimit 1: two pods fail"
+    );
+    // A Job's pods carry its selector's labels and stay after it ends.
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let of_ok = pods
+        .list(&ListParams::default().labels("job-name=ok"))
+        .await
+        .unwrap();
+    assert_eq!(of_ok.items.len(), 1);
+    assert_eq!(
+        of_ok.items[0].status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    assert!(
+        of_ok.items[0]
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_none_or(|f| f.is_empty()),
+        "counted, released"
+    );
+    let refused = jobs
+        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "always"},
+            "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "t", "image": "busybox:1.36"}]}}}
+        })).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+        "{refused}"
+    );
+}

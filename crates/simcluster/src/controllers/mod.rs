@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod job;
 mod namespace;
 pub mod node_lifecycle;
 
@@ -74,6 +75,7 @@ pub fn reconcile(
     for rs in &replicasets {
         reconcile_replicaset(store, recorder, rs);
     }
+    job::reconcile(store, recorder, clock);
     progress.retain(|uid, _| {
         deployments
             .iter()
@@ -129,6 +131,8 @@ fn collect_garbage(store: &Store) {
         resources::deployments(),
         resources::replicasets(),
         resources::pods(),
+        resources::jobs(),
+        resources::by_kind("CronJob").unwrap_or(resources::jobs()),
     ];
     let all: Vec<(&'static resources::ResourceType, Value)> = kinds
         .iter()

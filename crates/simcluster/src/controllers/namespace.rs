@@ -1,11 +1,17 @@
-//! The namespace controller: a namespace being deleted stays `Terminating` while everything in it is deleted (pods
+//! The namespace and ServiceAccounts controllers: every namespace gets its `default` ServiceAccount; a namespace being deleted stays `Terminating` while everything in it is deleted (pods
 //! gracefully, so their kubelets stop them first); once nothing is left, the namespace itself goes.
 
 use crate::resources;
-use crate::store::{DeleteOptions, Store};
+use crate::store::{DeleteOptions, Store, ensure_default_service_account};
 
 pub fn reconcile(store: &Store) {
     let (namespaces, _) = store.list(resources::namespaces(), None);
+    for ns in namespaces
+        .iter()
+        .filter(|n| n["metadata"]["deletionTimestamp"].is_null())
+    {
+        ensure_default_service_account(store, ns["metadata"]["name"].as_str().unwrap_or_default());
+    }
     for ns in namespaces
         .iter()
         .filter(|n| !n["metadata"]["deletionTimestamp"].is_null())

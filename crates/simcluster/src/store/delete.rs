@@ -305,7 +305,14 @@ mod tests {
             Some(403),
             "{refused:?}"
         );
-        assert_eq!(s.finalize_namespace("default"), 1);
+        // The pod and the namespace's default ServiceAccount.
+        assert_eq!(s.finalize_namespace("default"), 2);
+        let _ = s.delete(
+            resources::service_accounts(),
+            "default",
+            "default",
+            &DeleteOptions::default(),
+        );
         let _ = s.delete(
             resources::pods(),
             "default",

@@ -275,6 +275,21 @@ impl Store {
         obj["kind"] = json!(rt.kind);
         obj["apiVersion"] = json!(rt.api_version());
         admission::admit(rt, None, &mut obj)?;
+        if rt.kind == "Pod" {
+            // The ServiceAccount admission plugin: a pod runs as an account that exists.
+            let sa = obj["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
+            if inner.find(resources::service_accounts(), ns, sa).is_none() {
+                return Err(ApiError::forbidden(
+                    "pods",
+                    &name,
+                    &format!(
+                        "error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+                    ),
+                ));
+            }
+        }
         if dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
             return Ok(obj);
@@ -564,7 +579,7 @@ pub fn random_suffix(n: usize) -> String {
         .collect()
 }
 
-/// The namespaces every cluster starts with.
+/// The namespaces every cluster starts with, each with its `default` ServiceAccount.
 pub fn bootstrap(store: &Store) {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let _ = store.create(
@@ -573,6 +588,15 @@ pub fn bootstrap(store: &Store) {
             json!({"metadata": {"name": ns}}),
             false,
         );
+        ensure_default_service_account(store, ns);
+    }
+}
+
+/// The ServiceAccounts controller's job: every namespace has a `default` ServiceAccount.
+pub fn ensure_default_service_account(store: &Store, ns: &str) {
+    let sa = resources::service_accounts();
+    if store.get(sa, ns, "default").is_err() {
+        let _ = store.create(sa, ns, json!({"metadata": {"name": "default"}}), false);
     }
 }
 
