@@ -6,7 +6,7 @@ use crate::patch;
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Change, ChangeType, DeleteOptions};
-use crate::{Cluster, registry, table};
+use crate::{Cluster, protobuf, registry, table};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -252,6 +252,11 @@ async fn dispatch(
         return Err(ApiError::unsupported_path(&segs.join("/")));
     }
     let dry_run = dry_run(&req.params)?;
+    if !accepts_json(&req.headers) {
+        return Err(ApiError::not_acceptable(
+            "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io",
+        ));
+    }
     let store = &c.store;
     let wants_table = req
         .headers
@@ -317,8 +322,12 @@ async fn dispatch(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let body = parse_body(&req.body)?;
             let is_put = req.method == Method::PUT;
+            let body = if is_put {
+                object_body(&req)?
+            } else {
+                parse_body(&req.body)?
+            };
             let updated = store.modify(t.rt, &ns, name, false, dry_run, |old| {
                 let mut scale = scale_of(old);
                 if is_put {
@@ -361,12 +370,12 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, scale_of(&updated)))
         }
         (&Method::POST, None, None) => {
-            let obj = parse_body(&req.body)?;
+            let obj = object_body(&req)?;
             let created = store.create(t.rt, &ns, obj, dry_run)?;
             Ok(json_response(StatusCode::CREATED, created))
         }
         (&Method::POST, Some(name), Some("binding")) => {
-            let b = parse_body(&req.body)?;
+            let b = object_body(&req)?;
             let node = b["target"]["name"]
                 .as_str()
                 .ok_or_else(|| ApiError::bad_request("binding target name is required"))?;
@@ -378,7 +387,7 @@ async fn dispatch(
         }
         (&Method::POST, Some(name), Some("eviction")) => {
             // An Eviction carries the DeleteOptions of the deletion it asks for.
-            let eviction = parse_body(&req.body)?;
+            let eviction = object_body(&req)?;
             let mut opts = delete_options_from(&eviction["deleteOptions"], &req.params)?;
             opts.dry_run |= dry_run;
             store.delete(resources::pods(), &ns, name, &opts)?;
@@ -388,7 +397,7 @@ async fn dispatch(
             ))
         }
         (&Method::PUT, Some(name), None | Some("status")) => {
-            let obj = parse_body(&req.body)?;
+            let obj = object_body(&req)?;
             let updated = store.update(t.rt, &ns, name, obj, t.sub.is_some(), dry_run)?;
             Ok(json_response(StatusCode::OK, updated))
         }
@@ -524,6 +533,35 @@ fn scale_of(obj: &Value) -> Value {
 
 fn json_response(code: StatusCode, v: Value) -> Response {
     (code, axum::Json(v)).into_response()
+}
+
+/// An object sent whole (create, update, a subresource): JSON, or protobuf as kubectl's typed commands send it.
+fn object_body(req: &Req) -> Result<Value, ApiError> {
+    let content_type = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if protobuf::is_protobuf(content_type) {
+        return protobuf::decode(&req.body).map_err(|e| match e {
+            protobuf::DecodeError::UnknownKind { .. } => {
+                ApiError::unsupported_media_type(e.to_string())
+            }
+            other => ApiError::bad_request(other.to_string()),
+        });
+    }
+    parse_body(&req.body)
+}
+
+/// Answers are JSON: a client that accepts only protobuf is told so (406), as a server without it would.
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    accept.split(',').any(|t| {
+        let t = t.split(';').next().unwrap_or("").trim();
+        t.is_empty() || t == "*/*" || t == "application/*" || t.starts_with("application/json")
+    })
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod node;
 pub mod patch;
 pub mod process;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod resources;

@@ -344,10 +344,24 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
-        out.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": VERBS, "shortNames": r.short_names,
-        }));
+        });
+        // What `kubectl get all` lists.
+        if [
+            "pods",
+            "services",
+            "deployments",
+            "replicasets",
+            "jobs",
+            "cronjobs",
+        ]
+        .contains(&r.plural)
+        {
+            entry["categories"] = serde_json::json!(["all"]);
+        }
+        out.push(entry);
         for sub in r.subresources {
             let verbs: &[&str] = if *sub == "log" {
                 &["get"]

@@ -285,3 +285,182 @@ fn deleting_a_pod_is_graceful_and_force_deletion_is_immediate() {
     let (found, text) = sim.kubectl(&["get", "pod", "quick"]);
     assert!(!found && text.contains("NotFound"), "{text}");
 }
+
+#[test]
+fn kubectls_typed_create_commands_send_protobuf_and_work() {
+    let Some(sim) = start() else { return };
+    let created = [
+        (vec!["create", "namespace", "x"], "namespace/x created"),
+        (
+            vec![
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx:1.25",
+                "-n",
+                "x",
+            ],
+            "deployment.apps/web created",
+        ),
+        (
+            vec![
+                "create",
+                "configmap",
+                "cfg",
+                "--from-literal=url=postgres://db",
+                "-n",
+                "x",
+            ],
+            "configmap/cfg created",
+        ),
+        (
+            vec![
+                "create",
+                "secret",
+                "generic",
+                "creds",
+                "--from-literal=password=s3cr3t",
+                "-n",
+                "x",
+            ],
+            "secret/creds created",
+        ),
+        (
+            vec![
+                "create",
+                "service",
+                "clusterip",
+                "web",
+                "--tcp=80:8080",
+                "-n",
+                "x",
+            ],
+            "service/web created",
+        ),
+        (
+            vec!["create", "serviceaccount", "api", "-n", "x"],
+            "serviceaccount/api created",
+        ),
+        (
+            vec![
+                "create",
+                "role",
+                "reader",
+                "--verb=get,list",
+                "--resource=pods",
+                "-n",
+                "x",
+            ],
+            "role.rbac.authorization.k8s.io/reader created",
+        ),
+        (
+            vec![
+                "create",
+                "rolebinding",
+                "reader",
+                "--role=reader",
+                "--serviceaccount=x:api",
+                "-n",
+                "x",
+            ],
+            "rolebinding.rbac.authorization.k8s.io/reader created",
+        ),
+        (
+            vec![
+                "create",
+                "job",
+                "once",
+                "--image=busybox:1.36",
+                "-n",
+                "x",
+                "--",
+                "sh",
+                "-c",
+                "echo done",
+            ],
+            "job.batch/once created",
+        ),
+    ];
+    for (args, want) in created {
+        assert_eq!(sim.ok(&args).trim(), want, "kubectl {args:?}");
+    }
+    sim.until(&["get", "deployment", "web", "-n", "x"], "1/1 ready", |t| {
+        t.contains("1/1")
+    });
+    let get = |args: &[&str]| sim.ok(args);
+    assert_eq!(
+        get(&[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.spec.strategy.rollingUpdate.maxSurge} {.spec.template.spec.containers[0].image}"
+        ]),
+        "25% nginx:1.25"
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "configmap",
+            "cfg",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.data.url}"
+        ]),
+        "postgres://db"
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "czNjcjN0",
+        "base64 of s3cr3t"
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "service",
+            "web",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.spec.ports[0].port}/{.spec.ports[0].targetPort}"
+        ]),
+        "80/8080"
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "rolebinding",
+            "reader",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].kind}:{.subjects[0].name}"
+        ]),
+        "reader ServiceAccount:api"
+    );
+    sim.until(
+        &[
+            "get",
+            "job",
+            "once",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ],
+        "the job to succeed",
+        |t| t == "1",
+    );
+    assert_eq!(sim.ok(&["logs", "job/once", "-n", "x"]), "done\n");
+}
