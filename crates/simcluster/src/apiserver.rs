@@ -6,7 +6,7 @@ use crate::patch;
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Change, ChangeType, DeleteOptions};
-use crate::{Cluster, protobuf, registry, table};
+use crate::{Cluster, apply, protobuf, registry, table};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -370,7 +370,8 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, scale_of(&updated)))
         }
         (&Method::POST, None, None) => {
-            let obj = object_body(&req)?;
+            let mut obj = object_body(&req)?;
+            apply::record_update(None, &mut obj, &field_manager(&req), None);
             let created = store.create(t.rt, &ns, obj, dry_run)?;
             Ok(json_response(StatusCode::CREATED, created))
         }
@@ -398,7 +399,12 @@ async fn dispatch(
         }
         (&Method::PUT, Some(name), None | Some("status")) => {
             let obj = object_body(&req)?;
-            let updated = store.update(t.rt, &ns, name, obj, t.sub.is_some(), dry_run)?;
+            let manager = field_manager(&req);
+            let updated = store.modify(t.rt, &ns, name, t.sub.is_some(), dry_run, |old| {
+                let mut new = obj;
+                apply::record_update(Some(old), &mut new, &manager, t.sub.as_deref());
+                Ok(new)
+            })?;
             Ok(json_response(StatusCode::OK, updated))
         }
         (&Method::PATCH, Some(name), None | Some("status")) => {
@@ -413,6 +419,10 @@ async fn dispatch(
                 .unwrap_or("")
                 .trim()
                 .to_string();
+            let manager = field_manager(&req);
+            if kind == "application/apply-patch+yaml" {
+                return server_side_apply(c, &t, &ns, name, &req, &manager, dry_run);
+            }
             let body = parse_body(&req.body)?;
             let patched = store.modify(t.rt, &ns, name, t.sub.is_some(), dry_run, |old| {
                 let mut new = old.clone();
@@ -428,6 +438,7 @@ async fn dispatch(
                 {
                     new["metadata"]["resourceVersion"] = Value::Null;
                 }
+                apply::record_update(Some(old), &mut new, &manager, t.sub.as_deref());
                 Ok(new)
             })?;
             Ok(json_response(StatusCode::OK, patched))
@@ -481,6 +492,82 @@ async fn dispatch(
     }
 }
 
+/// Who a write is by: `fieldManager`, else the client's User-Agent up to its first `/` (`kubectl`), as the API server
+/// names managers.
+fn field_manager(req: &Req) -> String {
+    if let Some(m) = req.params.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    req.headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: create the object from the configuration, or apply it to the live one.
+fn server_side_apply(
+    c: &Cluster,
+    t: &Target,
+    ns: &str,
+    name: &str,
+    req: &Req,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    if t.sub.is_some() {
+        return Err(ApiError::method_not_allowed(
+            "server-side apply of a subresource is not supported by simcluster",
+        ));
+    }
+    if req.params.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+        ));
+    }
+    let force = req.params.get("force").is_some_and(|f| f == "true");
+    let config: Value = serde_yaml::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let api_version = config["apiVersion"].as_str().unwrap_or_default();
+    if api_version != t.rt.api_version() || config["kind"] != t.rt.kind {
+        return Err(ApiError::bad_request(format!(
+            "the apiVersion and kind of the body ({api_version}, {}) do not match the URL's ({}, {})",
+            config["kind"].as_str().unwrap_or_default(),
+            t.rt.api_version(),
+            t.rt.kind
+        )));
+    }
+    if config["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            config["metadata"]["name"].as_str().unwrap_or_default()
+        )));
+    }
+    let store = &c.store;
+    match store.get(t.rt, ns, name) {
+        Err(e) if e.code == 404 => {
+            let mut obj = apply::apply(None, &config, manager, force, t.rt.kind, name)?;
+            obj["metadata"]["name"] = json!(name);
+            let created = store.create(t.rt, ns, obj, dry_run)?;
+            Ok(json_response(StatusCode::CREATED, created))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let applied = store.modify(t.rt, ns, name, false, dry_run, |old| {
+                let mut new = apply::apply(Some(old), &config, manager, force, t.rt.kind, name)?;
+                new["metadata"]["resourceVersion"] = Value::Null;
+                Ok(new)
+            })?;
+            Ok(json_response(StatusCode::OK, applied))
+        }
+    }
+}
+
 /// Apply a patch body of the given media type to `target`.
 fn apply_patch(
     content_type: &str,
@@ -499,14 +586,9 @@ fn apply_patch(
                 vec![crate::store::cause("FieldValueInvalid", "patch", &e)],
             )
         })?,
-        "application/apply-patch+yaml" => {
-            return Err(ApiError::unsupported_media_type(
-                "server-side apply is not supported by simcluster; use a merge, strategic-merge or JSON patch",
-            ));
-        }
         other => {
             return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
             )));
         }
     }

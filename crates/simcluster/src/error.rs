@@ -69,6 +69,26 @@ impl ApiError {
         Self::new(422, "Invalid", message)
             .with_details(json!({"name": name, "kind": kind, "causes": causes}))
     }
+    /// 409 for a server-side apply that sets fields other managers own: one cause per field.
+    pub fn apply_conflict(
+        kind: &str,
+        name: &str,
+        summary: &[String],
+        causes: Vec<(String, String, String)>,
+    ) -> Self {
+        let n = summary.len();
+        let message = format!(
+            "Apply failed with {n} conflict{}: {}",
+            if n == 1 { "" } else { "s" },
+            summary.join("\n")
+        );
+        let causes: Vec<Value> = causes
+            .into_iter()
+            .map(|(reason, field, msg)| json!({"reason": reason, "message": msg, "field": field}))
+            .collect();
+        Self::new(409, "Conflict", message)
+            .with_details(json!({"name": name, "kind": kind, "causes": causes}))
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

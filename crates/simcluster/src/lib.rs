@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod apply;
 pub mod catalog;
 pub mod clock;
 pub mod controllers;

@@ -24,7 +24,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// The merge key of a list field, as Kubernetes' `patchMergeKey` tags define it for the built-in types.
 /// `None` means the list is replaced wholesale (`tolerations`, `args`, ...).
-fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"
@@ -51,7 +51,7 @@ fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
 }
 
 /// Primitive lists whose patch strategy is `merge` (union) rather than replace.
-fn is_merged_primitive_list(field: &str) -> bool {
+pub(crate) fn is_merged_primitive_list(field: &str) -> bool {
     field == "finalizers"
 }
 

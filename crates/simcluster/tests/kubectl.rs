@@ -464,3 +464,62 @@ fn kubectls_typed_create_commands_send_protobuf_and_work() {
     );
     assert_eq!(sim.ok(&["logs", "job/once", "-n", "x"]), "done\n");
 }
+
+#[test]
+fn server_side_apply_creates_merges_and_reports_conflicts_with_other_managers() {
+    let Some(sim) = start() else { return };
+    let web = scenario("bad-image-deployment.yaml");
+    assert_eq!(
+        sim.ok(&["apply", "--server-side", "-f", &web]).trim(),
+        "deployment.apps/web serverside-applied"
+    );
+    sim.ok(&["set", "image", "deployment/web", "web=nginx:1.27"]);
+    // The image is now another manager's: applying the old one is a conflict that names the field and the manager.
+    let (ok, text) = sim.kubectl(&["apply", "--server-side", "-f", &web]);
+    assert!(
+        !ok && text.contains(
+            "Apply failed with 1 conflict: conflict with \"kubectl-set\": .spec.template.spec.containers[name=\"web\"].image"
+        ),
+        "{text}"
+    );
+    sim.ok(&["apply", "--server-side", "--force-conflicts", "-f", &web]);
+    assert_eq!(
+        sim.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx:bu-tag-yok"
+    );
+    let managers = sim.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "kubectl", "the forced apply took the field over");
+    // Every manifest in k8s/ applies server-side (the directory first: it holds the namespace the rest use).
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/deploy");
+    let out = sim.ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+    assert!(
+        out.contains("namespace/kube-reflexion serverside-applied"),
+        "{out}"
+    );
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/scenarios");
+    for file in std::fs::read_dir(scenarios).unwrap() {
+        let file = file.unwrap().path();
+        if file.ends_with("bad-image-deployment.yaml") {
+            continue;
+        }
+        let out = sim.ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
+        assert!(
+            out.contains("serverside-applied"),
+            "{}: {out}",
+            file.display()
+        );
+    }
+}
