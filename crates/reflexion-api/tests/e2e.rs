@@ -742,6 +742,55 @@ async fn a_file_written_to_tmp_past_the_limit_is_an_oom_fixed_by_raising_the_lim
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_replica_deployment_keeps_its_pod_through_a_broken_rollout_and_is_rolled_back() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
+    // What `kubectl create deployment w --image=busybox:1.36 -- sh -c "sleep 100000"` sends: `strategy: {}`,
+    // which the API server defaults to RollingUpdate 25%/25% (maxUnavailable 0 for one replica).
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "w", "labels": {"app": "w"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}}, "strategy": {},
+                 "template": {"metadata": {"labels": {"app": "w"}},
+                              "spec": {"containers": [{"name": "busybox", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 100000"]}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let first = stack
+        .eventually("the first pod Ready", FIX_TIMEOUT, async || {
+            let list = pods.list(&Default::default()).await.unwrap();
+            let ready = list.items.into_iter().find(is_ready);
+            (ready.clone(), format!("{ready:?}"))
+        })
+        .await;
+    deployments
+        .patch(
+            "w",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "busybox", "command": ["sh", "-c", "exit 1"]}]}}}})),
+        )
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(
+        detail["episodes"][0]["action"]["action"], "rollout_undo",
+        "{detail}"
+    );
+    // The working pod never went away: the rollback brought the Deployment back to it.
+    let still = pods
+        .get(first.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(is_ready(&still) && still.metadata.deletion_timestamp.is_none());
+    let c = template_container(&deployments, "w").await;
+    assert_eq!(c.command.unwrap().join(" "), "sh -c sleep 100000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_crash_scenario_is_escalated_with_exit_code_and_logs_and_nothing_changes() {
     let stack = Stack::start(Options::default()).await;
     let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");

@@ -523,3 +523,51 @@ fn server_side_apply_creates_merges_and_reports_conflicts_with_other_managers() 
         );
     }
 }
+
+#[test]
+fn a_broken_rollout_of_a_one_replica_deployment_keeps_the_old_pod_running() {
+    let Some(sim) = start() else { return };
+    sim.ok(&[
+        "create",
+        "deployment",
+        "w",
+        "--image=busybox:1.36",
+        "--",
+        "sh",
+        "-c",
+        "sleep 100000",
+    ]);
+    sim.until(&["get", "deployment", "w"], "1/1 ready", |t| {
+        t.contains("1/1")
+    });
+    let old = sim.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=w",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    sim.ok(&[
+        "patch",
+        "deployment",
+        "w",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["sh","-c","exit 1"]}]"#,
+    ]);
+    // maxSurge 25% of 1 is one new pod; maxUnavailable 25% of 1 is none: the old pod stays while the new one fails.
+    sim.until(
+        &["get", "pods", "-l", "app=w"],
+        "the new pod crashing",
+        |t| {
+            t.lines()
+                .any(|l| l.contains("CrashLoopBackOff") || l.contains("Error"))
+        },
+    );
+    let shown = sim.ok(&["get", "pod", &old]);
+    assert!(
+        shown.contains("Running") && shown.contains("1/1"),
+        "{shown}"
+    );
+}
