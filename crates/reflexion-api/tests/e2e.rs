@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -62,7 +63,7 @@ fn is_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn seed_scenario_bad_tag_on_a_bare_pod_is_fixed_verified_and_remembered() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.kube().await;
@@ -211,8 +212,9 @@ async fn seed_scenario_bad_tag_on_a_bare_pod_is_fixed_verified_and_remembered() 
         1
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn bad_tag_on_a_deployment_is_fixed_at_the_deployment() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.kube().await;
@@ -285,8 +287,9 @@ async fn bad_tag_on_a_deployment_is_fixed_at_the_deployment() {
         "two failing pods, one incident"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_report_seen_before_the_workloads_incident_finished_belongs_to_that_incident() {
     let stack = Stack::start(Options {
         watcher: false,
@@ -340,8 +343,9 @@ async fn a_report_seen_before_the_workloads_incident_finished_belongs_to_that_in
     assert_eq!(fresh["duplicate"], false, "{fresh}");
     assert_ne!(fresh["incident_id"].as_str(), Some(id.as_str()));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn warnings_of_another_workload_with_a_longer_name_do_not_fail_a_fix() {
     let stack = Stack::start(Options::default()).await;
     let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
@@ -428,8 +432,9 @@ async fn warnings_of_another_workload_with_a_longer_name_do_not_fail_a_fix() {
         "the first fix held: {web}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn bad_reports_get_precise_errors_and_change_nothing() {
     let stack = Stack::start(Options {
         watcher: false,
@@ -509,6 +514,7 @@ async fn bad_reports_get_precise_errors_and_change_nothing() {
         (Some("healthy"), Some("ok"))
     );
 }
+}
 
 /// Wait until the single incident reaches a final state; return it in full.
 async fn finished_incident(stack: &Stack) -> Value {
@@ -545,7 +551,7 @@ fn memory_limit(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
         .map(|q| q.0.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn seed_oom_scenario_raises_the_limit_twice_reverting_the_first_that_did_not_hold() {
     let stack = Stack::start(Options::default()).await;
     let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
@@ -671,8 +677,9 @@ async fn seed_oom_scenario_raises_the_limit_twice_reverting_the_first_that_did_n
         (Some(2), Some(3))
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn oom_in_a_deployment_is_fixed_at_the_deployment_keeping_the_request() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.kube().await;
@@ -713,8 +720,9 @@ async fn oom_in_a_deployment_is_fixed_at_the_deployment_keeping_the_request() {
         "request kept, still below the limit"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_file_written_to_tmp_past_the_limit_is_an_oom_fixed_by_raising_the_limit() {
     let stack = Stack::start(Options::default()).await;
     let yaml = std::fs::read_to_string(concat!(
@@ -740,8 +748,9 @@ async fn a_file_written_to_tmp_past_the_limit_is_an_oom_fixed_by_raising_the_lim
         "the command is left as it is"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_one_replica_deployment_keeps_its_pod_through_a_broken_rollout_and_is_rolled_back() {
     let stack = Stack::start(Options::default()).await;
     let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
@@ -789,8 +798,9 @@ async fn a_one_replica_deployment_keeps_its_pod_through_a_broken_rollout_and_is_
     let c = template_container(&deployments, "w").await;
     assert_eq!(c.command.unwrap().join(" "), "sh -c sleep 100000");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn seed_crash_scenario_is_escalated_with_exit_code_and_logs_and_nothing_changes() {
     let stack = Stack::start(Options::default()).await;
     let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
@@ -820,8 +830,9 @@ async fn seed_crash_scenario_is_escalated_with_exit_code_and_logs_and_nothing_ch
         "the pod was not touched"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_missing_secret_is_escalated_by_name_and_the_deployment_is_untouched() {
     let stack = Stack::start(Options::default()).await;
     let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
@@ -857,8 +868,9 @@ async fn a_missing_secret_is_escalated_by_name_and_the_deployment_is_untouched()
         "the Deployment was not changed"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_crash_that_began_with_the_latest_rollout_is_rolled_back() {
     let stack = Stack::start(Options::default()).await;
     let deployments = running_web(&stack).await;
@@ -908,6 +920,7 @@ async fn a_crash_that_began_with_the_latest_rollout_is_rolled_back() {
         "rolling back makes revision 1 the newest, as 3"
     );
 }
+}
 
 async fn create_config_map(client: &kube::Client, name: &str, data: Value) {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -930,7 +943,7 @@ fn demo_app() -> Deployment {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_missing_env_var_named_in_the_logs_comes_from_the_only_config_map_key_of_that_name() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.kube().await;
@@ -985,8 +998,9 @@ async fn a_missing_env_var_named_in_the_logs_comes_from_the_only_config_map_key_
         ("DATABASE_URL", "app-config", "DATABASE_URL")
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn an_ambiguous_missing_env_var_is_escalated_naming_the_candidates() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.kube().await;
@@ -1027,6 +1041,7 @@ async fn an_ambiguous_missing_env_var_is_escalated_naming_the_candidates() {
         "nothing changed"
     );
 }
+}
 
 fn seed_pod() -> Pod {
     serde_json::from_value(json!({
@@ -1056,7 +1071,7 @@ async fn awaiting_approval(stack: &Stack) -> Value {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn in_approve_mode_nothing_runs_until_an_operator_approves() {
     let stack = Stack::start(Options {
         policy: Some(r#"{"default_mode": "approve"}"#),
@@ -1121,8 +1136,9 @@ async fn in_approve_mode_nothing_runs_until_an_operator_approves() {
         .await;
     assert_eq!(again, 409, "an incident is approved once");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_rejected_plan_never_runs() {
     let stack = Stack::start(Options {
         policy: Some(r#"{"default_mode": "approve"}"#),
@@ -1180,8 +1196,9 @@ async fn a_rejected_plan_never_runs() {
         404
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
     // Verification window 5 s real = 50 s simulated; every container of this pod exits 20 simulated seconds after
     // it starts, whatever image it runs.
@@ -1221,8 +1238,9 @@ async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
     unique.dedup();
     assert_eq!(unique.len(), images.len(), "{images:?}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
     let stack = Stack::start(Options {
         api_args: &["--max-actions-per-hour", "1"],
@@ -1259,8 +1277,9 @@ async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
         "back to the original spec"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_so() {
     let stack = Stack::start(Options {
         api_args: &["--exploration-rate", "0"],
@@ -1297,6 +1316,7 @@ async fn when_rollback_and_retag_both_apply_thompson_sampling_chooses_and_says_s
         other => panic!("unexpected action {other}"),
     }
 }
+}
 
 /// A Deployment `web` (2 × nginx:1.27) whose first revision is fully available.
 async fn running_web(stack: &Stack) -> Api<Deployment> {
@@ -1325,7 +1345,7 @@ async fn running_web(stack: &Stack) -> Api<Deployment> {
     deployments
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_liveness_probe_on_a_port_nothing_serves_is_pointed_at_what_the_container_serves() {
     let stack = Stack::start(Options::default()).await;
     // The repository's scenario: nginx serves / on port 80, the probe asks /healthz on 8080.
@@ -1371,8 +1391,9 @@ async fn a_liveness_probe_on_a_port_nothing_serves_is_pointed_at_what_the_contai
     );
     assert!(probe.tcp_socket.is_none() && probe.exec.is_none());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_request_no_node_can_hold_is_lowered_only_after_approval() {
     let stack = Stack::start(Options::default()).await;
     let deployments = stack
@@ -1407,8 +1428,9 @@ async fn a_request_no_node_can_hold_is_lowered_only_after_approval() {
         "fits the 8Gi node: {request}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_workload_that_fails_again_within_the_cooldown_is_handed_over() {
     let stack = Stack::start(Options {
         workload_cooldown_secs: 600.0,
@@ -1452,8 +1474,9 @@ async fn a_workload_that_fails_again_within_the_cooldown_is_handed_over() {
     assert!(outcome.contains("within the 600s cooldown"), "{outcome}");
     assert!(second["audit"].as_array().unwrap().is_empty(), "{second}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_readiness_probe_that_never_passes_is_reported_from_its_events_and_handed_over() {
     let stack = Stack::start(Options::default()).await;
     let deployments = stack
@@ -1481,4 +1504,5 @@ async fn a_readiness_probe_that_never_passes_is_reported_from_its_events_and_han
         Some(1),
         "the Deployment was not changed"
     );
+}
 }

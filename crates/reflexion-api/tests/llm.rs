@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use axum::Json;
@@ -166,7 +167,7 @@ async fn finished(stack: &Stack, id: &str) -> Value {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn an_llm_fix_is_gated_verified_learned_and_reused_without_a_call() {
     let (stub, url) = Stub::start().await;
     let stack = Stack::start(llm_options(&url)).await;
@@ -276,6 +277,7 @@ async fn an_llm_fix_is_gated_verified_learned_and_reused_without_a_call() {
     assert_eq!(detail["episodes"][0]["source"], "learned", "{detail}");
     assert_eq!(stub.calls(), before, "no LLM call for a learned fix");
     assert!(detail["llm_calls"].as_array().unwrap().is_empty());
+}
 }
 
 /// Answers a model might give — broken, hostile, or obeying instructions injected into the pod's logs — each of
@@ -507,7 +509,7 @@ fn adversarial_corpus() -> Vec<(&'static str, Reply)> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn an_adversarial_corpus_is_refused_with_reasons_and_nothing_changes() {
     let (stub, url) = Stub::start().await;
     let stack = Stack::start(llm_options(&url)).await;
@@ -573,8 +575,9 @@ async fn an_adversarial_corpus_is_refused_with_reasons_and_nothing_changes() {
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
     assert!(ns.get_opt("kube-system").await.unwrap().is_some());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection() {
     let (stub, url) = Stub::start().await;
     let mut opts = llm_options(&url);
@@ -680,8 +683,9 @@ async fn a_failed_llm_fix_is_reverted_and_the_next_prompt_carries_its_reflection
         .clone();
     assert_eq!(limit, "512Mi");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn a_spent_token_budget_falls_back_to_the_rules_and_says_so() {
     let (stub, url) = Stub::start().await;
     let mut opts = llm_options(&url);
@@ -720,4 +724,5 @@ async fn a_spent_token_budget_falls_back_to_the_rules_and_says_so() {
         "{outcome}"
     );
     assert_eq!(stub.calls(), 1, "no call over budget");
+}
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -62,7 +63,7 @@ async fn call(stack: &Stack, method: &str, path: &str, token: Option<&str>) -> (
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn every_route_is_documented_answers_and_is_guarded() {
     let stack = Stack::start(Options {
         watcher: false,
@@ -143,8 +144,9 @@ async fn every_route_is_documented_answers_and_is_guarded() {
         (404, Some("not_found"))
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn with_auth_reads_only_health_and_metrics_stay_open() {
     let stack = Stack::start(Options {
         watcher: false,
@@ -163,8 +165,9 @@ async fn with_auth_reads_only_health_and_metrics_stay_open() {
     let (status, _) = call(&stack, "get", "/api/v1/reflexion/incidents", Some("tok")).await;
     assert_eq!(status, 200);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn statistics_progression_and_metrics_count_what_happened() {
     let stack = Stack::start(Options::default()).await;
     let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
@@ -234,8 +237,9 @@ async fn statistics_progression_and_metrics_count_what_happened() {
         assert!(prom.lines().any(|l| l == line), "{line} missing in\n{prom}");
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn an_api_killed_while_verifying_finishes_the_incident_without_acting_twice() {
     // A long stability window keeps the incident in `verifying` long enough to kill the API there.
     let mut stack = Stack::start(Options {
@@ -312,8 +316,9 @@ async fn an_api_killed_while_verifying_finishes_the_incident_without_acting_twic
         .unwrap();
     assert_eq!(image, "nginx:1.27.3");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e_test! {
 async fn traces_reach_an_otlp_collector_with_a_span_per_trial() {
     // A minimal OTLP/HTTP collector: it keeps every body POSTed to /v1/traces.
     let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
@@ -367,4 +372,5 @@ async fn traces_reach_an_otlp_collector_with_a_span_per_trial() {
             },
         )
         .await;
+}
 }

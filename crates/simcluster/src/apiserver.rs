@@ -310,7 +310,7 @@ async fn dispatch(
             }
             Ok(json_response(StatusCode::OK, obj))
         }
-        (&Method::GET, Some(name), Some("log")) => logs(c, &ns, name, &req.params),
+        (&Method::GET, Some(name), Some("log")) => logs(c, &ns, name, &req.params).await,
         (&Method::GET, Some(name), Some("scale")) => Ok(json_response(
             StatusCode::OK,
             scale_of(&store.get(t.rt, &ns, name)?),
@@ -716,70 +716,22 @@ fn delete_options_from(
     })
 }
 
-fn logs(
+/// `pods/log`: read from this process's kubelet when the pod runs on it, else from the kubelet of the pod's node
+/// (its kubelet API, as a real API server proxies it).
+async fn logs(
     c: &Cluster,
     ns: &str,
     name: &str,
     params: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let pod = c.store.get(resources::pods(), ns, name)?;
-    let names: Vec<&str> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    let container = match params.get("container") {
-        Some(cn) if names.contains(&cn.as_str()) => cn.clone(),
-        Some(cn) => {
-            return Err(ApiError::bad_request(format!(
-                "container {cn} is not valid for pod {name}"
-            )));
-        }
-        None if names.len() == 1 => names[0].to_string(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
-        }
+    let q = crate::kubelet::LogQuery::from_params(params);
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    let text = if c.local_kubelet && node == c.node_name {
+        crate::kubelet::container_logs(c, &pod, &q)?
+    } else {
+        crate::kubelet::server::proxy_logs(c, &pod, &q).await?
     };
-    let previous = params.get("previous").is_some_and(|p| p == "true");
-    let status = pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == container.as_str());
-    let lines = match c.logs.read(ns, name, &container, previous) {
-        Some(lines) => lines,
-        None if previous => {
-            return Err(ApiError::bad_request(format!(
-                "previous terminated container \"{container}\" in pod \"{name}\" not found"
-            )));
-        }
-        None => {
-            let waiting = status
-                .and_then(|s| s["state"]["waiting"]["reason"].as_str())
-                .unwrap_or("ContainerCreating");
-            let why = match waiting {
-                "ErrImagePull" | "ImagePullBackOff" => "trying and failing to pull image",
-                "InvalidImageName" => "InvalidImageName",
-                other => other,
-            };
-            return Err(ApiError::bad_request(format!(
-                "container \"{container}\" in pod \"{name}\" is waiting to start: {why}"
-            )));
-        }
-    };
-    let tail = params
-        .get("tailLines")
-        .and_then(|t| t.parse::<usize>().ok())
-        .unwrap_or(usize::MAX);
-    let start = lines.len().saturating_sub(tail);
-    let mut text = lines[start..].join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 

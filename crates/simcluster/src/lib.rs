@@ -50,6 +50,8 @@ pub struct Cluster {
     pub run_scheduler: bool,
     /// In fake-node mode, the API server this node belongs to: the kubelet's final delete of a pod goes there.
     pub upstream: Option<kube::Client>,
+    /// Whether this process's kubelet runs the pods bound to `node_name` (its logs are here, not behind a node).
+    pub local_kubelet: bool,
 }
 
 impl Cluster {
@@ -63,7 +65,8 @@ impl Cluster {
 
     /// A control plane with the standard namespaces and no node (nodes join with `simcluster node`).
     pub fn control_plane(catalog: Catalog, clock: Clock) -> Self {
-        let cluster = Self::empty(catalog, clock, NODE_NAME);
+        let mut cluster = Self::empty(catalog, clock, NODE_NAME);
+        cluster.local_kubelet = false;
         store::bootstrap(&cluster.store);
         cluster
     }
@@ -78,6 +81,7 @@ impl Cluster {
             node_name: node_name.to_string(),
             run_scheduler: true,
             upstream: None,
+            local_kubelet: true,
         }
     }
 

@@ -57,6 +57,14 @@ enum Command {
         /// Also bind unscheduled pods to this node, for an API server that runs no scheduler.
         #[arg(long, env = "SIMCLUSTER_NODE_SCHEDULE")]
         schedule: bool,
+        /// Where the node's kubelet API (HTTPS, self-signed: container logs for `kubectl logs`) listens; port 0
+        /// picks a free one, which the node reports.
+        #[arg(long, env = "SIMCLUSTER_KUBELET_LISTEN", default_value = "127.0.0.1:0")]
+        kubelet_listen: SocketAddr,
+        /// The address the node reports as its InternalIP, where the control plane reaches its kubelet API
+        /// (default: the --kubelet-listen address, or 127.0.0.1 when that is unspecified).
+        #[arg(long, env = "SIMCLUSTER_NODE_ADDRESS")]
+        address: Option<std::net::IpAddr>,
     },
 }
 
@@ -87,8 +95,22 @@ async fn run() -> anyhow::Result<()> {
         kubeconfig,
         node_name,
         schedule,
+        kubelet_listen,
+        address,
     }) = &args.command
     {
+        let listener = tokio::net::TcpListener::bind(kubelet_listen)
+            .await
+            .with_context(|| format!("listening on {kubelet_listen} for the kubelet API"))?;
+        let ip = address.unwrap_or(if kubelet_listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            kubelet_listen.ip()
+        });
+        let kubelet_api = node::KubeletApi {
+            listener,
+            address: ip.to_string(),
+        };
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)
             .with_context(|| format!("reading {}", kubeconfig.display()))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -100,7 +122,7 @@ async fn run() -> anyhow::Result<()> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        node::run(client, cluster, *schedule, stop_rx).await?;
+        node::run(client, cluster, *schedule, kubelet_api, stop_rx).await?;
         tracing::info!("node stopped");
         return Ok(());
     }

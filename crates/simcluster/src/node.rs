@@ -21,6 +21,10 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 pub enum NodeError {
     #[error("registering node {node}: {source}")]
     Register { node: String, source: kube::Error },
+    #[error("the kubelet API's listener: {0}")]
+    Listen(std::io::Error),
+    #[error("the kubelet API: {0}")]
+    KubeletApi(crate::kubelet::server::KubeletServerError),
 }
 
 fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
@@ -36,22 +40,40 @@ fn as_value(o: &DynamicObject) -> Option<Value> {
 }
 
 /// Register the node and run until `shutdown` fires.
+/// Where the node's kubelet API listens, and the address the node reports (its InternalIP).
+pub struct KubeletApi {
+    pub listener: tokio::net::TcpListener,
+    pub address: String,
+}
+
 pub async fn run(
     client: Client,
     mut cluster: Cluster,
     schedule: bool,
+    kubelet_api: KubeletApi,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let node = cluster.node_name.clone();
-    register(&client, &node)
+    let port = kubelet_api
+        .listener
+        .local_addr()
+        .map_err(NodeError::Listen)?
+        .port();
+    register(&client, &node, &kubelet_api.address, port)
         .await
         .map_err(|source| NodeError::Register {
             node: node.clone(),
             source,
         })?;
-    tracing::info!(%node, "node registered");
+    tracing::info!(%node, address = %kubelet_api.address, port, "node registered");
     cluster.upstream = Some(client.clone());
     cluster.spawn_kubelet(shutdown.clone());
+    let server = crate::kubelet::server::serve(
+        cluster.clone(),
+        kubelet_api.listener,
+        &kubelet_api.address,
+        shutdown.clone(),
+    );
     let mut tasks = vec![
         tokio::spawn(mirror(
             client.clone(),
@@ -81,16 +103,28 @@ pub async fn run(
     if schedule {
         tasks.push(tokio::spawn(bind_unscheduled(client.clone(), node.clone())));
     }
-    let _ = shutdown.changed().await;
+    let served = tokio::select! {
+        served = server => served.map_err(NodeError::KubeletApi),
+        _ = shutdown.changed() => Ok(()),
+    };
     for t in tasks {
         t.abort();
     }
-    Ok(())
+    served
 }
 
-async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
+async fn register(
+    client: &Client,
+    node: &str,
+    address: &str,
+    port: u16,
+) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource("", "v1", "Node"));
-    let obj = node_object(node);
+    let mut obj = node_object(node);
+    // Where the control plane reaches this node's kubelet API (`kubectl logs`).
+    obj["status"]["addresses"] =
+        json!([{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": node}]);
+    obj["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
     let mut spec_only = obj.clone();
     if let Some(m) = spec_only.as_object_mut() {
         m.remove("status");

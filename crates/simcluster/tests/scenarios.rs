@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::start;
+use common::{start, start_split};
 
 /// `kubectl apply -f k8s/scenarios/<file>` (create only), through kube-rs.
 async fn apply(client: &Client, file: &str) {
@@ -149,9 +149,12 @@ async fn previous_logs(client: &Client, p: &Pod) -> String {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_image_pod_and_deployment_back_off_pulling() {
-    let sim = start().await;
+async fn bad_image_pod_and_deployment_back_off_pulling(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "bad-image-pod.yaml").await;
     apply(&sim.client, "bad-image-deployment.yaml").await;
     let p = pod_where(&sim.client, "run=test-nginx", "ImagePullBackOff", |p| {
@@ -229,9 +232,12 @@ async fn timeline(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it() {
-    let sim = start().await;
+async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "crash-pod.yaml").await;
     let seen = timeline(&sim.client, "run=crash-app", |p| {
         last_terminated(p).is_some_and(|_| {
@@ -265,9 +271,12 @@ async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it()
     assert!(seen.contains(&("terminated:1".into(), 0)), "{seen:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashing_containers_loop_with_back_off_and_keep_previous_logs() {
-    let sim = start().await;
+async fn crashing_containers_loop_with_back_off_and_keep_previous_logs(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "crash-pod.yaml").await;
     apply(&sim.client, "crash-deployment.yaml").await;
     for selector in ["run=crash-app", "app=crash-app"] {
@@ -304,9 +313,12 @@ async fn crashing_containers_loop_with_back_off_and_keep_previous_logs() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_above_the_limit_is_oom_killed_with_137() {
-    let sim = start().await;
+async fn memory_above_the_limit_is_oom_killed_with_137(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "oom-pod.yaml").await;
     apply(&sim.client, "oom-deployment.yaml").await;
     apply(&sim.client, "oom-tmpfile.yaml").await;
@@ -333,9 +345,12 @@ async fn memory_above_the_limit_is_oom_killed_with_137() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unschedulable_pods_say_why() {
-    let sim = start().await;
+async fn unschedulable_pods_say_why(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "pending-memory.yaml").await;
     apply(&sim.client, "pending-selector.yaml").await;
     let p = pod_where(&sim.client, "app=hungry", "Unschedulable", |p| {
@@ -361,9 +376,12 @@ async fn unschedulable_pods_say_why() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configuration_failures_name_what_is_missing() {
-    let sim = start().await;
+async fn configuration_failures_name_what_is_missing(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "missing-secret.yaml").await;
     apply(&sim.client, "missing-env.yaml").await;
     let p = pod_where(&sim.client, "app=api", "CreateContainerConfigError", |p| {
@@ -396,9 +414,12 @@ async fn configuration_failures_name_what_is_missing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_liveness_probe_on_the_wrong_port_restarts_the_container() {
-    let sim = start().await;
+async fn a_liveness_probe_on_the_wrong_port_restarts_the_container(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "bad-liveness.yaml").await;
     let p = pod_where(
         &sim.client,
@@ -433,9 +454,12 @@ async fn a_liveness_probe_on_the_wrong_port_restarts_the_container() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_readiness_probe_on_an_unserved_path_keeps_the_pod_running_and_not_ready() {
-    let sim = start().await;
+async fn a_readiness_probe_on_an_unserved_path_keeps_the_pod_running_and_not_ready(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "bad-readiness.yaml").await;
     let p = pod_where(
         &sim.client,
@@ -490,9 +514,12 @@ fn phase(p: &Pod) -> &str {
         .unwrap_or("")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_failures_leave_the_pod_running_but_not_ready() {
-    let sim = start().await;
+async fn readiness_failures_leave_the_pod_running_but_not_ready(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     create_pod(&sim.client, serde_json::json!({"metadata": {"name": "unready", "labels": {"t": "unready"}}, "spec": {"containers": [{
         "name": "web", "image": "nginx:1.27", "readinessProbe": {"httpGet": {"path": "/ready", "port": 80}, "periodSeconds": 2}}]}})).await;
     let p = pod_where(
@@ -538,9 +565,12 @@ async fn readiness_failures_leave_the_pod_running_but_not_ready() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_policies_and_init_containers() {
-    let sim = start().await;
+async fn restart_policies_and_init_containers(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     let pod = |name: &str, policy: &str, script: &str| {
         serde_json::json!({"metadata": {"name": name, "labels": {"t": name}}, "spec": {"restartPolicy": policy,
             "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}]}})
@@ -632,9 +662,12 @@ async fn restart_policies_and_init_containers() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn evicted_pods_fail_with_the_kubelets_reason_and_are_replaced() {
-    let sim = start().await;
+async fn evicted_pods_fail_with_the_kubelets_reason_and_are_replaced(split: bool) {
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     apply(&sim.client, "evicted-deployment.yaml").await;
     let p = pod_where(&sim.client, "app=evicted", "Evicted", |p| {
         p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted")
@@ -664,10 +697,13 @@ async fn evicted_pods_fail_with_the_kubelets_reason_and_are_replaced() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_run_to_completion_or_fail_at_their_backoff_limit() {
+async fn jobs_run_to_completion_or_fail_at_their_backoff_limit(split: bool) {
     use k8s_openapi::api::batch::v1::Job;
-    let sim = start().await;
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
     let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
     let job = |name: &str, script: &str, backoff: i32| -> Job {
         serde_json::from_value(serde_json::json!({
@@ -743,3 +779,36 @@ async fn jobs_run_to_completion_or_fail_at_their_backoff_limit() {
         "{refused}"
     );
 }
+
+/// Every scenario runs on simcluster's built-in kubelet and in the split topology (`simcluster node` in its own
+/// process, its statuses, events and logs reaching the control plane over HTTP).
+macro_rules! both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn builtin_kubelet() {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn split_node() {
+                super::$name(true).await
+            }
+        }
+    )*};
+}
+
+both_topologies!(
+    bad_image_pod_and_deployment_back_off_pulling,
+    the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it,
+    crashing_containers_loop_with_back_off_and_keep_previous_logs,
+    memory_above_the_limit_is_oom_killed_with_137,
+    unschedulable_pods_say_why,
+    configuration_failures_name_what_is_missing,
+    a_liveness_probe_on_the_wrong_port_restarts_the_container,
+    a_readiness_probe_on_an_unserved_path_keeps_the_pod_running_and_not_ready,
+    readiness_failures_leave_the_pod_running_but_not_ready,
+    restart_policies_and_init_containers,
+    evicted_pods_fail_with_the_kubelets_reason_and_are_replaced,
+    jobs_run_to_completion_or_fail_at_their_backoff_limit
+);

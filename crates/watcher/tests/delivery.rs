@@ -96,7 +96,9 @@ impl World {
         }
     }
 
-    async fn start() -> (World, Proc) {
+    /// simcluster with its built-in kubelet, or (`split`) a control plane and a `simcluster node` in another
+    /// process, as a real cluster has them.
+    async fn start(split: bool) -> (World, Vec<Proc>) {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("sim.kubeconfig");
         let sim_port = free_port();
@@ -114,10 +116,44 @@ impl World {
                 .arg("--kubeconfig-out")
                 .arg(&kubeconfig)
                 .arg("--time-scale")
-                .arg("10"),
+                .arg("10")
+                .args(if split { &["--no-kubelet"][..] } else { &[] }),
         );
         wait_http(&format!("http://127.0.0.1:{sim_port}/version")).await;
-        (w, sim)
+        let mut procs = vec![sim];
+        if split {
+            procs.push(
+                w.spawn(
+                    "simcluster-node",
+                    Command::new(bin("simcluster"))
+                        .args([
+                            "node",
+                            "--node-name",
+                            "sim-node-1",
+                            "--time-scale",
+                            "10",
+                            "--kubeconfig",
+                        ])
+                        .arg(&kubeconfig),
+                ),
+            );
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.kube().await);
+            eventually(
+                "the node Ready and untainted",
+                Duration::from_secs(30),
+                async || {
+                    let n = nodes.get_opt("sim-node-1").await.ok()??;
+                    let ready = n
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    (ready && n.spec?.taints.is_none_or(|t| t.is_empty())).then_some(())
+                },
+            )
+            .await;
+        }
+        (w, procs)
     }
 
     fn api_url(&self) -> String {
@@ -276,9 +312,8 @@ fn workloads(incidents: &[Value]) -> Vec<String> {
     w
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_survive_an_api_outage_and_a_watcher_crash_and_arrive_once() {
-    let (mut w, _sim) = World::start().await;
+async fn reports_survive_an_api_outage_and_a_watcher_crash_and_arrive_once(split: bool) {
+    let (mut w, _sim) = World::start(split).await;
     let mut api = w.api().await;
     api.kill();
     let admin = free_port();
@@ -330,9 +365,8 @@ async fn reports_survive_an_api_outage_and_a_watcher_crash_and_arrive_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_replicas_only_the_lease_holder_reports_and_the_other_takes_over() {
-    let (mut w, _sim) = World::start().await;
+async fn of_two_replicas_only_the_lease_holder_reports_and_the_other_takes_over(split: bool) {
+    let (mut w, _sim) = World::start(split).await;
     let _api = w.api().await;
     let (admin_a, admin_b) = (free_port(), free_port());
     let flags = ["--leader-election", "--lease-duration-secs", "3"];
@@ -380,9 +414,8 @@ async fn of_two_replicas_only_the_lease_holder_reports_and_the_other_takes_over(
     assert_eq!(workloads(&incidents), ["four", "one", "three", "two"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_that_dies_because_it_was_deleted_opens_no_incident() {
-    let (mut w, _sim) = World::start().await;
+async fn a_pod_that_dies_because_it_was_deleted_opens_no_incident(split: bool) {
+    let (mut w, _sim) = World::start(split).await;
     let _api = w.api().await;
     let admin = free_port();
     let _watcher = w.watcher(admin, "spool", &[]);
@@ -418,3 +451,26 @@ async fn a_pod_that_dies_because_it_was_deleted_opens_no_incident() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(workloads(&w.incidents().await), ["control"]);
 }
+
+/// Every test runs with simcluster's built-in kubelet and in the split topology (`simcluster node` in its own process).
+macro_rules! both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn builtin_kubelet() {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn split_node() {
+                super::$name(true).await
+            }
+        }
+    )*};
+}
+
+both_topologies!(
+    reports_survive_an_api_outage_and_a_watcher_crash_and_arrive_once,
+    of_two_replicas_only_the_lease_holder_reports_and_the_other_takes_over,
+    a_pod_that_dies_because_it_was_deleted_opens_no_incident
+);

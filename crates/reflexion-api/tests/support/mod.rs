@@ -59,6 +59,41 @@ pub struct Stack {
     api_args: Vec<String>,
 }
 
+/// Where pods run: simcluster's built-in kubelet, or the split topology a real cluster has — a control plane
+/// (`simcluster --no-kubelet`) and a node (`simcluster node`) in another process, reached over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Builtin,
+    Split,
+}
+
+tokio::task_local! {
+    /// The topology of the test running on this task (set by `e2e_test!`).
+    pub static TOPOLOGY: Topology;
+}
+
+/// An end-to-end test, run twice: with the built-in kubelet, and in the split topology.
+#[macro_export]
+macro_rules! e2e_test {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn builtin_kubelet() {
+                support::TOPOLOGY.scope(support::Topology::Builtin, async $body).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn split_node() {
+                support::TOPOLOGY.scope(support::Topology::Split, async $body).await
+            }
+        }
+    };
+}
+
 pub struct Options {
     pub watcher: bool,
     pub verify_window_secs: f64,
@@ -97,6 +132,7 @@ impl Stack {
             api_args: Vec::new(),
             dir,
         };
+        let split = TOPOLOGY.try_with(|t| *t) == Ok(Topology::Split);
         let sim_port = stack
             .start_server("simcluster", "/version", "gitVersion", |port| {
                 let mut c = Command::new(bin("simcluster"));
@@ -106,10 +142,29 @@ impl Stack {
                     .arg(&kubeconfig)
                     .arg("--time-scale")
                     .arg("10");
+                if split {
+                    c.arg("--no-kubelet");
+                }
                 c
             })
             .await;
         stack.sim_url = format!("http://127.0.0.1:{sim_port}");
+        if split {
+            stack.spawn(
+                "simcluster-node",
+                Command::new(bin("simcluster"))
+                    .args([
+                        "node",
+                        "--node-name",
+                        "sim-node-1",
+                        "--time-scale",
+                        "10",
+                        "--kubeconfig",
+                    ])
+                    .arg(&kubeconfig),
+            );
+            stack.wait_node_ready("sim-node-1").await;
+        }
         let policy = stack.dir.path().join("policy.json");
         std::fs::write(&policy, opts.policy.unwrap_or("{}")).expect("policy file");
         let db = stack.dir.path().join("reflexion.db");
@@ -188,6 +243,30 @@ impl Stack {
             }
         }
         panic!("{name} could not bind a free port in 5 tries");
+    }
+
+    /// Wait until a node is Ready and carries no taint (the node lifecycle controller removed `not-ready`).
+    async fn wait_node_ready(&self, node: &str) {
+        let url = format!("{}/api/v1/nodes/{node}", self.sim_url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && let Ok(n) = r.json::<serde_json::Value>().await
+            {
+                let ready = n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+                if ready && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} did not become Ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL reflexion-api (no chance to clean up), then start it again on the same port and database.

@@ -28,11 +28,12 @@ mod config;
 mod eviction;
 mod logs;
 mod probe;
+pub mod server;
 mod status;
 mod termination;
 
 use config::{mounts_ok, resolve_env};
-pub use logs::Logs;
+pub use logs::{LogQuery, Logs, container_logs};
 use status::pod_status;
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Sim {
-    child: Child,
+    children: Vec<Child>,
     pub dir: tempfile::TempDir,
     pub client: Client,
     pub url: String,
@@ -15,8 +15,10 @@ pub struct Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -63,10 +65,46 @@ pub async fn start_with(extra: &[&str]) -> Sim {
         .await
         .unwrap();
     Sim {
-        child,
+        children: vec![child],
         dir,
         client: Client::try_from(config).unwrap(),
         url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// The split topology a real cluster has: a control plane (`--no-kubelet`) and `simcluster node` in another process,
+/// started once the node is Ready and untainted.
+pub async fn start_split() -> Sim {
+    let mut sim = start_with(&["--no-kubelet"]).await;
+    let node = Command::new(env!("CARGO_BIN_EXE_simcluster"))
+        .args([
+            "node",
+            "--node-name",
+            "sim-node-1",
+            "--time-scale",
+            "20",
+            "--kubeconfig",
+        ])
+        .arg(sim.kubeconfig())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sim.children.push(node);
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(sim.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(n)) = nodes.get_opt("sim-node-1").await {
+            let ready = n
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready && n.spec.and_then(|s| s.taints).is_none_or(|t| t.is_empty()) {
+                return sim;
+            }
+        }
+        assert!(Instant::now() < deadline, "the node did not become Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
