@@ -1,7 +1,7 @@
 //! A container killed by its own liveness probe: point the probe at what the container serves — the readiness
 //! probe's endpoint, the one declared port, the root path, or a TCP check of that port — never remove it.
 
-use super::{Engine, Plan, Planned};
+use crate::engine::{Engine, Plan, Planned};
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::{Action, Failure, ProbeHandler, ProbeKind};
 use serde_json::Value;

@@ -1,0 +1,97 @@
+//! Everything the engine reads from or writes to the cluster, through the Kubernetes API only: the evidence
+//! (`evidence`), and the minimal patches that execute typed actions, their dry runs and reverts (`executor`, with the
+//! recreation of a bare pod where the API refuses an in-place change in `recreate`).
+
+mod evidence;
+mod executor;
+mod recreate;
+
+pub use executor::Snapshot;
+pub use recreate::{ContainerEdit, fresh_pod};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
+use kube::api::PatchParams;
+
+pub const FIELD_MANAGER: &str = "kube-reflexion";
+pub const INCIDENT_ANNOTATION: &str = "kube-reflexion.io/incident";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("container {container} not found in {workload}")]
+    NoContainer { workload: String, container: String },
+    #[error("{0} is not supported by the executor yet")]
+    Unsupported(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("object encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+    pub async fn reachable(&self) -> Result<String, ClusterError> {
+        Ok(self.client.apiserver_version().await?.git_version)
+    }
+}
+
+/// A quantity of `memory` in bytes or of `cpu` in millicores.
+pub fn quantity(resource: &str, q: &str) -> Option<u64> {
+    match resource {
+        "cpu" => reflexion_core::quantity::parse_millicores(q),
+        _ => reflexion_core::quantity::parse_bytes(q),
+    }
+}
+
+/// What a pod requests of a resource: the sum over its containers (init containers run one at a time, so the
+/// largest of them counts if it is larger).
+pub fn pod_request(pod: &Pod, resource: &str) -> u64 {
+    let Some(spec) = &pod.spec else {
+        return 0;
+    };
+    let of = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(resource))
+            .and_then(|q| quantity(resource, &q.0))
+            .unwrap_or(0)
+    };
+    let app: u64 = spec.containers.iter().map(of).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
+    app.max(init)
+}
+
+fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
+    refs.iter().find(|r| r.controller == Some(true)).cloned()
+}
+
+/// Patches are made as kube-reflexion's field manager; `dry_run` makes it a server-side dry run.
+fn patch_params(dry_run: bool) -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        dry_run,
+        ..PatchParams::default()
+    }
+}

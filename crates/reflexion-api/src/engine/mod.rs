@@ -1,0 +1,326 @@
+//! The incident loop: diagnose -> plan -> gate -> execute at the owner -> verify -> (revert, reflect, retry) ->
+//! resolve or escalate. Every state transition is committed before the side effect it announces.
+
+mod diagnose;
+mod llm_planning;
+mod plan;
+mod rules;
+mod trial;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::db::{Db, DbError, Incident};
+use crate::llm::Llm;
+use crate::registry::Registry;
+use crate::verify::verify;
+use reflexion_core::owner::{WorkloadKind, WorkloadRef};
+use reflexion_core::policy::{Budget, Policy, check_scope};
+use reflexion_core::{Action, Failure, Signature};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The learned-value key for the memory limit that held.
+pub(super) const MEMORY_LIMIT_KEY: &str = "memory_limit";
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub max_trials: u32,
+    pub verify_window: Duration,
+    pub verify_timeout: Duration,
+    pub policy: Policy,
+    /// The highest memory limit the OOM rule will set, in bytes.
+    pub memory_ceiling: u64,
+    pub budget: Budget,
+    /// Share of choices between candidate strategies made at random rather than by their records.
+    pub exploration_rate: f64,
+    /// Minimum time between an action of one incident and an action of another on the same workload.
+    pub workload_cooldown: Duration,
+    pub llm: Option<Llm>,
+    pub planner: PlannerMode,
+}
+
+/// Who plans first. Either way a learned strategy comes before a new LLM call, and every plan passes the same gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlannerMode {
+    /// Built-in rules; the LLM (when configured) only where the rules find no fix.
+    Rules,
+    /// The LLM first; the rules when it has no usable answer. For evaluating the LLM path.
+    Llm,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    cluster: Cluster,
+    registry: Registry,
+    config: EngineConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EngineError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// A concrete plan for one trial.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Plan {
+    action: Action,
+    /// `rules`, or `learned` when the plan reuses a value a verified fix used for this workload.
+    source: String,
+    rationale: String,
+    template: String,
+    description: String,
+    /// The LLM calls behind this plan, when it came from the model.
+    #[serde(default)]
+    llm: Value,
+}
+
+/// What diagnosis found: the failure, where its fix belongs, the evidence, and the pod it was read from.
+struct Diagnosis {
+    failure: Failure,
+    target: WorkloadRef,
+    evidence: Value,
+    pod: String,
+}
+
+enum Planned {
+    Plan(Box<Plan>),
+    Escalate {
+        diagnosis: String,
+        suggestion: String,
+    },
+}
+
+impl Engine {
+    pub fn new(db: Db, cluster: Cluster, registry: Registry, config: EngineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                cluster,
+                registry,
+                config,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// Run an incident to its end in the background.
+    pub fn spawn(&self, id: String) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.run(&id).await {
+                tracing::error!(incident = %id, error = %e, "incident stopped by an error");
+                let _ = engine
+                    .inner
+                    .db
+                    .finish(&id, "failed", &format!("internal error: {e}"))
+                    .await;
+            }
+        });
+    }
+
+    /// Resume what a restart interrupted. An incident that was executing or verifying is not acted on again:
+    /// its change may already be in place, so it is only verified.
+    pub async fn resume(&self) -> Result<usize, DbError> {
+        let unfinished = self.inner.db.unfinished().await?;
+        let n = unfinished.len();
+        for (id, state) in unfinished {
+            tracing::info!(incident = %id, %state, "resuming incident after restart");
+            if state == "executing" || state == "verifying" {
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.reverify(&id).await {
+                        tracing::error!(incident = %id, error = %e, "resumed verification failed");
+                    }
+                });
+            } else {
+                self.spawn(id);
+            }
+        }
+        Ok(n)
+    }
+
+    /// An operator approved the pending plan: run exactly that trial. `Ok(false)` when the incident is not
+    /// awaiting approval.
+    pub async fn approve(&self, id: &str, by: &str) -> Result<bool, DbError> {
+        let Some(pending) = self
+            .inner
+            .db
+            .take_pending_plan(id, "planning", &format!("approved by {by}"))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let engine = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = engine.run_approved(&id, pending).await {
+                tracing::error!(incident = %id, error = %e, "approved trial stopped by an error");
+                let _ = engine
+                    .inner
+                    .db
+                    .finish(&id, "failed", &format!("internal error: {e}"))
+                    .await;
+            }
+        });
+        Ok(true)
+    }
+
+    /// An operator rejected the pending plan: nothing is changed and the incident is handed over.
+    pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<bool, DbError> {
+        let note = format!("rejected by {by}: {reason}");
+        let Some(pending) = self
+            .inner
+            .db
+            .take_pending_plan(id, "escalated", &note)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let command = pending["command"].as_str().unwrap_or_default();
+        self.inner
+            .db
+            .set_outcome(id, &format!("{note}; the proposed `{command}` was not run"))
+            .await?;
+        Ok(true)
+    }
+
+    async fn run_approved(&self, id: &str, pending: Value) -> Result<(), EngineError> {
+        let db = &self.inner.db;
+        let Some(inc) = db.incident(id).await? else {
+            return Ok(());
+        };
+        let plan: Plan = match serde_json::from_value(pending["plan"].clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                db.finish(
+                    id,
+                    "failed",
+                    &format!("the approved plan is unreadable: {e}"),
+                )
+                .await?;
+                return Ok(());
+            }
+        };
+        let Some(Diagnosis {
+            failure, target, ..
+        }) = self.diagnose(&inc).await?
+        else {
+            return Ok(());
+        };
+        // The world may have moved while the plan waited: the same checks as before it was proposed.
+        if let Err(why) = self.admissible(&plan.action, &target) {
+            return self
+                .escalate(
+                    &inc,
+                    &target,
+                    &format!("refused `{}`: {why}", plan.action.render()),
+                    "fix the workload by hand",
+                )
+                .await;
+        }
+        let trial = pending["trial"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(1);
+        let signature = Signature::of(&failure);
+        let mut tried = Vec::new();
+        if !self
+            .trial(
+                &inc, trial, &failure, &signature, &target, &plan, &mut tried,
+            )
+            .await?
+        {
+            let diagnosis = format!(
+                "the approved `{}` did not fix {target}",
+                plan.action.render()
+            );
+            return self
+                .escalate(
+                    &inc,
+                    &target,
+                    &diagnosis,
+                    "see the episode's verification and reflection",
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn reverify(&self, id: &str) -> Result<(), EngineError> {
+        let db = &self.inner.db;
+        let Some(inc) = db.incident(id).await? else {
+            return Ok(());
+        };
+        let target = WorkloadRef::new(
+            WorkloadKind::parse(&inc.workload_kind).unwrap_or(WorkloadKind::Pod),
+            &inc.namespace,
+            &inc.workload_name,
+        );
+        db.transition(
+            id,
+            "verifying",
+            "resumed after restart: verifying without acting again",
+        )
+        .await?;
+        let v = verify(
+            self.inner.cluster.client(),
+            &target,
+            None,
+            self.inner.config.verify_window,
+            self.inner.config.verify_timeout,
+        )
+        .await;
+        let (state, outcome) = if v.verified {
+            ("resolved", v.detail)
+        } else {
+            ("escalated", format!("after restart: {}", v.detail))
+        };
+        db.finish(id, state, &outcome).await?;
+        Ok(())
+    }
+
+    /// The gates every action passes, whoever proposed it and however long it waited for approval: valid
+    /// parameters, and only the incident's own workload outside the protected namespaces.
+    fn admissible(&self, action: &Action, target: &WorkloadRef) -> Result<(), String> {
+        action
+            .validate()
+            .map_err(|e| format!("invalid action: {e}"))?;
+        check_scope(
+            action,
+            target,
+            &self.inner.config.policy.protected_namespaces,
+        )
+    }
+
+    async fn escalate(
+        &self,
+        inc: &Incident,
+        target: &WorkloadRef,
+        diagnosis: &str,
+        suggestion: &str,
+    ) -> Result<(), EngineError> {
+        let text = format!("{diagnosis}. Suggested: {suggestion}");
+        self.inner.db.finish(&inc.id, "escalated", &text).await?;
+        self.inner
+            .cluster
+            .record_event(target, "Warning", "ReflexionEscalated", &text)
+            .await;
+        tracing::warn!(incident = %inc.id, workload = %target, %text, "incident escalated");
+        Ok(())
+    }
+}

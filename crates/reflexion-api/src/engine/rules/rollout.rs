@@ -1,0 +1,40 @@
+//! A failure that began with the latest rollout while an earlier revision still runs: roll back to that revision.
+
+use crate::engine::{Engine, Plan};
+use reflexion_core::owner::WorkloadRef;
+use reflexion_core::{Action, Failure};
+use serde_json::Value;
+
+impl Engine {
+    /// A failure that began with the latest rollout while the previous revision still runs is undone by rolling
+    /// back to that revision: the change that broke it is known, the fix is proven.
+    pub(in crate::engine) async fn plan_rollback(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        evidence: &Value,
+    ) -> Option<Plan> {
+        let chain = evidence["owner_chain"].as_array()?;
+        let failing_rs = chain.iter().find(|l| l["kind"] == "ReplicaSet")?["name"].as_str()?;
+        let revisions = self.inner.cluster.revisions(target).await.ok()?;
+        let (newest, newest_rs, _, _) = revisions.first()?;
+        if newest_rs != failing_rs {
+            return None;
+        }
+        let (previous, previous_rs, available, _) = revisions.iter().skip(1).find(|r| r.2 > 0)?;
+        Some(Plan {
+            action: Action::RolloutUndo {
+                target: target.clone(),
+                to_revision: Some(*previous),
+            },
+            rationale: format!(
+                "container {} started failing ({}) with revision {newest} (ReplicaSet {newest_rs}), while revision {previous} (ReplicaSet {previous_rs}) still runs {available} available pod(s)",
+                failure.container, failure.reason
+            ),
+            source: "rules".into(),
+            template: "rollout_undo:previous_running_revision".into(),
+            description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
+            llm: Value::Null,
+        })
+    }
+}
