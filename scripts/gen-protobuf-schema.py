@@ -26,13 +26,15 @@ OPENAPI = ("0.29.0", ["v1_37", "v1_36", "v1_35", "v1_34", "v1_33"])
 ROOTS = [
     ("v1", k, "api.core.v1")
     for k in ["Pod", "Namespace", "ConfigMap", "Secret", "Service", "ServiceAccount", "Node", "Event",
-              "PersistentVolumeClaim", "Binding"]
+              "PersistentVolumeClaim", "Binding", "Endpoints"]
 ] + [
     ("apps/v1", "Deployment", "api.apps.v1"), ("apps/v1", "ReplicaSet", "api.apps.v1"),
     ("batch/v1", "Job", "api.batch.v1"), ("batch/v1", "CronJob", "api.batch.v1"),
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1"),
     ("policy/v1", "Eviction", "api.policy.v1"),
     ("autoscaling/v1", "Scale", "api.autoscaling.v1"),
+    ("storage.k8s.io/v1", "StorageClass", "api.storage.v1"),
+    ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1"),
 ] + [("rbac.authorization.k8s.io/v1", k, "api.rbac.v1")
      for k in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 

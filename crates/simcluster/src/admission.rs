@@ -92,35 +92,25 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         "Namespace" if old.is_none() => obj["status"] = json!({"phase": "Active"}),
         // TaintNodesByCondition: nothing is scheduled onto a new node until it is Ready.
         "Node" if old.is_none() => taint_not_ready(obj),
-        "PersistentVolumeClaim" => {
-            // The DefaultStorageClass admission plugin; the cluster's default class is "standard".
-            if obj["spec"].is_object()
-                && obj["spec"]
-                    .get("storageClassName")
-                    .is_none_or(Value::is_null)
-            {
-                obj["spec"]["storageClassName"] = json!("standard");
-            }
-            match old {
-                None => obj["status"] = json!({"phase": "Pending"}),
-                Some(old) => {
-                    let (mut a, mut b) = (old["spec"].clone(), obj["spec"].clone());
-                    for v in [&mut a, &mut b] {
-                        if let Some(m) = v.as_object_mut() {
-                            m.remove("resources");
-                            m.remove("volumeName");
-                        }
+        "PersistentVolumeClaim" => match old {
+            None => obj["status"] = json!({"phase": "Pending"}),
+            Some(old) => {
+                let (mut a, mut b) = (old["spec"].clone(), obj["spec"].clone());
+                for v in [&mut a, &mut b] {
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("resources");
+                        m.remove("volumeName");
                     }
-                    if a != b {
-                        causes.push(cause(
+                }
+                if a != b {
+                    causes.push(cause(
                             "FieldValueForbidden",
                             "spec",
                             "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
                         ));
-                    }
                 }
             }
-        }
+        },
         _ => {}
     }
     if causes.is_empty() {

@@ -215,6 +215,18 @@ pub static RESOURCES: &[ResourceType] = &[
         fields: &[],
     },
     ResourceType {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short_names: &["ep"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
         group: "batch",
         version: "v1",
         plural: "jobs",
@@ -236,6 +248,30 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["cj"],
         subresources: &["status"],
         has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        short_names: &["sc"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
+    ResourceType {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status: false,
         fields: &[],
     },
     ResourceType {
@@ -329,7 +365,16 @@ pub fn service_accounts() -> &'static ResourceType {
     &RESOURCES[11]
 }
 pub fn jobs() -> &'static ResourceType {
+    &RESOURCES[13]
+}
+pub fn endpoints() -> &'static ResourceType {
     &RESOURCES[12]
+}
+pub fn storage_classes() -> &'static ResourceType {
+    &RESOURCES[15]
+}
+pub fn endpoint_slices() -> &'static ResourceType {
+    &RESOURCES[16]
 }
 
 /// `APIResourceList` for one group version.
@@ -424,12 +469,26 @@ mod tests {
                 "apps",
                 "coordination.k8s.io",
                 "batch",
+                "storage.k8s.io",
+                "discovery.k8s.io",
                 "rbac.authorization.k8s.io"
             ]
         );
         assert_eq!(
-            (service_accounts().kind, jobs().kind),
-            ("ServiceAccount", "Job")
+            [
+                service_accounts().kind,
+                jobs().kind,
+                endpoints().kind,
+                storage_classes().kind,
+                endpoint_slices().kind
+            ],
+            [
+                "ServiceAccount",
+                "Job",
+                "Endpoints",
+                "StorageClass",
+                "EndpointSlice"
+            ]
         );
         assert_eq!(
             (services().kind, pvcs().kind, leases().kind),

@@ -239,7 +239,7 @@ fn node_misfit(p: &Value, node: &Value, pods: &[Value]) -> Option<(Vec<String>, 
         .into_iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
-    if !selector_ok {
+    if !selector_ok || !affinity_ok(p, node) {
         reasons.push("node(s) didn't match Pod's node affinity/selector".to_string());
     }
     let tolerations = p["spec"]["tolerations"]
@@ -292,6 +292,55 @@ fn node_misfit(p: &Value, node: &Value, pods: &[Value]) -> Option<(Vec<String>, 
     (!reasons.is_empty()).then_some((reasons, true))
 }
 
+/// Required node affinity: some term (they are ORed) whose expressions (ANDed) all hold for the node's labels.
+pub fn affinity_ok(p: &Value, node: &Value) -> bool {
+    let terms = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    let Some(terms) = terms.as_array().filter(|t| !t.is_empty()) else {
+        return true;
+    };
+    let labels = &node["metadata"]["labels"];
+    terms.iter().any(|term| {
+        let exprs = term["matchExpressions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let fields = term["matchFields"].as_array().cloned().unwrap_or_default();
+        (!exprs.is_empty() || !fields.is_empty())
+            && exprs.iter().all(|e| expression_holds(e, labels))
+            && fields.iter().all(|f| {
+                // The only field a term may match on is the node's name.
+                f["key"] == "metadata.name"
+                    && expression_holds(f, &json!({"metadata.name": node["metadata"]["name"]}))
+            })
+    })
+}
+
+fn expression_holds(e: &Value, labels: &Value) -> bool {
+    let key = e["key"].as_str().unwrap_or_default();
+    let value = labels.get(key).and_then(Value::as_str);
+    let values: Vec<&str> = e["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let number = |s: Option<&str>| s.and_then(|v| v.parse::<i64>().ok());
+    match e["operator"].as_str().unwrap_or_default() {
+        "In" => value.is_some_and(|v| values.contains(&v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((number(value), number(values.first().copied())), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((number(value), number(values.first().copied())), (Some(a), Some(b)) if a < b)
+        }
+        _ => false,
+    }
+}
+
 fn tolerates(t: &Value, taint: &Value) -> bool {
     let effect_ok = t["effect"]
         .as_str()
@@ -306,8 +355,8 @@ fn tolerates(t: &Value, taint: &Value) -> bool {
     effect_ok && key_ok && value_ok
 }
 
-/// The PersistentVolumeClaim binder: claims of the default class "standard" are provisioned and bound at once;
-/// any other class has no provisioner here and stays Pending, as on a cluster without that StorageClass.
+/// The PersistentVolumeClaim binder: a claim of a StorageClass that exists is provisioned and bound at once; one of a
+/// class that does not exist stays Pending with `ProvisioningFailed`, as on a real cluster.
 pub fn bind_claims(store: &Store, recorder: &Recorder) {
     for pvc in store.list(resources::pvcs(), None).0 {
         if pvc["status"]["phase"] != "Pending" {
@@ -317,10 +366,12 @@ pub fn bind_claims(store: &Store, recorder: &Recorder) {
             pvc["metadata"]["namespace"].as_str().unwrap_or("default"),
             pvc["metadata"]["name"].as_str().unwrap_or_default(),
         );
-        let class = pvc["spec"]["storageClassName"]
-            .as_str()
-            .unwrap_or("standard");
-        if class != "standard" {
+        let class = pvc["spec"]["storageClassName"].as_str().unwrap_or_default();
+        if class.is_empty() {
+            // No class and no default: only a pre-provisioned volume could bind it.
+            continue;
+        }
+        if store.get(resources::storage_classes(), "", class).is_err() {
             let msg = format!("storageclass.storage.k8s.io \"{class}\" not found");
             recorder.record(
                 store,
@@ -392,6 +443,47 @@ mod tests {
             message(&Misfit::NoNodes),
             "no nodes available to schedule pods"
         );
+    }
+
+    #[test]
+    fn required_node_affinity_is_a_disjunction_of_conjunctions() {
+        let node = json!({"metadata": {"name": "n1", "labels": {"disktype": "ssd", "zone": "a", "cores": "8"}}});
+        let pod = |terms: Value| json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}});
+        let expr = |key: &str, op: &str, values: &[&str]| json!({"key": key, "operator": op, "values": values});
+        let cases = [
+            (
+                json!([{"matchExpressions": [expr("disktype", "In", &["ssd", "nvme"])]}]),
+                true,
+            ),
+            (
+                json!([{"matchExpressions": [expr("disktype", "In", &["nvme"])]}]),
+                false,
+            ),
+            (
+                json!([{"matchExpressions": [expr("disktype", "In", &["nvme"])]}, {"matchExpressions": [expr("zone", "In", &["a"])]}]),
+                true,
+            ),
+            (
+                json!([{"matchExpressions": [expr("zone", "In", &["a"]), expr("gpu", "Exists", &[])]}]),
+                false,
+            ),
+            (
+                json!([{"matchExpressions": [expr("gpu", "DoesNotExist", &[]), expr("cores", "Gt", &["4"])]}]),
+                true,
+            ),
+            (
+                json!([{"matchExpressions": [expr("zone", "NotIn", &["a"])]}]),
+                false,
+            ),
+            (
+                json!([{"matchFields": [expr("metadata.name", "In", &["n1"])]}]),
+                true,
+            ),
+        ];
+        for (terms, want) in cases {
+            assert_eq!(affinity_ok(&pod(terms.clone()), &node), want, "{terms}");
+        }
+        assert!(affinity_ok(&json!({"spec": {}}), &node));
     }
 
     #[test]

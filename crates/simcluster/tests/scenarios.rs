@@ -780,6 +780,76 @@ async fn jobs_run_to_completion_or_fail_at_their_backoff_limit(split: bool) {
     );
 }
 
+async fn services_have_the_ready_pods_they_select_as_endpoints(split: bool) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let sim = if split {
+        start_split().await
+    } else {
+        start().await
+    };
+    let client = &sim.client;
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "default");
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    for (name, path) in [("ready", "/"), ("unready", "/nope")] {
+        create_pod(
+            client,
+            serde_json::json!({"metadata": {"name": name, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "ports": [{"name": "http", "containerPort": 80}],
+                                         "readinessProbe": {"httpGet": {"path": path, "port": 80}, "periodSeconds": 1}}]}}),
+        )
+        .await;
+    }
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ready, unready) = loop {
+        let ep = endpoints.get_opt("web").await.unwrap();
+        let subset = ep
+            .and_then(|e| e.subsets)
+            .and_then(|s| s.into_iter().next());
+        let names = |a: Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| -> Vec<String> {
+            a.unwrap_or_default()
+                .into_iter()
+                .filter_map(|a| a.target_ref.and_then(|r| r.name))
+                .collect()
+        };
+        let (r, u) = subset
+            .map(|s| (names(s.addresses), names(s.not_ready_addresses)))
+            .unwrap_or_default();
+        if r.len() == 1 && u.len() == 1 {
+            break (r, u);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints never settled: ready {r:?}, not ready {u:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (ready, unready),
+        (vec!["ready".to_string()], vec!["unready".to_string()])
+    );
+    let ep = endpoints.get("web").await.unwrap();
+    assert_eq!(
+        ep.subsets.unwrap()[0].ports.as_ref().unwrap()[0].port,
+        80,
+        "the named targetPort, resolved"
+    );
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let list = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].endpoints.len(), 2);
+}
+
 /// Every scenario runs on simcluster's built-in kubelet and in the split topology (`simcluster node` in its own
 /// process, its statuses, events and logs reaching the control plane over HTTP).
 macro_rules! both_topologies {
@@ -810,5 +880,6 @@ both_topologies!(
     readiness_failures_leave_the_pod_running_but_not_ready,
     restart_policies_and_init_containers,
     evicted_pods_fail_with_the_kubelets_reason_and_are_replaced,
-    jobs_run_to_completion_or_fail_at_their_backoff_limit
+    jobs_run_to_completion_or_fail_at_their_backoff_limit,
+    services_have_the_ready_pods_they_select_as_endpoints
 );

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod endpoints;
 mod job;
 mod namespace;
 pub mod node_lifecycle;
@@ -76,6 +77,7 @@ pub fn reconcile(
         reconcile_replicaset(store, recorder, rs);
     }
     job::reconcile(store, recorder, clock);
+    endpoints::reconcile(store);
     progress.retain(|uid, _| {
         deployments
             .iter()
@@ -133,6 +135,7 @@ fn collect_garbage(store: &Store) {
         resources::pods(),
         resources::jobs(),
         resources::by_kind("CronJob").unwrap_or(resources::jobs()),
+        resources::endpoint_slices(),
     ];
     let all: Vec<(&'static resources::ResourceType, Value)> = kinds
         .iter()

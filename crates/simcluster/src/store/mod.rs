@@ -60,6 +60,15 @@ impl Inner {
             .and_then(|m| m.get(&(ns_key.to_string(), name.to_string())))
     }
 
+    /// The StorageClass annotated as the cluster's default.
+    fn default_storage_class(&self) -> Option<String> {
+        self.objects
+            .get(&key(resources::storage_classes()))?
+            .values()
+            .find(|sc| sc["metadata"]["annotations"][DEFAULT_CLASS] == "true")
+            .and_then(|sc| sc["metadata"]["name"].as_str().map(String::from))
+    }
+
     fn find_or_404(&self, rt: &ResourceType, ns_key: &str, name: &str) -> Result<Value, ApiError> {
         self.find(rt, ns_key, name)
             .cloned()
@@ -275,6 +284,15 @@ impl Store {
         obj["kind"] = json!(rt.kind);
         obj["apiVersion"] = json!(rt.api_version());
         admission::admit(rt, None, &mut obj)?;
+        if rt.kind == "PersistentVolumeClaim"
+            && obj["spec"]
+                .get("storageClassName")
+                .is_none_or(Value::is_null)
+            && let Some(class) = inner.default_storage_class()
+        {
+            // The DefaultStorageClass admission plugin.
+            obj["spec"]["storageClassName"] = json!(class);
+        }
         if rt.kind == "Pod" {
             // The ServiceAccount admission plugin: a pod runs as an account that exists.
             let sa = obj["spec"]["serviceAccountName"]
@@ -579,8 +597,19 @@ pub fn random_suffix(n: usize) -> String {
         .collect()
 }
 
-/// The namespaces every cluster starts with, each with its `default` ServiceAccount.
+/// The annotation that makes a StorageClass the cluster's default.
+pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// The namespaces every cluster starts with, each with its `default` ServiceAccount, and the default StorageClass
+/// (`standard`, provisioned at once, as kind's and most local clusters' is).
 pub fn bootstrap(store: &Store) {
+    let _ = store.create(
+        resources::storage_classes(),
+        "",
+        json!({"metadata": {"name": "standard", "annotations": {DEFAULT_CLASS: "true"}},
+               "provisioner": "simcluster.io/local", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
+        false,
+    );
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let _ = store.create(
             resources::namespaces(),
