@@ -17,9 +17,47 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
+/// A label key: an optional DNS-1123 subdomain prefix and `/`, then a name of at most 63 alphanumerics, '-', '_' or
+/// '.', starting and ending alphanumeric (`disktype`, `kubernetes.io/hostname`).
+pub fn is_label_key(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && is_label_value(name) && !name.is_empty()
+}
+
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+pub fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_and_values() {
+        for (s, key, value) in [
+            ("disktype", true, true),
+            ("kubernetes.io/hostname", true, false),
+            ("node-role.kubernetes.io/control-plane", true, false),
+            ("", false, true),
+            ("nvme", true, true),
+            ("a/b/c", false, false),
+            ("-x", false, false),
+            ("Bad Key", false, false),
+            ("x_y.z", true, true),
+        ] {
+            assert_eq!((is_label_key(s), is_label_value(s)), (key, value), "{s:?}");
+        }
+    }
 
     #[test]
     fn dns1123() {

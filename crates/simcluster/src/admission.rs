@@ -93,7 +93,11 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         // TaintNodesByCondition: nothing is scheduled onto a new node until it is Ready.
         "Node" if old.is_none() => taint_not_ready(obj),
         "PersistentVolumeClaim" => match old {
-            None => obj["status"] = json!({"phase": "Pending"}),
+            None => {
+                obj["status"] = json!({"phase": "Pending"});
+                // StorageObjectInUseProtection: a claim in use is not removed before its pods are gone.
+                protect_claim(obj);
+            }
             Some(old) => {
                 let (mut a, mut b) = (old["spec"].clone(), obj["spec"].clone());
                 for v in [&mut a, &mut b] {
@@ -117,6 +121,19 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         Ok(())
     } else {
         Err(ApiError::invalid(rt.kind, &name, causes))
+    }
+}
+
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+fn protect_claim(claim: &mut Value) {
+    if !claim["metadata"]["finalizers"].is_array() {
+        claim["metadata"]["finalizers"] = json!([]);
+    }
+    if let Some(f) = claim["metadata"]["finalizers"].as_array_mut()
+        && !f.iter().any(|x| x == PVC_PROTECTION)
+    {
+        f.push(json!(PVC_PROTECTION));
     }
 }
 

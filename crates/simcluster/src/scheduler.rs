@@ -355,11 +355,48 @@ fn tolerates(t: &Value, taint: &Value) -> bool {
     effect_ok && key_ok && value_ok
 }
 
+/// The pvc-protection controller: a claim being deleted loses its protection once no scheduled pod uses it (a pod
+/// that never reached a node never mounted it).
+pub fn release_claims(store: &Store) {
+    let (pods, _) = store.list(resources::pods(), None);
+    for pvc in store.list(resources::pvcs(), None).0 {
+        if pvc["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let (ns, name) = (
+            pvc["metadata"]["namespace"].as_str().unwrap_or("default"),
+            pvc["metadata"]["name"].as_str().unwrap_or_default(),
+        );
+        let in_use = pods.iter().any(|p| {
+            p["metadata"]["namespace"] == ns
+                && p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+                && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                && p["spec"]["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v["persistentVolumeClaim"]["claimName"] == name)
+        });
+        if !in_use {
+            let _ = store.modify(resources::pvcs(), ns, name, false, false, |o| {
+                let mut o = o.clone();
+                if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
+                    f.retain(|x| x != crate::admission::PVC_PROTECTION);
+                }
+                o["metadata"]["resourceVersion"] = Value::Null;
+                Ok(o)
+            });
+        }
+    }
+}
+
 /// The PersistentVolumeClaim binder: a claim of a StorageClass that exists is provisioned and bound at once; one of a
 /// class that does not exist stays Pending with `ProvisioningFailed`, as on a real cluster.
 pub fn bind_claims(store: &Store, recorder: &Recorder) {
     for pvc in store.list(resources::pvcs(), None).0 {
-        if pvc["status"]["phase"] != "Pending" {
+        if pvc["status"]["phase"] != "Pending" || !pvc["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
         let (ns, name) = (
@@ -484,6 +521,46 @@ mod tests {
             assert_eq!(affinity_ok(&pod(terms.clone()), &node), want, "{terms}");
         }
         assert!(affinity_ok(&json!({"spec": {}}), &node));
+    }
+
+    #[test]
+    fn a_claim_in_use_by_a_scheduled_pod_is_deleted_only_after_it() {
+        let store = Store::new();
+        crate::store::bootstrap(&store);
+        let claim = json!({"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let created = store
+            .create(resources::pvcs(), "default", claim, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(created["metadata"]["finalizers"], json!(["kubernetes.io/pvc-protection"]));
+        assert_eq!(created["spec"]["storageClassName"], "standard", "the default class");
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                         "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
+        store
+            .create(resources::pods(), "default", pod, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gone = || store.get(resources::pvcs(), "default", "data").is_err();
+        // An unscheduled pod never mounted the claim: it does not hold it.
+        let _ = store.delete(resources::pvcs(), "default", "data", &Default::default());
+        release_claims(&store);
+        assert!(gone());
+        // A scheduled one does.
+        let claim = json!({"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let _ = store.create(resources::pvcs(), "default", claim, false);
+        let _ = store.bind("default", "p", "n1");
+        let _ = store.delete(resources::pvcs(), "default", "data", &Default::default());
+        release_claims(&store);
+        assert!(!gone(), "held while the pod runs");
+        let _ = store.delete(
+            resources::pods(),
+            "default",
+            "p",
+            &crate::store::DeleteOptions {
+                grace_period: Some(0),
+                ..Default::default()
+            },
+        );
+        release_claims(&store);
+        assert!(gone());
     }
 
     #[test]

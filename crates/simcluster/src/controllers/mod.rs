@@ -65,6 +65,7 @@ pub fn reconcile(
     namespace::reconcile(store);
     node_lifecycle::reconcile(store);
     crate::scheduler::bind_claims(store, recorder);
+    crate::scheduler::release_claims(store);
     if let Some(s) = scheduler {
         s.pass(store, recorder, clock);
     }

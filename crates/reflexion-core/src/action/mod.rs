@@ -1,13 +1,13 @@
 //! The typed action catalog. Planners (rules, learned strategies, an LLM) only ever produce these; the executor
 //! turns them into minimal API calls. Validation here is the first gate: an invalid action never reaches the cluster.
 
-use crate::image::ImageRef;
-use crate::logs::is_valid_env_name;
-use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::owner::{WorkloadKind, WorkloadRef};
-use crate::quantity::{parse_bytes, parse_millicores};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use thiserror::Error;
+
+mod render;
+mod validate;
 
 /// How much harm a wrong action can do; the policy maps risk to a mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -59,6 +59,26 @@ pub enum Action {
         container: String,
         memory: Option<String>,
         cpu: Option<String>,
+    },
+    /// Make a workload schedulable again: remove nodeSelector keys no node has, or set a key to the one value nodes
+    /// have for it. Moving a workload to other nodes is high risk: by default it waits for approval.
+    SetNodeSelector {
+        target: WorkloadRef,
+        remove: Vec<String>,
+        set: BTreeMap<String, String>,
+    },
+    /// Replace a PersistentVolumeClaim the workload mounts that is unbound because its StorageClass does not exist
+    /// with the same claim of an existing class. An unbound claim holds no data; a bound claim is never touched.
+    RecreateClaim {
+        target: WorkloadRef,
+        claim: String,
+        storage_class: String,
+    },
+    /// Drop a container's `command` override (and its `args`) so that the image's own entrypoint runs. What runs is
+    /// the image's, never text from a planner.
+    DropCommand {
+        target: WorkloadRef,
+        container: String,
     },
     /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
     RolloutUndo {
@@ -163,6 +183,10 @@ pub enum ActionError {
     InvalidPath(String),
     #[error("set_requests must lower at least one of memory and cpu")]
     NothingToSet,
+    #[error("set_node_selector must remove or set at least one key")]
+    NoSelectorChange,
+    #[error("{field}: {value:?} is not a valid label key or value")]
+    InvalidLabel { field: &'static str, value: String },
 }
 
 const MAX_TEXT: usize = 4096;
@@ -176,6 +200,9 @@ impl Action {
             Self::SetEnv { .. } => "set_env",
             Self::SetProbe { .. } => "set_probe",
             Self::SetRequests { .. } => "set_requests",
+            Self::SetNodeSelector { .. } => "set_node_selector",
+            Self::RecreateClaim { .. } => "recreate_claim",
+            Self::DropCommand { .. } => "drop_command",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -184,7 +211,10 @@ impl Action {
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
             Self::SetResources { .. } | Self::SetEnv { .. } | Self::SetProbe { .. } => Risk::Medium,
-            Self::SetRequests { .. } => Risk::High,
+            Self::SetRequests { .. }
+            | Self::SetNodeSelector { .. }
+            | Self::RecreateClaim { .. }
+            | Self::DropCommand { .. } => Risk::High,
             Self::Escalate { .. } => Risk::None,
         }
     }
@@ -197,345 +227,13 @@ impl Action {
             | Self::RolloutUndo { target, .. }
             | Self::SetEnv { target, .. }
             | Self::SetProbe { target, .. }
-            | Self::SetRequests { target, .. } => Some(target),
+            | Self::SetRequests { target, .. }
+            | Self::SetNodeSelector { target, .. }
+            | Self::RecreateClaim { target, .. }
+            | Self::DropCommand { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }
-
-    pub fn validate(&self) -> Result<(), ActionError> {
-        match self {
-            Self::SetImage {
-                target,
-                container,
-                image,
-            } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_image", target, &allowed)?;
-                check_container_and_image(container, image)
-            }
-            Self::SetResources {
-                target,
-                container,
-                memory_limit,
-                memory_request,
-            } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_resources", target, &allowed)?;
-                if !is_dns1123_label(container) {
-                    return Err(ActionError::InvalidName {
-                        field: "container",
-                        value: container.clone(),
-                    });
-                }
-                let limit = parse_bytes(memory_limit)
-                    .filter(|b| *b > 0)
-                    .ok_or_else(|| ActionError::InvalidQuantity {
-                        field: "memory_limit",
-                        value: memory_limit.clone(),
-                    })?;
-                if let Some(request) = memory_request {
-                    let r = parse_bytes(request).ok_or_else(|| ActionError::InvalidQuantity {
-                        field: "memory_request",
-                        value: request.clone(),
-                    })?;
-                    if r > limit {
-                        return Err(ActionError::RequestAboveLimit {
-                            request: request.clone(),
-                            limit: memory_limit.clone(),
-                        });
-                    }
-                }
-                Ok(())
-            }
-            Self::SetEnv {
-                target,
-                container,
-                name,
-                from,
-            } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_env", target, &allowed)?;
-                if !is_dns1123_label(container) {
-                    return Err(ActionError::InvalidName {
-                        field: "container",
-                        value: container.clone(),
-                    });
-                }
-                if !is_valid_env_name(name) {
-                    return Err(ActionError::InvalidName {
-                        field: "name",
-                        value: name.clone(),
-                    });
-                }
-                let (_, object, key) = from.parts();
-                if !is_dns1123_subdomain(object) {
-                    return Err(ActionError::InvalidName {
-                        field: "from.name",
-                        value: object.to_string(),
-                    });
-                }
-                if !is_valid_env_name(key) {
-                    return Err(ActionError::InvalidName {
-                        field: "from.key",
-                        value: key.to_string(),
-                    });
-                }
-                Ok(())
-            }
-            Self::SetProbe {
-                target,
-                container,
-                handler,
-                ..
-            } => {
-                check_target("set_probe", target, &WORKLOADS)?;
-                check_container(container)?;
-                let (ProbeHandler::HttpGet { port, .. } | ProbeHandler::TcpSocket { port }) =
-                    handler;
-                if *port == 0 {
-                    return Err(ActionError::InvalidPort);
-                }
-                if let ProbeHandler::HttpGet { path, .. } = handler
-                    && (!path.starts_with('/')
-                        || path.len() > 1024
-                        || path.chars().any(|c| c.is_whitespace() || c.is_control()))
-                {
-                    return Err(ActionError::InvalidPath(path.clone()));
-                }
-                Ok(())
-            }
-            Self::SetRequests {
-                target,
-                container,
-                memory,
-                cpu,
-            } => {
-                check_target("set_requests", target, &WORKLOADS)?;
-                check_container(container)?;
-                if memory.is_none() && cpu.is_none() {
-                    return Err(ActionError::NothingToSet);
-                }
-                if let Some(m) = memory
-                    && parse_bytes(m).is_none_or(|b| b == 0)
-                {
-                    return Err(ActionError::InvalidQuantity {
-                        field: "memory",
-                        value: m.clone(),
-                    });
-                }
-                if let Some(c) = cpu
-                    && parse_millicores(c).is_none_or(|m| m == 0)
-                {
-                    return Err(ActionError::InvalidQuantity {
-                        field: "cpu",
-                        value: c.clone(),
-                    });
-                }
-                Ok(())
-            }
-            Self::RolloutUndo {
-                target,
-                to_revision,
-            } => {
-                check_target("rollout_undo", target, &[WorkloadKind::Deployment])?;
-                match to_revision {
-                    Some(r) if *r < 1 => Err(ActionError::InvalidRevision(*r)),
-                    _ => Ok(()),
-                }
-            }
-            Self::Escalate {
-                diagnosis,
-                suggestion,
-            } => {
-                check_text("diagnosis", diagnosis)?;
-                check_text("suggestion", suggestion)
-            }
-        }
-    }
-
-    /// The equivalent kubectl command, for humans: what the action does, in the words an SRE would type.
-    pub fn render(&self) -> String {
-        match self {
-            Self::SetImage {
-                target,
-                container,
-                image,
-            } => format!(
-                "kubectl set image {}/{} {container}={image} -n {}",
-                target.kind.kubectl_name(),
-                target.name,
-                target.namespace
-            ),
-            Self::SetResources {
-                target,
-                container,
-                memory_limit,
-                memory_request,
-            } => {
-                let requests = memory_request
-                    .as_ref()
-                    .map(|r| format!(" --requests=memory={r}"))
-                    .unwrap_or_default();
-                format!(
-                    "kubectl set resources {}/{} -c {container} --limits=memory={memory_limit}{requests} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace
-                )
-            }
-            Self::SetEnv {
-                target,
-                container,
-                name,
-                from,
-            } => {
-                let (kind, object, key) = from.parts();
-                let alias = if key == name {
-                    String::new()
-                } else {
-                    format!(" (as {name})")
-                };
-                format!(
-                    "kubectl set env {}/{} -c {container} --from={kind}/{object} --keys={key}{alias} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace
-                )
-            }
-            Self::RolloutUndo {
-                target,
-                to_revision,
-            } => {
-                let rev = to_revision
-                    .map(|r| format!(" --to-revision={r}"))
-                    .unwrap_or_default();
-                format!(
-                    "kubectl rollout undo deployment/{}{rev} -n {}",
-                    target.name, target.namespace
-                )
-            }
-            Self::SetProbe {
-                target,
-                container,
-                probe,
-                handler,
-            } => {
-                let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": container, probe.field(): handler.to_api()}
-                ]}}}});
-                format!(
-                    "kubectl patch {}/{} -n {} --type=strategic -p '{patch}'  # {} probe: {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace,
-                    probe.field().trim_end_matches("Probe"),
-                    handler.describe()
-                )
-            }
-            Self::SetRequests {
-                target,
-                container,
-                memory,
-                cpu,
-            } => {
-                let requests: Vec<String> = [("memory", memory), ("cpu", cpu)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-                    .collect();
-                format!(
-                    "kubectl set resources {}/{} -c {container} --requests={} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    requests.join(","),
-                    target.namespace
-                )
-            }
-            Self::Escalate {
-                diagnosis,
-                suggestion,
-            } => format!("escalate: {diagnosis} Suggested: {suggestion}"),
-        }
-    }
-}
-
-fn check_target(
-    action: &'static str,
-    target: &WorkloadRef,
-    allowed: &[WorkloadKind],
-) -> Result<(), ActionError> {
-    if !allowed.contains(&target.kind) {
-        return Err(ActionError::WrongTarget {
-            action,
-            kind: target.kind,
-        });
-    }
-    if !is_dns1123_label(&target.namespace) {
-        return Err(ActionError::InvalidName {
-            field: "target.namespace",
-            value: target.namespace.clone(),
-        });
-    }
-    if !is_dns1123_subdomain(&target.name) {
-        return Err(ActionError::InvalidName {
-            field: "target.name",
-            value: target.name.clone(),
-        });
-    }
-    Ok(())
-}
-
-/// The workload kinds whose pod template (or, for a bare pod, whose spec) the executor edits.
-const WORKLOADS: [WorkloadKind; 4] = [
-    WorkloadKind::Deployment,
-    WorkloadKind::StatefulSet,
-    WorkloadKind::DaemonSet,
-    WorkloadKind::Pod,
-];
-
-fn check_container(container: &str) -> Result<(), ActionError> {
-    if is_dns1123_label(container) {
-        Ok(())
-    } else {
-        Err(ActionError::InvalidName {
-            field: "container",
-            value: container.to_string(),
-        })
-    }
-}
-
-fn check_container_and_image(container: &str, image: &str) -> Result<(), ActionError> {
-    check_container(container)?;
-    ImageRef::parse(image)
-        .map(drop)
-        .map_err(|e| ActionError::InvalidImage(e.to_string()))
-}
-
-fn check_text(field: &'static str, text: &str) -> Result<(), ActionError> {
-    if text.trim().is_empty() {
-        return Err(ActionError::Empty { field });
-    }
-    if text.chars().count() > MAX_TEXT {
-        return Err(ActionError::TooLong {
-            field,
-            max: MAX_TEXT,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

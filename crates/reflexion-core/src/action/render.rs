@@ -1,0 +1,154 @@
+//! What an action does, in the words an SRE would type: the command shown for approval and in the audit.
+
+use super::Action;
+
+impl Action {
+    /// The equivalent kubectl command, for humans: what the action does, in the words an SRE would type.
+    pub fn render(&self) -> String {
+        match self {
+            Self::SetImage {
+                target,
+                container,
+                image,
+            } => format!(
+                "kubectl set image {}/{} {container}={image} -n {}",
+                target.kind.kubectl_name(),
+                target.name,
+                target.namespace
+            ),
+            Self::SetResources {
+                target,
+                container,
+                memory_limit,
+                memory_request,
+            } => {
+                let requests = memory_request
+                    .as_ref()
+                    .map(|r| format!(" --requests=memory={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "kubectl set resources {}/{} -c {container} --limits=memory={memory_limit}{requests} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace
+                )
+            }
+            Self::SetEnv {
+                target,
+                container,
+                name,
+                from,
+            } => {
+                let (kind, object, key) = from.parts();
+                let alias = if key == name {
+                    String::new()
+                } else {
+                    format!(" (as {name})")
+                };
+                format!(
+                    "kubectl set env {}/{} -c {container} --from={kind}/{object} --keys={key}{alias} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace
+                )
+            }
+            Self::RolloutUndo {
+                target,
+                to_revision,
+            } => {
+                let rev = to_revision
+                    .map(|r| format!(" --to-revision={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "kubectl rollout undo deployment/{}{rev} -n {}",
+                    target.name, target.namespace
+                )
+            }
+            Self::SetProbe {
+                target,
+                container,
+                probe,
+                handler,
+            } => {
+                let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": container, probe.field(): handler.to_api()}
+                ]}}}});
+                format!(
+                    "kubectl patch {}/{} -n {} --type=strategic -p '{patch}'  # {} probe: {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    target.namespace,
+                    probe.field().trim_end_matches("Probe"),
+                    handler.describe()
+                )
+            }
+            Self::SetRequests {
+                target,
+                container,
+                memory,
+                cpu,
+            } => {
+                let requests: Vec<String> = [("memory", memory), ("cpu", cpu)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                    .collect();
+                format!(
+                    "kubectl set resources {}/{} -c {container} --requests={} -n {}",
+                    target.kind.kubectl_name(),
+                    target.name,
+                    requests.join(","),
+                    target.namespace
+                )
+            }
+            Self::SetNodeSelector {
+                target,
+                remove,
+                set,
+            } => {
+                let mut selector = serde_json::Map::new();
+                for k in remove {
+                    selector.insert(k.clone(), serde_json::Value::Null);
+                }
+                for (k, v) in set {
+                    selector.insert(k.clone(), serde_json::json!(v));
+                }
+                let spec = serde_json::json!({"nodeSelector": selector});
+                pod_spec_patch(target, spec)
+            }
+            Self::DropCommand { target, container } => {
+                let spec = serde_json::json!({"containers": [{"name": container, "command": null, "args": null}]});
+                pod_spec_patch(target, spec)
+            }
+            Self::RecreateClaim {
+                target,
+                claim,
+                storage_class,
+            } => format!(
+                "kubectl get pvc {claim} -n {ns} -o json | <storageClassName: {storage_class}, unbound> | kubectl replace --force -f -  # the claim {} mounts; unbound, it holds no data",
+                target,
+                ns = target.namespace
+            ),
+            Self::Escalate {
+                diagnosis,
+                suggestion,
+            } => format!("escalate: {diagnosis} Suggested: {suggestion}"),
+        }
+    }
+}
+
+/// A strategic merge patch of the pod spec: a workload's template, or a bare pod (recreated: its spec is immutable).
+fn pod_spec_patch(target: &crate::owner::WorkloadRef, spec: serde_json::Value) -> String {
+    let kind = target.kind.kubectl_name();
+    if target.kind == crate::owner::WorkloadKind::Pod {
+        return format!(
+            "kubectl get pod {name} -n {ns} -o json | <spec: {spec}> | kubectl replace --force -f -",
+            name = target.name,
+            ns = target.namespace
+        );
+    }
+    let patch = serde_json::json!({"spec": {"template": {"spec": spec}}});
+    format!(
+        "kubectl patch {kind}/{} -n {} --type=strategic -p '{patch}'",
+        target.name, target.namespace
+    )
+}
