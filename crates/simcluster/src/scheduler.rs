@@ -531,8 +531,14 @@ mod tests {
         let created = store
             .create(resources::pvcs(), "default", claim, false)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(created["metadata"]["finalizers"], json!(["kubernetes.io/pvc-protection"]));
-        assert_eq!(created["spec"]["storageClassName"], "standard", "the default class");
+        assert_eq!(
+            created["metadata"]["finalizers"],
+            json!(["kubernetes.io/pvc-protection"])
+        );
+        assert_eq!(
+            created["spec"]["storageClassName"], "standard",
+            "the default class"
+        );
         let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}],
                          "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
         store

@@ -9,7 +9,7 @@ use kube::api::{Patch, PostParams};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::{Action, EnvSource};
 
-use super::recreate::{ContainerEdit, fresh_pod};
+use super::recreate::{ContainerEdit, PodEdit, fresh_pod};
 use super::{Cluster, ClusterError, FIELD_MANAGER, patch_params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +57,31 @@ pub enum Snapshot {
         original: Value,
         new_uid: String,
     },
+    /// One field of a Deployment's pod spec (the nodeSelector) before and after the change (null: absent).
+    PodSpec {
+        target: WorkloadRef,
+        field: String,
+        old: Value,
+        new: Value,
+    },
+    /// A whole container of a Deployment's template before and after the change.
+    Container {
+        target: WorkloadRef,
+        container: String,
+        old: Value,
+        new: Value,
+    },
+    /// An unbound claim replaced by the same claim of another class.
+    RecreatedClaim {
+        namespace: String,
+        original: Value,
+        new_uid: String,
+    },
+}
+
+/// What a dry run says when the API server accepted it.
+fn accepted(target: &WorkloadRef) -> Value {
+    json!({"dry_run": "patch accepted", "target": target.to_string()})
 }
 
 impl Cluster {
@@ -145,6 +170,42 @@ impl Cluster {
                     json!({"dry_run": "template replacement accepted", "target": target.to_string()}),
                 )
             }
+            Action::SetNodeSelector {
+                target,
+                remove,
+                set,
+            } if target.kind == WorkloadKind::Deployment => {
+                self.set_node_selector(target, remove, set, true).await?;
+                Ok(accepted(target))
+            }
+            Action::DropCommand { target, container }
+                if target.kind == WorkloadKind::Deployment =>
+            {
+                self.drop_command(target, container, true).await?;
+                Ok(accepted(target))
+            }
+            Action::SetNodeSelector { target, .. } | Action::DropCommand { target, .. }
+                if target.kind == WorkloadKind::Pod =>
+            {
+                self.dry_run_delete(target).await?;
+                Ok(
+                    json!({"dry_run": "delete accepted; the recreated pod is validated on create", "target": target.to_string()}),
+                )
+            }
+            Action::SetNodeSelector { target, .. } | Action::DropCommand { target, .. } => Err(
+                ClusterError::Unsupported(format!("{} on a {}", action.name(), target.kind)),
+            ),
+            Action::RecreateClaim {
+                target,
+                claim,
+                storage_class,
+            } => {
+                self.recreate_claim(target, claim, storage_class, true)
+                    .await?;
+                Ok(
+                    json!({"dry_run": "delete of the unbound claim accepted; the new claim is validated on create", "target": target.to_string()}),
+                )
+            }
             Action::Escalate { .. } => Ok(json!({"dry_run": "nothing to change"})),
         }
     }
@@ -229,7 +290,8 @@ impl Cluster {
                     limit: memory_limit,
                     request: memory_request.as_deref(),
                 };
-                self.recreate(target, container, edit, incident_id).await
+                self.recreate(target, PodEdit::Container(container, edit), incident_id)
+                    .await
             }
             Action::SetResources { target, .. } => Err(ClusterError::Unsupported(format!(
                 "set_resources on a {}",
@@ -261,7 +323,8 @@ impl Cluster {
                     name,
                     value_from: &value_from,
                 };
-                self.recreate(target, container, edit, incident_id).await
+                self.recreate(target, PodEdit::Container(container, edit), incident_id)
+                    .await
             }
             Action::SetEnv { target, .. } => Err(ClusterError::Unsupported(format!(
                 "set_env on a {}",
@@ -279,7 +342,8 @@ impl Cluster {
                     field,
                     value: &value,
                 };
-                self.recreate(target, container, edit, incident_id).await
+                self.recreate(target, PodEdit::Container(container, edit), incident_id)
+                    .await
             }
             Action::SetProbe { target, .. } | Action::SetRequests { target, .. }
                 if target.kind == WorkloadKind::Deployment =>
@@ -314,6 +378,59 @@ impl Cluster {
                     old,
                     new: template,
                 })
+            }
+            Action::SetNodeSelector {
+                target,
+                remove,
+                set,
+            } if target.kind == WorkloadKind::Deployment => {
+                self.set_node_selector(target, remove, set, false).await
+            }
+            Action::SetNodeSelector {
+                target,
+                remove,
+                set,
+            } if target.kind == WorkloadKind::Pod => {
+                let pod = self
+                    .pod(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let mut selector = serde_json::to_value(pod)?["spec"]["nodeSelector"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for k in remove {
+                    selector.remove(k);
+                }
+                for (k, v) in set {
+                    selector.insert(k.clone(), json!(v));
+                }
+                let value = Value::Object(selector);
+                let edit = PodEdit::Spec {
+                    field: "nodeSelector",
+                    value: &value,
+                };
+                self.recreate(target, edit, incident_id).await
+            }
+            Action::DropCommand { target, container }
+                if target.kind == WorkloadKind::Deployment =>
+            {
+                self.drop_command(target, container, false).await
+            }
+            Action::DropCommand { target, container } if target.kind == WorkloadKind::Pod => {
+                let edit = PodEdit::Container(container, ContainerEdit::DropCommand);
+                self.recreate(target, edit, incident_id).await
+            }
+            Action::SetNodeSelector { target, .. } | Action::DropCommand { target, .. } => Err(
+                ClusterError::Unsupported(format!("{} on a {}", action.name(), target.kind)),
+            ),
+            Action::RecreateClaim {
+                target,
+                claim,
+                storage_class,
+            } => {
+                self.recreate_claim(target, claim, storage_class, false)
+                    .await
             }
             Action::Escalate { .. } => {
                 Err(ClusterError::Unsupported("executing an escalation".into()))
@@ -448,6 +565,23 @@ impl Cluster {
                     .await?;
                 Ok(format!("recreated pod {name} with its original spec"))
             }
+            Snapshot::PodSpec {
+                target,
+                field,
+                old,
+                new,
+            } => self.revert_pod_spec(target, field, old, new).await,
+            Snapshot::Container {
+                target,
+                container,
+                old,
+                new,
+            } => self.revert_container(target, container, old, new).await,
+            Snapshot::RecreatedClaim {
+                namespace,
+                original,
+                new_uid,
+            } => self.revert_claim(namespace, original, new_uid).await,
         }
     }
     pub(super) async fn patch_env(

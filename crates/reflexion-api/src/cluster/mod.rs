@@ -2,12 +2,15 @@
 //! (`evidence`), and the minimal patches that execute typed actions, their dry runs and reverts (`executor`, with the
 //! recreation of a bare pod where the API refuses an in-place change in `recreate`).
 
+mod claims;
 mod evidence;
 mod executor;
 mod recreate;
+mod template;
 
+pub use claims::{fresh_claim, refusal as claim_refusal};
 pub use executor::Snapshot;
-pub use recreate::{ContainerEdit, fresh_pod};
+pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -29,6 +32,8 @@ pub enum ClusterError {
     Unsupported(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("object encoding: {0}")]
     Encoding(#[from] serde_json::Error),
 }

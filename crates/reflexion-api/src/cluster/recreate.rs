@@ -16,12 +16,11 @@ use std::time::Duration;
 const DELETE_MARGIN: Duration = Duration::from_secs(30);
 
 impl Cluster {
-    /// Recreate a bare pod with one container edited; the snapshot holds the original to restore.
+    /// Recreate a bare pod with one change; the snapshot holds the original to restore.
     pub(super) async fn recreate(
         &self,
         target: &WorkloadRef,
-        container: &str,
-        edit: ContainerEdit<'_>,
+        edit: PodEdit<'_>,
         incident_id: &str,
     ) -> Result<Snapshot, ClusterError> {
         let original = serde_json::to_value(
@@ -29,7 +28,7 @@ impl Cluster {
                 .get(&target.name)
                 .await?,
         )?;
-        let fresh = fresh_pod(&original, Some((container, edit)), Some(incident_id))?;
+        let fresh = fresh_pod(&original, Some(edit), Some(incident_id))?;
         let new_uid = self
             .replace_pod(&target.namespace, &original, fresh)
             .await?;
@@ -121,7 +120,14 @@ impl Cluster {
     }
 }
 
-/// The one change a recreated pod may carry.
+/// The one change a recreated pod carries: to one container, or to one field of the pod spec.
+#[derive(Debug, Clone, Copy)]
+pub enum PodEdit<'a> {
+    Container(&'a str, ContainerEdit<'a>),
+    Spec { field: &'a str, value: &'a Value },
+}
+
+/// The one change a recreated pod's container may carry.
 #[derive(Debug, Clone, Copy)]
 pub enum ContainerEdit<'a> {
     Image(&'a str),
@@ -138,6 +144,8 @@ pub enum ContainerEdit<'a> {
         field: &'a str,
         value: &'a Value,
     },
+    /// Drop the command override and its args: the image's own entrypoint runs.
+    DropCommand,
 }
 
 impl ContainerEdit<'_> {
@@ -163,6 +171,12 @@ impl ContainerEdit<'_> {
                 }
             }
             Self::Field { field, value } => c[*field] = (*value).clone(),
+            Self::DropCommand => {
+                if let Some(m) = c.as_object_mut() {
+                    m.remove("command");
+                    m.remove("args");
+                }
+            }
         }
     }
 }
@@ -171,7 +185,7 @@ impl ContainerEdit<'_> {
 /// fields and status removed, and optionally one container edited.
 pub fn fresh_pod(
     original: &Value,
-    edit: Option<(&str, ContainerEdit<'_>)>,
+    edit: Option<PodEdit<'_>>,
     incident: Option<&str>,
 ) -> Result<Value, ClusterError> {
     let mut pod = original.clone();
@@ -200,7 +214,20 @@ pub fn fresh_pod(
     if let Some(obj) = pod.as_object_mut() {
         obj.remove("status");
     }
-    if let Some((container, edit)) = edit {
+    // The scheduler places the new pod: the old one's node may not fit it.
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("nodeName");
+    }
+    if let Some(PodEdit::Spec { field, value }) = edit
+        && let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        if value.is_null() || value.as_object().is_some_and(|m| m.is_empty()) {
+            spec.remove(field);
+        } else {
+            spec.insert(field.to_string(), value.clone());
+        }
+    }
+    if let Some(PodEdit::Container(container, edit)) = edit {
         let mut found = false;
         for list in ["containers", "initContainers"] {
             // get_mut, not indexing: IndexMut would insert a null `initContainers` into the new pod.
@@ -244,7 +271,10 @@ mod tests {
         });
         let fresh = fresh_pod(
             &original,
-            Some(("test-nginx", ContainerEdit::Image("nginx:1.27.3"))),
+            Some(PodEdit::Container(
+                "test-nginx",
+                ContainerEdit::Image("nginx:1.27.3"),
+            )),
             Some("inc-1"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -266,7 +296,11 @@ mod tests {
         }
         assert!(fresh.get("status").is_none());
         assert!(matches!(
-            fresh_pod(&original, Some(("nope", ContainerEdit::Image("x"))), None),
+            fresh_pod(
+                &original,
+                Some(PodEdit::Container("nope", ContainerEdit::Image("x"))),
+                None
+            ),
             Err(ClusterError::NoContainer { .. })
         ));
     }

@@ -463,9 +463,13 @@ impl Engine {
                     ));
                 }
             }
+            // The claim's state (unbound, mounted by the workload) is checked by the dry run and again when run.
             Action::RolloutUndo { .. }
             | Action::SetProbe { .. }
             | Action::SetRequests { .. }
+            | Action::SetNodeSelector { .. }
+            | Action::RecreateClaim { .. }
+            | Action::DropCommand { .. }
             | Action::Escalate { .. } => {}
         }
         Ok(())

@@ -1,0 +1,161 @@
+//! Changes to a Deployment's pod template beyond one container field: the pod spec's nodeSelector, and a container's
+//! command override dropped (`command` and `args` together, so the image's ENTRYPOINT and CMD run). Each is one JSON
+//! patch guarded by a `test` of what it replaces, and undone only if nobody changed it since.
+
+use super::executor::Snapshot;
+use super::{Cluster, ClusterError};
+use kube::api::Patch;
+use reflexion_core::owner::WorkloadRef;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const SPEC: &str = "/spec/template/spec";
+
+fn json_patch(ops: Value) -> Result<Patch<Value>, ClusterError> {
+    Ok(Patch::Json(serde_json::from_value(ops)?))
+}
+
+/// Ops that set `path` from `old` to `new` (null: absent), failing if it is not `old` any more.
+fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
+    let mut ops = Vec::new();
+    if !old.is_null() {
+        ops.push(json!({"op": "test", "path": path, "value": old}));
+    }
+    match (old.is_null(), new.is_null()) {
+        (_, true) if old.is_null() => {}
+        (_, true) => ops.push(json!({"op": "remove", "path": path})),
+        _ => ops.push(json!({"op": "add", "path": path, "value": new})),
+    }
+    json!(ops)
+}
+
+impl Cluster {
+    /// The pod spec of a Deployment's template, as JSON.
+    async fn template_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
+        let d = self
+            .deployment(&target.namespace, &target.name)
+            .await?
+            .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+        Ok(serde_json::to_value(d)?["spec"]["template"]["spec"].clone())
+    }
+
+    /// Remove nodeSelector keys and set others on a Deployment's template.
+    pub(super) async fn set_node_selector(
+        &self,
+        target: &WorkloadRef,
+        remove: &[String],
+        set: &BTreeMap<String, String>,
+        dry_run: bool,
+    ) -> Result<Snapshot, ClusterError> {
+        let old = self.template_spec(target).await?["nodeSelector"].clone();
+        let mut selector = old.as_object().cloned().unwrap_or_default();
+        for k in remove {
+            selector.remove(k);
+        }
+        for (k, v) in set {
+            selector.insert(k.clone(), json!(v));
+        }
+        let new = if selector.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(selector)
+        };
+        let path = format!("{SPEC}/nodeSelector");
+        self.patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
+            .await?;
+        Ok(Snapshot::PodSpec {
+            target: target.clone(),
+            field: "nodeSelector".into(),
+            old,
+            new,
+        })
+    }
+
+    /// Drop a container's command override (and its args) on a Deployment's template.
+    pub(super) async fn drop_command(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        dry_run: bool,
+    ) -> Result<Snapshot, ClusterError> {
+        let (index, old) = self.container_spec(target, container).await?;
+        let mut new = old.clone();
+        if let Some(c) = new.as_object_mut() {
+            c.remove("command");
+            c.remove("args");
+        }
+        let path = format!("{SPEC}/containers/{index}");
+        self.patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
+            .await?;
+        Ok(Snapshot::Container {
+            target: target.clone(),
+            container: container.into(),
+            old,
+            new,
+        })
+    }
+
+    /// Put a pod-spec field back, unless someone else changed it since.
+    pub(super) async fn revert_pod_spec(
+        &self,
+        target: &WorkloadRef,
+        field: &str,
+        old: &Value,
+        new: &Value,
+    ) -> Result<String, ClusterError> {
+        let now = self.template_spec(target).await?[field].clone();
+        if now != *new {
+            return Ok(format!(
+                "not reverted: {target}'s {field} was changed by someone else"
+            ));
+        }
+        let path = format!("{SPEC}/{field}");
+        self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
+            .await?;
+        Ok(format!("reverted {target}'s {field} to {old}"))
+    }
+
+    /// Put a whole container back, unless someone else changed it since.
+    pub(super) async fn revert_container(
+        &self,
+        target: &WorkloadRef,
+        container: &str,
+        old: &Value,
+        new: &Value,
+    ) -> Result<String, ClusterError> {
+        let (index, now) = self.container_spec(target, container).await?;
+        if now != *new {
+            return Ok(format!(
+                "not reverted: {target} container {container} was changed by someone else"
+            ));
+        }
+        let path = format!("{SPEC}/containers/{index}");
+        self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
+            .await?;
+        Ok(format!("restored {target} container {container} as it was"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_patches_test_what_they_replace() {
+        let p = "/spec/template/spec/nodeSelector";
+        let a = json!({"disktype": "nvme"});
+        let b = json!({"zone": "a"});
+        assert_eq!(
+            set_ops(p, &a, &b),
+            json!([{"op": "test", "path": p, "value": a}, {"op": "add", "path": p, "value": b}])
+        );
+        assert_eq!(
+            set_ops(p, &a, &Value::Null),
+            json!([{"op": "test", "path": p, "value": a}, {"op": "remove", "path": p}])
+        );
+        assert_eq!(
+            set_ops(p, &Value::Null, &b),
+            json!([{"op": "add", "path": p, "value": b}])
+        );
+    }
+}
