@@ -67,6 +67,8 @@ pub struct NewEpisode<'a> {
     pub execution: &'a Value,
     pub verification: &'a Value,
     pub success: bool,
+    /// Not verified, but it removed the cause it was meant to fix and was kept: the strategy is credited for it.
+    pub progress: bool,
     pub reverted: bool,
     pub reflection: &'a str,
     pub lessons: &'a [String],
@@ -436,7 +438,11 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        let (s, f) = if e.success { (1, 0) } else { (0, 1) };
+        let (s, f) = if e.success || e.progress {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
         sqlx::query("UPDATE strategies SET successes = successes + ?, failures = failures + ?, usage_count = usage_count + 1, last_used = ? WHERE id = ?")
             .bind(s)
             .bind(f)
@@ -452,6 +458,20 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// The actions an incident's trials ran, in order (for an approved trial that continues the incident).
+    pub async fn episode_actions(&self, incident: &str) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT action FROM episodes WHERE incident_id = ? ORDER BY trial, created_at",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| serde_json::from_str(&r.get::<String, _>("action")).ok())
+            .collect())
     }
 
     /// (successes, failures) of the strategy for a signature class and template; (0, 0) if never used.

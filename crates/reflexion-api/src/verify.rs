@@ -36,6 +36,43 @@ enum Health {
     },
     /// A container died (OOM-killed, exited): the fix did not hold.
     Crashed(String),
+    /// The rollout will not complete by waiting (its progress deadline passed).
+    Stuck(String),
+}
+
+/// Failed readiness probes on the pods that can prove a fix before verification ends the trial, as the kubelet
+/// counts them (the `count` of its aggregated `Unhealthy` events).
+const READINESS_FAILURES_TO_FAIL: i32 = 3;
+
+fn is_readiness_failure(ev: &K8sEvent) -> bool {
+    ev.reason.as_deref() == Some("Unhealthy")
+        && ev
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Readiness probe failed"))
+}
+
+/// Readiness failures seen since verification began, per event: an aggregated event that began earlier counts only
+/// what it added since.
+#[derive(Default)]
+struct ReadinessFailures {
+    baseline: std::collections::HashMap<String, i32>,
+    latest: std::collections::HashMap<String, i32>,
+}
+
+impl ReadinessFailures {
+    fn count(&mut self, ev: &K8sEvent, since: k8s_openapi::jiff::Timestamp) -> i32 {
+        let key = ev.metadata.name.clone().unwrap_or_default();
+        let count = ev.count.unwrap_or(1);
+        let began_before = ev.first_timestamp.as_ref().is_some_and(|t| t.0 < since);
+        let base =
+            *self
+                .baseline
+                .entry(key.clone())
+                .or_insert(if began_before { count - 1 } else { 0 });
+        self.latest.insert(key, (count - base).max(0));
+        self.latest.values().sum()
+    }
 }
 
 pub async fn verify(
@@ -78,6 +115,7 @@ pub async fn verify(
             }
         })
         .boxed();
+    let mut readiness_failures = ReadinessFailures::default();
     let mut ready_since: Option<Instant> = None;
     let mut first_ready: Option<Instant> = None;
     let mut baseline_restarts: Option<i32> = None;
@@ -103,6 +141,26 @@ pub async fn verify(
                 };
             }
             Some(ev) = warnings.next() => {
+                // New pods that run and keep failing readiness will not become Ready by waiting: end the trial now,
+                // so that the next one starts from what was seen.
+                if ready_since.is_none()
+                    && is_readiness_failure(&ev)
+                    && new_warning(client, target, expected_pod_uid, &ev, started_at).await.is_some()
+                {
+                    let seen = readiness_failures.count(&ev, started_at);
+                    if seen >= READINESS_FAILURES_TO_FAIL {
+                        return Verification {
+                            verified: false,
+                            detail: format!(
+                                "the new pods run but failed their readiness probe {seen} times: {}",
+                                ev.message.as_deref().unwrap_or_default()
+                            ),
+                            ready_after_ms: None,
+                            stable_for_secs: 0.0,
+                        };
+                    }
+                    continue;
+                }
                 // Any warning once Ready; before that only those that say a container cannot start or keeps dying
                 // (a readiness probe failing during start-up is expected).
                 if (ready_since.is_some() || fatal_before_ready(ev.reason.as_deref()))
@@ -139,6 +197,14 @@ pub async fn verify(
                     ready_since = None;
                 }
                 Some(Ok(Some(Health::Crashed(why)))) => return restarted(start, first_ready, 0, 0, &why),
+                Some(Ok(Some(Health::Stuck(why)))) => {
+                    return Verification {
+                        verified: false,
+                        detail: why,
+                        ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
+                        stable_for_secs: 0.0,
+                    };
+                }
                 Some(Ok(Some(Health::Unhealthy(why)))) => {
                     last = why;
                     ready_since = None;
@@ -323,6 +389,16 @@ fn deployment_health(d: &Deployment) -> Health {
         st.available_replicas.unwrap_or(0),
         st.replicas.unwrap_or(0),
     );
+    let deadline_passed = st.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if deadline_passed {
+        return Health::Stuck(format!(
+            "the rollout exceeded its progress deadline ({updated}/{want} updated, {available}/{want} available)"
+        ));
+    }
     if updated < want || available < want || total > want {
         return Health::Unhealthy(format!(
             "rollout in progress: {updated}/{want} updated, {available}/{want} available, {total} total"
@@ -399,6 +475,13 @@ mod tests {
             deployment_health(&d(2, 2, 2, 2, 2)),
             Health::Healthy { restarts: 0 }
         );
+        let mut stuck = d(2, 2, 1, 1, 2);
+        if let Some(st) = stuck.status.as_mut() {
+            st.conditions = serde_json::from_value(json!([{"type": "Progressing", "status": "False",
+                "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]))
+            .ok();
+        }
+        assert!(matches!(deployment_health(&stuck), Health::Stuck(_)));
         for (g, o, u, a, t) in [
             (2, 1, 2, 2, 2),
             (2, 2, 1, 2, 2),
@@ -410,5 +493,26 @@ mod tests {
                 "{g} {o} {u} {a} {t}"
             );
         }
+    }
+
+    #[test]
+    fn readiness_failures_count_only_what_happened_since_verification_began() {
+        let since: k8s_openapi::jiff::Timestamp = "2026-11-30T12:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ev = |name: &str, first: &str, count: i32| -> K8sEvent {
+            serde_json::from_value(json!({"metadata": {"name": name}, "involvedObject": {},
+                "reason": "Unhealthy", "message": "Readiness probe failed: HTTP probe failed with statuscode: 404",
+                "firstTimestamp": first, "count": count}))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut seen = ReadinessFailures::default();
+        // A new pod's event, updated twice.
+        assert_eq!(seen.count(&ev("a", "2026-11-30T12:00:05Z", 1), since), 1);
+        assert_eq!(seen.count(&ev("a", "2026-11-30T12:00:05Z", 2), since), 2);
+        // An older event of the same pod that had 7 failures before: only the new one counts.
+        assert_eq!(seen.count(&ev("b", "2026-11-30T11:50:00Z", 8), since), 3);
+        assert_eq!(seen.count(&ev("b", "2026-11-30T11:50:00Z", 9), since), 4);
+        assert!(is_readiness_failure(&ev("a", "2026-11-30T12:00:05Z", 1)));
     }
 }

@@ -343,14 +343,40 @@ fn classify_container(
         } else {
             "Error"
         };
-        return Some(failure(
-            FailureKind::CrashLoop,
-            reason,
-            format!("container {} keeps exiting, {how}{detail}", cs.name),
-            code,
-        ));
+        let message = match liveness_kill(&cs.name, code, events) {
+            Some(probe) => format!(
+                "container {} keeps being {LIVENESS_KILL}, {how}: {probe}",
+                cs.name
+            ),
+            None => format!("container {} keeps exiting, {how}{detail}", cs.name),
+        };
+        return Some(failure(FailureKind::CrashLoop, reason, message, code));
     }
     None
+}
+
+/// How a crash message says the kubelet, not the program, ended the container.
+pub const LIVENESS_KILL: &str = "restarted by its liveness probe";
+
+/// The last liveness failure when the kubelet killed this container for it: exit 137 (SIGKILL) with the kubelet's
+/// liveness failures (`Unhealthy`) or its `Killing` event for this container among the pod's events.
+fn liveness_kill(container: &str, code: Option<i32>, events: &[PodEvent]) -> Option<String> {
+    if code != Some(137) {
+        return None;
+    }
+    let killed = format!("Container {container} failed liveness probe");
+    let probe = events
+        .iter()
+        .rev()
+        .find(|e| e.reason == "Unhealthy" && e.message.starts_with("Liveness probe failed"));
+    let by_kubelet = events
+        .iter()
+        .any(|e| e.reason == "Killing" && e.message.starts_with(&killed));
+    match probe {
+        Some(p) => Some(p.message.clone()),
+        None if by_kubelet => Some("Liveness probe failed".into()),
+        None => None,
+    }
 }
 
 /// `Back-off pulling image "x"` says nothing about why; the last `Failed` event naming the image does.
@@ -684,6 +710,56 @@ mod tests {
                 "0/1 nodes are available: 1 Insufficient memory."
             )
         );
+    }
+
+    #[test]
+    fn a_container_killed_by_its_liveness_probe_says_so() {
+        let crashed = |code: i32| {
+            json!([{"name": "web", "image": "nginx", "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(code, "Error")}}])
+        };
+        let ev = |reason: &str, message: &str| PodEvent {
+            type_: "Warning".into(),
+            reason: reason.into(),
+            message: message.into(),
+            count: 3,
+        };
+        let unhealthy = ev(
+            "Unhealthy",
+            "Liveness probe failed: HTTP probe failed with statuscode: 404",
+        );
+        let killing = ev(
+            "Killing",
+            "Container web failed liveness probe, will be restarted",
+        );
+        let other = ev(
+            "Killing",
+            "Container sidecar failed liveness probe, will be restarted",
+        );
+        let cases = [
+            (
+                137,
+                vec![unhealthy.clone(), killing.clone()],
+                Some("statuscode: 404"),
+            ),
+            (137, vec![killing], Some("Liveness probe failed")),
+            (137, vec![other], None),
+            (137, vec![], None),
+            // Exit 1 is the program's own doing, whatever the probe says.
+            (1, vec![unhealthy], None),
+        ];
+        for (code, events, want) in cases {
+            let f = classify(&pod(crashed(code), json!([])), &events)
+                .unwrap_or_else(|| panic!("{code} {events:?}"));
+            assert_eq!(f.kind, FailureKind::CrashLoop);
+            match want {
+                Some(text) => {
+                    assert!(f.message.contains(LIVENESS_KILL), "{}", f.message);
+                    assert!(f.message.contains(text), "{}", f.message);
+                }
+                None => assert!(!f.message.contains(LIVENESS_KILL), "{}", f.message),
+            }
+        }
     }
 
     #[test]

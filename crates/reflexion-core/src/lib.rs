@@ -1,7 +1,7 @@
 //! The kube-reflexion domain, with no I/O: what a failing pod is ([`classify`]), how failures are grouped
 //! ([`signature`]), what the watcher sends ([`report`]), which fixes exist ([`action`]), which of them may run
 //! ([`policy`]), how image references and registry tags are reasoned about ([`image`], [`tags`]), what a trial
-//! teaches ([`reflect`]) and how strategies are scored ([`strategy`]).
+//! teaches ([`reflect`]), whether a change made progress ([`progress`]) and how strategies are scored ([`strategy`]).
 
 pub mod action;
 pub mod classify;
@@ -11,6 +11,7 @@ pub mod logs;
 pub mod names;
 pub mod owner;
 pub mod policy;
+pub mod progress;
 pub mod quantity;
 pub mod reflect;
 pub mod report;

@@ -50,6 +50,9 @@ impl fmt::Display for Signature {
 
 /// Exit codes discriminate crashes: 1 (application error), 127 (command not found), 139 (segfault), ...
 fn crash_cause(f: &Failure) -> String {
+    if f.message.contains(crate::classify::LIVENESS_KILL) {
+        return "liveness_probe".into();
+    }
     if f.message.contains("StartError") {
         return "start_error".into();
     }
@@ -161,6 +164,13 @@ mod tests {
             (
                 with_code(Some(128), "last exit code 128 (StartError): exec: \"/app\""),
                 "crash_loop/start_error",
+            ),
+            (
+                with_code(
+                    Some(137),
+                    "container c keeps being restarted by its liveness probe, last exit code 137 (Error): Liveness probe failed: x",
+                ),
+                "crash_loop/liveness_probe",
             ),
             (
                 with_code(None, "no exit recorded"),

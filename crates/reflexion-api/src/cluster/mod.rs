@@ -1,15 +1,17 @@
 //! Everything the engine reads from or writes to the cluster, through the Kubernetes API only: the evidence
-//! (`evidence`), and the minimal patches that execute typed actions, their dry runs and reverts (`executor`, with the
+//! (`evidence`; nodes, StorageClasses and claims in `placement`), and the minimal patches that execute typed actions, their dry runs and reverts (`executor`, with the
 //! recreation of a bare pod where the API refuses an in-place change in `recreate`).
 
 mod claims;
 mod evidence;
 mod executor;
+mod placement;
 mod recreate;
 mod template;
 
 pub use claims::{fresh_claim, refusal as claim_refusal};
 pub use executor::Snapshot;
+pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 
 use k8s_openapi::api::core::v1::Pod;

@@ -21,10 +21,12 @@ fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
     if !old.is_null() {
         ops.push(json!({"op": "test", "path": path, "value": old}));
     }
+    // `add` at an array index inserts (RFC 6902): an element that exists is replaced.
     match (old.is_null(), new.is_null()) {
-        (_, true) if old.is_null() => {}
-        (_, true) => ops.push(json!({"op": "remove", "path": path})),
-        _ => ops.push(json!({"op": "add", "path": path, "value": new})),
+        (true, true) => {}
+        (false, true) => ops.push(json!({"op": "remove", "path": path})),
+        (true, false) => ops.push(json!({"op": "add", "path": path, "value": new})),
+        (false, false) => ops.push(json!({"op": "replace", "path": path, "value": new})),
     }
     json!(ops)
 }
@@ -147,7 +149,7 @@ mod tests {
         let b = json!({"zone": "a"});
         assert_eq!(
             set_ops(p, &a, &b),
-            json!([{"op": "test", "path": p, "value": a}, {"op": "add", "path": p, "value": b}])
+            json!([{"op": "test", "path": p, "value": a}, {"op": "replace", "path": p, "value": b}])
         );
         assert_eq!(
             set_ops(p, &a, &Value::Null),
@@ -157,5 +159,25 @@ mod tests {
             set_ops(p, &Value::Null, &b),
             json!([{"op": "add", "path": p, "value": b}])
         );
+    }
+
+    #[test]
+    fn a_container_is_replaced_in_place_not_inserted_beside_itself() {
+        let mut spec = json!({"containers": [{"name": "web", "command": ["x"]}, {"name": "side"}]});
+        let ops = set_ops(
+            "/containers/0",
+            &json!({"name": "web", "command": ["x"]}),
+            &json!({"name": "web"}),
+        );
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).unwrap_or_else(|e| panic!("{e}"));
+        json_patch::patch(&mut spec, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spec,
+            json!({"containers": [{"name": "web"}, {"name": "side"}]})
+        );
+        // Someone changed it since: the test op refuses the whole patch.
+        let mut changed = json!({"containers": [{"name": "web", "command": ["y"]}]});
+        assert!(json_patch::patch(&mut changed, &patch).is_err());
     }
 }

@@ -82,12 +82,16 @@ struct Plan {
     llm: Value,
 }
 
-/// What diagnosis found: the failure, where its fix belongs, the evidence, and the pod it was read from.
+/// What diagnosis found: the failure, where its fix belongs, the evidence, the pod it was read from, every cause
+/// the workload's pods show, and what their probes are seen to do.
+#[derive(Clone)]
 struct Diagnosis {
     failure: Failure,
     target: WorkloadRef,
     evidence: Value,
     pod: String,
+    symptoms: Vec<Signature>,
+    probes: Vec<rules::probe::ProbeResult>,
 }
 
 enum Planned {
@@ -216,18 +220,15 @@ impl Engine {
                 return Ok(());
             }
         };
-        let Some(Diagnosis {
-            failure, target, ..
-        }) = self.diagnose(&inc).await?
-        else {
+        let Some(diag) = self.diagnose(&inc).await? else {
             return Ok(());
         };
         // The world may have moved while the plan waited: the same checks as before it was proposed.
-        if let Err(why) = self.admissible(&plan.action, &target) {
+        if let Err(why) = self.admissible(&plan.action, &diag.target) {
             return self
                 .escalate(
                     &inc,
-                    &target,
+                    &diag.target,
                     &format!("refused `{}`: {why}", plan.action.render()),
                     "fix the workload by hand",
                 )
@@ -237,28 +238,14 @@ impl Engine {
             .as_u64()
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(1);
-        let signature = Signature::of(&failure);
-        let mut tried = Vec::new();
-        if !self
-            .trial(
-                &inc, trial, &failure, &signature, &target, &plan, &mut tried,
-            )
+        // The incident goes on after the approved trial, with what its earlier trials tried.
+        let tried: Vec<Action> = db
+            .episode_actions(id)
             .await?
-        {
-            let diagnosis = format!(
-                "the approved `{}` did not fix {target}",
-                plan.action.render()
-            );
-            return self
-                .escalate(
-                    &inc,
-                    &target,
-                    &diagnosis,
-                    "see the episode's verification and reflection",
-                )
-                .await;
-        }
-        Ok(())
+            .into_iter()
+            .filter_map(|a| serde_json::from_value(a).ok())
+            .collect();
+        self.trials(&inc, diag, trial, tried, Some(plan)).await
     }
 
     async fn reverify(&self, id: &str) -> Result<(), EngineError> {

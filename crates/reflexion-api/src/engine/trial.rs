@@ -1,13 +1,15 @@
 //! The trial loop: for each trial, plan -> gate -> dry run -> execute -> verify -> revert if it did not hold ->
 //! reflect and record; the incident ends resolved or handed over.
 
+use super::diagnose::Examined;
+use super::rules::{self, probe::ProbeResult};
 use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, Plan, llm_planning};
 use crate::db::{Incident, NewEpisode};
 use crate::verify::verify;
-use reflexion_core::owner::WorkloadRef;
 use reflexion_core::policy::Decision;
+use reflexion_core::progress::{Verdict, judge};
 use reflexion_core::reflect::{TrialOutcome, reflect};
-use reflexion_core::{Action, Failure, Signature};
+use reflexion_core::{Action, Signature};
 use serde_json::{Value, json};
 use std::time::Instant;
 use tracing::Instrument;
@@ -20,127 +22,146 @@ impl Engine {
         };
         db.transition(id, "diagnosing", "gathering evidence from the cluster")
             .await?;
-        let Some(Diagnosis {
-            failure,
-            target,
-            evidence,
-            pod,
-        }) = self.diagnose(&inc).await?
-        else {
+        let Some(diag) = self.diagnose(&inc).await? else {
             return Ok(());
         };
-        let signature = Signature::of(&failure);
-        db.set_evidence(id, &signature.class(), &evidence).await?;
-        let lessons = db.lessons(&signature.class(), 3).await?;
-        let mut tried: Vec<Action> = Vec::new();
-        for trial in 1..=self.inner.config.max_trials {
-            db.transition(
-                id,
-                "planning",
-                &format!(
-                    "trial {trial}: choosing a fix ({} lessons recalled)",
-                    lessons.len()
-                ),
-            )
+        db.set_evidence(id, &Signature::of(&diag.failure).class(), &diag.evidence)
             .await?;
-            let ctx = llm_planning::LlmContext {
-                incident_id: id,
-                trial,
-                pod_name: &pod,
-                evidence: &evidence,
-                tried: &tried,
-                lessons: &lessons,
-                rules_diagnosis: None,
-            };
-            let plan = match self.choose(&inc, &failure, &target, ctx).await {
-                Ok(p) => p,
-                Err((diagnosis, suggestion)) => {
-                    return self.escalate(&inc, &target, &diagnosis, &suggestion).await;
-                }
-            };
-            if let Action::Escalate {
-                diagnosis,
-                suggestion,
-            } = &plan.action
-            {
-                let diagnosis = format!("{diagnosis} ({})", plan.rationale);
-                return self.escalate(&inc, &target, &diagnosis, suggestion).await;
+        self.trials(&inc, diag, 1, Vec::new(), None).await
+    }
+
+    /// The trial loop from trial `first`: plan from the latest diagnosis, gate, run, and look again. `approved` is
+    /// an operator's approved plan, run as trial `first` without asking the policy again.
+    pub(in crate::engine) async fn trials(
+        &self,
+        inc: &Incident,
+        mut diag: Diagnosis,
+        first: u32,
+        mut tried: Vec<Action>,
+        mut approved: Option<Plan>,
+    ) -> Result<(), EngineError> {
+        let (db, config) = (&self.inner.db, &self.inner.config);
+        let id = inc.id.as_str();
+        // Probe results stay known across trials: a handler that failed once is not a candidate again.
+        let mut known: Vec<ProbeResult> = Vec::new();
+        for trial in first..=config.max_trials {
+            for r in &diag.probes {
+                known.retain(|k| !(k.container == r.container && k.handler == r.handler));
+                known.push(r.clone());
             }
-            if let Err(why) = self.admissible(&plan.action, &target) {
-                return self
-                    .escalate(
-                        &inc,
-                        &target,
-                        &format!("refused `{}`: {why}", plan.action.render()),
-                        "fix the workload by hand",
-                    )
-                    .await;
-            }
-            match self.inner.config.policy.decide(&plan.action) {
-                Decision::Execute => {}
-                Decision::NeedsApproval { reason } => {
-                    let pending =
-                        json!({"plan": plan, "trial": trial, "command": plan.action.render()});
-                    db.await_approval(
+            diag.evidence["probes"] = serde_json::to_value(&known).unwrap_or(Value::Null);
+            let signature = Signature::of(&diag.failure);
+            let target = diag.target.clone();
+            let plan = match approved.take() {
+                Some(plan) => plan,
+                None => {
+                    let lessons = db.lessons(&signature.class(), 3).await?;
+                    db.transition(
                         id,
-                        &pending,
-                        &format!("{reason}: `{}`", plan.action.render()),
+                        "planning",
+                        &format!(
+                            "trial {trial}: choosing a fix for {signature} ({} lessons recalled)",
+                            lessons.len()
+                        ),
                     )
                     .await?;
-                    return Ok(());
+                    let ctx = llm_planning::LlmContext {
+                        incident_id: id,
+                        trial,
+                        pod_name: &diag.pod,
+                        evidence: &diag.evidence,
+                        tried: &tried,
+                        lessons: &lessons,
+                        rules_diagnosis: None,
+                    };
+                    let plan = match self.choose(inc, &diag.failure, &target, ctx).await {
+                        Ok(p) => p,
+                        Err((diagnosis, suggestion)) => {
+                            return self.escalate(inc, &target, &diagnosis, &suggestion).await;
+                        }
+                    };
+                    if let Action::Escalate {
+                        diagnosis,
+                        suggestion,
+                    } = &plan.action
+                    {
+                        let diagnosis = format!("{diagnosis} ({})", plan.rationale);
+                        return self.escalate(inc, &target, &diagnosis, suggestion).await;
+                    }
+                    if let Err(why) = self.admissible(&plan.action, &target) {
+                        return self
+                            .escalate(
+                                inc,
+                                &target,
+                                &format!("refused `{}`: {why}", plan.action.render()),
+                                "fix the workload by hand",
+                            )
+                            .await;
+                    }
+                    match config.policy.decide(&plan.action) {
+                        Decision::Execute => plan,
+                        Decision::NeedsApproval { reason } => {
+                            let pending = json!({"plan": plan, "trial": trial, "command": plan.action.render()});
+                            db.await_approval(
+                                id,
+                                &pending,
+                                &format!("{reason}: `{}`", plan.action.render()),
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                        Decision::SuggestOnly { reason } | Decision::Refuse { reason } => {
+                            return self
+                                .escalate(
+                                    inc,
+                                    &target,
+                                    &reason,
+                                    &format!(
+                                        "run by hand if appropriate: `{}`",
+                                        plan.action.render()
+                                    ),
+                                )
+                                .await;
+                        }
+                    }
                 }
-                Decision::SuggestOnly { reason } | Decision::Refuse { reason } => {
-                    return self
-                        .escalate(
-                            &inc,
-                            &target,
-                            &reason,
-                            &format!("run by hand if appropriate: `{}`", plan.action.render()),
-                        )
-                        .await;
-                }
-            }
+            };
             let span = tracing::info_span!("incident_trial", incident = %inc.id, trial, workload = %target,
                 signature = %signature, action = plan.action.name(), source = %plan.source);
-            if !self
-                .trial(
-                    &inc, trial, &failure, &signature, &target, &plan, &mut tried,
-                )
+            match self
+                .trial(inc, trial, &diag, &plan, &mut tried)
                 .instrument(span)
                 .await?
             {
-                continue;
+                TrialEnd::Finished => return Ok(()),
+                TrialEnd::Next(next) => diag = *next,
             }
-            return Ok(());
         }
+        let target = diag.target.clone();
         let attempts: Vec<String> = tried.iter().map(|a| format!("`{}`", a.render())).collect();
         let diagnosis = format!(
-            "{} trials did not fix {target}; tried {}",
-            self.inner.config.max_trials,
+            "{} trials did not fix {target}, which now shows {}; tried {}",
+            config.max_trials,
+            Signature::of(&diag.failure),
             attempts.join(", ")
         );
-        self.escalate(
-            &inc,
-            &target,
-            &diagnosis,
-            "check which image tag the workload is meant to run",
-        )
-        .await
+        let next = rules::next_step(&Signature::of(&diag.failure));
+        self.escalate(inc, &target, &diagnosis, next).await
     }
 
-    /// One trial: dry run, execute, verify, revert if needed, reflect, record. Returns whether the incident is
-    /// finished (fixed, or escalated because the change could not be made); `false` means try the next candidate.
-    #[allow(clippy::too_many_arguments)]
+    /// One trial: dry run, execute, verify; when the change did not hold, look at the workload again and keep the
+    /// change if it made progress, else revert it; reflect, record. `Finished` when the incident ended (fixed, or
+    /// escalated because the change could not be made); `Next` carries the diagnosis the next trial starts from.
     pub(in crate::engine) async fn trial(
         &self,
         inc: &Incident,
         trial: u32,
-        failure: &Failure,
-        signature: &Signature,
-        target: &WorkloadRef,
+        diag: &Diagnosis,
         plan: &Plan,
         tried: &mut Vec<Action>,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<TrialEnd, EngineError> {
+        let (failure, target) = (&diag.failure, &diag.target);
+        let signature = Signature::of(failure);
         let (db, cluster, config) = (&self.inner.db, &self.inner.cluster, &self.inner.config);
         let started = Instant::now();
         let command = plan.action.render();
@@ -165,7 +186,7 @@ impl Engine {
                     "the previous fix did not hold for long: look at the workload before letting more changes through",
                 )
                 .await?;
-                return Ok(true);
+                return Ok(TrialEnd::Finished);
             }
         }
         // The circuit breaker and the per-workload budget, from the audit log of the last hour.
@@ -183,7 +204,7 @@ impl Engine {
                 "check what is failing across the cluster before letting more changes through",
             )
             .await?;
-            return Ok(true);
+            return Ok(TrialEnd::Finished);
         }
         let strategy_id = db
             .strategy_for(
@@ -205,7 +226,7 @@ impl Engine {
                 let diagnosis = format!("the API server refused a dry run of `{command}`: {e}");
                 self.escalate(inc, target, &diagnosis, "fix the workload by hand")
                     .await?;
-                return Ok(true);
+                return Ok(TrialEnd::Finished);
             }
         };
         db.transition(&inc.id, "executing", &format!("trial {trial}: {command}"))
@@ -232,7 +253,7 @@ impl Engine {
                     "fix the workload by hand",
                 )
                 .await?;
-                return Ok(true);
+                return Ok(TrialEnd::Finished);
             }
         };
         db.transition(
@@ -257,21 +278,46 @@ impl Engine {
         )
         .await;
         let mut revert_note = None;
+        let mut verdict = None;
+        let mut now_showing: Vec<String> = Vec::new();
+        let mut next = None;
         if !v.verified {
-            let r = cluster.revert(&snapshot).await;
-            let result = r
-                .as_ref()
-                .map(String::clone)
-                .unwrap_or_else(|e| format!("error: {e}"));
-            db.audit(
-                &inc.id,
-                "revert",
-                &target.to_string(),
-                &serde_json::to_value(&snapshot).unwrap_or(Value::Null),
-                &result,
-            )
-            .await?;
-            revert_note = Some(result);
+            // Look again: what the pods that can prove the fix show now decides between keeping and reverting, and
+            // is what the next trial plans from.
+            let seen = self.examine(target, &diag.pod, None).await?;
+            let judged = judge(&signature, &diag.symptoms, seen.symptoms());
+            now_showing = seen.symptoms().iter().map(Signature::class).collect();
+            verdict = Some(judged);
+            tracing::info!(incident = %inc.id, verdict = judged.as_str(), now = ?now_showing, "judged the change");
+            match seen {
+                Examined::Failing(d) if judged == Verdict::Progress => next = Some(d),
+                seen => {
+                    let r = cluster.revert(&snapshot).await;
+                    let result = r
+                        .as_ref()
+                        .map(String::clone)
+                        .unwrap_or_else(|e| format!("error: {e}"));
+                    db.audit(
+                        &inc.id,
+                        "revert",
+                        &target.to_string(),
+                        &serde_json::to_value(&snapshot).unwrap_or(Value::Null),
+                        &result,
+                    )
+                    .await?;
+                    revert_note = Some(result);
+                    if judged == Verdict::Progress {
+                        // Progress without a failing pod to plan from (the new cause shows only in events): the
+                        // change is undone like any other that did not hold.
+                        verdict = Some(Verdict::NoProgress);
+                    }
+                    // The same cause, seen again: fresher evidence than the trial started from.
+                    next = match seen {
+                        Examined::Failing(d) if Signature::of(&d.failure) == signature => Some(d),
+                        _ => None,
+                    };
+                }
+            }
         }
         tried.push(plan.action.clone());
         let mut reflection = reflect(&TrialOutcome {
@@ -286,6 +332,8 @@ impl Engine {
             reverted: revert_note
                 .as_deref()
                 .is_some_and(|n| !n.starts_with("not reverted") && !n.starts_with("error")),
+            verdict,
+            now_showing,
         });
         if !v.verified
             && let Some(text) = self
@@ -300,7 +348,10 @@ impl Engine {
         }
         let action_json = serde_json::to_value(&plan.action).unwrap_or(Value::Null);
         let execution = json!({"snapshot": snapshot, "revert": revert_note});
-        let verification = serde_json::to_value(&v).unwrap_or(Value::Null);
+        let mut verification = serde_json::to_value(&v).unwrap_or(Value::Null);
+        if let Some(verdict) = verdict {
+            verification["progress"] = json!(verdict.as_str());
+        }
         let episode_id = db
             .record_episode(&NewEpisode {
                 incident: inc,
@@ -315,6 +366,7 @@ impl Engine {
                 execution: &execution,
                 verification: &verification,
                 success: v.verified,
+                progress: verdict == Some(Verdict::Progress),
                 reverted: revert_note.is_some(),
                 reflection: &reflection.text,
                 lessons: &reflection.lessons,
@@ -351,9 +403,19 @@ impl Engine {
                 )
                 .await;
             tracing::info!(incident = %inc.id, workload = %target, %command, "incident resolved");
-            return Ok(true);
+            return Ok(TrialEnd::Finished);
         }
         tracing::warn!(incident = %inc.id, workload = %target, %command, detail = %v.detail, "trial not verified");
-        Ok(false)
+        Ok(TrialEnd::Next(
+            next.unwrap_or_else(|| Box::new(diag.clone())),
+        ))
     }
+}
+
+/// How a trial ended.
+pub(in crate::engine) enum TrialEnd {
+    /// Fixed, or handed over.
+    Finished,
+    /// Not fixed: the next trial starts from this diagnosis.
+    Next(Box<Diagnosis>),
 }

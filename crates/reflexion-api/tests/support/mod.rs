@@ -317,6 +317,37 @@ impl Stack {
         api
     }
 
+    /// Create every object of a multi-document manifest (Deployments, Services, Pods, PersistentVolumeClaims) in
+    /// `default`, in order.
+    pub async fn create_all(&self, yaml: &str) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+        use serde::Deserialize;
+        let client = self.kube().await;
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let v = serde_json::Value::deserialize(doc).expect("a YAML document");
+            match v["kind"].as_str().unwrap_or_default() {
+                "Deployment" => create::<Deployment>(&client, v).await,
+                "Service" => create::<Service>(&client, v).await,
+                "Pod" => create::<Pod>(&client, v).await,
+                "PersistentVolumeClaim" => create::<PersistentVolumeClaim>(&client, v).await,
+                other => panic!("create_all does not create {other}"),
+            }
+        }
+    }
+
+    /// Approve the incident's pending plan as an operator would.
+    pub async fn approve(&self, incident: &serde_json::Value) {
+        let id = incident["id"].as_str().expect("an incident id");
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/reflexion/incidents/{id}/approve"),
+                serde_json::json!({"by": "sre"}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+
     pub async fn kube(&self) -> kube::Client {
         let yaml = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
         let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig");
@@ -427,4 +458,87 @@ pub async fn template_container(
         .and_then(|s| s.template.spec)
         .map(|s| s.containers[0].clone())
         .expect("a pod template with a container")
+}
+
+/// How long a test waits for the product to fix (or hand over) a scenario.
+pub const FIX_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The verbs of an incident's audit log, in order.
+pub fn audit_verbs(detail: &serde_json::Value) -> Vec<String> {
+    detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Wait until the single incident reaches a final state; return it in full.
+pub async fn finished_incident(stack: &Stack) -> serde_json::Value {
+    let summary = stack
+        .eventually("the incident to finish", FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let done = list["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| {
+                    ["resolved", "escalated", "failed", "dismissed"]
+                        .contains(&i["state"].as_str().unwrap_or(""))
+                })
+                .cloned();
+            (done, list.to_string())
+        })
+        .await;
+    incident_detail(stack, &summary).await
+}
+
+/// Wait until the single incident awaits approval; return it in full.
+pub async fn awaiting_approval(stack: &Stack) -> serde_json::Value {
+    let summary = stack
+        .eventually("the incident to await approval", FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=awaiting_approval")
+                .await;
+            (
+                list["incidents"].as_array().unwrap().first().cloned(),
+                list.to_string(),
+            )
+        })
+        .await;
+    incident_detail(stack, &summary).await
+}
+
+/// An incident in full (episodes, audit, LLM calls), from its summary.
+pub async fn incident_detail(stack: &Stack, summary: &serde_json::Value) -> serde_json::Value {
+    stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            summary["id"].as_str().unwrap()
+        ))
+        .await
+}
+
+/// Create one namespaced object in `default`.
+async fn create<K>(client: &kube::Client, v: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let o: K = serde_json::from_value(v).expect("an object of its kind");
+    kube::Api::<K>::namespaced(client.clone(), "default")
+        .create(&kube::api::PostParams::default(), &o)
+        .await
+        .expect("create the object");
 }

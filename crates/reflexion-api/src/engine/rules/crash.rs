@@ -1,5 +1,7 @@
 //! Crash loops: read the crashed instance's logs; a variable the program says is missing comes from the only
-//! ConfigMap or Secret key of that name; other crashes are handed over with the exit code and the last lines.
+//! ConfigMap or Secret key of that name; a `command` override the image cannot run (exit 127, or the runtime's
+//! StartError 128) is dropped so that the image's own entrypoint runs; other crashes are handed over with the exit
+//! code and the last lines.
 
 use crate::db::Incident;
 use crate::engine::{Engine, Plan, Planned};
@@ -9,7 +11,63 @@ use reflexion_core::owner::WorkloadRef;
 use reflexion_core::{Action, Failure};
 use serde_json::Value;
 
+/// Whether a crash says the command could not be found or executed: the shell's exit 127 ("not found"), or the
+/// runtime's StartError (exit 128, "executable file not found").
+pub(super) fn command_not_found(failure: &Failure, logs: &str) -> bool {
+    let said =
+        |text: &str| text.contains("not found") || text.contains("no such file or directory");
+    match failure.exit_code {
+        Some(127) => true,
+        Some(128) => failure.message.contains("StartError") || said(&failure.message) || said(logs),
+        _ => false,
+    }
+}
+
 impl Engine {
+    /// The container overrides the image's entrypoint with a command the image cannot run: drop the override.
+    async fn plan_drop_command(
+        &self,
+        failure: &Failure,
+        target: &WorkloadRef,
+        excerpt: &str,
+        tried: &[Action],
+    ) -> Option<Planned> {
+        let container = self
+            .inner
+            .cluster
+            .container(target, &failure.container)
+            .await
+            .ok()?;
+        let command: Vec<&str> = container["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let action = Action::DropCommand {
+            target: target.clone(),
+            container: failure.container.clone(),
+        };
+        if command.is_empty() || tried.contains(&action) {
+            return None;
+        }
+        let args = container["args"].as_array().map_or(0, Vec::len);
+        Some(Planned::Plan(Box::new(Plan {
+            action,
+            source: "rules".into(),
+            rationale: format!(
+                "container {} overrides the image's entrypoint with `{}`{}, which the image cannot run ({}; {excerpt}); without the override the image's own entrypoint runs",
+                failure.container,
+                command.join(" "),
+                if args > 0 { format!(" and {args} argument(s)") } else { String::new() },
+                failure.message
+            ),
+            template: "drop_command:image_entrypoint".into(),
+            description: "Drop a command override the image cannot run, so the image's own entrypoint runs (needs approval by default)".into(),
+            llm: Value::Null,
+        })))
+    }
+
     /// The program says an environment variable is missing: take it from the one ConfigMap or Secret key of that
     /// name in the namespace, or say precisely why that is not possible.
     pub(in crate::engine) async fn plan_missing_env(
@@ -139,6 +197,13 @@ impl Engine {
                     .join(" | ")
             )
         };
+        if command_not_found(failure, &logs)
+            && let Some(plan) = self
+                .plan_drop_command(failure, target, &excerpt, tried)
+                .await
+        {
+            return plan;
+        }
         let code = failure
             .exit_code
             .map(|c| c.to_string())
@@ -166,6 +231,50 @@ impl Engine {
                 failure.container, failure.message
             ),
             suggestion: suggestion.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflexion_core::FailureKind;
+
+    #[test]
+    fn only_a_command_the_image_lacks_is_a_missing_command() {
+        let crash = |code: Option<i32>, message: &str| Failure {
+            kind: FailureKind::CrashLoop,
+            reason: "CrashLoopBackOff".into(),
+            container: "web".into(),
+            init_container: false,
+            image: "nginx".into(),
+            message: message.into(),
+            exit_code: code,
+        };
+        let cases = [
+            (
+                crash(Some(127), "last exit code 127 (Error)"),
+                "/bin/sh: 1: start-my-server: not found",
+                true,
+            ),
+            (
+                crash(
+                    Some(128),
+                    "last exit code 128 (StartError): exec: \"start\": executable file not found in $PATH",
+                ),
+                "",
+                true,
+            ),
+            (crash(Some(128), "last exit code 128 (Error)"), "", false),
+            (
+                crash(Some(1), "last exit code 1 (Error)"),
+                "config file not found",
+                false,
+            ),
+            (crash(None, "no exit recorded"), "", false),
+        ];
+        for (f, logs, want) in cases {
+            assert_eq!(command_not_found(&f, logs), want, "{}", f.message);
         }
     }
 }

@@ -5,15 +5,16 @@ use super::{Engine, Plan, Planned};
 use crate::db::Incident;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::strategy::{Record, choose};
-use reflexion_core::{Action, Failure, FailureKind, Signature};
+use reflexion_core::{Action, Failure, FailureKind, ProbeKind, Signature};
 use serde_json::Value;
 
 mod crash;
 mod image;
 mod oom;
-mod probe;
+pub(in crate::engine) mod probe;
 mod rollout;
 mod scheduling;
+mod storage;
 
 impl Engine {
     /// Choose the fix for a failure from the built-in rules.
@@ -49,46 +50,80 @@ impl Engine {
             return Planned::Plan(Box::new(rollback));
         }
         match failure.kind {
-            FailureKind::ImagePull | FailureKind::InvalidImageName => self.plan_image(failure, target, tried).await,
+            FailureKind::ImagePull | FailureKind::InvalidImageName => {
+                self.plan_image(failure, target, tried).await
+            }
             FailureKind::OomKilled => self.plan_memory(failure, target, tried).await,
-            FailureKind::CrashLoop => match probe::liveness_failing(evidence) {
-                Some(message) => self.plan_probe(failure, target, &message, tried).await,
-                None => self.diagnose_crash(inc, pod, failure, target, tried).await,
-            },
+            FailureKind::CrashLoop => {
+                let cause = Signature::of(failure).cause;
+                match probe::liveness_failing(evidence) {
+                    Some(message) => {
+                        self.plan_probe(
+                            failure,
+                            target,
+                            ProbeKind::Liveness,
+                            &message,
+                            &known_probes(evidence),
+                            tried,
+                        )
+                        .await
+                    }
+                    None if cause == "liveness_probe" => {
+                        self.plan_probe(
+                            failure,
+                            target,
+                            ProbeKind::Liveness,
+                            &failure.message,
+                            &known_probes(evidence),
+                            tried,
+                        )
+                        .await
+                    }
+                    None => self.diagnose_crash(inc, pod, failure, target, tried).await,
+                }
+            }
+            FailureKind::NotReady => {
+                self.plan_probe(
+                    failure,
+                    target,
+                    ProbeKind::Readiness,
+                    &failure.message,
+                    &known_probes(evidence),
+                    tried,
+                )
+                .await
+            }
             FailureKind::Evicted => Planned::Escalate {
                 diagnosis: format!("the kubelet evicted a pod of {target}: {}", failure.message),
-                suggestion: match Signature::of(failure).cause.as_str() {
-                    "node_memory_pressure" => "set memory requests close to what the containers use, so the scheduler only places the pod where that memory exists",
-                    "ephemeral_storage" => "set ephemeral-storage requests and limits, or write less to the container's filesystem",
-                    _ => "read the eviction message and the node's conditions",
-                }
-                .into(),
-            },
-            FailureKind::NotReady => Planned::Escalate {
-                diagnosis: format!("container {} of {target} runs but never becomes Ready: {}", failure.container, failure.message),
-                suggestion: "check that the readiness probe asks a port and path the application serves, and what the application waits for before it is ready".into(),
+                suggestion: next_step(&Signature::of(failure)).into(),
             },
             FailureKind::ConfigError => Planned::Escalate {
-                diagnosis: format!("container {} of {target} cannot be created: {}", failure.container, failure.message),
-                suggestion: "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets".into(),
+                diagnosis: format!(
+                    "container {} of {target} cannot be created: {}",
+                    failure.container, failure.message
+                ),
+                suggestion: next_step(&Signature::of(failure)).into(),
             },
-            FailureKind::Unschedulable => match self
-                .plan_requests(failure, target, pod, &Signature::of(failure).cause)
-                .await
-                .filter(|p| !tried.contains(&p.action))
-            {
-                Some(plan) => Planned::Plan(Box::new(plan)),
-                None => Planned::Escalate {
-                diagnosis: format!("no node can run {target}: {}", failure.message),
-                suggestion: match Signature::of(failure).cause.as_str() {
-                    "insufficient_memory" | "insufficient_cpu" => "lower the pod's resource requests to fit a node, or add capacity",
-                    "node_selector" => "correct the nodeSelector/affinity, or label a node to match it",
-                    "taint" => "add the matching toleration, or remove the taint from a node",
-                    "volume_claim" => "create or bind the PersistentVolumeClaim the pod mounts",
-                    _ => "read the scheduler's message and adjust the pod or the nodes",
+            FailureKind::Unschedulable => {
+                let cause = Signature::of(failure).cause;
+                match cause.as_str() {
+                    "node_selector" | "taint" => {
+                        self.plan_placement(failure, target, pod, &cause).await
+                    }
+                    "volume_claim" => self.plan_claim(failure, target, tried).await,
+                    _ => match self
+                        .plan_requests(failure, target, pod, &cause)
+                        .await
+                        .filter(|p| !tried.contains(&p.action))
+                    {
+                        Some(plan) => Planned::Plan(Box::new(plan)),
+                        None => Planned::Escalate {
+                            diagnosis: format!("no node can run {target}: {}", failure.message),
+                            suggestion: next_step(&Signature::of(failure)).into(),
+                        },
+                    },
                 }
-                .into(),
-            }},
+            }
         }
     }
 
@@ -133,5 +168,99 @@ impl Engine {
             shown.join(", ")
         );
         Box::new(chosen)
+    }
+}
+
+/// The probe results the evidence carries (those seen in this incident's trials so far).
+fn known_probes(evidence: &Value) -> Vec<probe::ProbeResult> {
+    serde_json::from_value(evidence["probes"].clone()).unwrap_or_default()
+}
+
+/// What a person should do next about a failure the rules (and trials) could not fix, per family and cause.
+pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
+    match (s.kind, s.cause.as_str()) {
+        (FailureKind::ImagePull | FailureKind::InvalidImageName, "access_denied") => {
+            "check the image's repository name and the pull secret the workload uses"
+        }
+        (FailureKind::ImagePull | FailureKind::InvalidImageName, _) => {
+            "check which image tag the workload is meant to run"
+        }
+        (FailureKind::OomKilled, _) => {
+            "measure how much memory the container needs under load and set its limit to that, or find what makes it grow"
+        }
+        (FailureKind::CrashLoop, "liveness_probe") => {
+            "point the liveness probe at an endpoint the application serves once it has started (never remove it)"
+        }
+        (FailureKind::CrashLoop, "exit_127" | "exit_128" | "start_error") => {
+            "check that the container's command exists in the image, or drop the override so the image's entrypoint runs"
+        }
+        (FailureKind::CrashLoop, _) => {
+            "read the crashed container's logs and fix the application or its configuration; if the crash began with the latest rollout, roll it back"
+        }
+        (FailureKind::NotReady, _) => {
+            "point the readiness probe at a port and path the application serves, and check what the application waits for before it is ready"
+        }
+        (FailureKind::ConfigError, _) => {
+            "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets"
+        }
+        (FailureKind::Evicted, "node_memory_pressure") => {
+            "set memory requests close to what the containers use, so the scheduler only places the pod where that memory exists"
+        }
+        (FailureKind::Evicted, "ephemeral_storage") => {
+            "set ephemeral-storage requests and limits, or write less to the container's filesystem"
+        }
+        (FailureKind::Evicted, _) => "read the eviction message and the node's conditions",
+        (FailureKind::Unschedulable, "insufficient_memory" | "insufficient_cpu") => {
+            "lower the pod's resource requests to fit a node, or add capacity"
+        }
+        (FailureKind::Unschedulable, "node_selector") => {
+            "correct the nodeSelector/affinity, or label a node to match it"
+        }
+        (FailureKind::Unschedulable, "taint") => {
+            "add the matching toleration, or remove the taint from a node"
+        }
+        (FailureKind::Unschedulable, "volume_claim") => {
+            "create or bind the PersistentVolumeClaim the pod mounts"
+        }
+        (FailureKind::Unschedulable, _) => {
+            "read the scheduler's message and adjust the pod or the nodes"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_step_after_the_last_trial_is_the_familys_own() {
+        let sig = |kind: FailureKind, cause: &str| Signature {
+            kind,
+            cause: cause.into(),
+        };
+        let cases = [
+            (sig(FailureKind::ImagePull, "not_found"), "image tag"),
+            (sig(FailureKind::OomKilled, "memory_limit"), "memory"),
+            (
+                sig(FailureKind::CrashLoop, "liveness_probe"),
+                "liveness probe",
+            ),
+            (sig(FailureKind::CrashLoop, "exit_127"), "command"),
+            (
+                sig(FailureKind::NotReady, "readiness_probe"),
+                "readiness probe",
+            ),
+            (sig(FailureKind::Unschedulable, "taint"), "toleration"),
+            (
+                sig(FailureKind::Unschedulable, "volume_claim"),
+                "PersistentVolumeClaim",
+            ),
+        ];
+        for (s, want) in cases {
+            assert!(next_step(&s).contains(want), "{s}: {}", next_step(&s));
+            if s.kind != FailureKind::ImagePull {
+                assert!(!next_step(&s).contains("image tag"), "{s}");
+            }
+        }
     }
 }
