@@ -57,6 +57,18 @@ pub fn choose_tag(intended: &str, available: &[String], exclude: &[String]) -> O
     })
 }
 
+/// The `n` tags nearest to `intended` by edit distance (ties: the newer version first), to show a planner what
+/// exists instead of only what failed.
+pub fn closest_tags(intended: &str, available: &[String], n: usize) -> Vec<String> {
+    let mut ranked: Vec<(usize, &String)> = available
+        .iter()
+        .filter(|t| t.as_str() != intended)
+        .map(|t| (edit_distance(intended, t), t))
+        .collect();
+    ranked.sort_by(|(da, a), (db, b)| da.cmp(db).then_with(|| compare_versions(b, a)));
+    ranked.into_iter().take(n).map(|(_, t)| t.clone()).collect()
+}
+
 /// `1`, `1.27`, `v1.27.3`: plain numeric versions without a pre-release or variant suffix.
 fn stable_version(tag: &str) -> Option<Vec<u64>> {
     let digits = tag.strip_prefix('v').unwrap_or(tag);
@@ -214,5 +226,16 @@ mod tests {
         ] {
             assert_eq!(edit_distance(a, b), d, "{a} {b}");
         }
+    }
+
+    #[test]
+    fn closest_tags_rank_by_distance_then_newest() {
+        let tags: Vec<String> = ["1.25", "1.27", "1.27.3", "1.28.0-rc1", "latest", "alpine"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(closest_tags("1.27.O", &tags, 3), ["1.27.3", "1.27", "1.25"]);
+        assert_eq!(closest_tags("1.27", &tags, 2), ["1.25", "1.27.3"]);
+        assert!(closest_tags("x", &[], 3).is_empty());
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::wait::{await_condition, conditions};
-use reflexion_core::owner::{WorkloadKind, WorkloadRef};
+use reflexion_core::owner::WorkloadRef;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -74,20 +74,7 @@ impl Cluster {
 
     /// The claims a workload's pods mount.
     pub async fn mounted_claims(&self, target: &WorkloadRef) -> Result<Vec<String>, ClusterError> {
-        let spec = match target.kind {
-            WorkloadKind::Deployment => serde_json::to_value(
-                self.deployment(&target.namespace, &target.name)
-                    .await?
-                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?,
-            )?["spec"]["template"]["spec"]
-                .clone(),
-            _ => serde_json::to_value(
-                self.pod(&target.namespace, &target.name)
-                    .await?
-                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?,
-            )?["spec"]
-                .clone(),
-        };
+        let spec = self.pod_spec(target).await?;
         Ok(spec["volumes"]
             .as_array()
             .into_iter()

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Taint};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -22,6 +23,24 @@ pub struct NodeFacts {
 }
 
 impl Cluster {
+    /// The pod spec a workload's pods get: a Deployment's template, or the bare pod's own.
+    pub async fn pod_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
+        Ok(match target.kind {
+            WorkloadKind::Deployment => serde_json::to_value(
+                self.deployment(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?,
+            )?["spec"]["template"]["spec"]
+                .clone(),
+            _ => serde_json::to_value(
+                self.pod(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?,
+            )?["spec"]
+                .clone(),
+        })
+    }
+
     /// Nodes the scheduler may use (not cordoned).
     pub async fn schedulable_nodes(&self) -> Result<Vec<NodeFacts>, ClusterError> {
         let nodes = Api::<Node>::all(self.client.clone())

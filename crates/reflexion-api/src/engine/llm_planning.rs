@@ -384,6 +384,12 @@ impl Engine {
             events,
             logs,
             config_keys,
+            options: ctx.evidence["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.as_str().map(String::from))
+                .collect(),
             rules_diagnosis: ctx.rules_diagnosis.map(String::from),
             lessons: if memory == LlmMemory::Full {
                 ctx.lessons.to_vec()
@@ -463,14 +469,114 @@ impl Engine {
                     ));
                 }
             }
-            // The claim's state (unbound, mounted by the workload) is checked by the dry run and again when run.
+            Action::SetNodeSelector { remove, set, .. } => {
+                self.vet_node_selector(target, remove, set).await?
+            }
+            Action::RecreateClaim {
+                claim,
+                storage_class,
+                ..
+            } => self.vet_claim(target, claim, storage_class).await?,
+            Action::DropCommand { container, .. } => {
+                let c = self
+                    .inner
+                    .cluster
+                    .container(target, container)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if c["command"].as_array().is_none_or(Vec::is_empty) {
+                    return Err(format!(
+                        "container {container} has no command override: dropping it changes nothing"
+                    ));
+                }
+            }
             Action::RolloutUndo { .. }
             | Action::SetProbe { .. }
             | Action::SetRequests { .. }
-            | Action::SetNodeSelector { .. }
-            | Action::RecreateClaim { .. }
-            | Action::DropCommand { .. }
             | Action::Escalate { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// A model's selector change must be no more than the rules would make: remove only keys no node has, set only
+    /// the one value nodes have for a key.
+    async fn vet_node_selector(
+        &self,
+        target: &WorkloadRef,
+        remove: &[String],
+        set: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let cluster = &self.inner.cluster;
+        let spec = cluster.pod_spec(target).await.map_err(|e| e.to_string())?;
+        let selector: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(spec["nodeSelector"].clone()).unwrap_or_default();
+        let labels: Vec<_> = cluster
+            .schedulable_nodes()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|n| n.labels)
+            .collect();
+        let Some((allowed_remove, allowed_set)) =
+            super::rules::scheduling::selector_fix(&selector, &labels)
+        else {
+            return Err(format!(
+                "the nodeSelector of {target} is not one kube-reflexion may change: a node matches it, or which value is meant is ambiguous"
+            ));
+        };
+        if let Some(k) = remove.iter().find(|k| !allowed_remove.contains(k)) {
+            return Err(format!(
+                "removing nodeSelector key {k} is refused: only keys no node has are removed"
+            ));
+        }
+        if let Some((k, v)) = set.iter().find(|(k, v)| allowed_set.get(*k) != Some(*v)) {
+            return Err(format!(
+                "setting nodeSelector {k}={v} is refused: only the one value nodes have for a key the selector asks is set"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A model's claim replacement must be what the storage rule would do: a claim the workload mounts, unbound,
+    /// of a class that does not exist, replaced by one that does.
+    async fn vet_claim(
+        &self,
+        target: &WorkloadRef,
+        claim: &str,
+        storage_class: &str,
+    ) -> Result<(), String> {
+        let cluster = &self.inner.cluster;
+        let err = |e: crate::cluster::ClusterError| e.to_string();
+        if !cluster
+            .mounted_claims(target)
+            .await
+            .map_err(err)?
+            .iter()
+            .any(|c| c == claim)
+        {
+            return Err(format!("{target} does not mount claim {claim}"));
+        }
+        let found = cluster
+            .claim(&target.namespace, claim)
+            .await
+            .map_err(err)?
+            .ok_or_else(|| format!("claim {claim} does not exist"))?;
+        if let Some(why) = crate::cluster::claim_refusal(&found) {
+            return Err(why);
+        }
+        let classes = cluster.storage_classes().await.map_err(err)?;
+        let current = found["spec"]["storageClassName"]
+            .as_str()
+            .unwrap_or_default();
+        if classes.iter().any(|(c, _)| c == current) {
+            return Err(format!(
+                "claim {claim}'s StorageClass {current} exists: recreating it would not bind it"
+            ));
+        }
+        if !classes.iter().any(|(c, _)| c == storage_class) {
+            return Err(format!("StorageClass {storage_class} does not exist"));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod diagnose;
 mod llm_planning;
+mod options;
 mod plan;
 mod rules;
 mod trial;

@@ -50,6 +50,7 @@ impl Engine {
                 known.push(r.clone());
             }
             diag.evidence["probes"] = serde_json::to_value(&known).unwrap_or(Value::Null);
+            diag.evidence["options"] = json!(self.options(&diag, &tried).await);
             let signature = Signature::of(&diag.failure);
             let target = diag.target.clone();
             let plan = match approved.take() {

@@ -13,7 +13,7 @@ mod image;
 mod oom;
 pub(in crate::engine) mod probe;
 mod rollout;
-mod scheduling;
+pub(in crate::engine) mod scheduling;
 mod storage;
 
 impl Engine {
@@ -172,7 +172,7 @@ impl Engine {
 }
 
 /// The probe results the evidence carries (those seen in this incident's trials so far).
-fn known_probes(evidence: &Value) -> Vec<probe::ProbeResult> {
+pub(in crate::engine) fn known_probes(evidence: &Value) -> Vec<probe::ProbeResult> {
     serde_json::from_value(evidence["probes"].clone()).unwrap_or_default()
 }
 

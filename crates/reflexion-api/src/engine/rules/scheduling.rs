@@ -38,7 +38,7 @@ pub(super) fn lowered_request(
 /// no node has is removed; a key whose value no node has is set to the one value nodes have for it. `None` when
 /// the selector is not the problem (a node matches it), when a key has several candidate values (which one is
 /// meant is not ours to guess), or when no node would match even after the change.
-pub(super) fn selector_fix(
+pub(in crate::engine) fn selector_fix(
     selector: &BTreeMap<String, String>,
     nodes: &[BTreeMap<String, String>],
 ) -> Option<(Vec<String>, BTreeMap<String, String>)> {
