@@ -51,6 +51,24 @@ async fn stub() -> String {
         } else if prompt.contains("demo-app") {
             json!({"action": "set_env", "target": target, "container": "WORKLOAD_1", "name": "DATABASE_URL",
                    "from": {"kind": "config_map_key", "name": "billing-config", "key": "DATABASE_URL"}, "rationale": "the ConfigMap has it"})
+        } else if prompt.contains("/alive") {
+            // Both probes wrong: liveness first; once it is fixed, the failure is the readiness probe.
+            let probe = if prompt.contains("\"not_ready\"") {
+                "readiness"
+            } else {
+                "liveness"
+            };
+            json!({"action": "set_probe", "target": target, "container": "web", "probe": probe,
+                   "handler": {"type": "http_get", "path": "/", "port": 80}, "rationale": "probe a served path"})
+        } else if prompt.contains("disktype") {
+            json!({"action": "set_node_selector", "target": target, "remove": ["disktype"], "set": {},
+                   "rationale": "no node has the label"})
+        } else if prompt.contains("premium-ssd") {
+            json!({"action": "recreate_claim", "target": target, "claim": "uploads", "storage_class": "standard",
+                   "rationale": "the class does not exist; standard is the default"})
+        } else if prompt.contains("start-my-server") {
+            json!({"action": "drop_command", "target": target, "container": "web",
+                   "rationale": "the image has no such program; its own entrypoint serves"})
         } else if prompt.contains("/healthz") {
             json!({"action": "set_probe", "target": target, "container": "WORKLOAD_1", "probe": "liveness",
                    "handler": {"type": "http_get", "path": if reflected { "/" } else { "/health" }, "port": 80}, "rationale": "probe a served path"})

@@ -336,7 +336,9 @@ impl Engine {
             verdict,
             now_showing,
         });
+        // A change that made progress is kept, not a failure to reflect on: the template says what it revealed.
         if !v.verified
+            && verdict != Some(Verdict::Progress)
             && let Some(text) = self
                 .reflect_with_llm(inc, trial, failure, target, &command, &v.detail, tried)
                 .await

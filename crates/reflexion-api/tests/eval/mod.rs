@@ -6,7 +6,7 @@
 
 use crate::support::{Options, Stack};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,8 @@ pub struct Scenario {
     pub name: &'static str,
     pub deployment: Value,
     pub config_map: Option<Value>,
+    /// A PersistentVolumeClaim the Deployment mounts, created before it.
+    pub claim: Option<Value>,
     /// Actions that are a right answer.
     pub acceptable: &'static [&'static str],
     /// Whether the right outcome is an escalation (nothing our actions can fix).
@@ -39,6 +41,7 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "image-tag-typo",
             deployment: deployment("shop", json!({"name": "shop", "image": "nginx:1.27.O"})),
             config_map: None,
+            claim: None,
             acceptable: &["set_image"],
             escalation_expected: false,
         },
@@ -50,6 +53,7 @@ pub fn scenarios() -> Vec<Scenario> {
                        "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}}),
             ),
             config_map: None,
+            claim: None,
             acceptable: &["set_resources"],
             escalation_expected: false,
         },
@@ -61,6 +65,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ),
             config_map: Some(json!({"metadata": {"name": "billing-config"},
                                     "data": {"DATABASE_URL": "postgres://db:5432/billing", "LOG_LEVEL": "info"}})),
+            claim: None,
             acceptable: &["set_env"],
             escalation_expected: false,
         },
@@ -72,6 +77,7 @@ pub fn scenarios() -> Vec<Scenario> {
                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 80}, "periodSeconds": 5, "failureThreshold": 2}}),
             ),
             config_map: None,
+            claim: None,
             acceptable: &["set_probe"],
             escalation_expected: false,
         },
@@ -82,8 +88,69 @@ pub fn scenarios() -> Vec<Scenario> {
                 json!({"name": "worker", "image": "busybox:1.36", "command": ["/usr/local/bin/worker-server", "--queue", "jobs"]}),
             ),
             config_map: None,
+            claim: None,
             acceptable: &["escalate"],
             escalation_expected: true,
+        },
+        // Added with re-diagnosis and the high-risk repairs (the operator approves each proposal, as below).
+        Scenario {
+            name: "both-probes-wrong",
+            deployment: deployment(
+                "probes",
+                json!({"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
+                       "livenessProbe": {"httpGet": {"path": "/alive", "port": 80}, "periodSeconds": 5, "failureThreshold": 3},
+                       "readinessProbe": {"httpGet": {"path": "/ready-now", "port": 80}, "periodSeconds": 5}}),
+            ),
+            config_map: None,
+            claim: None,
+            acceptable: &["set_probe"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "node-selector-no-node",
+            deployment: {
+                let mut d = deployment(
+                    "catalog",
+                    json!({"name": "catalog", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}),
+                );
+                d["spec"]["template"]["spec"]["nodeSelector"] = json!({"disktype": "nvme"});
+                d
+            },
+            config_map: None,
+            claim: None,
+            acceptable: &["set_node_selector"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "pvc-missing-class",
+            deployment: {
+                let mut d = deployment(
+                    "uploader",
+                    json!({"name": "web", "image": "nginx:1.27",
+                    "volumeMounts": [{"name": "uploads", "mountPath": "/usr/share/nginx/html/uploads"}]}),
+                );
+                d["spec"]["template"]["spec"]["volumes"] =
+                    json!([{"name": "uploads", "persistentVolumeClaim": {"claimName": "uploads"}}]);
+                d
+            },
+            config_map: None,
+            claim: Some(
+                json!({"metadata": {"name": "uploads"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                "storageClassName": "premium-ssd", "resources": {"requests": {"storage": "1Gi"}}}}),
+            ),
+            acceptable: &["recreate_claim"],
+            escalation_expected: false,
+        },
+        Scenario {
+            name: "command-not-in-image",
+            deployment: deployment(
+                "storefront",
+                json!({"name": "web", "image": "nginx:1.27", "command": ["/bin/sh", "-c", "start-my-server"], "ports": [{"containerPort": 80}]}),
+            ),
+            config_map: None,
+            claim: None,
+            acceptable: &["drop_command"],
+            escalation_expected: false,
         },
     ]
 }
@@ -147,6 +214,9 @@ pub struct Run {
     pub tokens: i64,
     pub seconds: f64,
     pub outcome: String,
+    /// Proposals the harness approved as an operator would (high-risk actions wait for one).
+    #[serde(default)]
+    pub approvals: usize,
     /// Every model call of the incident: its trial, what the model answered (bounded) and what the gates made of it.
     #[serde(default)]
     pub calls: Vec<Value>,
@@ -215,6 +285,16 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
         .await
         .unwrap();
     }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(stack.kube().await, "default");
+    if let Some(c) = &s.claim {
+        claims
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(c.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     let before: Vec<String> = ids(stack).await;
     deployments
         .create(
@@ -229,6 +309,7 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut detail = Value::Null;
+    let mut approvals = 0;
     while Instant::now() < deadline {
         let list = stack.get("/api/v1/reflexion/incidents?limit=1000").await;
         let new = list["incidents"]
@@ -240,6 +321,23 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
                     && i["workload"]["name"] == name.as_str()
             })
             .cloned();
+        // The operator approves every proposal: the experiment measures the planner, not the policy.
+        if let Some(i) = &new
+            && i["state"] == "awaiting_approval"
+        {
+            let (status, _) = stack
+                .post(
+                    &format!(
+                        "/api/v1/reflexion/incidents/{}/approve",
+                        i["id"].as_str().unwrap()
+                    ),
+                    json!({"by": "llm-eval"}),
+                )
+                .await;
+            if status == 202 {
+                approvals += 1;
+            }
+        }
         if let Some(i) = new
             && ["resolved", "escalated", "failed", "dismissed"]
                 .contains(&i["state"].as_str().unwrap_or(""))
@@ -269,7 +367,19 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    summarize(s, arm, rep, &detail, started.elapsed().as_secs_f64())
+    if let Some(c) = &s.claim {
+        let claim = c["metadata"]["name"].as_str().unwrap();
+        let _ = claims.delete(claim, &DeleteParams::default()).await;
+        for _ in 0..120 {
+            if claims.get_opt(claim).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let mut run = summarize(s, arm, rep, &detail, started.elapsed().as_secs_f64());
+    run.approvals = approvals;
+    run
 }
 
 async fn ids(stack: &Stack) -> Vec<String> {
@@ -371,6 +481,7 @@ pub fn summarize(s: &Scenario, arm: Arm, rep: usize, detail: &Value, seconds: f6
             .sum(),
         seconds,
         outcome: outcome_text.chars().take(300).collect(),
+        approvals: 0,
         calls: all_calls
             .iter()
             .map(|c| {
