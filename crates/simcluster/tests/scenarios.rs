@@ -3,151 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{ApiResource, DynamicObject, ListParams, LogParams, PostParams};
-use kube::core::GroupVersionKind;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use serde::Deserialize;
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 
+use common::pods::*;
 use common::{start, start_split};
-
-/// `kubectl apply -f k8s/scenarios/<file>` (create only), through kube-rs.
-async fn apply(client: &Client, file: &str) {
-    let path = format!("{}/../../k8s/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let obj: serde_json::Value = serde_json::Value::deserialize(doc).unwrap();
-        if obj.is_null() {
-            continue;
-        }
-        let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (
-                String::new(),
-                obj["apiVersion"].as_str().unwrap().to_string(),
-            ),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, obj["kind"].as_str().unwrap());
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
-        let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
-        api.create(&PostParams::default(), &dynamic)
-            .await
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-    }
-}
-
-/// Wait until a pod matching `selector` satisfies `check`; return it.
-async fn pod_where(
-    client: &Client,
-    selector: &str,
-    what: &str,
-    check: impl Fn(&Pod) -> bool,
-) -> Pod {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels(selector))
-            .await
-            .unwrap();
-        if let Some(p) = list.items.iter().find(|p| check(p)) {
-            return p.clone();
-        }
-        if Instant::now() > deadline {
-            let states: Vec<_> = list
-                .items
-                .iter()
-                .map(|p| serde_json::to_string(&p.status).unwrap())
-                .collect();
-            panic!("no pod with {selector} became {what}; pods: {states:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn waiting(p: &Pod) -> Option<(String, String)> {
-    let w = p
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .waiting
-        .as_ref()?;
-    Some((
-        w.reason.clone().unwrap_or_default(),
-        w.message.clone().unwrap_or_default(),
-    ))
-}
-
-fn reason_is(p: &Pod, reason: &str) -> bool {
-    waiting(p).is_some_and(|(r, _)| r == reason)
-}
-
-/// (exit code, reason) of the last terminated instance, once the container restarted at least once.
-fn last_terminated(p: &Pod) -> Option<(i32, String)> {
-    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
-    let t = cs.last_state.as_ref()?.terminated.as_ref()?;
-    (cs.restart_count >= 1).then(|| (t.exit_code, t.reason.clone().unwrap_or_default()))
-}
-
-fn unschedulable(p: &Pod) -> Option<String> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "PodScheduled")?;
-    (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
-        .then(|| c.message.clone().unwrap_or_default())
-}
-
-async fn events_of(client: &Client, p: &Pod) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(client.clone(), "default");
-    let lp = ListParams::default().fields(&format!(
-        "involvedObject.uid={}",
-        p.metadata.uid.clone().unwrap()
-    ));
-    api.list(&lp)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.message.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn has_event(events: &[(String, String, String)], type_: &str, reason: &str, needle: &str) -> bool {
-    events
-        .iter()
-        .any(|(t, r, m)| t == type_ && r == reason && m.contains(needle))
-}
-
-async fn previous_logs(client: &Client, p: &Pod) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.logs(
-        p.metadata.name.as_deref().unwrap(),
-        &LogParams {
-            previous: true,
-            ..LogParams::default()
-        },
-    )
-    .await
-    .unwrap()
-}
 
 async fn bad_image_pod_and_deployment_back_off_pulling(split: bool) {
     let sim = if split {
@@ -848,24 +713,6 @@ async fn services_have_the_ready_pods_they_select_as_endpoints(split: bool) {
         .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].endpoints.len(), 2);
-}
-
-/// Every scenario runs on simcluster's built-in kubelet and in the split topology (`simcluster node` in its own
-/// process, its statuses, events and logs reaching the control plane over HTTP).
-macro_rules! both_topologies {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn builtin_kubelet() {
-                super::$name(false).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn split_node() {
-                super::$name(true).await
-            }
-        }
-    )*};
 }
 
 both_topologies!(

@@ -2,6 +2,27 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pods;
+
+/// Every scenario runs on simcluster's built-in kubelet and in the split topology (`simcluster node` in its own
+/// process, its statuses, events and logs reaching the control plane over HTTP).
+#[allow(unused_macros)]
+macro_rules! both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn builtin_kubelet() {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn split_node() {
+                super::$name(true).await
+            }
+        }
+    )*};
+}
+
 use kube::Client;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
