@@ -342,3 +342,40 @@ async fn a_bare_pod_whose_command_the_image_lacks_is_recreated_without_it_after_
     assert_eq!(restarts(&pods[0]), 0);
 }
 }
+
+e2e_test! {
+async fn a_taint_nothing_tolerates_is_handed_over_naming_the_taint_and_the_toleration() {
+    let stack = Stack::start(Options::default()).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(stack.kube().await);
+    let node = nodes.list(&ListParams::default()).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let taint = json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}});
+    nodes
+        .patch(&node, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(taint))
+        .await
+        .unwrap();
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/bad-readiness.yaml"))
+        .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["signature"].as_str()),
+        (Some("escalated"), Some("unschedulable/taint")),
+        "{detail}"
+    );
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains(&format!("node {node} has taint dedicated=gpu:NoSchedule"))
+            && outcome.contains("{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}"),
+        "{outcome}"
+    );
+    assert!(audit_verbs(&detail).is_empty(), "nothing changed: {detail}");
+    assert_eq!(
+        deployments.get("gateway").await.unwrap().metadata.generation,
+        Some(1)
+    );
+}
+}

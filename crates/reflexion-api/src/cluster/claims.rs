@@ -3,7 +3,7 @@
 //! the claim's resourceVersion, so a claim that bound meanwhile is not deleted. The storageClassName of a claim
 //! cannot change in place, hence delete and create.
 
-use super::executor::Snapshot;
+use super::revert::Snapshot;
 use super::{Cluster, ClusterError, FIELD_MANAGER};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;

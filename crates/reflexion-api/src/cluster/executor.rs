@@ -1,5 +1,5 @@
-//! What the engine writes: each typed action as a minimal patch at the owner (a server-side dry run first), the
-//! snapshot that undoes it, the revert, and the Event that tells `kubectl describe` what was done.
+//! What the engine writes: each typed action as a minimal patch at the owner (a server-side dry run first), and the
+//! Event that tells `kubectl describe` what was done. What a change replaced and its undoing are in `revert`.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
@@ -9,75 +9,10 @@ use kube::api::{Patch, PostParams};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::{Action, EnvSource};
 
-use super::recreate::{ContainerEdit, PodEdit, fresh_pod};
+use super::recreate::{ContainerEdit, PodEdit};
+use super::revert::Snapshot;
 use super::{Cluster, ClusterError, FIELD_MANAGER, patch_params};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-
-/// What an executed action changed, so it can be undone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Snapshot {
-    Image {
-        target: WorkloadRef,
-        container: String,
-        old_image: String,
-        new_image: String,
-    },
-    Resources {
-        target: WorkloadRef,
-        container: String,
-        /// The container's whole `resources` before the change (null if it had none).
-        old: Value,
-        new_limit: String,
-    },
-    Env {
-        target: WorkloadRef,
-        container: String,
-        /// The container's `env` before the change (null if it had none), and the variable added.
-        old: Value,
-        name: String,
-    },
-    /// One field of a Deployment's container (a probe, the resources) before and after the change.
-    Field {
-        target: WorkloadRef,
-        container: String,
-        field: String,
-        old: Value,
-        new: Value,
-    },
-    Template {
-        target: WorkloadRef,
-        /// The pod template before the rollback, and the one the rollback set.
-        old: Value,
-        new: Value,
-    },
-    RecreatedPod {
-        namespace: String,
-        original: Value,
-        new_uid: String,
-    },
-    /// One field of a Deployment's pod spec (the nodeSelector) before and after the change (null: absent).
-    PodSpec {
-        target: WorkloadRef,
-        field: String,
-        old: Value,
-        new: Value,
-    },
-    /// A whole container of a Deployment's template before and after the change.
-    Container {
-        target: WorkloadRef,
-        container: String,
-        old: Value,
-        new: Value,
-    },
-    /// An unbound claim replaced by the same claim of another class.
-    RecreatedClaim {
-        namespace: String,
-        original: Value,
-        new_uid: String,
-    },
-}
 
 /// What a dry run says when the API server accepted it.
 fn accepted(target: &WorkloadRef) -> Value {
@@ -435,153 +370,6 @@ impl Cluster {
             Action::Escalate { .. } => {
                 Err(ClusterError::Unsupported("executing an escalation".into()))
             }
-        }
-    }
-    /// Undo an executed action, unless someone else changed the object since (then leave it alone and say so).
-    pub async fn revert(&self, snapshot: &Snapshot) -> Result<String, ClusterError> {
-        match snapshot {
-            Snapshot::Image {
-                target,
-                container,
-                old_image,
-                new_image,
-            } => {
-                let now = self.current_image(target, container).await?;
-                if now != *new_image {
-                    return Ok(format!(
-                        "not reverted: {target} now runs {now}, changed by someone else"
-                    ));
-                }
-                self.patch_image(target, container, old_image, false)
-                    .await?;
-                Ok(format!(
-                    "reverted {target} container {container} to {old_image}"
-                ))
-            }
-            Snapshot::Resources {
-                target,
-                container,
-                old,
-                new_limit,
-            } => {
-                let (index, spec) = self.container_spec(target, container).await?;
-                let now = spec["resources"]["limits"]["memory"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                if now != *new_limit {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} now has memory limit {now:?}, changed by someone else"
-                    ));
-                }
-                // Restore the container's resources exactly, guarded by a test that it is still the same container.
-                let restore = if old.is_null() {
-                    json!({})
-                } else {
-                    old.clone()
-                };
-                self.patch_field(target, index, container, "resources", &restore, false)
-                    .await?;
-                Ok(format!(
-                    "reverted {target} container {container} resources to {old}"
-                ))
-            }
-            Snapshot::Env {
-                target,
-                container,
-                old,
-                name,
-            } => {
-                let (index, spec) = self.container_spec(target, container).await?;
-                if !spec["env"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|e| e["name"] == name.as_str())
-                {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} no longer has {name}, changed by someone else"
-                    ));
-                }
-                // A null `old` removes the env list the change created.
-                self.patch_field(target, index, container, "env", old, false)
-                    .await?;
-                Ok(format!(
-                    "reverted {target} container {container} env (removed {name})"
-                ))
-            }
-            Snapshot::Field {
-                target,
-                container,
-                field,
-                old,
-                new,
-            } => {
-                let (index, spec) = self.container_spec(target, container).await?;
-                if spec[field.as_str()] != *new {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} {field} was changed by someone else"
-                    ));
-                }
-                self.patch_field(target, index, container, field, old, false)
-                    .await?;
-                Ok(format!(
-                    "reverted {target} container {container} {field} to {old}"
-                ))
-            }
-            Snapshot::Template { target, old, new } => {
-                let d = self
-                    .deployment(&target.namespace, &target.name)
-                    .await?
-                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
-                let now = serde_json::to_value(d)?["spec"]["template"].clone();
-                if now != *new {
-                    return Ok(format!(
-                        "not reverted: {target}'s pod template was changed by someone else"
-                    ));
-                }
-                self.replace_template(target, old, false).await?;
-                Ok(format!(
-                    "restored {target}'s pod template from before the rollback"
-                ))
-            }
-            Snapshot::RecreatedPod {
-                namespace,
-                original,
-                new_uid,
-            } => {
-                let name = original["metadata"]["name"].as_str().unwrap_or_default();
-                let api = self.dynamic_pods(namespace);
-                let Some(current) = api.get_opt(name).await? else {
-                    return Ok(format!("not reverted: pod {name} no longer exists"));
-                };
-                if current.metadata.uid.as_deref() != Some(new_uid) {
-                    return Ok(format!(
-                        "not reverted: pod {name} was replaced by someone else"
-                    ));
-                }
-                let restored = fresh_pod(original, None, None)?;
-                self.replace_pod(namespace, &serde_json::to_value(&current)?, restored)
-                    .await?;
-                Ok(format!("recreated pod {name} with its original spec"))
-            }
-            Snapshot::PodSpec {
-                target,
-                field,
-                old,
-                new,
-            } => self.revert_pod_spec(target, field, old, new).await,
-            Snapshot::Container {
-                target,
-                container,
-                old,
-                new,
-            } => self.revert_container(target, container, old, new).await,
-            Snapshot::RecreatedClaim {
-                namespace,
-                original,
-                new_uid,
-            } => self.revert_claim(namespace, original, new_uid).await,
         }
     }
     pub(super) async fn patch_env(

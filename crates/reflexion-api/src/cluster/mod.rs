@@ -7,12 +7,13 @@ mod evidence;
 mod executor;
 mod placement;
 mod recreate;
+mod revert;
 mod template;
 
 pub use claims::{fresh_claim, refusal as claim_refusal};
-pub use executor::Snapshot;
 pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
+pub use revert::Snapshot;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

@@ -7,7 +7,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams, Preconditi
 use kube::runtime::wait::{await_condition, conditions};
 use reflexion_core::owner::WorkloadRef;
 
-use super::executor::Snapshot;
+use super::revert::Snapshot;
 use super::{Cluster, ClusterError, FIELD_MANAGER, INCIDENT_ANNOTATION};
 use serde_json::{Value, json};
 use std::time::Duration;

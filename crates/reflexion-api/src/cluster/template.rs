@@ -2,7 +2,7 @@
 //! command override dropped (`command` and `args` together, so the image's ENTRYPOINT and CMD run). Each is one JSON
 //! patch guarded by a `test` of what it replaces, and undone only if nobody changed it since.
 
-use super::executor::Snapshot;
+use super::revert::Snapshot;
 use super::{Cluster, ClusterError};
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
