@@ -460,6 +460,24 @@ impl Db {
         Ok(id)
     }
 
+    /// The commands of an incident's trials that were not verified but made progress and were kept, in order.
+    pub async fn kept_changes(&self, incident: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT command, verification FROM episodes WHERE incident_id = ? AND NOT success AND NOT reverted ORDER BY trial, created_at",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| {
+                serde_json::from_str::<Value>(&r.get::<String, _>("verification"))
+                    .is_ok_and(|v| v["progress"] == "progress")
+            })
+            .map(|r| r.get::<String, _>("command"))
+            .collect())
+    }
+
     /// The actions an incident's trials ran, in order (for an approved trial that continues the incident).
     pub async fn episode_actions(&self, incident: &str) -> Result<Vec<Value>> {
         let rows = sqlx::query(

@@ -1169,7 +1169,11 @@ async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
         "{e}"
     );
     let outcome = detail["outcome"].as_str().unwrap();
-    assert!(outcome.contains("exit code 1"), "{outcome}");
+    assert!(
+        outcome.contains("exit code 1")
+            && outcome.contains("Kept from earlier trials because they made progress: `kubectl set image"),
+        "{outcome}"
+    );
     // The pod shows the crash now, not the image: it runs the tag the trial set.
     let now = pods.get("flaky").await.unwrap();
     assert_eq!(

@@ -302,7 +302,20 @@ impl Engine {
         diagnosis: &str,
         suggestion: &str,
     ) -> Result<(), EngineError> {
-        let text = format!("{diagnosis}. Suggested: {suggestion}");
+        // A change kept because it made progress stays in place when the incident is handed over: say so.
+        let kept = self.inner.db.kept_changes(&inc.id).await?;
+        let kept = if kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Kept from earlier trials because they made progress: {}.",
+                kept.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let text = format!("{diagnosis}. Suggested: {suggestion}{kept}");
         self.inner.db.finish(&inc.id, "escalated", &text).await?;
         self.inner
             .cluster
