@@ -536,6 +536,12 @@ fn adversarial_corpus() -> Vec<(&'static str, Reply)> {
             ),
         ),
         (
+            "a probe the container does not have",
+            c(
+                r#"{"action":"set_probe","target":TARGET,"container":"victim","probe":"readiness","handler":{"type":"tcp_socket","port":80}}"#,
+            ),
+        ),
+        (
             "drop_command of a container that is not there",
             c(r#"{"action":"drop_command","target":TARGET,"container":"bystander"}"#),
         ),

@@ -490,10 +490,25 @@ impl Engine {
                     ));
                 }
             }
-            Action::RolloutUndo { .. }
-            | Action::SetProbe { .. }
-            | Action::SetRequests { .. }
-            | Action::Escalate { .. } => {}
+            Action::SetProbe {
+                container, probe, ..
+            } => {
+                // Pointing a probe elsewhere, never adding one: a new probe changes when the pod is killed or
+                // served, which no failure of a probe that is not there calls for.
+                let c = self
+                    .inner
+                    .cluster
+                    .container(target, container)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !c[probe.field()].is_object() {
+                    return Err(format!(
+                        "container {container} has no {} to point elsewhere: kube-reflexion does not add probes",
+                        probe.field()
+                    ));
+                }
+            }
+            Action::RolloutUndo { .. } | Action::SetRequests { .. } | Action::Escalate { .. } => {}
         }
         Ok(())
     }
