@@ -80,7 +80,7 @@ async fn a_liveness_probe_on_a_port_nothing_serves_is_pointed_at_what_the_contai
         "{commands:?}"
     );
     assert_eq!(episodes[0]["success"], false);
-    assert_eq!(episodes[0]["reverted"], true);
+    assert_eq!(episodes[0]["reverted"], true, "{}", detail["audit"]);
     assert!(
         commands[1].contains(r#""httpGet":{"path":"/","port":80}"#),
         "{commands:?}"

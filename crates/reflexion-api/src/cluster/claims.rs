@@ -3,7 +3,7 @@
 //! the claim's resourceVersion, so a claim that bound meanwhile is not deleted. The storageClassName of a claim
 //! cannot change in place, hence delete and create.
 
-use super::revert::Snapshot;
+use super::revert::{Reverted, Snapshot};
 use super::{Cluster, ClusterError, FIELD_MANAGER};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -189,28 +189,28 @@ impl Cluster {
         ns: &str,
         original: &Value,
         new_uid: &str,
-    ) -> Result<String, ClusterError> {
+    ) -> Result<Reverted, ClusterError> {
         let name = original["metadata"]["name"].as_str().unwrap_or_default();
         let Some(now) = self.claims(ns).get_opt(name).await? else {
-            return Ok(format!("not reverted: claim {name} no longer exists"));
+            return Ok(Reverted::Skipped(format!("claim {name} no longer exists")));
         };
         let now = serde_json::to_value(now)?;
         if now["metadata"]["uid"] != new_uid {
-            return Ok(format!(
-                "not reverted: claim {name} was replaced by someone else"
-            ));
+            return Ok(Reverted::Skipped(format!(
+                "claim {name} was replaced by someone else"
+            )));
         }
         if let Some(why) = refusal(&now) {
-            return Ok(format!("not reverted: {why}"));
+            return Ok(Reverted::Skipped(why));
         }
         let class = original["spec"]["storageClassName"]
             .as_str()
             .unwrap_or_default();
         self.replace_claim(ns, &now, fresh_claim(original, class), false)
             .await?;
-        Ok(format!(
+        Ok(Reverted::Done(format!(
             "recreated claim {name} with its original class {class}"
-        ))
+        )))
     }
 }
 

@@ -284,7 +284,10 @@ impl Cluster {
                 if target.kind == WorkloadKind::Deployment =>
             {
                 let (index, container, field, old, new) = self.field_edit(action).await?;
-                self.patch_field(target, index, &container, field, &new, false)
+                // The API server defaults what the action left out (an httpGet's scheme): the stored value is the
+                // one a revert must find unchanged.
+                let new = self
+                    .patch_field(target, index, &container, field, &new, false)
                     .await?;
                 Ok(Snapshot::Field {
                     target: target.clone(),
@@ -419,11 +422,12 @@ impl Cluster {
         target: &WorkloadRef,
         patch: Patch<Value>,
         dry_run: bool,
-    ) -> Result<(), ClusterError> {
-        Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
+    ) -> Result<Value, ClusterError> {
+        let d = Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
             .patch(&target.name, &patch_params(dry_run), &patch)
             .await?;
-        Ok(())
+        // The pod spec as stored, defaults included: what a revert later compares against.
+        Ok(serde_json::to_value(d)?["spec"]["template"]["spec"].take())
     }
     /// For a field-level action on a Deployment: the container's index and name, the field, and its value
     /// before and after.
@@ -454,7 +458,7 @@ impl Cluster {
         field: &str,
         value: &Value,
         dry_run: bool,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Value, ClusterError> {
         let base = format!("/spec/template/spec/containers/{index}");
         let set = if value.is_null() {
             json!({"op": "remove", "path": format!("{base}/{field}")})
@@ -463,9 +467,10 @@ impl Cluster {
         };
         let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, set]);
         let patch: json_patch::Patch = serde_json::from_value(ops)?;
-        self.patch_deployment(target, Patch::Json(patch), dry_run)
+        let mut spec = self
+            .patch_deployment(target, Patch::Json(patch), dry_run)
             .await?;
-        Ok(())
+        Ok(spec["containers"][index][field].take())
     }
     pub(super) async fn patch_memory(
         &self,

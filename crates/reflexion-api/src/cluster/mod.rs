@@ -13,7 +13,7 @@ mod template;
 pub use claims::{fresh_claim, refusal as claim_refusal};
 pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
-pub use revert::Snapshot;
+pub use revert::{Reverted, Snapshot};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

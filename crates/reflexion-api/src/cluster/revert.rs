@@ -72,9 +72,42 @@ pub enum Snapshot {
     },
 }
 
+/// What a revert did. Only `Done` means the change is gone; the others say why it is still in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Reverted {
+    /// The object is back as it was before the change.
+    Done(String),
+    /// Left alone on purpose: someone else changed or replaced the object since.
+    Skipped(String),
+    /// The API refused or failed the revert.
+    Failed(String),
+}
+
+impl Reverted {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done(_))
+    }
+
+    /// One line for the audit log and the reflection.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Done(d) => d.clone(),
+            Self::Skipped(why) => format!("not reverted: {why}"),
+            Self::Failed(why) => format!("revert failed: {why}"),
+        }
+    }
+}
+
 impl Cluster {
     /// Undo an executed action, unless someone else changed the object since (then leave it alone and say so).
-    pub async fn revert(&self, snapshot: &Snapshot) -> Result<String, ClusterError> {
+    pub async fn revert(&self, snapshot: &Snapshot) -> Reverted {
+        self.try_revert(snapshot)
+            .await
+            .unwrap_or_else(|e| Reverted::Failed(e.to_string()))
+    }
+
+    async fn try_revert(&self, snapshot: &Snapshot) -> Result<Reverted, ClusterError> {
         match snapshot {
             Snapshot::Image {
                 target,
@@ -84,15 +117,15 @@ impl Cluster {
             } => {
                 let now = self.current_image(target, container).await?;
                 if now != *new_image {
-                    return Ok(format!(
-                        "not reverted: {target} now runs {now}, changed by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "{target} now runs {now}, changed by someone else"
+                    )));
                 }
                 self.patch_image(target, container, old_image, false)
                     .await?;
-                Ok(format!(
+                Ok(Reverted::Done(format!(
                     "reverted {target} container {container} to {old_image}"
-                ))
+                )))
             }
             Snapshot::Resources {
                 target,
@@ -106,9 +139,9 @@ impl Cluster {
                     .unwrap_or_default()
                     .to_string();
                 if now != *new_limit {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} now has memory limit {now:?}, changed by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "{target} container {container} now has memory limit {now:?}, changed by someone else"
+                    )));
                 }
                 // Restore the container's resources exactly, guarded by a test that it is still the same container.
                 let restore = if old.is_null() {
@@ -118,9 +151,9 @@ impl Cluster {
                 };
                 self.patch_field(target, index, container, "resources", &restore, false)
                     .await?;
-                Ok(format!(
+                Ok(Reverted::Done(format!(
                     "reverted {target} container {container} resources to {old}"
-                ))
+                )))
             }
             Snapshot::Env {
                 target,
@@ -135,16 +168,16 @@ impl Cluster {
                     .flatten()
                     .any(|e| e["name"] == name.as_str())
                 {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} no longer has {name}, changed by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "{target} container {container} no longer has {name}, changed by someone else"
+                    )));
                 }
                 // A null `old` removes the env list the change created.
                 self.patch_field(target, index, container, "env", old, false)
                     .await?;
-                Ok(format!(
+                Ok(Reverted::Done(format!(
                     "reverted {target} container {container} env (removed {name})"
-                ))
+                )))
             }
             Snapshot::Field {
                 target,
@@ -155,15 +188,15 @@ impl Cluster {
             } => {
                 let (index, spec) = self.container_spec(target, container).await?;
                 if spec[field.as_str()] != *new {
-                    return Ok(format!(
-                        "not reverted: {target} container {container} {field} was changed by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "{target} container {container} {field} was changed by someone else"
+                    )));
                 }
                 self.patch_field(target, index, container, field, old, false)
                     .await?;
-                Ok(format!(
+                Ok(Reverted::Done(format!(
                     "reverted {target} container {container} {field} to {old}"
-                ))
+                )))
             }
             Snapshot::Template { target, old, new } => {
                 let d = self
@@ -172,14 +205,14 @@ impl Cluster {
                     .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
                 let now = serde_json::to_value(d)?["spec"]["template"].clone();
                 if now != *new {
-                    return Ok(format!(
-                        "not reverted: {target}'s pod template was changed by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "{target}'s pod template was changed by someone else"
+                    )));
                 }
                 self.replace_template(target, old, false).await?;
-                Ok(format!(
+                Ok(Reverted::Done(format!(
                     "restored {target}'s pod template from before the rollback"
-                ))
+                )))
             }
             Snapshot::RecreatedPod {
                 namespace,
@@ -189,17 +222,19 @@ impl Cluster {
                 let name = original["metadata"]["name"].as_str().unwrap_or_default();
                 let api = self.dynamic_pods(namespace);
                 let Some(current) = api.get_opt(name).await? else {
-                    return Ok(format!("not reverted: pod {name} no longer exists"));
+                    return Ok(Reverted::Skipped(format!("pod {name} no longer exists")));
                 };
                 if current.metadata.uid.as_deref() != Some(new_uid) {
-                    return Ok(format!(
-                        "not reverted: pod {name} was replaced by someone else"
-                    ));
+                    return Ok(Reverted::Skipped(format!(
+                        "pod {name} was replaced by someone else"
+                    )));
                 }
                 let restored = fresh_pod(original, None, None)?;
                 self.replace_pod(namespace, &serde_json::to_value(&current)?, restored)
                     .await?;
-                Ok(format!("recreated pod {name} with its original spec"))
+                Ok(Reverted::Done(format!(
+                    "recreated pod {name} with its original spec"
+                )))
             }
             Snapshot::PodSpec {
                 target,

@@ -2,7 +2,7 @@
 //! command override dropped (`command` and `args` together, so the image's ENTRYPOINT and CMD run). Each is one JSON
 //! patch guarded by a `test` of what it replaces, and undone only if nobody changed it since.
 
-use super::revert::Snapshot;
+use super::revert::{Reverted, Snapshot};
 use super::{Cluster, ClusterError};
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
@@ -63,8 +63,10 @@ impl Cluster {
             Value::Object(selector)
         };
         let path = format!("{SPEC}/nodeSelector");
-        self.patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
-            .await?;
+        let new = self
+            .patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
+            .await?["nodeSelector"]
+            .take();
         Ok(Snapshot::PodSpec {
             target: target.clone(),
             field: "nodeSelector".into(),
@@ -87,8 +89,11 @@ impl Cluster {
             c.remove("args");
         }
         let path = format!("{SPEC}/containers/{index}");
-        self.patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
-            .await?;
+        // As stored (defaults included): what a revert must find unchanged.
+        let new = self
+            .patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
+            .await?["containers"][index]
+            .take();
         Ok(Snapshot::Container {
             target: target.clone(),
             container: container.into(),
@@ -104,17 +109,19 @@ impl Cluster {
         field: &str,
         old: &Value,
         new: &Value,
-    ) -> Result<String, ClusterError> {
+    ) -> Result<Reverted, ClusterError> {
         let now = self.template_spec(target).await?[field].clone();
         if now != *new {
-            return Ok(format!(
-                "not reverted: {target}'s {field} was changed by someone else"
-            ));
+            return Ok(Reverted::Skipped(format!(
+                "{target}'s {field} was changed by someone else"
+            )));
         }
         let path = format!("{SPEC}/{field}");
         self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
             .await?;
-        Ok(format!("reverted {target}'s {field} to {old}"))
+        Ok(Reverted::Done(format!(
+            "reverted {target}'s {field} to {old}"
+        )))
     }
 
     /// Put a whole container back, unless someone else changed it since.
@@ -124,17 +131,19 @@ impl Cluster {
         container: &str,
         old: &Value,
         new: &Value,
-    ) -> Result<String, ClusterError> {
+    ) -> Result<Reverted, ClusterError> {
         let (index, now) = self.container_spec(target, container).await?;
         if now != *new {
-            return Ok(format!(
-                "not reverted: {target} container {container} was changed by someone else"
-            ));
+            return Ok(Reverted::Skipped(format!(
+                "{target} container {container} was changed by someone else"
+            )));
         }
         let path = format!("{SPEC}/containers/{index}");
         self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
             .await?;
-        Ok(format!("restored {target} container {container} as it was"))
+        Ok(Reverted::Done(format!(
+            "restored {target} container {container} as it was"
+        )))
     }
 }
 

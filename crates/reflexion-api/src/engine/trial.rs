@@ -4,6 +4,7 @@
 use super::diagnose::Examined;
 use super::rules::{self, probe::ProbeResult};
 use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, Plan, llm_planning};
+use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
 use crate::verify::verify;
 use reflexion_core::policy::Decision;
@@ -294,19 +295,15 @@ impl Engine {
                 Examined::Failing(d) if judged == Verdict::Progress => next = Some(d),
                 seen => {
                     let r = cluster.revert(&snapshot).await;
-                    let result = r
-                        .as_ref()
-                        .map(String::clone)
-                        .unwrap_or_else(|e| format!("error: {e}"));
                     db.audit(
                         &inc.id,
                         "revert",
                         &target.to_string(),
                         &serde_json::to_value(&snapshot).unwrap_or(Value::Null),
-                        &result,
+                        &r.describe(),
                     )
                     .await?;
-                    revert_note = Some(result);
+                    revert_note = Some(r);
                     if judged == Verdict::Progress {
                         // Progress without a failing pod to plan from (the new cause shows only in events): the
                         // change is undone like any other that did not hold.
@@ -330,9 +327,7 @@ impl Engine {
             rationale: plan.rationale.clone(),
             verified: v.verified,
             verification: v.detail.clone(),
-            reverted: revert_note
-                .as_deref()
-                .is_some_and(|n| !n.starts_with("not reverted") && !n.starts_with("error")),
+            reverted: revert_note.as_ref().is_some_and(Reverted::is_done),
             verdict,
             now_showing,
         });
@@ -370,7 +365,7 @@ impl Engine {
                 verification: &verification,
                 success: v.verified,
                 progress: verdict == Some(Verdict::Progress),
-                reverted: revert_note.is_some(),
+                reverted: revert_note.as_ref().is_some_and(Reverted::is_done),
                 reflection: &reflection.text,
                 lessons: &reflection.lessons,
                 duration_ms: started.elapsed().as_millis() as i64,
