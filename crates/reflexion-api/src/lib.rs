@@ -2,6 +2,7 @@
 //! that writes to the cluster.
 
 pub mod cluster;
+pub mod config;
 pub mod db;
 pub mod engine;
 pub mod http;

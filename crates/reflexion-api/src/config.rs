@@ -1,0 +1,385 @@
+//! The service's configuration: flags with environment fallbacks, and their validation into the engine's settings
+//! — before anything binds a port, opens the database or reaches the cluster, with one precise error per bad value.
+
+use crate::engine::{EngineConfig, PlannerMode};
+use crate::llm::{Llm, LlmConfig, LlmMemory};
+use clap::Parser;
+use reflexion_core::policy::{Budget, Policy};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} must be between 0 and 86400 seconds, got {value}")]
+    Seconds { name: &'static str, value: f64 },
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    Range {
+        name: &'static str,
+        min: f64,
+        max: f64,
+        value: f64,
+    },
+    #[error("{name} {value:?} is not a URL")]
+    Url { name: &'static str, value: String },
+    #[error("{0} is set but empty")]
+    Empty(&'static str),
+    #[error("--memory-ceiling {0:?} is not a memory quantity such as 2Gi")]
+    MemoryCeiling(String),
+    #[error("--auth-reads needs REFLEXION_API_TOKEN")]
+    AuthReadsWithoutToken,
+    #[error("policy file {path}: {why}")]
+    Policy { path: PathBuf, why: String },
+    #[error("building the LLM client: {0}")]
+    Llm(String),
+}
+
+/// The kube-reflexion API: receives failure reports, fixes them at the owning workload, verifies, reverts what did
+/// not work, and learns from every outcome.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "REFLEXION_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// SQLite database (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://reflexion.db")]
+    pub database_url: String,
+    /// Ask this registry (or mirror) for image tags instead of each image's own registry.
+    #[arg(long, env = "REFLEXION_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+    /// Trials per incident before escalating.
+    #[arg(long, env = "REFLEXION_MAX_TRIALS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_trials: u32,
+    /// Seconds a fixed workload must stay Ready to count as verified.
+    #[arg(long, env = "REFLEXION_VERIFY_WINDOW_SECS", default_value_t = 30.0)]
+    pub verify_window_secs: f64,
+    /// Seconds to wait for a fix to verify before reverting it.
+    #[arg(long, env = "REFLEXION_VERIFY_TIMEOUT_SECS", default_value_t = 180.0)]
+    pub verify_timeout_secs: f64,
+    /// The highest memory limit the OOM rule sets automatically.
+    #[arg(long, env = "REFLEXION_MEMORY_CEILING", default_value = "2Gi")]
+    pub memory_ceiling: String,
+    /// Share of choices between candidate strategies made at random (exploration), 0 to 1.
+    #[arg(long, env = "REFLEXION_EXPLORATION_RATE", default_value_t = 0.2)]
+    pub exploration_rate: f64,
+    /// Circuit breaker: at most this many writes to the cluster per hour, all workloads together.
+    #[arg(long, env = "REFLEXION_MAX_ACTIONS_PER_HOUR", default_value_t = 30)]
+    pub max_actions_per_hour: u32,
+    /// At most this many writes to one workload per hour.
+    #[arg(
+        long,
+        env = "REFLEXION_MAX_WORKLOAD_ACTIONS_PER_HOUR",
+        default_value_t = 6
+    )]
+    pub max_workload_actions_per_hour: u32,
+    /// Policy file (JSON): modes per namespace, protected namespaces, automatic risk limit.
+    #[arg(long, env = "REFLEXION_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on mutating endpoints.
+    #[arg(long, env = "REFLEXION_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Seconds between an action of one incident and an action of another on the same workload; a workload that
+    /// fails again sooner is handed to a human instead of being changed again.
+    #[arg(
+        long,
+        env = "REFLEXION_WORKLOAD_COOLDOWN_SECS",
+        default_value_t = 120.0
+    )]
+    pub workload_cooldown_secs: f64,
+    /// Who plans first: `rules` (the LLM only where they find no fix) or `llm` (the model first, rules as fallback).
+    #[arg(long, env = "REFLEXION_PLANNER", value_enum, default_value = "rules")]
+    pub planner: PlannerMode,
+    /// API key of an OpenAI-compatible endpoint; without it (and without --llm-base-url) no LLM is used.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Base URL of the OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp), e.g. http://127.0.0.1:8080/v1.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// Model name sent to the endpoint.
+    #[arg(long, env = "REFLEXION_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// Seconds to wait for one LLM answer before falling back to the rules.
+    #[arg(long, env = "REFLEXION_LLM_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub llm_timeout_secs: f64,
+    /// Most tokens an answer may use.
+    #[arg(long, env = "REFLEXION_LLM_MAX_TOKENS", default_value_t = 400, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub llm_max_tokens: u32,
+    /// Sampling temperature.
+    #[arg(long, env = "REFLEXION_LLM_TEMPERATURE", default_value_t = 0.0)]
+    pub llm_temperature: f32,
+    /// Do not send `response_format: json_schema` (for servers that reject it).
+    #[arg(long, env = "REFLEXION_LLM_NO_JSON_SCHEMA")]
+    pub llm_no_json_schema: bool,
+    /// Send real namespace, workload, pod, node and registry names instead of placeholders.
+    #[arg(long, env = "REFLEXION_LLM_NO_REDACT")]
+    pub llm_no_redact: bool,
+    /// What LLM prompts may recall: `full` (lessons, learned strategies, this incident's failed attempts and
+    /// reflections), `incident` (only the latter) or `none`. For experiments; production uses `full`.
+    #[arg(long, env = "REFLEXION_LLM_MEMORY", value_enum, default_value = "full")]
+    pub llm_memory: LlmMemory,
+    /// Most LLM tokens one incident may use.
+    #[arg(long, env = "REFLEXION_LLM_INCIDENT_TOKENS", default_value_t = 20_000)]
+    pub llm_incident_tokens: u64,
+    /// Most LLM tokens all incidents together may use per UTC day.
+    #[arg(long, env = "REFLEXION_LLM_DAILY_TOKENS", default_value_t = 1_000_000)]
+    pub llm_daily_tokens: u64,
+    /// Require the bearer token on read endpoints too (/health and /metrics stay open for probes and scrapers).
+    #[arg(long, env = "REFLEXION_AUTH_READS")]
+    pub auth_reads: bool,
+    /// Export traces (a span per incident trial and per LLM call) over OTLP/HTTP to this collector, e.g.
+    /// http://127.0.0.1:4318 (Jaeger, Tempo, the OpenTelemetry Collector, LangSmith's OTLP endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "REFLEXION_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// What the flags configure, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub engine: EngineConfig,
+    pub api_token: Option<String>,
+    pub auth_reads: bool,
+    pub registry_url: Option<String>,
+}
+
+impl TryFrom<&Args> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(args: &Args) -> Result<Self, ConfigError> {
+        if args.api_token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Empty("REFLEXION_API_TOKEN"));
+        }
+        if args.auth_reads && args.api_token.is_none() {
+            return Err(ConfigError::AuthReadsWithoutToken);
+        }
+        if let Some(u) = &args.registry_url {
+            url("--registry-url", u)?;
+        }
+        let engine = EngineConfig {
+            workload_cooldown: if args.workload_cooldown_secs == 0.0 {
+                Duration::ZERO
+            } else {
+                seconds("--workload-cooldown-secs", args.workload_cooldown_secs)?
+            },
+            llm: llm_config(args)?
+                .map(|c| Llm::new(c).map_err(|e| ConfigError::Llm(e.to_string())))
+                .transpose()?,
+            planner: args.planner,
+            max_trials: args.max_trials,
+            verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
+            verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
+            policy: load_policy(args.policy_file.as_deref())?,
+            exploration_rate: range("--exploration-rate", args.exploration_rate, 0.0, 1.0)?,
+            budget: Budget {
+                actions_per_hour: args.max_actions_per_hour,
+                workload_actions_per_hour: args.max_workload_actions_per_hour,
+            },
+            memory_ceiling: reflexion_core::quantity::parse_bytes(&args.memory_ceiling)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| ConfigError::MemoryCeiling(args.memory_ceiling.clone()))?,
+        };
+        Ok(Self {
+            engine,
+            api_token: args.api_token.clone(),
+            auth_reads: args.auth_reads,
+            registry_url: args.registry_url.clone(),
+        })
+    }
+}
+
+fn seconds(name: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        return Err(ConfigError::Seconds { name, value });
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn range(name: &'static str, value: f64, min: f64, max: f64) -> Result<f64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Range {
+            name,
+            min,
+            max,
+            value,
+        })
+    }
+}
+
+fn url(name: &'static str, value: &str) -> Result<(), ConfigError> {
+    reqwest::Url::parse(value)
+        .map(|_| ())
+        .map_err(|_| ConfigError::Url {
+            name,
+            value: value.to_string(),
+        })
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Policy::default());
+    };
+    let err = |why: String| ConfigError::Policy {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(err(format!("larger than {MAX_POLICY_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(format!("not a valid policy: {e}")))
+}
+
+/// The LLM's settings, when an endpoint is configured (a key, or a base URL for local servers that need none).
+fn llm_config(args: &Args) -> Result<Option<LlmConfig>, ConfigError> {
+    if args.openai_api_key.is_none() && args.llm_base_url.is_none() {
+        return Ok(None);
+    }
+    if args.openai_api_key.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::Empty("OPENAI_API_KEY"));
+    }
+    let base_url = args
+        .llm_base_url
+        .clone()
+        .unwrap_or_else(|| "https://api.openai.com/v1".into());
+    url("--llm-base-url", &base_url)?;
+    range(
+        "--llm-temperature",
+        f64::from(args.llm_temperature),
+        0.0,
+        2.0,
+    )?;
+    Ok(Some(LlmConfig {
+        base_url,
+        api_key: args.openai_api_key.clone().unwrap_or_else(|| "none".into()),
+        model: args.llm_model.clone(),
+        timeout: seconds("--llm-timeout-secs", args.llm_timeout_secs)?,
+        max_tokens: args.llm_max_tokens,
+        temperature: args.llm_temperature,
+        json_schema: !args.llm_no_json_schema,
+        redact: !args.llm_no_redact,
+        incident_token_budget: args.llm_incident_tokens,
+        daily_token_budget: args.llm_daily_tokens,
+        memory: args.llm_memory,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["reflexion-api"];
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Settings::try_from(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_bad_value_is_refused_with_its_own_reason() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--verify-window-secs", "0"],
+                "--verify-window-secs must be between 0 and 86400 seconds, got 0",
+            ),
+            (
+                &["--verify-timeout-secs", "NaN"],
+                "--verify-timeout-secs must be between",
+            ),
+            (
+                &["--workload-cooldown-secs=-1"],
+                "--workload-cooldown-secs must be between",
+            ),
+            (
+                &["--exploration-rate", "1.5"],
+                "--exploration-rate must be between 0 and 1, got 1.5",
+            ),
+            (
+                &["--memory-ceiling", "lots"],
+                "--memory-ceiling \"lots\" is not a memory quantity",
+            ),
+            (&["--memory-ceiling", "0"], "is not a memory quantity"),
+            (
+                &["--registry-url", "not a url"],
+                "--registry-url \"not a url\" is not a URL",
+            ),
+            (&["--api-token", ""], "REFLEXION_API_TOKEN is set but empty"),
+            (&["--auth-reads"], "--auth-reads needs REFLEXION_API_TOKEN"),
+            (
+                &["--llm-base-url", "::"],
+                "--llm-base-url \"::\" is not a URL",
+            ),
+            (&["--openai-api-key", ""], "OPENAI_API_KEY is set but empty"),
+            (
+                &["--openai-api-key", "k", "--llm-temperature", "3"],
+                "--llm-temperature must be between 0 and 2",
+            ),
+            (
+                &["--openai-api-key", "k", "--llm-timeout-secs", "0"],
+                "--llm-timeout-secs must be between",
+            ),
+            (
+                &["--policy-file", "/nonexistent/policy.json"],
+                "policy file /nonexistent/policy.json",
+            ),
+        ];
+        for (argv, want) in cases {
+            match parse(argv) {
+                Ok(_) => panic!("{argv:?} was accepted"),
+                Err(e) => assert!(e.contains(want), "{argv:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_good_values_are_accepted() {
+        let s = parse(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.engine.llm.is_none() && s.api_token.is_none());
+        assert_eq!(s.engine.verify_window, Duration::from_secs(30));
+        assert_eq!(s.engine.memory_ceiling, 2 * 1024 * 1024 * 1024);
+        let s = parse(&[
+            "--api-token",
+            "t",
+            "--auth-reads",
+            "--llm-base-url",
+            "http://127.0.0.1:8080/v1",
+            "--workload-cooldown-secs",
+            "0",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.auth_reads && s.engine.llm.is_some());
+        assert_eq!(s.engine.workload_cooldown, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_policy_file_is_read_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("reflexion-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"{"default_mode": "approve"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"default_mode": "yolo"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; 2 * 1024 * 1024]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(load_policy(Some(&good)).is_ok());
+        let e = load_policy(Some(&bad))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not a valid policy"), "{e}");
+        let e = load_policy(Some(&big))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("larger than"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
