@@ -2,6 +2,7 @@
 //! transition is committed before the side effect it announces.
 
 use chrono::Utc;
+use reflexion_core::IncidentState;
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -13,6 +14,18 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("incident {id} cannot move from {from} to {to}")]
+    IllegalMove {
+        id: String,
+        from: IncidentState,
+        to: IncidentState,
+    },
+    #[error("incident {0} was moved by another writer")]
+    Conflict(String),
+    #[error("incident {0} does not exist")]
+    NoIncident(String),
+    #[error("stored value: {0}")]
+    Corrupt(String),
 }
 
 pub type Result<T> = std::result::Result<T, DbError>;
@@ -36,7 +49,7 @@ pub struct Incident {
     pub workload_name: String,
     pub error_type: String,
     pub signature: String,
-    pub state: String,
+    pub state: IncidentState,
     pub trials: i64,
     pub report: Value,
 }
@@ -91,28 +104,63 @@ pub struct LlmCallRecord {
     pub outcome: String,
 }
 
-/// Move an incident to `state` and record the transition, inside the caller's transaction.
+/// Move an incident to `to` and record the transition, inside the caller's transaction: only a move the state
+/// machine allows, and by compare-and-set on the state it leaves, so that of two writers only one moves it.
 async fn apply_transition(
     conn: &mut sqlx::SqliteConnection,
     id: &str,
-    state: &str,
+    to: IncidentState,
     note: &str,
 ) -> Result<()> {
-    let ts = now();
-    sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
-        .bind(state)
-        .bind(&ts)
+    let row = sqlx::query("SELECT state FROM incidents WHERE id = ?")
         .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    insert_transition(conn, id, &ts, state, note).await
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| DbError::NoIncident(id.to_string()))?;
+    let from = state_of(&row)?;
+    if !from.can_move_to(to) {
+        return Err(DbError::IllegalMove {
+            id: id.to_string(),
+            from,
+            to,
+        });
+    }
+    let ts = now();
+    let moved =
+        sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+            .bind(to.as_str())
+            .bind(&ts)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *conn)
+            .await?;
+    if moved.rows_affected() != 1 {
+        return Err(DbError::Conflict(id.to_string()));
+    }
+    insert_transition(conn, id, &ts, to, note).await
+}
+
+fn state_of(row: &sqlx::sqlite::SqliteRow) -> Result<IncidentState> {
+    let s: String = row.try_get("state")?;
+    s.parse()
+        .map_err(|e: reflexion_core::incident::UnknownState| DbError::Corrupt(e.to_string()))
+}
+
+/// The states SQL lists as `IN (...)`.
+fn sql_states(pick: impl Fn(IncidentState) -> bool) -> String {
+    IncidentState::ALL
+        .into_iter()
+        .filter(|s| pick(*s))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn insert_transition(
     conn: &mut sqlx::SqliteConnection,
     id: &str,
     ts: &str,
-    state: &str,
+    state: IncidentState,
     note: &str,
 ) -> Result<()> {
     sqlx::query(
@@ -120,7 +168,7 @@ async fn insert_transition(
     )
     .bind(id)
     .bind(ts)
-    .bind(state)
+    .bind(state.as_str())
     .bind(note)
     .execute(&mut *conn)
     .await?;
@@ -169,14 +217,16 @@ impl Db {
         }
         // One incident per workload at a time, whatever the signature: a second failure report while a fix is being
         // made or verified is the same workload's story (and verification sees it), never a second writer.
-        let q = sqlx::query(
+        let open = format!(
             "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
-             AND state IN ('reported', 'diagnosing', 'planning', 'awaiting_approval', 'executing', 'verifying')
-             ORDER BY created_at LIMIT 1",
-        )
-        .bind(n.namespace)
-        .bind(n.workload_kind)
-        .bind(n.workload_name);
+             AND state IN ({}) ORDER BY created_at LIMIT 1",
+            sql_states(IncidentState::is_open)
+        );
+        // The listed states are the enum's own names, never input.
+        let q = sqlx::query(sqlx::AssertSqlSafe(open))
+            .bind(n.namespace)
+            .bind(n.workload_kind)
+            .bind(n.workload_name);
         if let Some(row) = q.fetch_optional(&mut *tx).await? {
             return Ok((row.get("id"), false));
         }
@@ -221,7 +271,14 @@ impl Db {
         .bind(n.report.to_string())
         .execute(&mut *tx)
         .await?;
-        insert_transition(&mut tx, &id, &ts, "reported", "failure reported").await?;
+        insert_transition(
+            &mut tx,
+            &id,
+            &ts,
+            IncidentState::Reported,
+            "failure reported",
+        )
+        .await?;
         tx.commit().await?;
         Ok((id, true))
     }
@@ -231,7 +288,9 @@ impl Db {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| Incident {
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(Incident {
+            state: state_of(&r)?,
             id: r.get("id"),
             namespace: r.get("namespace"),
             pod_name: r.get("pod_name"),
@@ -239,13 +298,12 @@ impl Db {
             workload_name: r.get("workload_name"),
             error_type: r.get("error_type"),
             signature: r.get("signature"),
-            state: r.get("state"),
             trials: r.get("trials"),
             report: serde_json::from_str(r.get::<&str, _>("report")).unwrap_or(Value::Null),
         }))
     }
 
-    pub async fn transition(&self, id: &str, state: &str, note: &str) -> Result<()> {
+    pub async fn transition(&self, id: &str, state: IncidentState, note: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         apply_transition(&mut tx, id, state, note).await?;
         tx.commit().await?;
@@ -275,7 +333,7 @@ impl Db {
     }
 
     /// The final state and its outcome, in one transaction.
-    pub async fn finish(&self, id: &str, state: &str, outcome: &str) -> Result<()> {
+    pub async fn finish(&self, id: &str, state: IncidentState, outcome: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
             .bind(outcome)
@@ -295,7 +353,7 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        apply_transition(&mut tx, id, "awaiting_approval", note).await?;
+        apply_transition(&mut tx, id, IncidentState::AwaitingApproval, note).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -305,7 +363,7 @@ impl Db {
     pub async fn take_pending_plan(
         &self,
         id: &str,
-        next_state: &str,
+        next_state: IncidentState,
         note: &str,
     ) -> Result<Option<Value>> {
         let mut tx = self.begin_write().await?;
@@ -330,14 +388,17 @@ impl Db {
     }
 
     /// Incidents a restart left in flight.
-    pub async fn unfinished(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT id, state FROM incidents WHERE state IN ('reported','diagnosing','planning','executing','verifying') ORDER BY created_at")
+    pub async fn unfinished(&self) -> Result<Vec<(String, IncidentState)>> {
+        let q = format!(
+            "SELECT id, state FROM incidents WHERE state IN ({}) ORDER BY created_at",
+            sql_states(IncidentState::in_flight)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get("id"), r.get("state")))
-            .collect())
+        rows.iter()
+            .map(|r| Ok((r.get("id"), state_of(r)?)))
+            .collect()
     }
 
     pub async fn audit(
@@ -880,13 +941,23 @@ impl Db {
         let resolved = one("SELECT COUNT(*) FROM incidents WHERE state = 'resolved'")
             .await?
             .unwrap_or(0.0);
-        let finished = one(
-            "SELECT COUNT(*) FROM incidents WHERE state IN ('resolved', 'escalated', 'failed')",
-        )
-        .await?
-        .unwrap_or(0.0);
+        // Every state is counted once: open (worked on or awaiting approval), decided (resolved, escalated,
+        // failed: what the success rate is over) or dismissed (nothing to fix).
+        let count = |pick: fn(IncidentState) -> bool| -> f64 {
+            by_state
+                .iter()
+                .filter(|(k, _)| k.parse::<IncidentState>().is_ok_and(pick))
+                .filter_map(|(_, v)| v.as_f64())
+                .sum()
+        };
+        let (open, finished) = (
+            count(IncidentState::is_open),
+            count(IncidentState::is_decided),
+        );
         Ok(json!({
-            "incidents": {"total": incidents, "by_state": by_state, "by_error_type": by_error_type},
+            "incidents": {"total": incidents, "open": open, "decided": finished,
+                          "dismissed": count(|s| s == IncidentState::Dismissed),
+                          "by_state": by_state, "by_error_type": by_error_type},
             "success_rate": if finished > 0.0 { Some(resolved / finished) } else { None },
             "mean_trials_to_fix": one("SELECT AVG(trials) FROM incidents WHERE state = 'resolved'").await?,
             "first_trial_fix_rate": if resolved > 0.0 {

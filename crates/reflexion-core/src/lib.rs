@@ -1,4 +1,5 @@
-//! The kube-reflexion domain, with no I/O: what a failing pod is ([`classify`]), how failures are grouped
+//! The kube-reflexion domain, with no I/O: an incident's states and moves ([`incident`]), what a failing pod is
+//! ([`classify`]), how failures are grouped
 //! ([`signature`]), what the watcher sends ([`report`]), which fixes exist ([`action`]), which of them may run
 //! ([`policy`]), how image references and registry tags are reasoned about ([`image`], [`tags`]), what a trial
 //! teaches ([`reflect`]), whether a change made progress ([`progress`]) and how strategies are scored ([`strategy`]).
@@ -6,6 +7,7 @@
 pub mod action;
 pub mod classify;
 pub mod image;
+pub mod incident;
 pub mod llm;
 pub mod logs;
 pub mod names;
@@ -22,5 +24,6 @@ pub mod tags;
 
 pub use action::{Action, ActionError, EnvSource, ProbeHandler, ProbeKind, Risk};
 pub use classify::{Failure, FailureKind, classify};
+pub use incident::IncidentState;
 pub use owner::{WorkloadKind, WorkloadRef};
 pub use signature::Signature;

@@ -6,6 +6,7 @@ use super::{Diagnosis, Engine, EngineError};
 use crate::db::Incident;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use reflexion_core::IncidentState;
 use reflexion_core::classify::{LIVENESS_KILL, PodEvent, recovered};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef, fix_target};
 use reflexion_core::progress::symptoms;
@@ -55,8 +56,12 @@ impl Engine {
         let report: FailureReport = match serde_json::from_value(inc.report.clone()) {
             Ok(r) => r,
             Err(e) => {
-                db.finish(&inc.id, "failed", &format!("stored report unreadable: {e}"))
-                    .await?;
+                db.finish(
+                    &inc.id,
+                    IncidentState::Failed,
+                    &format!("stored report unreadable: {e}"),
+                )
+                .await?;
                 return Ok(None);
             }
         };
@@ -86,14 +91,14 @@ impl Engine {
                         inc.pod_name
                     ),
                 };
-                db.finish(&inc.id, "dismissed", &why).await?;
+                db.finish(&inc.id, IncidentState::Dismissed, &why).await?;
                 Ok(None)
             }
             Examined::Quiet { evidence, .. } => {
                 db.set_evidence(&inc.id, &inc.signature, &evidence).await?;
                 db.finish(
                     &inc.id,
-                    "dismissed",
+                    IncidentState::Dismissed,
                     "the pod shows no failure any more (recovered before any action)",
                 )
                 .await?;
@@ -101,7 +106,7 @@ impl Engine {
             }
             Examined::Unmanaged(evidence) => {
                 db.set_evidence(&inc.id, &inc.signature, &evidence).await?;
-                db.finish(&inc.id, "escalated", "the pod is owned by a controller kube-reflexion does not manage; fix it at that controller").await?;
+                db.finish(&inc.id, IncidentState::Escalated, "the pod is owned by a controller kube-reflexion does not manage; fix it at that controller").await?;
                 Ok(None)
             }
         }

@@ -13,6 +13,7 @@ use crate::db::{Db, DbError, Incident};
 use crate::llm::Llm;
 use crate::registry::Registry;
 use crate::verify::verify;
+use reflexion_core::IncidentState;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::policy::{Budget, Policy, check_scope};
 use reflexion_core::{Action, Failure, Signature};
@@ -132,7 +133,7 @@ impl Engine {
                 let _ = engine
                     .inner
                     .db
-                    .finish(&id, "failed", &format!("internal error: {e}"))
+                    .finish(&id, IncidentState::Failed, &format!("internal error: {e}"))
                     .await;
             }
         });
@@ -145,7 +146,7 @@ impl Engine {
         let n = unfinished.len();
         for (id, state) in unfinished {
             tracing::info!(incident = %id, %state, "resuming incident after restart");
-            if state == "executing" || state == "verifying" {
+            if matches!(state, IncidentState::Executing | IncidentState::Verifying) {
                 let engine = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = engine.reverify(&id).await {
@@ -165,7 +166,7 @@ impl Engine {
         let Some(pending) = self
             .inner
             .db
-            .take_pending_plan(id, "planning", &format!("approved by {by}"))
+            .take_pending_plan(id, IncidentState::Planning, &format!("approved by {by}"))
             .await?
         else {
             return Ok(false);
@@ -178,7 +179,7 @@ impl Engine {
                 let _ = engine
                     .inner
                     .db
-                    .finish(&id, "failed", &format!("internal error: {e}"))
+                    .finish(&id, IncidentState::Failed, &format!("internal error: {e}"))
                     .await;
             }
         });
@@ -191,7 +192,7 @@ impl Engine {
         let Some(pending) = self
             .inner
             .db
-            .take_pending_plan(id, "escalated", &note)
+            .take_pending_plan(id, IncidentState::Escalated, &note)
             .await?
         else {
             return Ok(false);
@@ -214,7 +215,7 @@ impl Engine {
             Err(e) => {
                 db.finish(
                     id,
-                    "failed",
+                    IncidentState::Failed,
                     &format!("the approved plan is unreadable: {e}"),
                 )
                 .await?;
@@ -261,7 +262,7 @@ impl Engine {
         );
         db.transition(
             id,
-            "verifying",
+            IncidentState::Verifying,
             "resumed after restart: verifying without acting again",
         )
         .await?;
@@ -274,9 +275,12 @@ impl Engine {
         )
         .await;
         let (state, outcome) = if v.verified {
-            ("resolved", v.detail)
+            (IncidentState::Resolved, v.detail)
         } else {
-            ("escalated", format!("after restart: {}", v.detail))
+            (
+                IncidentState::Escalated,
+                format!("after restart: {}", v.detail),
+            )
         };
         db.finish(id, state, &outcome).await?;
         Ok(())
@@ -316,7 +320,10 @@ impl Engine {
             )
         };
         let text = format!("{diagnosis}. Suggested: {suggestion}{kept}");
-        self.inner.db.finish(&inc.id, "escalated", &text).await?;
+        self.inner
+            .db
+            .finish(&inc.id, IncidentState::Escalated, &text)
+            .await?;
         self.inner
             .cluster
             .record_event(target, "Warning", "ReflexionEscalated", &text)

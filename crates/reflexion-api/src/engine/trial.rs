@@ -7,6 +7,7 @@ use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, Plan, llm_planning
 use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
 use crate::verify::verify;
+use reflexion_core::IncidentState;
 use reflexion_core::policy::Decision;
 use reflexion_core::progress::{Verdict, judge};
 use reflexion_core::reflect::{TrialOutcome, reflect};
@@ -21,8 +22,12 @@ impl Engine {
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
         };
-        db.transition(id, "diagnosing", "gathering evidence from the cluster")
-            .await?;
+        db.transition(
+            id,
+            IncidentState::Diagnosing,
+            "gathering evidence from the cluster",
+        )
+        .await?;
         let Some(diag) = self.diagnose(&inc).await? else {
             return Ok(());
         };
@@ -60,7 +65,7 @@ impl Engine {
                     let lessons = db.lessons(&signature.class(), 3).await?;
                     db.transition(
                         id,
-                        "planning",
+                        IncidentState::Planning,
                         &format!(
                             "trial {trial}: choosing a fix for {signature} ({} lessons recalled)",
                             lessons.len()
@@ -231,8 +236,12 @@ impl Engine {
                 return Ok(TrialEnd::Finished);
             }
         };
-        db.transition(&inc.id, "executing", &format!("trial {trial}: {command}"))
-            .await?;
+        db.transition(
+            &inc.id,
+            IncidentState::Executing,
+            &format!("trial {trial}: {command}"),
+        )
+        .await?;
         let executed = cluster.execute(&plan.action, &inc.id).await;
         db.audit(
             &inc.id,
@@ -260,7 +269,7 @@ impl Engine {
         };
         db.transition(
             &inc.id,
-            "verifying",
+            IncidentState::Verifying,
             &format!(
                 "trial {trial}: waiting for Ready and stable for {}s",
                 config.verify_window.as_secs_f64()
@@ -388,7 +397,7 @@ impl Engine {
         if v.verified {
             db.finish(
                 &inc.id,
-                "resolved",
+                IncidentState::Resolved,
                 &format!("fixed by `{command}`: {}", v.detail),
             )
             .await?;

@@ -1,0 +1,98 @@
+//! The store holds the incident state machine: only allowed moves, each by compare-and-set, and no state outside it
+//! even for a writer that bypasses the code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reflexion_api::db::{Db, DbError, NewIncident};
+use reflexion_core::IncidentState::{self, *};
+use serde_json::json;
+
+async fn incident_in(db: &Db, path: &[IncidentState]) -> String {
+    let report = json!({});
+    let (id, created) = db
+        .open_incident(&NewIncident {
+            namespace: "default",
+            pod_name: "web-1",
+            workload_kind: "Deployment",
+            workload_name: &format!("web-{}", uuid_like()),
+            error_type: "ImagePullBackOff",
+            signature: "image_pull/not_found",
+            idempotency_key: None,
+            report: &report,
+            detected_at: None,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    for s in path {
+        db.transition(&id, *s, "test").await.unwrap();
+    }
+    id
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn only_the_state_machines_moves_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    let id = incident_in(&db, &[Diagnosing, Planning, Executing]).await;
+    // Resolved only after verification.
+    match db.finish(&id, Resolved, "too early").await {
+        Err(DbError::IllegalMove { from, to, .. }) => assert_eq!((from, to), (Executing, Resolved)),
+        other => panic!("{other:?}"),
+    }
+    db.transition(&id, Verifying, "t").await.unwrap();
+    db.finish(&id, Resolved, "held").await.unwrap();
+    // Nothing leaves a final state.
+    assert!(matches!(
+        db.transition(&id, Planning, "again").await,
+        Err(DbError::IllegalMove { .. })
+    ));
+    assert_eq!(db.incident(&id).await.unwrap().unwrap().state, Resolved);
+}
+
+#[tokio::test]
+async fn of_two_writers_moving_one_incident_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let id = incident_in(&db, &[Diagnosing, Planning, Executing, Verifying]).await;
+        let (a, b) = tokio::join!(
+            db.finish(&id, Resolved, "writer a"),
+            db.finish(&id, Escalated, "writer b")
+        );
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        let state = db.incident(&id).await.unwrap().unwrap().state;
+        assert_eq!(state, if a.is_ok() { Resolved } else { Escalated });
+    }
+}
+
+#[tokio::test]
+async fn a_state_outside_the_machine_is_refused_by_the_database_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let db = Db::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let id = incident_in(&db, &[]).await;
+    drop(db);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let e = sqlx::query("UPDATE incidents SET state = 'fixed' WHERE id = ?")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not an incident state"), "{e}");
+}
