@@ -116,6 +116,10 @@ pub async fn verify(
         })
         .boxed();
     let mut readiness_failures = ReadinessFailures::default();
+    // A Deployment's status does not count restarts: while it looks Ready, its current pods' restart counts are
+    // read every second, so that a container that dies and comes back between two status updates is seen.
+    let mut restart_check = tokio::time::interval(Duration::from_secs(1));
+    let mut pod_restarts: std::collections::HashMap<String, i32> = Default::default();
     let mut ready_since: Option<Instant> = None;
     let mut first_ready: Option<Instant> = None;
     let mut baseline_restarts: Option<i32> = None;
@@ -139,6 +143,21 @@ pub async fn verify(
                     ready_after_ms: first_ready.map(|t| (t - start).as_millis() as u64),
                     stable_for_secs: window.as_secs_f64(),
                 };
+            }
+            _ = restart_check.tick(), if ready_since.is_some() && target.kind == WorkloadKind::Deployment => {
+                let pods = crate::cluster::Cluster::new(client.clone())
+                    .current_pods(target)
+                    .await
+                    .unwrap_or_default();
+                for p in &pods {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let now = container_restarts(p);
+                    let base = *pod_restarts.entry(uid).or_insert(now);
+                    if now > base {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        return restarted(start, first_ready, base, now, &format!("pod {name} of the current revision"));
+                    }
+                }
             }
             Some(ev) = warnings.next() => {
                 // New pods that run and keep failing readiness will not become Ready by waiting: end the trial now,
@@ -328,6 +347,14 @@ fn map_event<K>(ev: Event<K>, health: impl Fn(&K) -> Health) -> Option<Health> {
         Event::Delete(_) => Some(Health::Unhealthy("the object was deleted".into())),
         Event::Init | Event::InitDone => None,
     }
+}
+
+fn container_restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
 }
 
 fn pod_health(p: &Pod, expected_uid: Option<&str>) -> Health {

@@ -1184,6 +1184,37 @@ async fn a_fix_that_is_ready_and_then_crashes_is_never_declared_resolved() {
 }
 
 e2e_test! {
+async fn a_new_pod_of_a_fixed_deployment_that_restarts_during_the_window_fails_verification() {
+    // The Deployment's status counts no restarts: the container exits 20 simulated seconds after it starts and the
+    // kubelet restarts it at once (the first restart has no back-off, so no Warning), Ready again. Verification
+    // must see the restart itself, within the 50 s (simulated) window.
+    let stack = Stack::start(Options {
+        verify_window_secs: 5.0,
+        ..Options::default()
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "blinker"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "blinker"}},
+                 "template": {"metadata": {"labels": {"app": "blinker"},
+                                           "annotations": {"simcluster.io/exit-code": "1", "simcluster.io/exit-after": "20"}},
+                              "spec": {"containers": [{"name": "blinker", "image": "nginx:bu-tag-yok"}]}}}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_ne!(detail["state"], "resolved", "{detail}");
+    let first = &detail["episodes"][0];
+    let why = first["verification"]["detail"].as_str().unwrap();
+    assert!(
+        why.contains("a container restarted during verification") && why.contains("of the current revision"),
+        "{why}"
+    );
+}
+}
+
+e2e_test! {
 async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
     let stack = Stack::start(Options {
         api_args: &["--max-actions-per-hour", "1"],
