@@ -1215,6 +1215,43 @@ async fn a_new_pod_of_a_fixed_deployment_that_restarts_during_the_window_fails_v
 }
 
 e2e_test! {
+async fn a_cronjobs_failing_pod_is_the_same_workload_for_the_watcher_and_the_engine() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let template = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "report", "image": "busybox:bu-tag-yok"}]}});
+    let cron: CronJob = serde_json::from_value(json!({"metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}}))
+    .unwrap();
+    let cron = Api::<CronJob>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &cron)
+        .await
+        .unwrap();
+    // The Job the CronJob controller would create at 03:00, owned by it.
+    let job: Job = serde_json::from_value(json!({"metadata": {"name": "nightly-29000000",
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                             "uid": cron.metadata.uid, "controller": true}]},
+        "spec": {"backoffLimit": 0, "template": template}}))
+    .unwrap();
+    Api::<Job>::namespaced(client, "default")
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        (detail["workload"]["kind"].as_str(), detail["workload"]["name"].as_str()),
+        (Some("CronJob"), Some("nightly")),
+        "{detail}"
+    );
+    // The engine found the CronJob's pod (through its Job) and worked on the CronJob, not on the Job.
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(!outcome.contains("no live pod"), "{outcome}");
+    assert_eq!(detail["evidence"]["owner_chain"][2]["kind"], "CronJob", "{detail}");
+    assert!(outcome.contains("CronJob") || outcome.contains("cronjob/nightly"), "{outcome}");
+}
+}
+
+e2e_test! {
 async fn the_circuit_breaker_stops_a_second_action_within_the_hour() {
     let stack = Stack::start(Options {
         api_args: &["--max-actions-per-hour", "1"],

@@ -2,6 +2,7 @@
 //! ConfigMap and Secret keys, node capacity, crash logs. Evidence, never instructions.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
@@ -12,6 +13,15 @@ use reflexion_core::revision;
 
 use super::{Cluster, ClusterError, controller, pod_request, quantity};
 use serde_json::Value;
+
+/// Whether an object's controller is the `kind` named `name`.
+fn controlled_by(
+    refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    kind: &str,
+    name: &str,
+) -> bool {
+    controller(refs).is_some_and(|o| o.kind == kind && o.name == name)
+}
 
 impl Cluster {
     pub async fn pod(&self, ns: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
@@ -44,14 +54,21 @@ impl Cluster {
                 name: owner.name.clone(),
                 uid: owner.uid.clone(),
             });
-            if owner.kind == "ReplicaSet"
-                && chain.len() < 4
-                && let Some(rs) = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+            // The same chain the watcher reports: ReplicaSet -> Deployment, Job -> CronJob.
+            if chain.len() >= 4 {
+                break;
+            }
+            next = match owner.kind.as_str() {
+                "ReplicaSet" => Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
                     .get_opt(&owner.name)
                     .await?
-            {
-                next = controller(rs.owner_references());
-            }
+                    .and_then(|rs| controller(rs.owner_references())),
+                "Job" => Api::<Job>::namespaced(self.client.clone(), &ns)
+                    .get_opt(&owner.name)
+                    .await?
+                    .and_then(|j| controller(j.owner_references())),
+                _ => None,
+            };
         }
         Ok(chain)
     }
@@ -102,11 +119,45 @@ impl Cluster {
                     .filter(|p| revision::proves(p, Some(&rs)))
                     .collect())
             }
-            _ => Ok(api
+            WorkloadKind::Pod => Ok(api
                 .get_opt(&target.name)
                 .await?
                 .into_iter()
                 .filter(|p| revision::proves(p, None))
+                .collect()),
+            // A CronJob's pods are its Jobs' pods.
+            WorkloadKind::CronJob => {
+                let jobs: Vec<String> =
+                    Api::<Job>::namespaced(self.client.clone(), &target.namespace)
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        .filter(|j| controlled_by(j.owner_references(), "CronJob", &target.name))
+                        .map(|j| j.name_any())
+                        .collect();
+                Ok(api
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|p| {
+                        jobs.iter()
+                            .any(|j| controlled_by(p.owner_references(), "Job", j))
+                            && revision::proves(p, None)
+                    })
+                    .collect())
+            }
+            // StatefulSet, DaemonSet, ReplicaSet, Job: the pods it controls, by owner reference (never by name).
+            kind => Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    controlled_by(p.owner_references(), &kind.to_string(), &target.name)
+                        && revision::proves(p, None)
+                })
                 .collect()),
         }
     }
