@@ -421,6 +421,55 @@ impl Db {
         Ok(())
     }
 
+    /// Take one action slot if the budget allows it: in one write transaction, count the last hour's actions (all
+    /// workloads, and this target) and record this one as `reserved`. `Ok(Err(why))` when the budget is spent.
+    pub async fn reserve_action(
+        &self,
+        incident_id: &str,
+        verb: &str,
+        target: &str,
+        detail: &Value,
+        budget: &reflexion_core::policy::Budget,
+    ) -> Result<std::result::Result<i64, String>> {
+        let hour_ago = (Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut tx = self.begin_write().await?;
+        let count = async |tx: &mut sqlx::SqliteConnection, target: Option<&str>| {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert' AND (?2 IS NULL OR target = ?2)")
+                .bind(&hour_ago)
+                .bind(target)
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok::<_, DbError>(u32::try_from(row.get::<i64, _>("n")).unwrap_or(u32::MAX))
+        };
+        let total = count(&mut tx, None).await?;
+        let on_target = count(&mut tx, Some(target)).await?;
+        if let Err(why) = budget.check(total, on_target) {
+            return Ok(Err(why));
+        }
+        let id = sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, 'reserved')")
+            .bind(now())
+            .bind(incident_id)
+            .bind(verb)
+            .bind(target)
+            .bind(detail.to_string())
+            .execute(&mut *tx)
+            .await?
+            .last_insert_rowid();
+        tx.commit().await?;
+        Ok(Ok(id))
+    }
+
+    /// The result of a reserved action, once it ran.
+    pub async fn settle_action(&self, slot: i64, result: &str) -> Result<()> {
+        sqlx::query("UPDATE audit SET result = ? WHERE id = ?")
+            .bind(result)
+            .bind(slot)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The strategy for a signature class and action template, created on first use.
     pub async fn strategy_for(
         &self,
@@ -641,16 +690,6 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| (r.get("at"), r.get("incident_id"))))
-    }
-
-    /// Writes to the cluster (reverts excluded) since an RFC 3339 time, in total or on one target.
-    pub async fn actions_since(&self, since: &str, target: Option<&str>) -> Result<u32> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert' AND (?2 IS NULL OR target = ?2)")
-            .bind(since)
-            .bind(target)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u32::try_from(row.get::<i64, _>("n")).unwrap_or(u32::MAX))
     }
 
     /// Remember a value a verified fix used for a workload.

@@ -96,3 +96,41 @@ async fn a_state_outside_the_machine_is_refused_by_the_database_itself() {
         .unwrap_err();
     assert!(e.to_string().contains("not an incident state"), "{e}");
 }
+
+#[tokio::test]
+async fn with_one_action_left_in_the_hour_exactly_one_of_two_concurrent_incidents_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    let budget = reflexion_core::policy::Budget {
+        actions_per_hour: 3,
+        workload_actions_per_hour: 10,
+    };
+    for i in 0..2 {
+        let slot = db
+            .reserve_action(
+                "earlier",
+                "set_image",
+                &format!("deployment/w{i}"),
+                &json!({}),
+                &budget,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        db.settle_action(slot, "ok").await.unwrap();
+    }
+    let detail = json!({});
+    let (a, b) = tokio::join!(
+        db.reserve_action("a", "set_image", "deployment/a", &detail, &budget),
+        db.reserve_action("b", "set_image", "deployment/b", &detail, &budget)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    let refused = a.err().or(b.err()).unwrap();
+    assert!(
+        refused.contains("circuit breaker open: 3 actions"),
+        "{refused}"
+    );
+}

@@ -196,23 +196,6 @@ impl Engine {
                 return Ok(TrialEnd::Finished);
             }
         }
-        // The circuit breaker and the per-workload budget, from the audit log of the last hour.
-        let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let total = db.actions_since(&hour_ago, None).await?;
-        let on_workload = db
-            .actions_since(&hour_ago, Some(&target.to_string()))
-            .await?;
-        if let Err(why) = config.budget.check(total, on_workload) {
-            self.escalate(
-                inc,
-                target,
-                &format!("not running `{command}`: {why}"),
-                "check what is failing across the cluster before letting more changes through",
-            )
-            .await?;
-            return Ok(TrialEnd::Finished);
-        }
         let strategy_id = db
             .strategy_for(
                 &signature.class(),
@@ -236,6 +219,30 @@ impl Engine {
                 return Ok(TrialEnd::Finished);
             }
         };
+        // The circuit breaker and the per-workload budget: the slot is taken in the same transaction that counts
+        // the last hour's actions, so concurrent incidents cannot pass the limit together.
+        let slot = match db
+            .reserve_action(
+                &inc.id,
+                plan.action.name(),
+                &target.to_string(),
+                &json!({"command": command, "action": plan.action}),
+                &config.budget,
+            )
+            .await?
+        {
+            Ok(slot) => slot,
+            Err(why) => {
+                self.escalate(
+                    inc,
+                    target,
+                    &format!("not running `{command}`: {why}"),
+                    "check what is failing across the cluster before letting more changes through",
+                )
+                .await?;
+                return Ok(TrialEnd::Finished);
+            }
+        };
         db.transition(
             &inc.id,
             IncidentState::Executing,
@@ -243,11 +250,8 @@ impl Engine {
         )
         .await?;
         let executed = cluster.execute(&plan.action, &inc.id).await;
-        db.audit(
-            &inc.id,
-            plan.action.name(),
-            &target.to_string(),
-            &json!({"command": command, "action": plan.action}),
+        db.settle_action(
+            slot,
             &executed
                 .as_ref()
                 .map(|_| "ok".to_string())
