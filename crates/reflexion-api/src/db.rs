@@ -471,6 +471,7 @@ impl Db {
     }
 
     /// The strategy for a signature class and action template, created on first use.
+    #[allow(clippy::too_many_arguments)]
     pub async fn strategy_for(
         &self,
         signature: &str,
@@ -479,11 +480,12 @@ impl Db {
         template: &str,
         description: &str,
         source: &str,
+        payload: Option<&Value>,
     ) -> Result<String> {
         let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(
-            "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signature_class, template) DO NOTHING",
+            "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at, payload)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signature_class, template) DO NOTHING",
         )
         .bind(&id)
         .bind(signature)
@@ -493,6 +495,7 @@ impl Db {
         .bind(description)
         .bind(source)
         .bind(now())
+        .bind(payload.map(Value::to_string))
         .execute(&self.pool)
         .await?;
         let row =
@@ -621,10 +624,14 @@ impl Db {
             .unwrap_or((0, 0)))
     }
 
-    /// Verified strategies the LLM proposed for a signature class: (template, successes, failures), best first.
-    pub async fn llm_strategies(&self, signature: &str) -> Result<Vec<(String, u64, u64)>> {
+    /// Verified strategies the LLM proposed for a signature class: (template, the action to reuse, successes,
+    /// failures), best first.
+    pub async fn llm_strategies(
+        &self,
+        signature: &str,
+    ) -> Result<Vec<(String, Option<Value>, u64, u64)>> {
         let rows = sqlx::query(
-            "SELECT template, successes, failures FROM strategies
+            "SELECT template, payload, successes, failures FROM strategies
              WHERE signature_class = ? AND source = 'llm' AND successes > 0
              ORDER BY (successes + 1.0) / (successes + failures + 2.0) DESC, last_used DESC",
         )
@@ -634,8 +641,15 @@ impl Db {
         Ok(rows
             .into_iter()
             .map(|r| {
+                let template = r.get::<String, _>("template");
+                // Before payloads, the action was the template itself: `llm:{json}`.
+                let payload = r
+                    .get::<Option<String>, _>("payload")
+                    .or_else(|| template.strip_prefix("llm:").map(String::from))
+                    .and_then(|p| serde_json::from_str(&p).ok());
                 (
-                    r.get::<String, _>("template"),
+                    template,
+                    payload,
                     r.get::<i64, _>("successes").max(0) as u64,
                     r.get::<i64, _>("failures").max(0) as u64,
                 )

@@ -232,6 +232,11 @@ async fn an_llm_fix_is_gated_verified_learned_and_reused_without_a_call() {
     assert!(!detail.to_string().contains("sk-test-never-shown"));
     let strategies = stack.get("/api/v1/reflexion/strategies").await.to_string();
     assert!(strategies.contains("\"source\":\"llm\""), "{strategies}");
+    // Keyed by what the action does (kind, container, variable, source; names redacted), not by its serialization.
+    assert!(
+        strategies.contains("\"template\":\"llm:v1:set_env:WORKLOAD_1:DATABASE_URL:configmap/app-config/DB_URL\""),
+        "{strategies}"
+    );
 
     // The same failure again (the Deployment deleted and created anew, so no rollback applies): the learned
     // strategy, one trial, no LLM call.

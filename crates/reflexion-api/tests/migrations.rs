@@ -40,6 +40,16 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
         .execute(&pool)
         .await
         .unwrap();
+        // A strategy the LLM taught, stored the old way: the action itself as the template.
+        sqlx::query(
+            r#"INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, successes, failures, usage_count, created_at)
+             VALUES ('s-1', 'image_pull/not_found', 'ImagePullBackOff', 'set_image',
+                     'llm:{"action":"set_image","container":"web","image":"nginx:1.27.3","target":{"kind":"Deployment","name":"WORKLOAD_1","namespace":"NAMESPACE_1"}}',
+                     'd', 'llm', 2, 0, 2, '2026-11-01T00:00:00.000Z')"#,
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         pool.close().await;
     }
     // This release opens it: the remaining migrations run, the data is still there.
@@ -53,6 +63,13 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     assert_eq!(incident["episodes"][0]["reflection"], "it held");
     assert!(incident["episodes"][0]["llm"].is_null());
     assert_eq!(incident["llm_calls"], serde_json::json!([]));
+    // The old strategy is still reusable: its action is read from the template.
+    let learned = db.llm_strategies("image_pull/not_found").await.unwrap();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(
+        learned[0].1.as_ref().map(|a| a["image"].clone()),
+        Some(serde_json::json!("nginx:1.27.3"))
+    );
     let stats = db.statistics().await.unwrap();
     assert_eq!(stats["incidents"]["total"], 1.0);
     // Opening again is a no-op.

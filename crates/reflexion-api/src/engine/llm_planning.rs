@@ -77,11 +77,8 @@ impl Engine {
             return None;
         }
         let redaction = Self::redaction(failure, target, pod_name, evidence);
-        for (template, successes, failures) in strategies {
-            let Some(mut value) = template
-                .strip_prefix(LLM_TEMPLATE)
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            else {
+        for (template, payload, successes, failures) in strategies {
+            let Some(mut value) = payload else {
                 continue;
             };
             redaction.restore(&mut value);
@@ -101,6 +98,7 @@ impl Engine {
                 description: "An action the LLM proposed that was verified for this signature"
                     .into(),
                 llm: Value::Null,
+                payload: None,
             });
         }
         None
@@ -161,8 +159,13 @@ impl Engine {
                 Ok(answer) => {
                     let mut stored = serde_json::to_value(&answer.action).unwrap_or(Value::Null);
                     redaction.redact_value(&mut stored);
+                    // Keyed by what the action does, stored with the names redacted for reuse elsewhere.
+                    let key = serde_json::from_value::<Action>(stored.clone())
+                        .map(|a| a.strategy_key())
+                        .unwrap_or_else(|_| answer.action.strategy_key());
                     return Ok(Plan {
-                        template: format!("{LLM_TEMPLATE}{stored}"),
+                        template: format!("{LLM_TEMPLATE}{key}"),
+                        payload: Some(stored),
                         description: format!(
                             "{} proposed by the LLM ({})",
                             answer.action.name(),

@@ -82,6 +82,9 @@ struct Plan {
     /// The LLM calls behind this plan, when it came from the model.
     #[serde(default)]
     llm: Value,
+    /// For a plan the LLM proposed: the action with names redacted, kept with its strategy for reuse.
+    #[serde(default)]
+    payload: Option<Value>,
 }
 
 /// What diagnosis found: the failure, where its fix belongs, the evidence, the pod it was read from, every cause

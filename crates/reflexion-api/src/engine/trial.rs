@@ -208,6 +208,7 @@ impl Engine {
                 } else {
                     "rules"
                 },
+                plan.payload.as_ref(),
             )
             .await?;
         let dry_run = match cluster.dry_run(&plan.action).await {

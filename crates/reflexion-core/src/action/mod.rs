@@ -191,7 +191,86 @@ pub enum ActionError {
 
 const MAX_TEXT: usize = 4096;
 
+/// The version of [`Action::strategy_key`]'s format; a new version is a new key space, never a silent change.
+pub const STRATEGY_KEY_VERSION: &str = "v1";
+
 impl Action {
+    /// A stable key for a strategy that reuses this action: its kind and the parameters that decide what it does,
+    /// in a fixed order — not its serialization, so a new optional field does not split a strategy's record. The
+    /// target is left out: a strategy is learned per failure signature, for whichever workload has it.
+    pub fn strategy_key(&self) -> String {
+        let v = STRATEGY_KEY_VERSION;
+        match self {
+            Self::SetImage {
+                container, image, ..
+            } => format!("{v}:set_image:{container}:{image}"),
+            Self::SetResources {
+                container,
+                memory_limit,
+                memory_request,
+                ..
+            } => format!(
+                "{v}:set_resources:{container}:{memory_limit}:{}",
+                memory_request.as_deref().unwrap_or("-")
+            ),
+            Self::SetEnv {
+                container,
+                name,
+                from,
+                ..
+            } => {
+                let (kind, object, key) = match from {
+                    EnvSource::ConfigMapKey { name, key } => ("configmap", name, key),
+                    EnvSource::SecretKey { name, key } => ("secret", name, key),
+                };
+                format!("{v}:set_env:{container}:{name}:{kind}/{object}/{key}")
+            }
+            Self::SetProbe {
+                container,
+                probe,
+                handler,
+                ..
+            } => {
+                let handler = match handler {
+                    ProbeHandler::HttpGet { path, port } => format!("http:{port}{path}"),
+                    ProbeHandler::TcpSocket { port } => format!("tcp:{port}"),
+                };
+                format!("{v}:set_probe:{container}:{}:{handler}", probe.field())
+            }
+            Self::SetRequests {
+                container,
+                memory,
+                cpu,
+                ..
+            } => format!(
+                "{v}:set_requests:{container}:{}:{}",
+                memory.as_deref().unwrap_or("-"),
+                cpu.as_deref().unwrap_or("-")
+            ),
+            Self::SetNodeSelector { remove, set, .. } => {
+                let mut remove = remove.clone();
+                remove.sort();
+                let set: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(
+                    "{v}:set_node_selector:-{}:+{}",
+                    remove.join(","),
+                    set.join(",")
+                )
+            }
+            Self::RecreateClaim {
+                claim,
+                storage_class,
+                ..
+            } => format!("{v}:recreate_claim:{claim}:{storage_class}"),
+            Self::DropCommand { container, .. } => format!("{v}:drop_command:{container}"),
+            Self::RolloutUndo { to_revision, .. } => format!(
+                "{v}:rollout_undo:{}",
+                to_revision.map_or("previous".to_string(), |r| r.to_string())
+            ),
+            Self::Escalate { .. } => format!("{v}:escalate"),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::SetImage { .. } => "set_image",
@@ -532,5 +611,29 @@ mod tests {
         assert!(serde_json::from_str::<Action>(unknown).is_err());
         let invented = r#"{"action":"delete_namespace","namespace":"default"}"#;
         assert!(serde_json::from_str::<Action>(invented).is_err());
+    }
+
+    #[test]
+    fn strategy_keys_are_stable_and_ignore_the_target_and_field_order() {
+        let a: Action = serde_json::from_str(
+            r#"{"action":"set_image","target":{"kind":"Deployment","namespace":"a","name":"WORKLOAD_1"},"container":"web","image":"nginx:1.27.3"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let b: Action = serde_json::from_str(
+            r#"{"image":"nginx:1.27.3","container":"web","target":{"name":"other","namespace":"b","kind":"Pod"},"action":"set_image"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.strategy_key(), "v1:set_image:web:nginx:1.27.3");
+        assert_eq!(a.strategy_key(), b.strategy_key());
+        let sel = |remove: &[&str]| Action::SetNodeSelector {
+            target: WorkloadRef::new(WorkloadKind::Deployment, "d", "w"),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+            set: BTreeMap::new(),
+        };
+        assert_eq!(
+            sel(&["b", "a"]).strategy_key(),
+            sel(&["a", "b"]).strategy_key()
+        );
+        assert_ne!(sel(&["a"]).strategy_key(), sel(&["b"]).strategy_key());
     }
 }

@@ -65,6 +65,7 @@ impl Engine {
             template: "drop_command:image_entrypoint".into(),
             description: "Drop a command override the image cannot run, so the image's own entrypoint runs (needs approval by default)".into(),
             llm: Value::Null,
+            payload: None,
         })))
     }
 
@@ -141,6 +142,7 @@ impl Engine {
                 template: "set_env:only_matching_key".into(),
                 description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace".into(),
                 llm: Value::Null,
+                payload: None,
             })),
             [] => Planned::Escalate {
                 diagnosis: format!(

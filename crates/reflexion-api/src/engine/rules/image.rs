@@ -107,6 +107,7 @@ impl Engine {
             template: "set_image:registry_tag".into(),
             description: "Set the container image on the owner (in place on a bare pod) to the registry tag it was most likely meant to run (closest existing tag, else newest stable)".into(),
             llm: Value::Null,
+            payload: None,
         }))
     }
 }

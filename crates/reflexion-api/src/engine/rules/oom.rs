@@ -74,6 +74,7 @@ impl Engine {
                     template: "set_resources:raise_memory_limit".into(),
                     description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
                     llm: Value::Null,
+                    payload: None,
                 }));
             }
         }
@@ -107,6 +108,7 @@ impl Engine {
             template: "set_resources:raise_memory_limit".into(),
             description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
             llm: Value::Null,
+            payload: None,
         }))
     }
 }

@@ -337,6 +337,7 @@ impl Engine {
                 "Point a failing {field} probe at what the container serves (never remove it)"
             ),
             llm: Value::Null,
+            payload: None,
         }))
     }
 }

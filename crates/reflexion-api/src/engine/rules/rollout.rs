@@ -35,6 +35,7 @@ impl Engine {
             template: "rollout_undo:previous_running_revision".into(),
             description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
             llm: Value::Null,
+            payload: None,
         })
     }
 }

@@ -146,6 +146,7 @@ impl Engine {
             template: format!("set_requests:fit_largest_node_{resource}"),
             description: "Lower a request larger than any node's allocatable to what the roomiest node has free (needs approval by default)".into(),
             llm: Value::Null,
+            payload: None,
         })
     }
 
@@ -267,6 +268,7 @@ impl Engine {
                 template: "set_node_selector:satisfiable_keys".into(),
                 description: "Remove nodeSelector keys no node has, or set the one value nodes have (needs approval by default)".into(),
                 llm: Value::Null,
+                payload: None,
             }));
         }
         let affinity = spec

@@ -130,6 +130,7 @@ impl Engine {
                         template: "recreate_claim:default_class".into(),
                         description: "Recreate an unbound claim of a StorageClass that does not exist with the default class (needs approval by default)".into(),
                         llm: Value::Null,
+                        payload: None,
                     }));
                 }
             }
