@@ -1,6 +1,7 @@
 //! SQLite memory: incidents and their transitions, episodes, lessons, strategies, audit. WAL mode; every state
 //! transition is committed before the side effect it announces.
 
+use crate::metrics::Counters;
 use chrono::Utc;
 use reflexion_core::IncidentState;
 use serde_json::{Value, json};
@@ -33,6 +34,7 @@ pub type Result<T> = std::result::Result<T, DbError>;
 #[derive(Clone)]
 pub struct Db {
     pool: SqlitePool,
+    counters: std::sync::Arc<Counters>,
 }
 
 fn now() -> String {
@@ -188,13 +190,21 @@ impl Db {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            counters: Default::default(),
+        })
     }
 
     /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
     /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// What this process did, for Prometheus.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -418,6 +428,9 @@ impl Db {
             .bind(result)
             .execute(&self.pool)
             .await?;
+        if verb == "revert" {
+            Counters::add(&self.counters.reverts, 1);
+        }
         Ok(())
     }
 
@@ -457,6 +470,7 @@ impl Db {
             .await?
             .last_insert_rowid();
         tx.commit().await?;
+        Counters::add(&self.counters.cluster_writes, 1);
         Ok(Ok(id))
     }
 
@@ -570,6 +584,8 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Counters::add(&self.counters.episodes, 1);
+        Counters::add(&self.counters.episodes_successful, u64::from(e.success));
         Ok(id)
     }
 
@@ -674,6 +690,11 @@ impl Db {
         .bind(&c.outcome)
         .execute(&self.pool)
         .await?;
+        Counters::add(&self.counters.llm_calls, 1);
+        Counters::add(
+            &self.counters.llm_tokens,
+            u64::try_from(c.prompt_tokens + c.completion_tokens).unwrap_or(0),
+        );
         Ok(())
     }
 

@@ -519,6 +519,11 @@ async fn prometheus(State(state): State<AppState>) -> Result<Response, ApiError>
         }
     };
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    // Counters count what this process did (they never go down); gauges read the memory as it is.
+    let c = state.engine.db().counters();
+    let counter = |n: &std::sync::atomic::AtomicU64| {
+        vec![(String::new(), crate::metrics::Counters::get(n) as f64)]
+    };
     let states = s["incidents"]["by_state"]
         .as_object()
         .map(|m| {
@@ -537,25 +542,25 @@ async fn prometheus(State(state): State<AppState>) -> Result<Response, ApiError>
         "reflexion_episodes_total",
         "counter",
         "Trials run.",
-        vec![(String::new(), num(&s["episodes"]["total"]))],
+        counter(&c.episodes),
     );
     metric(
         "reflexion_episodes_successful_total",
         "counter",
         "Trials whose fix was verified.",
-        vec![(String::new(), num(&s["episodes"]["successful"]))],
+        counter(&c.episodes_successful),
     );
     metric(
         "reflexion_cluster_writes_total",
         "counter",
         "Writes to the cluster (reverts excluded).",
-        vec![(String::new(), num(&s["cluster_writes"]))],
+        counter(&c.cluster_writes),
     );
     metric(
         "reflexion_reverts_total",
         "counter",
-        "Reverted fixes.",
-        vec![(String::new(), num(&s["reverts"]))],
+        "Reverts run (done, skipped or failed).",
+        counter(&c.reverts),
     );
     metric(
         "reflexion_strategies",
@@ -573,13 +578,13 @@ async fn prometheus(State(state): State<AppState>) -> Result<Response, ApiError>
         "reflexion_llm_calls_total",
         "counter",
         "LLM calls.",
-        vec![(String::new(), num(&s["llm"]["calls"]))],
+        counter(&c.llm_calls),
     );
     metric(
         "reflexion_llm_tokens_total",
         "counter",
         "LLM tokens, prompt and completion.",
-        vec![(String::new(), num(&s["llm"]["tokens"]))],
+        counter(&c.llm_tokens),
     );
     Ok((
         [(

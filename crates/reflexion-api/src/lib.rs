@@ -7,5 +7,6 @@ pub mod db;
 pub mod engine;
 pub mod http;
 pub mod llm;
+pub mod metrics;
 pub mod registry;
 pub mod verify;

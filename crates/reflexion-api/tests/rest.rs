@@ -236,6 +236,21 @@ async fn statistics_progression_and_metrics_count_what_happened() {
     ] {
         assert!(prom.lines().any(|l| l == line), "{line} missing in\n{prom}");
     }
+    // Clearing the memory deletes rows, not what was done: the counters do not go down.
+    stack.delete("/api/v1/memory/clear").await;
+    let prom = reqwest::get(format!("{}/metrics", stack.api_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "reflexion_episodes_total 1",
+        "reflexion_episodes_successful_total 1",
+        "reflexion_cluster_writes_total 1",
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} missing after clear in\n{prom}");
+    }
 }
 }
 
