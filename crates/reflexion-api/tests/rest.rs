@@ -38,6 +38,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/memory/learning-progression"),
 ];
 
+async fn scrape(stack: &Stack) -> String {
+    reqwest::get(format!("{}/metrics", stack.api_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn call(stack: &Stack, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let url = format!(
         "{}{}",
@@ -222,12 +231,7 @@ async fn statistics_progression_and_metrics_count_what_happened() {
         (Some(1.0), Some(1)),
         "{m}"
     );
-    let prom = reqwest::get(format!("{}/metrics", stack.api_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prom = scrape(&stack).await;
     for line in [
         "reflexion_incidents{state=\"resolved\"} 1",
         "reflexion_episodes_successful_total 1",
@@ -238,12 +242,7 @@ async fn statistics_progression_and_metrics_count_what_happened() {
     }
     // Clearing the memory deletes rows, not what was done: the counters do not go down.
     stack.delete("/api/v1/memory/clear").await;
-    let prom = reqwest::get(format!("{}/metrics", stack.api_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prom = scrape(&stack).await;
     for line in [
         "reflexion_episodes_total 1",
         "reflexion_episodes_successful_total 1",
