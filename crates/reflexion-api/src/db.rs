@@ -4,6 +4,7 @@
 use crate::metrics::Counters;
 use chrono::Utc;
 use reflexion_core::IncidentState;
+use reflexion_core::strategy::PlanSource;
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -74,7 +75,7 @@ pub struct NewEpisode<'a> {
     pub trial: i64,
     pub signature: &'a str,
     pub strategy_id: &'a str,
-    pub source: &'a str,
+    pub source: PlanSource,
     pub action: &'a Value,
     pub command: &'a str,
     pub rationale: &'a str,
@@ -356,10 +357,16 @@ impl Db {
     }
 
     /// Park an incident until an operator approves or rejects `plan`.
-    pub async fn await_approval(&self, id: &str, plan: &Value, note: &str) -> Result<()> {
+    pub async fn await_approval<P: serde::Serialize>(
+        &self,
+        id: &str,
+        plan: &P,
+        note: &str,
+    ) -> Result<()> {
+        let plan = serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE incidents SET pending_plan = ? WHERE id = ?")
-            .bind(plan.to_string())
+            .bind(plan)
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -369,13 +376,14 @@ impl Db {
     }
 
     /// Atomically take the pending plan of an incident awaiting approval, moving it to `next_state`. `None` when the
-    /// incident is not awaiting approval (already decided, or never asked).
-    pub async fn take_pending_plan(
+    /// incident is not awaiting approval (already decided, or never asked); `Some(Err(why))` when the stored plan
+    /// cannot be read as a `P`.
+    pub async fn take_pending_plan<P: serde::de::DeserializeOwned>(
         &self,
         id: &str,
         next_state: IncidentState,
         note: &str,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<std::result::Result<P, String>>> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT pending_plan FROM incidents WHERE id = ? AND state = 'awaiting_approval'",
@@ -391,10 +399,10 @@ impl Db {
             .await?;
         apply_transition(&mut tx, id, next_state, note).await?;
         tx.commit().await?;
-        Ok(Some(
-            plan.and_then(|p| serde_json::from_str(&p).ok())
-                .unwrap_or(Value::Null),
-        ))
+        Ok(Some(match plan {
+            Some(p) => serde_json::from_str(&p).map_err(|e| e.to_string()),
+            None => Err("no plan was stored".into()),
+        }))
     }
 
     /// Incidents a restart left in flight.
@@ -493,7 +501,7 @@ impl Db {
         action: &str,
         template: &str,
         description: &str,
-        source: &str,
+        source: PlanSource,
         payload: Option<&Value>,
     ) -> Result<String> {
         let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
@@ -507,7 +515,7 @@ impl Db {
         .bind(action)
         .bind(template)
         .bind(description)
-        .bind(source)
+        .bind(source.as_str())
         .bind(now())
         .bind(payload.map(Value::to_string))
         .execute(&self.pool)
@@ -541,7 +549,7 @@ impl Db {
         .bind(&e.incident.error_type)
         .bind(e.signature)
         .bind(e.strategy_id)
-        .bind(e.source)
+        .bind(e.source.as_str())
         .bind(e.action.to_string())
         .bind(e.command)
         .bind(e.rationale)

@@ -26,4 +26,4 @@ pub use action::{Action, ActionError, EnvSource, ProbeHandler, ProbeKind, Risk};
 pub use classify::{Failure, FailureKind, classify};
 pub use incident::IncidentState;
 pub use owner::{WorkloadKind, WorkloadRef};
-pub use signature::Signature;
+pub use signature::{Cause, Signature};

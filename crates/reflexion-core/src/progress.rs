@@ -9,7 +9,7 @@
 //! before (a fix for a crash that leaves the image unpullable): it is reverted. Otherwise (the original cause still shows, or nothing shows at all) it made **no progress**: reverted.
 
 use crate::classify::{PodEvent, classify, is_ready};
-use crate::{FailureKind, Signature};
+use crate::{Cause, FailureKind, Signature};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
@@ -36,11 +36,7 @@ pub fn stage(s: &Signature) -> Stage {
         FailureKind::ImagePull | FailureKind::InvalidImageName => Stage::Image,
         FailureKind::ConfigError => Stage::Start,
         // The runtime could not exec the command: the program never ran.
-        FailureKind::CrashLoop
-            if matches!(s.cause.as_str(), "exit_127" | "exit_128" | "start_error") =>
-        {
-            Stage::Start
-        }
+        FailureKind::CrashLoop if s.cause.is_command_not_found() => Stage::Start,
         FailureKind::CrashLoop | FailureKind::OomKilled | FailureKind::Evicted => Stage::Running,
         FailureKind::NotReady => Stage::Ready,
     }
@@ -94,20 +90,17 @@ pub fn symptoms(pod: &Pod, events: &[PodEvent]) -> Vec<Signature> {
             .iter()
             .any(|e| e.reason == "Unhealthy" && e.message.starts_with(prefix))
     };
-    let mut add = |kind: FailureKind, cause: &str| {
-        let s = Signature {
-            kind,
-            cause: cause.into(),
-        };
+    let mut add = |kind: FailureKind, cause: Cause| {
+        let s = Signature::new(kind, cause);
         if !out.contains(&s) {
             out.push(s);
         }
     };
     if failing("Liveness probe failed") {
-        add(FailureKind::CrashLoop, "liveness_probe");
+        add(FailureKind::CrashLoop, Cause::LivenessProbe);
     }
     if failing("Readiness probe failed") && !is_ready(pod) {
-        add(FailureKind::NotReady, "readiness_probe");
+        add(FailureKind::NotReady, Cause::ReadinessProbe);
     }
     out
 }
@@ -118,10 +111,7 @@ mod tests {
     use serde_json::json;
 
     fn sig(kind: FailureKind, cause: &str) -> Signature {
-        Signature {
-            kind,
-            cause: cause.into(),
-        }
+        Signature::new(kind, cause.parse().unwrap_or(Cause::Other))
     }
 
     #[test]

@@ -10,30 +10,145 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Signature {
     pub kind: FailureKind,
-    pub cause: String,
+    pub cause: Cause,
+}
+
+/// What discriminates failures of one family. Stored and shown as its snake_case name (`not_found`, `exit_127`):
+/// signatures persisted by earlier versions read back unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Cause {
+    // image_pull, invalid_image_name
+    InvalidReference,
+    NeverPull,
+    AccessDenied,
+    NotFound,
+    RegistryUnreachable,
+    Unknown,
+    // oom_killed
+    MemoryLimit,
+    // crash_loop
+    LivenessProbe,
+    StartError,
+    Exit(i32),
+    ExitUnknown,
+    // config_error
+    RunContainerError,
+    LifecycleHook,
+    MissingSecret,
+    MissingConfigmap,
+    MissingKey,
+    // unschedulable
+    InsufficientMemory,
+    InsufficientCpu,
+    NodeSelector,
+    Taint,
+    VolumeClaim,
+    // evicted
+    NodeMemoryPressure,
+    EphemeralStorage,
+    // not_ready
+    ReadinessProbe,
+    /// Anything a family's discriminators do not name.
+    Other,
+}
+
+const NAMED: [(Cause, &str); 24] = [
+    (Cause::InvalidReference, "invalid_reference"),
+    (Cause::NeverPull, "never_pull"),
+    (Cause::AccessDenied, "access_denied"),
+    (Cause::NotFound, "not_found"),
+    (Cause::RegistryUnreachable, "registry_unreachable"),
+    (Cause::Unknown, "unknown"),
+    (Cause::MemoryLimit, "memory_limit"),
+    (Cause::LivenessProbe, "liveness_probe"),
+    (Cause::StartError, "start_error"),
+    (Cause::ExitUnknown, "exit_unknown"),
+    (Cause::RunContainerError, "run_container_error"),
+    (Cause::LifecycleHook, "lifecycle_hook"),
+    (Cause::MissingSecret, "missing_secret"),
+    (Cause::MissingConfigmap, "missing_configmap"),
+    (Cause::MissingKey, "missing_key"),
+    (Cause::InsufficientMemory, "insufficient_memory"),
+    (Cause::InsufficientCpu, "insufficient_cpu"),
+    (Cause::NodeSelector, "node_selector"),
+    (Cause::Taint, "taint"),
+    (Cause::VolumeClaim, "volume_claim"),
+    (Cause::NodeMemoryPressure, "node_memory_pressure"),
+    (Cause::EphemeralStorage, "ephemeral_storage"),
+    (Cause::ReadinessProbe, "readiness_probe"),
+    (Cause::Other, "other"),
+];
+
+impl Cause {
+    /// The container's command could not be started: not in the image (exit 127) or refused by the runtime.
+    pub fn is_command_not_found(self) -> bool {
+        matches!(self, Cause::Exit(127 | 128) | Cause::StartError)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Exit(code) => write!(f, "exit_{code}"),
+            other => {
+                let name = NAMED
+                    .iter()
+                    .find(|(c, _)| c == other)
+                    .map_or("other", |(_, n)| n);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+impl From<Cause> for String {
+    fn from(c: Cause) -> String {
+        c.to_string()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown failure cause {0:?}")]
+pub struct UnknownCause(pub String);
+
+impl std::str::FromStr for Cause {
+    type Err = UnknownCause;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((c, _)) = NAMED.iter().find(|(_, n)| *n == s) {
+            return Ok(*c);
+        }
+        s.strip_prefix("exit_")
+            .and_then(|code| code.parse().ok())
+            .map(Cause::Exit)
+            .ok_or_else(|| UnknownCause(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for Cause {
+    type Error = UnknownCause;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 impl Signature {
+    pub fn new(kind: FailureKind, cause: Cause) -> Self {
+        Self { kind, cause }
+    }
+
     pub fn of(failure: &Failure) -> Self {
         let cause = match failure.kind {
-            FailureKind::InvalidImageName => "invalid_reference",
+            FailureKind::InvalidImageName => Cause::InvalidReference,
             FailureKind::ImagePull => image_pull_cause(&failure.reason, &failure.message),
-            FailureKind::OomKilled => "memory_limit",
-            FailureKind::CrashLoop => {
-                return Self {
-                    kind: failure.kind,
-                    cause: crash_cause(failure),
-                };
-            }
+            FailureKind::OomKilled => Cause::MemoryLimit,
+            FailureKind::CrashLoop => crash_cause(failure),
             FailureKind::ConfigError => config_cause(&failure.reason, &failure.message),
             FailureKind::Unschedulable => unschedulable_cause(&failure.message),
             FailureKind::Evicted => eviction_cause(&failure.message),
-            FailureKind::NotReady => "readiness_probe",
+            FailureKind::NotReady => Cause::ReadinessProbe,
         };
-        Self {
-            kind: failure.kind,
-            cause: cause.to_string(),
-        }
+        Self::new(failure.kind, cause)
     }
 
     /// The signature class strategies are learned for (`image_pull/not_found`).
@@ -49,81 +164,79 @@ impl fmt::Display for Signature {
 }
 
 /// Exit codes discriminate crashes: 1 (application error), 127 (command not found), 139 (segfault), ...
-fn crash_cause(f: &Failure) -> String {
+fn crash_cause(f: &Failure) -> Cause {
     if f.message.contains(crate::classify::LIVENESS_KILL) {
-        return "liveness_probe".into();
+        return Cause::LivenessProbe;
     }
     if f.message.contains("StartError") {
-        return "start_error".into();
+        return Cause::StartError;
     }
-    f.exit_code
-        .map(|c| format!("exit_{c}"))
-        .unwrap_or_else(|| "exit_unknown".into())
+    f.exit_code.map_or(Cause::ExitUnknown, Cause::Exit)
 }
 
-fn config_cause(reason: &str, message: &str) -> &'static str {
+fn config_cause(reason: &str, message: &str) -> Cause {
     if reason == "RunContainerError" {
-        "run_container_error"
+        Cause::RunContainerError
     } else if reason.ends_with("HookError") {
-        "lifecycle_hook"
+        Cause::LifecycleHook
     } else if message.starts_with("secret ") {
-        "missing_secret"
+        Cause::MissingSecret
     } else if message.starts_with("configmap ") {
-        "missing_configmap"
+        Cause::MissingConfigmap
     } else if message.starts_with("couldn't find key") {
-        "missing_key"
+        Cause::MissingKey
     } else {
-        "other"
+        Cause::Other
     }
 }
 
-fn eviction_cause(message: &str) -> &'static str {
+fn eviction_cause(message: &str) -> Cause {
     if message.contains("low on resource: memory") {
-        "node_memory_pressure"
+        Cause::NodeMemoryPressure
     } else if message.contains("ephemeral-storage") {
-        "ephemeral_storage"
+        Cause::EphemeralStorage
     } else {
-        "other"
+        Cause::Other
     }
 }
 
-fn unschedulable_cause(message: &str) -> &'static str {
+fn unschedulable_cause(message: &str) -> Cause {
     if message.contains("Insufficient memory") {
-        "insufficient_memory"
+        Cause::InsufficientMemory
     } else if message.contains("Insufficient cpu") {
-        "insufficient_cpu"
+        Cause::InsufficientCpu
     } else if message.contains("node affinity/selector") {
-        "node_selector"
+        Cause::NodeSelector
     } else if message.contains("untolerated taint") {
-        "taint"
+        Cause::Taint
     } else if message.contains("PersistentVolumeClaim") || message.contains("persistentvolumeclaim")
     {
-        "volume_claim"
+        Cause::VolumeClaim
     } else {
-        "other"
+        Cause::Other
     }
 }
 
-fn image_pull_cause(reason: &str, message: &str) -> &'static str {
+fn image_pull_cause(reason: &str, message: &str) -> Cause {
     let m = message.to_ascii_lowercase();
     if reason == "ErrImageNeverPull" {
-        "never_pull"
+        Cause::NeverPull
     } else if m.contains("pull access denied")
         || m.contains("unauthorized")
         || m.contains("authorization failed")
     {
         // Registries answer a missing repository with the same "access denied" as a missing credential.
-        "access_denied"
+        Cause::AccessDenied
     } else if m.contains("not found") || m.contains("manifest unknown") {
-        "not_found"
+        Cause::NotFound
     } else if m.contains("no such host")
         || m.contains("i/o timeout")
         || m.contains("connection refused")
         || m.contains("tls")
     {
-        "registry_unreachable"
+        Cause::RegistryUnreachable
     } else {
-        "unknown"
+        Cause::Unknown
     }
 }
 
@@ -308,5 +421,30 @@ mod tests {
             "x: not found",
         ));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn causes_read_back_as_they_are_written() {
+        for (c, name) in NAMED {
+            assert_eq!(c.to_string(), name);
+            assert_eq!(name.parse::<Cause>(), Ok(c));
+        }
+        for code in [0, 1, 127, 137, 255] {
+            let c = Cause::Exit(code);
+            assert_eq!(c.to_string().parse::<Cause>(), Ok(c));
+        }
+        let sig = Signature::new(FailureKind::CrashLoop, Cause::Exit(127));
+        let stored = serde_json::to_value(&sig).ok();
+        assert_eq!(
+            stored.as_ref().map(|v| v["cause"].clone()),
+            Some("exit_127".into())
+        );
+        let read = stored.and_then(|v| serde_json::from_value::<Signature>(v).ok());
+        assert_eq!(read, Some(sig));
+        for bad in ["", "exit_", "exit_x", "Not_Found", "nope"] {
+            assert!(bad.parse::<Cause>().is_err(), "{bad}");
+        }
+        assert!(Cause::Exit(127).is_command_not_found());
+        assert!(!Cause::Exit(1).is_command_not_found());
     }
 }

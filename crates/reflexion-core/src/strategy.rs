@@ -1,6 +1,37 @@
 //! Strategy statistics: a strategy is an action template learned for a signature class, scored by its verified
 //! outcomes with a Beta(1, 1) prior.
 
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a plan came from; a strategy keeps the source that taught it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanSource {
+    /// The built-in rules.
+    Rules,
+    /// A value a verified fix used before, reused without asking anyone.
+    Learned,
+    /// The model chose the action (our code checked and compiled it).
+    Llm,
+}
+
+impl PlanSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanSource::Rules => "rules",
+            PlanSource::Learned => "learned",
+            PlanSource::Llm => "llm",
+        }
+    }
+}
+
+impl fmt::Display for PlanSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Posterior mean of the success probability: (s + 1) / (s + f + 2). An untried strategy scores 0.5.
 pub fn confidence(successes: u64, failures: u64) -> f64 {
     (successes as f64 + 1.0) / ((successes + failures) as f64 + 2.0)
@@ -134,6 +165,16 @@ mod selection_tests {
             assert!(
                 (mean - confidence(r.successes, r.failures)).abs() < 0.03,
                 "{r:?}: {mean}"
+            );
+        }
+    }
+
+    #[test]
+    fn plan_sources_are_stored_by_their_names() {
+        for s in [PlanSource::Rules, PlanSource::Learned, PlanSource::Llm] {
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::Value::from(s.as_str()))
             );
         }
     }

@@ -23,6 +23,17 @@ fn controlled_by(
     controller(refs).is_some_and(|o| o.kind == kind && o.name == name)
 }
 
+/// One revision of a Deployment: a ReplicaSet it controls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    /// `deployment.kubernetes.io/revision` (0 when the annotation is missing).
+    pub number: i64,
+    pub replicaset: String,
+    pub available: i32,
+    /// The ReplicaSet's pod template without the controller's `pod-template-hash` label.
+    pub template: Value,
+}
+
 impl Cluster {
     pub async fn pod(&self, ns: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
@@ -288,12 +299,8 @@ impl Cluster {
         }
         Ok(out)
     }
-    /// The ReplicaSets of a Deployment as (revision, name, available replicas, pod template without the
-    /// controller's `pod-template-hash` label), newest first.
-    pub async fn revisions(
-        &self,
-        target: &WorkloadRef,
-    ) -> Result<Vec<(i64, String, i32, Value)>, ClusterError> {
+    /// The revisions of a Deployment (its ReplicaSets), newest first.
+    pub async fn revisions(&self, target: &WorkloadRef) -> Result<Vec<Revision>, ClusterError> {
         let d = self
             .deployment(&target.namespace, &target.name)
             .await?
@@ -323,9 +330,14 @@ impl Cluster {
             {
                 labels.remove("pod-template-hash");
             }
-            out.push((revision, rs.name_any(), available, template));
+            out.push(Revision {
+                number: revision,
+                replicaset: rs.name_any(),
+                available,
+                template,
+            });
         }
-        out.sort_by_key(|r| std::cmp::Reverse(r.0));
+        out.sort_by_key(|r| std::cmp::Reverse(r.number));
         Ok(out)
     }
     /// (index, container spec as JSON) of a container in a Deployment's template.

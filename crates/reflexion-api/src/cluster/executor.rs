@@ -396,10 +396,10 @@ impl Cluster {
     ) -> Result<(i64, Value), ClusterError> {
         let revs = self.revisions(target).await?;
         let pick = match to_revision {
-            Some(r) => revs.into_iter().find(|x| x.0 == r),
+            Some(r) => revs.into_iter().find(|x| x.number == r),
             None => revs.into_iter().nth(1),
         };
-        pick.map(|(r, _, _, t)| (r, t))
+        pick.map(|r| (r.number, r.template))
             .ok_or_else(|| ClusterError::NotFound(format!("revision {to_revision:?} of {target}")))
     }
     /// Replace a Deployment's pod template, as `kubectl rollout undo` does (a JSON patch of /spec/template).

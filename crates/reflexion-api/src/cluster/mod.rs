@@ -11,6 +11,7 @@ mod revert;
 mod template;
 
 pub use claims::{fresh_claim, refusal as claim_refusal};
+pub use evidence::Revision;
 pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 pub use revert::{Reverted, Snapshot};

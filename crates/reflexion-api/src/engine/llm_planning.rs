@@ -12,6 +12,7 @@ use reflexion_core::llm::{
 };
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::quantity::parse_bytes;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, EnvSource, Failure, FailureKind, Signature};
 use serde_json::{Value, json};
 
@@ -93,7 +94,7 @@ impl Engine {
                     "a strategy the LLM proposed held for {signature} before ({successes} verified, {failures} failed); reused without an LLM call"
                 ),
                 action,
-                source: "learned".into(),
+                source: PlanSource::Learned,
                 template,
                 description: "An action the LLM proposed that was verified for this signature"
                     .into(),
@@ -173,7 +174,7 @@ impl Engine {
                         ),
                         rationale: format!("LLM ({}): {}", llm.config.model, answer.rationale),
                         action: answer.action,
-                        source: "llm".into(),
+                        source: PlanSource::Llm,
                         llm: json!(calls),
                     });
                 }

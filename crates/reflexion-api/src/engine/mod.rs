@@ -16,6 +16,7 @@ use crate::verify::verify;
 use reflexion_core::IncidentState;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::policy::{Budget, Policy, check_scope};
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure, Signature};
 use serde_json::Value;
 use std::sync::Arc;
@@ -74,8 +75,7 @@ enum EngineError {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Plan {
     action: Action,
-    /// `rules`, or `learned` when the plan reuses a value a verified fix used for this workload.
-    source: String,
+    source: PlanSource,
     rationale: String,
     template: String,
     description: String,
@@ -85,6 +85,14 @@ struct Plan {
     /// For a plan the LLM proposed: the action with names redacted, kept with its strategy for reuse.
     #[serde(default)]
     payload: Option<Value>,
+}
+
+/// A plan waiting for a person: exactly the trial, and the command shown, that approval runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PendingPlan {
+    plan: Plan,
+    trial: u32,
+    command: String,
 }
 
 /// What diagnosis found: the failure, where its fix belongs, the evidence, the pod it was read from, every cause
@@ -169,7 +177,11 @@ impl Engine {
         let Some(pending) = self
             .inner
             .db
-            .take_pending_plan(id, IncidentState::Planning, &format!("approved by {by}"))
+            .take_pending_plan::<PendingPlan>(
+                id,
+                IncidentState::Planning,
+                &format!("approved by {by}"),
+            )
             .await?
         else {
             return Ok(false);
@@ -195,25 +207,29 @@ impl Engine {
         let Some(pending) = self
             .inner
             .db
-            .take_pending_plan(id, IncidentState::Escalated, &note)
+            .take_pending_plan::<PendingPlan>(id, IncidentState::Escalated, &note)
             .await?
         else {
             return Ok(false);
         };
-        let command = pending["command"].as_str().unwrap_or_default();
-        self.inner
-            .db
-            .set_outcome(id, &format!("{note}; the proposed `{command}` was not run"))
-            .await?;
+        let outcome = match pending {
+            Ok(p) => format!("{note}; the proposed `{}` was not run", p.command),
+            Err(_) => format!("{note}; the proposed plan was not run"),
+        };
+        self.inner.db.set_outcome(id, &outcome).await?;
         Ok(true)
     }
 
-    async fn run_approved(&self, id: &str, pending: Value) -> Result<(), EngineError> {
+    async fn run_approved(
+        &self,
+        id: &str,
+        pending: Result<PendingPlan, String>,
+    ) -> Result<(), EngineError> {
         let db = &self.inner.db;
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
         };
-        let plan: Plan = match serde_json::from_value(pending["plan"].clone()) {
+        let PendingPlan { plan, trial, .. } = match pending {
             Ok(p) => p,
             Err(e) => {
                 db.finish(
@@ -239,10 +255,6 @@ impl Engine {
                 )
                 .await;
         }
-        let trial = pending["trial"]
-            .as_u64()
-            .and_then(|t| u32::try_from(t).ok())
-            .unwrap_or(1);
         // The incident goes on after the approved trial, with what its earlier trials tried.
         let tried: Vec<Action> = db
             .episode_actions(id)

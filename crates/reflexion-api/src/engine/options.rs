@@ -7,7 +7,7 @@ use super::rules::known_probes;
 use super::{Diagnosis, Engine};
 use reflexion_core::image::ImageRef;
 use reflexion_core::tags::closest_tags;
-use reflexion_core::{Action, FailureKind, ProbeKind, Signature};
+use reflexion_core::{Action, Cause, FailureKind, ProbeKind, Signature};
 use serde_json::Value;
 
 /// Tags shown per image.
@@ -100,14 +100,14 @@ impl Engine {
                     failure.container, container["command"], container["args"]
                 ));
             }
-            FailureKind::Unschedulable => out.extend(self.placement_options(diag, &cause).await),
+            FailureKind::Unschedulable => out.extend(self.placement_options(diag, cause).await),
             _ => {}
         }
         out
     }
 
     /// Node label values for the pod's nodeSelector keys, untolerated taints, StorageClasses and the claims it mounts.
-    async fn placement_options(&self, diag: &Diagnosis, cause: &str) -> Vec<String> {
+    async fn placement_options(&self, diag: &Diagnosis, cause: Cause) -> Vec<String> {
         let cluster = &self.inner.cluster;
         let target = &diag.target;
         let mut out = Vec::new();
@@ -134,7 +134,7 @@ impl Engine {
                 }
             ));
         }
-        if cause == "taint" {
+        if cause == Cause::Taint {
             for n in &nodes {
                 for t in &n.taints {
                     out.push(format!(
@@ -147,7 +147,7 @@ impl Engine {
                 }
             }
         }
-        if cause == "volume_claim" {
+        if cause == Cause::VolumeClaim {
             let classes = cluster.storage_classes().await.unwrap_or_default();
             let shown: Vec<String> = classes
                 .iter()

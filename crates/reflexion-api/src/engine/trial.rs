@@ -3,7 +3,7 @@
 
 use super::diagnose::Examined;
 use super::rules::{self, probe::ProbeResult};
-use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, Plan, llm_planning};
+use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, PendingPlan, Plan, llm_planning};
 use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
 use crate::verify::verify;
@@ -11,6 +11,7 @@ use reflexion_core::IncidentState;
 use reflexion_core::policy::Decision;
 use reflexion_core::progress::{Verdict, judge};
 use reflexion_core::reflect::{TrialOutcome, reflect};
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Signature};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -108,7 +109,11 @@ impl Engine {
                     match config.policy.decide(&plan.action) {
                         Decision::Execute => plan,
                         Decision::NeedsApproval { reason } => {
-                            let pending = json!({"plan": plan, "trial": trial, "command": plan.action.render()});
+                            let pending = PendingPlan {
+                                command: plan.action.render(),
+                                plan: plan.clone(),
+                                trial,
+                            };
                             db.await_approval(
                                 id,
                                 &pending,
@@ -203,10 +208,11 @@ impl Engine {
                 plan.action.name(),
                 &plan.template,
                 &plan.description,
+                // A strategy is the model's when its template came from the model, even when reused as learned.
                 if plan.template.starts_with("llm:") {
-                    "llm"
+                    PlanSource::Llm
                 } else {
-                    "rules"
+                    PlanSource::Rules
                 },
                 plan.payload.as_ref(),
             )
@@ -370,7 +376,7 @@ impl Engine {
                 trial: i64::from(trial),
                 signature: &signature.class(),
                 strategy_id: &strategy_id,
-                source: &plan.source,
+                source: plan.source,
                 action: &action_json,
                 command: &command,
                 rationale: &plan.rationale,

@@ -8,6 +8,7 @@ use crate::engine::{Engine, Plan, Planned};
 use reflexion_core::EnvSource;
 use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::WorkloadRef;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure};
 use serde_json::Value;
 
@@ -54,7 +55,7 @@ impl Engine {
         let args = container["args"].as_array().map_or(0, Vec::len);
         Some(Planned::Plan(Box::new(Plan {
             action,
-            source: "rules".into(),
+            source: PlanSource::Rules,
             rationale: format!(
                 "container {} overrides the image's entrypoint with `{}`{}, which the image cannot run ({}; {excerpt}); without the override the image's own entrypoint runs",
                 failure.container,
@@ -132,7 +133,7 @@ impl Engine {
                     name: var.to_string(),
                     from: only.clone(),
                 },
-                source: "rules".into(),
+                source: PlanSource::Rules,
                 rationale: format!(
                     "container {} exits because {var} is not set (its log says so), and {} in namespace {} is the only object with a key {var}",
                     failure.container,

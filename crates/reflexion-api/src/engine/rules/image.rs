@@ -4,8 +4,9 @@
 use crate::engine::{Engine, Plan, Planned};
 use reflexion_core::image::ImageRef;
 use reflexion_core::owner::WorkloadRef;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::tags::{TagRule, choose_tag};
-use reflexion_core::{Action, Failure, Signature};
+use reflexion_core::{Action, Cause, Failure, Signature};
 use serde_json::Value;
 
 impl Engine {
@@ -30,7 +31,7 @@ impl Engine {
             }
         };
         let signature = Signature::of(failure);
-        if signature.cause != "not_found" && signature.cause != "unknown" {
+        if !matches!(signature.cause, Cause::NotFound | Cause::Unknown) {
             return Planned::Escalate {
                 diagnosis: format!("pulling {} fails with {} ({}): {}", failure.image, failure.reason, signature.cause, failure.message),
                 suggestion: "check the registry credentials (imagePullSecrets), the repository name and the registry's reachability".into(),
@@ -102,7 +103,7 @@ impl Engine {
                 container: failure.container.clone(),
                 image: new_image,
             },
-            source: "rules".into(),
+            source: PlanSource::Rules,
             rationale,
             template: "set_image:registry_tag".into(),
             description: "Set the container image on the owner (in place on a bare pod) to the registry tag it was most likely meant to run (closest existing tag, else newest stable)".into(),

@@ -5,7 +5,7 @@ use super::{Engine, Plan, Planned};
 use crate::db::Incident;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::strategy::{Record, choose};
-use reflexion_core::{Action, Failure, FailureKind, ProbeKind, Signature};
+use reflexion_core::{Action, Cause, Failure, FailureKind, ProbeKind, Signature};
 use serde_json::Value;
 
 mod crash;
@@ -68,7 +68,7 @@ impl Engine {
                         )
                         .await
                     }
-                    None if cause == "liveness_probe" => {
+                    None if cause == Cause::LivenessProbe => {
                         self.plan_probe(
                             failure,
                             target,
@@ -106,13 +106,13 @@ impl Engine {
             },
             FailureKind::Unschedulable => {
                 let cause = Signature::of(failure).cause;
-                match cause.as_str() {
-                    "node_selector" | "taint" => {
-                        self.plan_placement(failure, target, pod, &cause).await
+                match cause {
+                    Cause::NodeSelector | Cause::Taint => {
+                        self.plan_placement(failure, target, pod, cause).await
                     }
-                    "volume_claim" => self.plan_claim(failure, target, tried).await,
+                    Cause::VolumeClaim => self.plan_claim(failure, target, tried).await,
                     _ => match self
-                        .plan_requests(failure, target, pod, &cause)
+                        .plan_requests(failure, target, pod, cause)
                         .await
                         .filter(|p| !tried.contains(&p.action))
                     {
@@ -178,8 +178,8 @@ pub(in crate::engine) fn known_probes(evidence: &Value) -> Vec<probe::ProbeResul
 
 /// What a person should do next about a failure the rules (and trials) could not fix, per family and cause.
 pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
-    match (s.kind, s.cause.as_str()) {
-        (FailureKind::ImagePull | FailureKind::InvalidImageName, "access_denied") => {
+    match (s.kind, s.cause) {
+        (FailureKind::ImagePull | FailureKind::InvalidImageName, Cause::AccessDenied) => {
             "check the image's repository name and the pull secret the workload uses"
         }
         (FailureKind::ImagePull | FailureKind::InvalidImageName, _) => {
@@ -188,10 +188,10 @@ pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
         (FailureKind::OomKilled, _) => {
             "measure how much memory the container needs under load and set its limit to that, or find what makes it grow"
         }
-        (FailureKind::CrashLoop, "liveness_probe") => {
+        (FailureKind::CrashLoop, Cause::LivenessProbe) => {
             "point the liveness probe at an endpoint the application serves once it has started (never remove it)"
         }
-        (FailureKind::CrashLoop, "exit_127" | "exit_128" | "start_error") => {
+        (FailureKind::CrashLoop, c) if c.is_command_not_found() => {
             "check that the container's command exists in the image, or drop the override so the image's entrypoint runs"
         }
         (FailureKind::CrashLoop, _) => {
@@ -203,23 +203,23 @@ pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
         (FailureKind::ConfigError, _) => {
             "create the missing object or key, or correct the reference in the workload; kube-reflexion never invents configuration or secrets"
         }
-        (FailureKind::Evicted, "node_memory_pressure") => {
+        (FailureKind::Evicted, Cause::NodeMemoryPressure) => {
             "set memory requests close to what the containers use, so the scheduler only places the pod where that memory exists"
         }
-        (FailureKind::Evicted, "ephemeral_storage") => {
+        (FailureKind::Evicted, Cause::EphemeralStorage) => {
             "set ephemeral-storage requests and limits, or write less to the container's filesystem"
         }
         (FailureKind::Evicted, _) => "read the eviction message and the node's conditions",
-        (FailureKind::Unschedulable, "insufficient_memory" | "insufficient_cpu") => {
+        (FailureKind::Unschedulable, Cause::InsufficientMemory | Cause::InsufficientCpu) => {
             "lower the pod's resource requests to fit a node, or add capacity"
         }
-        (FailureKind::Unschedulable, "node_selector") => {
+        (FailureKind::Unschedulable, Cause::NodeSelector) => {
             "correct the nodeSelector/affinity, or label a node to match it"
         }
-        (FailureKind::Unschedulable, "taint") => {
+        (FailureKind::Unschedulable, Cause::Taint) => {
             "add the matching toleration, or remove the taint from a node"
         }
-        (FailureKind::Unschedulable, "volume_claim") => {
+        (FailureKind::Unschedulable, Cause::VolumeClaim) => {
             "create or bind the PersistentVolumeClaim the pod mounts"
         }
         (FailureKind::Unschedulable, _) => {
@@ -234,25 +234,22 @@ mod tests {
 
     #[test]
     fn the_next_step_after_the_last_trial_is_the_familys_own() {
-        let sig = |kind: FailureKind, cause: &str| Signature {
-            kind,
-            cause: cause.into(),
-        };
+        let sig = Signature::new;
         let cases = [
-            (sig(FailureKind::ImagePull, "not_found"), "image tag"),
-            (sig(FailureKind::OomKilled, "memory_limit"), "memory"),
+            (sig(FailureKind::ImagePull, Cause::NotFound), "image tag"),
+            (sig(FailureKind::OomKilled, Cause::MemoryLimit), "memory"),
             (
-                sig(FailureKind::CrashLoop, "liveness_probe"),
+                sig(FailureKind::CrashLoop, Cause::LivenessProbe),
                 "liveness probe",
             ),
-            (sig(FailureKind::CrashLoop, "exit_127"), "command"),
+            (sig(FailureKind::CrashLoop, Cause::Exit(127)), "command"),
             (
-                sig(FailureKind::NotReady, "readiness_probe"),
+                sig(FailureKind::NotReady, Cause::ReadinessProbe),
                 "readiness probe",
             ),
-            (sig(FailureKind::Unschedulable, "taint"), "toleration"),
+            (sig(FailureKind::Unschedulable, Cause::Taint), "toleration"),
             (
-                sig(FailureKind::Unschedulable, "volume_claim"),
+                sig(FailureKind::Unschedulable, Cause::VolumeClaim),
                 "PersistentVolumeClaim",
             ),
         ];

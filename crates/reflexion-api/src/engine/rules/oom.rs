@@ -4,6 +4,7 @@
 use crate::engine::{Engine, MEMORY_LIMIT_KEY, Plan, Planned};
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::quantity::{format_bytes, next_memory_limit, parse_bytes};
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure, Signature};
 use serde_json::Value;
 
@@ -66,7 +67,7 @@ impl Engine {
                         memory_limit: value.clone(),
                         memory_request: None,
                     },
-                    source: "learned".into(),
+                    source: PlanSource::Learned,
                     rationale: format!(
                         "a {value} memory limit held for {target} before ({episode}); the limit is {} again",
                         format_bytes(current)
@@ -104,7 +105,7 @@ impl Engine {
                 format_bytes(base),
                 format_bytes(ceiling)
             ),
-            source: "rules".into(),
+            source: PlanSource::Rules,
             template: "set_resources:raise_memory_limit".into(),
             description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
             llm: Value::Null,

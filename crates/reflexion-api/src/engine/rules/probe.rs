@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use reflexion_core::classify::PodEvent;
 use reflexion_core::owner::WorkloadRef;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure, ProbeHandler, ProbeKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -327,7 +328,7 @@ impl Engine {
         };
         Planned::Plan(Box::new(Plan {
             action,
-            source: "rules".into(),
+            source: PlanSource::Rules,
             rationale: format!(
                 "{what} {} because its {field} probe fails ({message}); the probe now checks {why}, with its timings kept{skipped}",
                 failure.container

@@ -2,6 +2,7 @@
 
 use crate::engine::{Engine, Plan};
 use reflexion_core::owner::WorkloadRef;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure};
 use serde_json::Value;
 
@@ -17,21 +18,21 @@ impl Engine {
         let chain = evidence["owner_chain"].as_array()?;
         let failing_rs = chain.iter().find(|l| l["kind"] == "ReplicaSet")?["name"].as_str()?;
         let revisions = self.inner.cluster.revisions(target).await.ok()?;
-        let (newest, newest_rs, _, _) = revisions.first()?;
-        if newest_rs != failing_rs {
+        let newest = revisions.first()?;
+        if newest.replicaset != failing_rs {
             return None;
         }
-        let (previous, previous_rs, available, _) = revisions.iter().skip(1).find(|r| r.2 > 0)?;
+        let previous = revisions.iter().skip(1).find(|r| r.available > 0)?;
         Some(Plan {
             action: Action::RolloutUndo {
                 target: target.clone(),
-                to_revision: Some(*previous),
+                to_revision: Some(previous.number),
             },
             rationale: format!(
-                "container {} started failing ({}) with revision {newest} (ReplicaSet {newest_rs}), while revision {previous} (ReplicaSet {previous_rs}) still runs {available} available pod(s)",
-                failure.container, failure.reason
+                "container {} started failing ({}) with revision {} (ReplicaSet {}), while revision {} (ReplicaSet {}) still runs {} available pod(s)",
+                failure.container, failure.reason, newest.number, newest.replicaset, previous.number, previous.replicaset, previous.available
             ),
-            source: "rules".into(),
+            source: PlanSource::Rules,
             template: "rollout_undo:previous_running_revision".into(),
             description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
             llm: Value::Null,

@@ -9,7 +9,8 @@ use crate::cluster::{NodeFacts, pod_request, quantity};
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::quantity::{format_bytes, format_millicores};
-use reflexion_core::{Action, Failure};
+use reflexion_core::strategy::PlanSource;
+use reflexion_core::{Action, Cause, Failure};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -104,11 +105,11 @@ impl Engine {
         failure: &Failure,
         target: &WorkloadRef,
         pod_name: &str,
-        cause: &str,
+        cause: Cause,
     ) -> Option<Plan> {
         let resource = match cause {
-            "insufficient_memory" => "memory",
-            "insufficient_cpu" => "cpu",
+            Cause::InsufficientMemory => "memory",
+            Cause::InsufficientCpu => "cpu",
             _ => return None,
         };
         let cluster = &self.inner.cluster;
@@ -138,7 +139,7 @@ impl Engine {
                 memory,
                 cpu,
             },
-            source: "rules".into(),
+            source: PlanSource::Rules,
             rationale: format!(
                 "container {} requests {was} of {resource}, more than any node can allocate; {shown} fits node {node}'s free capacity",
                 failure.container
@@ -157,7 +158,7 @@ impl Engine {
         failure: &Failure,
         target: &WorkloadRef,
         pod_name: &str,
-        cause: &str,
+        cause: Cause,
     ) -> Planned {
         let cluster = &self.inner.cluster;
         let (pod, nodes) = match (
@@ -184,7 +185,7 @@ impl Engine {
             }
         };
         let spec = pod.spec.clone().unwrap_or_default();
-        if cause == "taint" {
+        if cause == Cause::Taint {
             let taints = untolerated(spec.tolerations.as_deref().unwrap_or_default(), &nodes);
             let shown: Vec<String> = taints
                 .iter()
@@ -259,7 +260,7 @@ impl Engine {
                     remove,
                     set,
                 },
-                source: "rules".into(),
+                source: PlanSource::Rules,
                 rationale: format!(
                     "no node matches the nodeSelector of {target} ({}): {}; the other keys are kept",
                     failure.message,

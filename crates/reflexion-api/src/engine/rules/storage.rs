@@ -5,6 +5,7 @@
 
 use super::{Engine, Plan, Planned};
 use reflexion_core::owner::WorkloadRef;
+use reflexion_core::strategy::PlanSource;
 use reflexion_core::{Action, Failure};
 use serde_json::Value;
 
@@ -122,7 +123,7 @@ impl Engine {
                         .to_string();
                     return Planned::Plan(Box::new(Plan {
                         action,
-                        source: "rules".into(),
+                        source: PlanSource::Rules,
                         rationale: format!(
                             "{target} waits on claim {name}, which can never bind: its StorageClass {missing} does not exist; the claim is unbound (it holds no data), so it is recreated as it was with class {class}, the {}",
                             if classes.iter().any(|(c, d)| *d && *c == class) { "default one" } else { "only one there is" }
