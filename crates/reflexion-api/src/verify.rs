@@ -297,8 +297,7 @@ async fn new_warning(
         // Only a live pod of the Deployment's current ReplicaSet speaks for the fix: not one of an older revision
         // on its way out, and never one that merely has a similar name.
         WorkloadKind::Deployment => Some(
-            crate::cluster::Cluster::new(client.clone())
-                .current_replicaset(target)
+            reflexion_k8s::current_replicaset(client, target)
                 .await
                 .ok()??,
         ),

@@ -4,26 +4,23 @@
 use crate::dedup::{Dedup, FailureKey};
 use crate::delivery::Sender;
 use crate::metrics::Metrics;
-use crate::owners::Owners;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use reflexion_core::classify::{
-    Failure, PodEvent, is_ready, readiness_keeps_failing, recent_events,
-};
+use reflexion_core::classify::{Failure, PodEvent, is_ready, readiness_keeps_failing};
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::revision::terminating;
 use reflexion_core::{Signature, classify};
+use reflexion_k8s::OwnerChains;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub struct Detector {
     client: Client,
-    owners: Owners,
+    owners: OwnerChains,
     dedup: Dedup,
     sender: Sender,
     metrics: Arc<Metrics>,
@@ -32,7 +29,7 @@ pub struct Detector {
 impl Detector {
     pub fn new(client: Client, sender: Sender, cooldown: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            owners: Owners::new(client.clone()),
+            owners: OwnerChains::cached(client.clone()),
             client,
             dedup: Dedup::new(cooldown),
             sender,
@@ -135,7 +132,15 @@ impl Detector {
     /// One report per new failure: the owning workload, the dedup key, the evidence, then the spool.
     async fn report(&mut self, pod: &Pod, failure: Failure) {
         let ns = pod.namespace().unwrap_or_default();
-        let chain = self.owners.chain(pod).await;
+        // A chain cut short by a failed read would name the ReplicaSet, not the Deployment: the pod's next update
+        // tries again.
+        let chain = match self.owners.chain(pod).await {
+            Ok(chain) => chain,
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "could not read the pod's owners; will retry on its next update");
+                return;
+            }
+        };
         let Some(target) = fix_target(&ns, &chain) else {
             tracing::debug!(pod = %pod.name_any(), "failing pod has an owner kind we do not manage");
             return;
@@ -163,11 +168,16 @@ impl Detector {
         }
         // A pod of a ReplicaSet its Deployment has scaled away belongs to a revision that is going: its failure is
         // not the workload's.
-        if self.owners.scaled_away(pod).await {
+        if reflexion_k8s::scaled_away(&self.client, pod)
+            .await
+            .unwrap_or(false)
+        {
             self.dedup.forget(&key);
             return;
         }
-        let events = self.pod_events(pod).await;
+        let events = reflexion_k8s::pod_events(&self.client, pod, MAX_EVENTS.min(20))
+            .await
+            .unwrap_or_default();
         let failure = classify(pod, &events).unwrap_or(failure);
         let signature = Signature::of(&failure);
         let report = FailureReport {
@@ -206,20 +216,6 @@ impl Detector {
                 self.dedup.forget(&key);
             }
         }
-    }
-
-    /// The pod's recent events, newest last, bounded for the report.
-    async fn pod_events(&self, pod: &Pod) -> Vec<PodEvent> {
-        let api: Api<Event> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let lp = ListParams::default().fields(&format!(
-            "involvedObject.uid={}",
-            pod.uid().unwrap_or_default()
-        ));
-        let Ok(list) = api.list(&lp).await else {
-            return Vec::new();
-        };
-        recent_events(list.items, MAX_EVENTS.min(20))
     }
 }
 

@@ -8,5 +8,4 @@ pub mod delivery;
 pub mod detect;
 pub mod lease;
 pub mod metrics;
-pub mod owners;
 pub mod spool;

@@ -2,26 +2,17 @@
 //! ConfigMap and Secret keys, node capacity, crash logs. Evidence, never instructions.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use reflexion_core::EnvSource;
-use reflexion_core::classify::{PodEvent, recent_events};
+use reflexion_core::classify::PodEvent;
 use reflexion_core::owner::{OwnerLink, WorkloadKind, WorkloadRef};
-use reflexion_core::revision;
+use reflexion_k8s::OwnerChains;
 
-use super::{Cluster, ClusterError, controller, pod_request, quantity};
+use super::{Cluster, ClusterError, pod_request, quantity};
+use reflexion_core::revision::controller;
 use serde_json::Value;
-
-/// Whether an object's controller is the `kind` named `name`.
-fn controlled_by(
-    refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
-    kind: &str,
-    name: &str,
-) -> bool {
-    controller(refs).is_some_and(|o| o.kind == kind && o.name == name)
-}
 
 /// One revision of a Deployment: a ReplicaSet it controls.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,46 +33,11 @@ impl Cluster {
     }
     /// Recent events of a pod, oldest first, at most 20.
     pub async fn pod_events(&self, pod: &Pod) -> Result<Vec<PodEvent>, ClusterError> {
-        let api: Api<Event> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let lp = ListParams::default().fields(&format!(
-            "involvedObject.uid={}",
-            pod.uid().unwrap_or_default()
-        ));
-        Ok(recent_events(api.list(&lp).await?.items, 20))
+        Ok(reflexion_k8s::pod_events(&self.client, pod, 20).await?)
     }
-    /// The controller chain of a pod, read live (the report's copy is evidence, not truth).
+    /// The controller chain of a pod, read live (the report's copy is evidence, not truth), as the watcher reads it.
     pub async fn owner_chain(&self, pod: &Pod) -> Result<Vec<OwnerLink>, ClusterError> {
-        let ns = pod.namespace().unwrap_or_default();
-        let mut chain = vec![OwnerLink {
-            kind: "Pod".into(),
-            name: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
-        }];
-        let mut next = controller(pod.owner_references());
-        while let Some(owner) = next.take() {
-            chain.push(OwnerLink {
-                kind: owner.kind.clone(),
-                name: owner.name.clone(),
-                uid: owner.uid.clone(),
-            });
-            // The same chain the watcher reports: ReplicaSet -> Deployment, Job -> CronJob.
-            if chain.len() >= 4 {
-                break;
-            }
-            next = match owner.kind.as_str() {
-                "ReplicaSet" => Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
-                    .get_opt(&owner.name)
-                    .await?
-                    .and_then(|rs| controller(rs.owner_references())),
-                "Job" => Api::<Job>::namespaced(self.client.clone(), &ns)
-                    .get_opt(&owner.name)
-                    .await?
-                    .and_then(|j| controller(j.owner_references())),
-                _ => None,
-            };
-        }
-        Ok(chain)
+        Ok(OwnerChains::live(self.client.clone()).chain(pod).await?)
     }
     pub async fn deployment(
         &self,
@@ -97,80 +53,11 @@ impl Cluster {
         &self,
         target: &WorkloadRef,
     ) -> Result<Option<ReplicaSet>, ClusterError> {
-        let Some(d) = self.deployment(&target.namespace, &target.name).await? else {
-            return Ok(None);
-        };
-        let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), &target.namespace)
-            .list(&ListParams::default())
-            .await?
-            .items;
-        Ok(revision::current_replicaset(&d, &sets).cloned())
+        Ok(reflexion_k8s::current_replicaset(&self.client, target).await?)
     }
-    /// The pods that can prove a fix of the workload: not terminating, and for a Deployment only those of its
-    /// current ReplicaSet (never matched by name).
+    /// The pods that can prove a fix of the workload (by owner uid, never by name).
     pub async fn current_pods(&self, target: &WorkloadRef) -> Result<Vec<Pod>, ClusterError> {
-        let api = Api::<Pod>::namespaced(self.client.clone(), &target.namespace);
-        match target.kind {
-            WorkloadKind::Deployment => {
-                let Some(rs) = self.current_replicaset(target).await? else {
-                    return Ok(Vec::new());
-                };
-                let hash = rs
-                    .labels()
-                    .get(revision::POD_TEMPLATE_HASH)
-                    .cloned()
-                    .unwrap_or_default();
-                let lp = ListParams::default()
-                    .labels(&format!("{}={hash}", revision::POD_TEMPLATE_HASH));
-                Ok(api
-                    .list(&lp)
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| revision::proves(p, Some(&rs)))
-                    .collect())
-            }
-            WorkloadKind::Pod => Ok(api
-                .get_opt(&target.name)
-                .await?
-                .into_iter()
-                .filter(|p| revision::proves(p, None))
-                .collect()),
-            // A CronJob's pods are its Jobs' pods.
-            WorkloadKind::CronJob => {
-                let jobs: Vec<String> =
-                    Api::<Job>::namespaced(self.client.clone(), &target.namespace)
-                        .list(&ListParams::default())
-                        .await?
-                        .items
-                        .into_iter()
-                        .filter(|j| controlled_by(j.owner_references(), "CronJob", &target.name))
-                        .map(|j| j.name_any())
-                        .collect();
-                Ok(api
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| {
-                        jobs.iter()
-                            .any(|j| controlled_by(p.owner_references(), "Job", j))
-                            && revision::proves(p, None)
-                    })
-                    .collect())
-            }
-            // StatefulSet, DaemonSet, ReplicaSet, Job: the pods it controls, by owner reference (never by name).
-            kind => Ok(api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|p| {
-                    controlled_by(p.owner_references(), &kind.to_string(), &target.name)
-                        && revision::proves(p, None)
-                })
-                .collect()),
-        }
+        Ok(reflexion_k8s::workload_pods(&self.client, target).await?)
     }
     /// The image a workload's container runs now.
     pub async fn current_image(
@@ -309,7 +196,7 @@ impl Cluster {
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
         let mut out = Vec::new();
         for rs in api.list(&ListParams::default()).await?.items {
-            if controller(rs.owner_references()).is_none_or(|o| o.uid != uid) {
+            if controller(rs.metadata.owner_references.as_ref()).is_none_or(|o| o.uid != uid) {
                 continue;
             }
             let revision = rs

@@ -17,7 +17,6 @@ pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 pub use revert::{Reverted, Snapshot};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::PatchParams;
 
@@ -40,6 +39,15 @@ pub enum ClusterError {
     Refused(String),
     #[error("object encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+}
+
+impl From<reflexion_k8s::K8sError> for ClusterError {
+    fn from(e: reflexion_k8s::K8sError) -> Self {
+        match e {
+            reflexion_k8s::K8sError::Kube(e) => Self::Kube(e),
+            reflexion_k8s::K8sError::NotFound(what) => Self::NotFound(what),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -90,10 +98,6 @@ pub fn pod_request(pod: &Pod, resource: &str) -> u64 {
         .max()
         .unwrap_or(0);
     app.max(init)
-}
-
-fn controller(refs: &[OwnerReference]) -> Option<OwnerReference> {
-    refs.iter().find(|r| r.controller == Some(true)).cloned()
 }
 
 /// Patches are made as kube-reflexion's field manager; `dry_run` makes it a server-side dry run.
