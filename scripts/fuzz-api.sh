@@ -42,7 +42,7 @@ wait_http "http://127.0.0.1:$API_PORT/health"
 
 status=0
 "$VENV/bin/st" run "http://127.0.0.1:$API_PORT/api/v1/openapi.json" \
-  --checks not_a_server_error -H "Authorization: Bearer fuzz-token" \
+  --checks not_a_server_error,response_schema_conformance -H "Authorization: Bearer fuzz-token" \
   --max-examples "$EXAMPLES" --seed 42 --no-color || status=$?
 if [ "$status" != 0 ]; then
   echo "--- reflexion-api log (last 40 lines) ---"; tail -n 40 "$WORK/reflexion-api.log"

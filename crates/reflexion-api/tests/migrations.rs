@@ -54,11 +54,13 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     }
     // This release opens it: the remaining migrations run, the data is still there.
     let db = Db::connect(&url).await.unwrap();
-    let incident = db
-        .incident_json("old-1")
-        .await
-        .unwrap()
-        .expect("the old incident");
+    let incident = serde_json::to_value(
+        db.incident_detail("old-1")
+            .await
+            .unwrap()
+            .expect("the old incident"),
+    )
+    .unwrap();
     assert_eq!(incident["state"], "resolved");
     assert_eq!(incident["episodes"][0]["reflection"], "it held");
     assert!(incident["episodes"][0]["llm"].is_null());
@@ -71,11 +73,11 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
         Some(serde_json::json!("nginx:1.27.3"))
     );
     let stats = db.statistics().await.unwrap();
-    assert_eq!(stats["incidents"]["total"], 1.0);
+    assert_eq!(stats.incidents.total, 1);
     // Opening again is a no-op.
     drop(db);
     let db = Db::connect(&url).await.unwrap();
-    assert!(db.incident_json("old-1").await.unwrap().is_some());
+    assert!(db.incident_detail("old-1").await.unwrap().is_some());
     let pool = SqlitePoolOptions::new().connect(&url).await.unwrap();
     let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations")
         .fetch_one(&pool)

@@ -104,6 +104,36 @@ async fn every_route_is_documented_answers_and_is_guarded() {
         documented, expected,
         "the OpenAPI document and the route list differ"
     );
+    // Reads answer typed rows, and the document says which.
+    for (path, schema) in [
+        ("/api/v1/reflexion/incidents", "IncidentList"),
+        ("/api/v1/reflexion/incidents/{id}", "IncidentDetail"),
+        ("/api/v1/reflexion/strategies", "StrategyList"),
+        ("/api/v1/reflexion/memory/episodic", "EpisodeList"),
+        ("/api/v1/memory/statistics", "StatisticsBody"),
+        ("/api/v1/memory/learning-progression", "Progression"),
+        ("/api/v1/reflexion/metrics", "ReflexionMetrics"),
+    ] {
+        let body = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            body["$ref"],
+            format!("#/components/schemas/{schema}"),
+            "{path}: {body}"
+        );
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    for (schema, field) in [
+        ("Episode", "lessons_learned"),
+        ("IncidentDetail", "episodes"),
+        ("Strategy", "confidence"),
+        ("Statistics", "success_rate"),
+    ] {
+        let s = &doc["components"]["schemas"][schema];
+        assert!(
+            s.to_string().contains(&format!("\"{field}\"")),
+            "{schema} lacks {field}: {s}"
+        );
+    }
 
     for (method, path) in ROUTES {
         let (status, body) = call(&stack, method, path, Some("s3cret-token")).await;

@@ -119,6 +119,14 @@ impl FromStr for IncidentState {
     }
 }
 
+impl TryFrom<String> for IncidentState {
+    type Error = UnknownState;
+
+    fn try_from(s: String) -> Result<Self, UnknownState> {
+        s.parse()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -367,18 +367,13 @@ impl Engine {
         } else {
             self.inner
                 .db
-                .episodes_json(None, Some(ctx.incident_id), 10)
+                .episodes(None, Some(ctx.incident_id), 10)
                 .await
                 .unwrap_or_default()
                 .into_iter()
                 .rev()
-                .filter(|e| e["success"] == false)
-                .map(|e| {
-                    (
-                        e["command"].as_str().unwrap_or_default().to_string(),
-                        e["reflection"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
+                .filter(|e| !e.success)
+                .map(|e| (e.command, e.reflection))
                 .collect()
         };
         PromptInput {

@@ -1,5 +1,8 @@
 //! The REST API. Errors have one shape everywhere: `{"error": {"code", "message", "details"}}`.
 
+mod memory;
+
+use crate::db::{IncidentDetail, IncidentSummary};
 use crate::engine::Engine;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -7,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use memory::*;
 use reflexion_core::owner::fix_target;
 use reflexion_core::report::FailureReport;
 use serde::Deserialize;
@@ -373,253 +377,41 @@ fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
-/// The list shape the original system answered with: `{"<what>": [...], "total_count", "timestamp"}`.
-fn listing(what: &str, list: Vec<Value>) -> Json<Value> {
-    let mut body = json!({"total_count": list.len(), "timestamp": timestamp()});
-    body[what] = Value::Array(list);
-    Json(body)
-}
-
-#[utoipa::path(get, path = "/api/v1/reflexion/strategies", tag = "memory",
-    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
-    responses((status = 200, description = "Learned strategies with counts and confidence", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-async fn strategies(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let list = state
-        .engine
-        .db()
-        .strategies_json(q.error_type.as_deref(), q.limit()?)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(listing("strategies", list))
-}
-
-#[utoipa::path(get, path = "/api/v1/reflexion/memory/episodic", tag = "memory",
-    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
-    responses((status = 200, description = "Episodes (one per trial) with reflections and lessons", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-async fn episodes(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let list = state
-        .engine
-        .db()
-        .episodes_json(q.error_type.as_deref(), None, q.limit()?)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(listing("episodes", list))
-}
-
-#[utoipa::path(get, path = "/api/v1/memory/strategies", tag = "memory",
-    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
-    responses((status = 200, description = "Learned strategies (alias of /api/v1/reflexion/strategies)", body = Value), (status = 400, description = "Bad query", body = ErrorBody)))]
-async fn memory_strategies(
-    state: State<AppState>,
-    q: Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    strategies(state, q).await
-}
-
-#[utoipa::path(get, path = "/api/v1/memory/episodes", tag = "memory",
-    params(("error_type" = Option<String>, Query, description = "Only this kubelet reason or signature"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
-    responses((status = 200, description = "Episodes (alias of /api/v1/reflexion/memory/episodic)", body = Value), (status = 400, description = "Bad query", body = ErrorBody)))]
-async fn memory_episodes(
-    state: State<AppState>,
-    q: Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    episodes(state, q).await
-}
-
-#[utoipa::path(get, path = "/api/v1/memory/statistics", tag = "memory",
-    responses((status = 200, description = "Incidents by state and error type, success rate, trials to fix, episodes, strategies, lessons, writes, reverts, LLM use", body = Value)))]
-async fn statistics(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut v = state
-        .engine
-        .db()
-        .statistics()
-        .await
-        .map_err(ApiError::internal)?;
-    v["timestamp"] = json!(timestamp());
-    Ok(Json(v))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProgressionQuery {
-    days: Option<i64>,
-}
-
-#[utoipa::path(get, path = "/api/v1/memory/learning-progression", tag = "memory",
-    params(("days" = Option<i64>, Query, description = "1-366, default 30")),
-    responses((status = 200, description = "Per day: incidents, success rate, mean trials to fix, LLM calls per incident, LLM-free share", body = Value),
-        (status = 400, description = "Bad query", body = ErrorBody)))]
-async fn learning_progression(
-    State(state): State<AppState>,
-    Query(q): Query<ProgressionQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let days = q.days.unwrap_or(30);
-    if !(1..=366).contains(&days) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("days must be between 1 and 366, got {days}"),
-        ));
-    }
-    let list = state
-        .engine
-        .db()
-        .learning_progression(days)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(listing("days", list))
-}
-
-#[utoipa::path(get, path = "/api/v1/reflexion/metrics", tag = "memory",
-    responses((status = 200, description = "The engine's real numbers: success rate, first-trial fix rate, trials to fix, reverts, LLM calls and tokens", body = Value)))]
-async fn reflexion_metrics(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let s = state
-        .engine
-        .db()
-        .statistics()
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "total_incidents": s["incidents"]["total"],
-        "resolved": s["incidents"]["by_state"]["resolved"],
-        "escalated": s["incidents"]["by_state"]["escalated"],
-        "success_rate": s["success_rate"],
-        "first_trial_fix_rate": s["first_trial_fix_rate"],
-        "mean_trials_to_fix": s["mean_trials_to_fix"],
-        "cluster_writes": s["cluster_writes"],
-        "reverts": s["reverts"],
-        "strategies": s["strategies"],
-        "lessons": s["lessons"],
-        "llm_calls": s["llm"]["calls"],
-        "llm_tokens": s["llm"]["tokens"],
-        "timestamp": timestamp(),
-    })))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-async fn prometheus(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let s = state
-        .engine
-        .db()
-        .statistics()
-        .await
-        .map_err(ApiError::internal)?;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, v) in samples {
-            out.push_str(&format!("{name}{labels} {v}\n"));
-        }
-    };
-    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
-    // Counters count what this process did (they never go down); gauges read the memory as it is.
-    let c = state.engine.db().counters();
-    let counter = |n: &std::sync::atomic::AtomicU64| {
-        vec![(String::new(), crate::metrics::Counters::get(n) as f64)]
-    };
-    let states = s["incidents"]["by_state"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (format!("{{state=\"{k}\"}}"), num(v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    metric(
-        "reflexion_incidents",
-        "gauge",
-        "Incidents by state.",
-        states,
-    );
-    metric(
-        "reflexion_episodes_total",
-        "counter",
-        "Trials run.",
-        counter(&c.episodes),
-    );
-    metric(
-        "reflexion_episodes_successful_total",
-        "counter",
-        "Trials whose fix was verified.",
-        counter(&c.episodes_successful),
-    );
-    metric(
-        "reflexion_cluster_writes_total",
-        "counter",
-        "Writes to the cluster (reverts excluded).",
-        counter(&c.cluster_writes),
-    );
-    metric(
-        "reflexion_reverts_total",
-        "counter",
-        "Reverts run (done, skipped or failed).",
-        counter(&c.reverts),
-    );
-    metric(
-        "reflexion_strategies",
-        "gauge",
-        "Learned strategies.",
-        vec![(String::new(), num(&s["strategies"]))],
-    );
-    metric(
-        "reflexion_lessons",
-        "gauge",
-        "Lessons in memory.",
-        vec![(String::new(), num(&s["lessons"]))],
-    );
-    metric(
-        "reflexion_llm_calls_total",
-        "counter",
-        "LLM calls.",
-        counter(&c.llm_calls),
-    );
-    metric(
-        "reflexion_llm_tokens_total",
-        "counter",
-        "LLM tokens, prompt and completion.",
-        counter(&c.llm_tokens),
-    );
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
-}
-
 #[utoipa::path(get, path = "/api/v1/reflexion/incidents", tag = "incidents",
     params(("state" = Option<String>, Query, description = "reported, diagnosing, planning, awaiting_approval, executing, verifying, resolved, escalated, failed, dismissed"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
-    responses((status = 200, description = "Incidents, newest first", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+    responses((status = 200, description = "Incidents, newest first", body = IncidentList), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 async fn incidents(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let list = state
+) -> Result<Json<IncidentList>, ApiError> {
+    let incidents = state
         .engine
         .db()
-        .incidents_json(q.state.as_deref(), q.limit()?)
+        .incidents(q.state.as_deref(), q.limit()?)
         .await
         .map_err(ApiError::internal)?;
-    Ok(listing("incidents", list))
+    Ok(Json(IncidentList {
+        total_count: incidents.len(),
+        incidents,
+        timestamp: timestamp(),
+    }))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct IncidentList {
+    incidents: Vec<IncidentSummary>,
+    total_count: usize,
+    timestamp: String,
 }
 
 #[utoipa::path(get, path = "/api/v1/reflexion/incidents/{id}", tag = "incidents",
     params(("id" = String, Path, description = "Incident id")),
-    responses((status = 200, description = "The full trail: report, evidence, transitions, trials, LLM calls, audit", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    responses((status = 200, description = "The full trail: report, evidence, transitions, trials, LLM calls, audit", body = IncidentDetail), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such incident", body = ErrorBody)))]
 async fn incident(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IncidentDetail>, ApiError> {
     if id.len() > 64 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -630,7 +422,7 @@ async fn incident(
     match state
         .engine
         .db()
-        .incident_json(&id)
+        .incident_detail(&id)
         .await
         .map_err(ApiError::internal)?
     {

@@ -1,0 +1,216 @@
+//! The store's read side for the REST API and the console: incidents with their trail, episodes with their
+//! lessons, strategies with their scores, statistics and the learning curve. Bounded queries, typed rows.
+
+use super::rows::{
+    AuditEntry, Day, DayCounts, Episode, EpisodeCounts, ErrorTypeCount, IncidentCounts,
+    IncidentDetail, IncidentSummary, LlmCall, LlmUse, Statistics, Strategy, Transition,
+};
+use super::{Db, Result};
+use reflexion_core::IncidentState;
+use std::collections::{BTreeMap, HashMap};
+
+impl Db {
+    pub async fn strategies(&self, error_type: Option<&str>, limit: i64) -> Result<Vec<Strategy>> {
+        let rows: Vec<Strategy> = sqlx::query_as(
+            "SELECT * FROM strategies WHERE (?1 IS NULL OR error_type = ?1 OR signature_class = ?1)
+             ORDER BY created_at LIMIT ?2",
+        )
+        .bind(error_type)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Strategy::scored).collect())
+    }
+
+    /// Episodes, newest first, each with its lessons (read in one query for all of them).
+    pub async fn episodes(
+        &self,
+        filter: Option<&str>,
+        incident: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Episode>> {
+        let mut episodes: Vec<Episode> = sqlx::query_as(
+            "SELECT * FROM episodes WHERE (?1 IS NULL OR error_type = ?1 OR signature = ?1) AND (?2 IS NULL OR incident_id = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+        )
+        .bind(filter)
+        .bind(incident)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if episodes.is_empty() {
+            return Ok(episodes);
+        }
+        let ids = serde_json::Value::from(
+            episodes
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<String>>(),
+        );
+        let lessons: Vec<(String, String)> = sqlx::query_as(
+            "SELECT episode_id, text FROM lessons WHERE episode_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(ids.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_episode: HashMap<String, Vec<String>> = HashMap::new();
+        for (episode, text) in lessons {
+            by_episode.entry(episode).or_default().push(text);
+        }
+        for e in &mut episodes {
+            e.lessons_learned = by_episode.remove(&e.id).unwrap_or_default();
+        }
+        Ok(episodes)
+    }
+
+    pub async fn incidents(&self, state: Option<&str>, limit: i64) -> Result<Vec<IncidentSummary>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM incidents WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2",
+        )
+        .bind(state)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The full trail of one incident: the report, evidence, transitions, every trial, every write.
+    pub async fn incident_detail(&self, id: &str) -> Result<Option<IncidentDetail>> {
+        let Some(mut v): Option<IncidentDetail> =
+            sqlx::query_as("SELECT * FROM incidents WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        v.transitions = sqlx::query_as::<_, Transition>(
+            "SELECT at, state, note FROM incident_transitions WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        v.audit = sqlx::query_as::<_, AuditEntry>(
+            "SELECT at, verb, target, detail, result FROM audit WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        v.llm_calls = sqlx::query_as::<_, LlmCall>(
+            "SELECT * FROM llm_calls WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        v.episodes = self.episodes(None, Some(id), 1000).await?;
+        v.episodes.reverse();
+        Ok(Some(v))
+    }
+
+    async fn count(&self, sql: &'static str) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(sql)
+            .fetch_one(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn mean(&self, sql: &'static str) -> Result<Option<f64>> {
+        Ok(sqlx::query_scalar::<_, Option<f64>>(sql)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Counts that summarize what the engine did and learned, all from the database.
+    pub async fn statistics(&self) -> Result<Statistics> {
+        let by_state: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, COUNT(*) FROM incidents GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let by_error_type: Vec<ErrorTypeCount> = sqlx::query_as(
+            "SELECT error_type, COUNT(*) AS incidents, COALESCE(SUM(state = 'resolved'), 0) AS resolved,
+                    AVG(CASE WHEN state = 'resolved' THEN trials END) AS mean_trials_to_fix
+             FROM incidents GROUP BY error_type ORDER BY incidents DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        // Every state is counted once: open (worked on or awaiting approval), decided (resolved, escalated,
+        // failed: what the success rate is over) or dismissed (nothing to fix).
+        let count = |pick: fn(IncidentState) -> bool| -> i64 {
+            by_state
+                .iter()
+                .filter(|(k, _)| k.parse::<IncidentState>().is_ok_and(pick))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let resolved = by_state.get("resolved").copied().unwrap_or(0);
+        let decided = count(IncidentState::is_decided);
+        let first_trial = self
+            .count("SELECT COUNT(*) FROM incidents WHERE state = 'resolved' AND trials = 1")
+            .await?;
+        Ok(Statistics {
+            incidents: IncidentCounts {
+                total: by_state.values().sum(),
+                open: count(IncidentState::is_open),
+                decided,
+                dismissed: count(|s| s == IncidentState::Dismissed),
+                by_state: by_state.clone(),
+                by_error_type,
+            },
+            success_rate: (decided > 0).then(|| resolved as f64 / decided as f64),
+            mean_trials_to_fix: self
+                .mean("SELECT AVG(trials) FROM incidents WHERE state = 'resolved'")
+                .await?,
+            first_trial_fix_rate: (resolved > 0).then(|| first_trial as f64 / resolved as f64),
+            episodes: EpisodeCounts {
+                total: self.count("SELECT COUNT(*) FROM episodes").await?,
+                successful: self
+                    .count("SELECT COUNT(*) FROM episodes WHERE success")
+                    .await?,
+                reverted: self
+                    .count("SELECT COUNT(*) FROM episodes WHERE reverted")
+                    .await?,
+            },
+            strategies: self.count("SELECT COUNT(*) FROM strategies").await?,
+            lessons: self.count("SELECT COUNT(*) FROM lessons").await?,
+            cluster_writes: self
+                .count("SELECT COUNT(*) FROM audit WHERE verb != 'revert'")
+                .await?,
+            reverts: self
+                .count("SELECT COUNT(*) FROM audit WHERE verb = 'revert'")
+                .await?,
+            llm: LlmUse {
+                calls: self.count("SELECT COUNT(*) FROM llm_calls").await?,
+                accepted: self
+                    .count("SELECT COUNT(*) FROM llm_calls WHERE outcome = 'accepted'")
+                    .await?,
+                tokens: self
+                    .count("SELECT SUM(prompt_tokens + completion_tokens) FROM llm_calls")
+                    .await?,
+                mean_latency_ms: self.mean("SELECT AVG(latency_ms) FROM llm_calls").await?,
+            },
+        })
+    }
+
+    /// Per UTC day, oldest first: incidents, success rate, mean trials to fix, LLM calls per incident, and the
+    /// share of fixed incidents that needed no LLM call. The curve a learning system should bend.
+    pub async fn learning_progression(&self, days: i64) -> Result<Vec<Day>> {
+        let rows: Vec<DayCounts> = sqlx::query_as(
+            "SELECT substr(i.created_at, 1, 10) AS day,
+                    COUNT(*) AS incidents,
+                    SUM(i.state = 'resolved') AS resolved,
+                    SUM(i.state IN ('resolved', 'escalated', 'failed')) AS finished,
+                    AVG(CASE WHEN i.state = 'resolved' THEN i.trials END) AS trials,
+                    SUM(COALESCE(c.calls, 0)) AS llm_calls,
+                    SUM(i.state = 'resolved' AND COALESCE(c.calls, 0) = 0) AS resolved_without_llm
+             FROM incidents i
+             LEFT JOIN (SELECT incident_id, COUNT(*) AS calls FROM llm_calls GROUP BY incident_id) c ON c.incident_id = i.id
+             GROUP BY day ORDER BY day DESC LIMIT ?",
+        )
+        .bind(days)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().rev().map(Day::from).collect())
+    }
+}
