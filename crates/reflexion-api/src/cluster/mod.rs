@@ -2,6 +2,7 @@
 //! (`evidence`; nodes, StorageClasses and claims in `placement`), and the minimal patches that execute typed actions, their dry runs and reverts (`executor`, with the
 //! recreation of a bare pod where the API refuses an in-place change in `recreate`).
 
+mod change;
 mod claims;
 mod evidence;
 mod executor;
@@ -10,6 +11,7 @@ mod recreate;
 mod revert;
 mod template;
 
+pub use change::{Change, field_value, value_from};
 pub use claims::{fresh_claim, refusal as claim_refusal};
 pub use evidence::Revision;
 pub use placement::NodeFacts;

@@ -7,7 +7,6 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams, Preconditi
 use kube::runtime::wait::{await_condition, conditions};
 use reflexion_core::owner::WorkloadRef;
 
-use super::revert::Snapshot;
 use super::{Cluster, ClusterError, FIELD_MANAGER, INCIDENT_ANNOTATION};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -16,28 +15,6 @@ use std::time::Duration;
 const DELETE_MARGIN: Duration = Duration::from_secs(30);
 
 impl Cluster {
-    /// Recreate a bare pod with one change; the snapshot holds the original to restore.
-    pub(super) async fn recreate(
-        &self,
-        target: &WorkloadRef,
-        edit: PodEdit<'_>,
-        incident_id: &str,
-    ) -> Result<Snapshot, ClusterError> {
-        let original = serde_json::to_value(
-            self.dynamic_pods(&target.namespace)
-                .get(&target.name)
-                .await?,
-        )?;
-        let fresh = fresh_pod(&original, Some(edit), Some(incident_id))?;
-        let new_uid = self
-            .replace_pod(&target.namespace, &original, fresh)
-            .await?;
-        Ok(Snapshot::RecreatedPod {
-            namespace: target.namespace.clone(),
-            original,
-            new_uid,
-        })
-    }
     /// A pod's spec cannot change in place, so for a recreation the API server validates the removal now and the
     /// new pod when it is created.
     pub(super) async fn dry_run_delete(&self, target: &WorkloadRef) -> Result<(), ClusterError> {

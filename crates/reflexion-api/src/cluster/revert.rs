@@ -72,6 +72,20 @@ pub enum Snapshot {
     },
 }
 
+impl Snapshot {
+    /// The snapshot with the value the change left as stored by the API server (defaults included), for the
+    /// kinds whose revert compares against it.
+    pub(super) fn left(mut self, stored: Value) -> Self {
+        match &mut self {
+            Snapshot::Field { new, .. }
+            | Snapshot::PodSpec { new, .. }
+            | Snapshot::Container { new, .. } => *new = stored,
+            _ => {}
+        }
+        self
+    }
+}
+
 /// What a revert did. Only `Done` means the change is gone; the others say why it is still in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]

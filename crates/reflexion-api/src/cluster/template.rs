@@ -2,21 +2,20 @@
 //! command override dropped (`command` and `args` together, so the image's ENTRYPOINT and CMD run). Each is one JSON
 //! patch guarded by a `test` of what it replaces, and undone only if nobody changed it since.
 
-use super::revert::{Reverted, Snapshot};
+use super::revert::Reverted;
 use super::{Cluster, ClusterError};
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 
-const SPEC: &str = "/spec/template/spec";
+pub(super) const SPEC: &str = "/spec/template/spec";
 
-fn json_patch(ops: Value) -> Result<Patch<Value>, ClusterError> {
+pub(super) fn json_patch(ops: Value) -> Result<Patch<Value>, ClusterError> {
     Ok(Patch::Json(serde_json::from_value(ops)?))
 }
 
 /// Ops that set `path` from `old` to `new` (null: absent), failing if it is not `old` any more.
-fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
+pub(super) fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
     let mut ops = Vec::new();
     if !old.is_null() {
         ops.push(json!({"op": "test", "path": path, "value": old}));
@@ -33,73 +32,12 @@ fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
 
 impl Cluster {
     /// The pod spec of a Deployment's template, as JSON.
-    async fn template_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
+    pub(super) async fn template_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
         let d = self
             .deployment(&target.namespace, &target.name)
             .await?
             .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
         Ok(serde_json::to_value(d)?["spec"]["template"]["spec"].clone())
-    }
-
-    /// Remove nodeSelector keys and set others on a Deployment's template.
-    pub(super) async fn set_node_selector(
-        &self,
-        target: &WorkloadRef,
-        remove: &[String],
-        set: &BTreeMap<String, String>,
-        dry_run: bool,
-    ) -> Result<Snapshot, ClusterError> {
-        let old = self.template_spec(target).await?["nodeSelector"].clone();
-        let mut selector = old.as_object().cloned().unwrap_or_default();
-        for k in remove {
-            selector.remove(k);
-        }
-        for (k, v) in set {
-            selector.insert(k.clone(), json!(v));
-        }
-        let new = if selector.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(selector)
-        };
-        let path = format!("{SPEC}/nodeSelector");
-        let new = self
-            .patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
-            .await?["nodeSelector"]
-            .take();
-        Ok(Snapshot::PodSpec {
-            target: target.clone(),
-            field: "nodeSelector".into(),
-            old,
-            new,
-        })
-    }
-
-    /// Drop a container's command override (and its args) on a Deployment's template.
-    pub(super) async fn drop_command(
-        &self,
-        target: &WorkloadRef,
-        container: &str,
-        dry_run: bool,
-    ) -> Result<Snapshot, ClusterError> {
-        let (index, old) = self.container_spec(target, container).await?;
-        let mut new = old.clone();
-        if let Some(c) = new.as_object_mut() {
-            c.remove("command");
-            c.remove("args");
-        }
-        let path = format!("{SPEC}/containers/{index}");
-        // As stored (defaults included): what a revert must find unchanged.
-        let new = self
-            .patch_deployment(target, json_patch(set_ops(&path, &old, &new))?, dry_run)
-            .await?["containers"][index]
-            .take();
-        Ok(Snapshot::Container {
-            target: target.clone(),
-            container: container.into(),
-            old,
-            new,
-        })
     }
 
     /// Put a pod-spec field back, unless someone else changed it since.

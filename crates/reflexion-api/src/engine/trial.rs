@@ -217,7 +217,12 @@ impl Engine {
                 plan.payload.as_ref(),
             )
             .await?;
-        let dry_run = match cluster.dry_run(&plan.action).await {
+        // Compiled once: the dry run and the execution make the same write.
+        let dry_run = match cluster.compile(&plan.action, &inc.id).await {
+            Ok(change) => cluster.dry_run(&change).await.map(|v| (change, v)),
+            Err(e) => Err(e),
+        };
+        let (change, dry_run) = match dry_run {
             Ok(v) => v,
             Err(e) => {
                 let diagnosis = format!("the API server refused a dry run of `{command}`: {e}");
@@ -256,7 +261,7 @@ impl Engine {
             &format!("trial {trial}: {command}"),
         )
         .await?;
-        let executed = cluster.execute(&plan.action, &inc.id).await;
+        let executed = cluster.apply(change).await;
         db.settle_action(
             slot,
             &executed

@@ -1,0 +1,519 @@
+//! Each typed action compiled once, against the objects as they are now, into the one write it makes and what that
+//! write replaces. The server-side dry run and the execution apply the same compiled change, so they cannot drift.
+
+use super::recreate::{ContainerEdit, PodEdit, fresh_pod};
+use super::revert::Snapshot;
+use super::template::{SPEC, json_patch, set_ops};
+use super::{Cluster, ClusterError, patch_params};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::Patch;
+use reflexion_core::owner::{WorkloadKind, WorkloadRef};
+use reflexion_core::{Action, EnvSource};
+use serde_json::{Value, json};
+
+/// An action compiled against the cluster: the write, and what it replaces.
+// One per trial, moved once from compile to apply: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Change {
+    /// An escalation writes nothing.
+    Nothing,
+    Write {
+        target: WorkloadRef,
+        write: Write,
+    },
+}
+
+pub enum Write {
+    /// A patch of a Deployment. `stored` says which part of the stored pod spec the snapshot keeps as "new": the
+    /// API server defaults what a patch leaves out, and a revert must find the stored value unchanged.
+    Deployment {
+        patch: Patch<Value>,
+        snapshot: Snapshot,
+        stored: Stored,
+    },
+    /// A bare pod's image, the one container field the API changes in place.
+    PodImage {
+        patch: Patch<Value>,
+        snapshot: Snapshot,
+    },
+    /// A bare pod whose spec cannot change in place: deleted, and created again with its whole spec but the fix.
+    RecreatePod { original: Value, fresh: Value },
+    /// An unbound claim deleted and created again with another StorageClass.
+    RecreateClaim {
+        claim: String,
+        storage_class: String,
+    },
+}
+
+/// The part of the stored pod spec a snapshot records as what the change left.
+pub enum Stored {
+    /// The snapshot is complete already.
+    Nothing,
+    /// `containers[index][field]`.
+    ContainerField(usize, &'static str),
+    /// `containers[index]`.
+    Container(usize),
+    /// A pod-spec field.
+    SpecField(&'static str),
+}
+
+fn strategic_containers(container: &str, fields: Value) -> Patch<Value> {
+    let mut c = json!({"name": container});
+    if let (Some(c), Value::Object(f)) = (c.as_object_mut(), fields) {
+        c.extend(f);
+    }
+    Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [c]}}}}))
+}
+
+/// A container's `env` entry that takes a variable from a ConfigMap or Secret key.
+pub fn value_from(from: &EnvSource) -> Value {
+    match from {
+        EnvSource::ConfigMapKey { name, key } => {
+            json!({"configMapKeyRef": {"name": name, "key": key}})
+        }
+        EnvSource::SecretKey { name, key } => json!({"secretKeyRef": {"name": name, "key": key}}),
+    }
+}
+
+impl Cluster {
+    /// Compile an action against the objects as they are now.
+    pub async fn compile(
+        &self,
+        action: &Action,
+        incident_id: &str,
+    ) -> Result<Change, ClusterError> {
+        let Some(target) = action.target().cloned() else {
+            return Ok(Change::Nothing);
+        };
+        let unsupported =
+            || ClusterError::Unsupported(format!("{} on a {}", action.name(), target.kind));
+        let write = match (target.kind, action) {
+            (_, Action::Escalate { .. }) => return Ok(Change::Nothing),
+            // The claim, whatever mounts it.
+            (
+                _,
+                Action::RecreateClaim {
+                    claim,
+                    storage_class,
+                    ..
+                },
+            ) => Write::RecreateClaim {
+                claim: claim.clone(),
+                storage_class: storage_class.clone(),
+            },
+            (WorkloadKind::Deployment, _) => self.compile_deployment(action, &target).await?,
+            (
+                WorkloadKind::Pod,
+                Action::SetImage {
+                    container, image, ..
+                },
+            ) => Write::PodImage {
+                patch: Patch::Strategic(
+                    json!({"spec": {"containers": [{"name": container, "image": image}]}}),
+                ),
+                snapshot: Snapshot::Image {
+                    target: target.clone(),
+                    container: container.clone(),
+                    old_image: self.current_image(&target, container).await?,
+                    new_image: image.clone(),
+                },
+            },
+            (WorkloadKind::Pod, Action::RolloutUndo { .. }) => return Err(unsupported()),
+            (WorkloadKind::Pod, _) => {
+                self.compile_recreation(action, &target, incident_id)
+                    .await?
+            }
+            _ => return Err(unsupported()),
+        };
+        Ok(Change::Write { target, write })
+    }
+
+    async fn compile_deployment(
+        &self,
+        action: &Action,
+        target: &WorkloadRef,
+    ) -> Result<Write, ClusterError> {
+        let t = target.clone();
+        let (patch, snapshot, stored) = match action {
+            Action::SetImage {
+                container, image, ..
+            } => (
+                strategic_containers(container, json!({"image": image})),
+                Snapshot::Image {
+                    target: t,
+                    container: container.clone(),
+                    old_image: self.current_image(target, container).await?,
+                    new_image: image.clone(),
+                },
+                Stored::Nothing,
+            ),
+            Action::SetResources {
+                container,
+                memory_limit,
+                memory_request,
+                ..
+            } => {
+                let mut resources = json!({"limits": {"memory": memory_limit}});
+                if let Some(r) = memory_request {
+                    resources["requests"] = json!({"memory": r});
+                }
+                let old = self.container_spec(target, container).await?.1["resources"].clone();
+                (
+                    strategic_containers(container, json!({"resources": resources})),
+                    Snapshot::Resources {
+                        target: t,
+                        container: container.clone(),
+                        old,
+                        new_limit: memory_limit.clone(),
+                    },
+                    Stored::Nothing,
+                )
+            }
+            Action::SetEnv {
+                container,
+                name,
+                from,
+                ..
+            } => {
+                let old = self.container_spec(target, container).await?.1["env"].clone();
+                (
+                    strategic_containers(
+                        container,
+                        json!({"env": [{"name": name, "valueFrom": value_from(from)}]}),
+                    ),
+                    Snapshot::Env {
+                        target: t,
+                        container: container.clone(),
+                        old,
+                        name: name.clone(),
+                    },
+                    Stored::Nothing,
+                )
+            }
+            Action::SetProbe { container, .. } | Action::SetRequests { container, .. } => {
+                let (index, spec) = self.container_spec(target, container).await?;
+                let (field, new) = field_value(action, &spec);
+                let base = format!("{SPEC}/containers/{index}");
+                let set = if new.is_null() {
+                    json!({"op": "remove", "path": format!("{base}/{field}")})
+                } else {
+                    json!({"op": "add", "path": format!("{base}/{field}"), "value": new})
+                };
+                // Guarded by a test that the index still holds that container.
+                let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, set]);
+                (
+                    json_patch(ops)?,
+                    Snapshot::Field {
+                        target: t,
+                        container: container.clone(),
+                        field: field.to_string(),
+                        old: spec[field].clone(),
+                        new,
+                    },
+                    Stored::ContainerField(index, field),
+                )
+            }
+            Action::RolloutUndo { to_revision, .. } => {
+                let d = self
+                    .deployment(&target.namespace, &target.name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
+                let old = serde_json::to_value(d)?["spec"]["template"].clone();
+                let (_, template) = self.revision_template(target, *to_revision).await?;
+                // As `kubectl rollout undo` does: the whole template replaced.
+                let ops = json!([{"op": "replace", "path": "/spec/template", "value": template}]);
+                (
+                    json_patch(ops)?,
+                    Snapshot::Template {
+                        target: t,
+                        old,
+                        new: template,
+                    },
+                    Stored::Nothing,
+                )
+            }
+            Action::SetNodeSelector { remove, set, .. } => {
+                let old = self.template_spec(target).await?["nodeSelector"].clone();
+                let mut selector = old.as_object().cloned().unwrap_or_default();
+                for k in remove {
+                    selector.remove(k);
+                }
+                for (k, v) in set {
+                    selector.insert(k.clone(), json!(v));
+                }
+                let new = if selector.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(selector)
+                };
+                let path = format!("{SPEC}/nodeSelector");
+                (
+                    json_patch(set_ops(&path, &old, &new))?,
+                    Snapshot::PodSpec {
+                        target: t,
+                        field: "nodeSelector".into(),
+                        old,
+                        new,
+                    },
+                    Stored::SpecField("nodeSelector"),
+                )
+            }
+            Action::DropCommand { container, .. } => {
+                // `command` and `args` together, so the image's ENTRYPOINT and CMD run.
+                let (index, old) = self.container_spec(target, container).await?;
+                let mut new = old.clone();
+                if let Some(c) = new.as_object_mut() {
+                    c.remove("command");
+                    c.remove("args");
+                }
+                let path = format!("{SPEC}/containers/{index}");
+                (
+                    json_patch(set_ops(&path, &old, &new))?,
+                    Snapshot::Container {
+                        target: t,
+                        container: container.clone(),
+                        old,
+                        new,
+                    },
+                    Stored::Container(index),
+                )
+            }
+            Action::RecreateClaim { .. } | Action::Escalate { .. } => {
+                return Err(ClusterError::Unsupported(format!(
+                    "{} as a Deployment patch",
+                    action.name()
+                )));
+            }
+        };
+        Ok(Write::Deployment {
+            patch,
+            snapshot,
+            stored,
+        })
+    }
+
+    /// A bare pod's change the API refuses in place: the whole pod as it will be created again.
+    async fn compile_recreation(
+        &self,
+        action: &Action,
+        target: &WorkloadRef,
+        incident_id: &str,
+    ) -> Result<Write, ClusterError> {
+        let original = serde_json::to_value(
+            self.dynamic_pods(&target.namespace)
+                .get(&target.name)
+                .await?,
+        )?;
+        let container_of = |name: &str| {
+            original["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .ok_or_else(|| ClusterError::NoContainer {
+                    workload: target.to_string(),
+                    container: name.into(),
+                })
+        };
+        let fresh = match action {
+            Action::SetResources {
+                container,
+                memory_limit,
+                memory_request,
+                ..
+            } => {
+                let edit = ContainerEdit::Memory {
+                    limit: memory_limit,
+                    request: memory_request.as_deref(),
+                };
+                fresh_pod(
+                    &original,
+                    Some(PodEdit::Container(container, edit)),
+                    Some(incident_id),
+                )?
+            }
+            Action::SetEnv {
+                container,
+                name,
+                from,
+                ..
+            } => {
+                let value_from = value_from(from);
+                let edit = ContainerEdit::Env {
+                    name,
+                    value_from: &value_from,
+                };
+                fresh_pod(
+                    &original,
+                    Some(PodEdit::Container(container, edit)),
+                    Some(incident_id),
+                )?
+            }
+            Action::SetProbe { container, .. } | Action::SetRequests { container, .. } => {
+                let (field, value) = field_value(action, &container_of(container)?);
+                let edit = ContainerEdit::Field {
+                    field,
+                    value: &value,
+                };
+                fresh_pod(
+                    &original,
+                    Some(PodEdit::Container(container, edit)),
+                    Some(incident_id),
+                )?
+            }
+            Action::SetNodeSelector { remove, set, .. } => {
+                let mut selector = original["spec"]["nodeSelector"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for k in remove {
+                    selector.remove(k);
+                }
+                for (k, v) in set {
+                    selector.insert(k.clone(), json!(v));
+                }
+                let value = Value::Object(selector);
+                let edit = PodEdit::Spec {
+                    field: "nodeSelector",
+                    value: &value,
+                };
+                fresh_pod(&original, Some(edit), Some(incident_id))?
+            }
+            Action::DropCommand { container, .. } => {
+                let edit = PodEdit::Container(container, ContainerEdit::DropCommand);
+                fresh_pod(&original, Some(edit), Some(incident_id))?
+            }
+            _ => {
+                return Err(ClusterError::Unsupported(format!(
+                    "{} on a {}",
+                    action.name(),
+                    target.kind
+                )));
+            }
+        };
+        Ok(Write::RecreatePod { original, fresh })
+    }
+
+    /// A server-side dry run of the compiled change: the API server validates and admits it without persisting.
+    pub async fn dry_run(&self, change: &Change) -> Result<Value, ClusterError> {
+        let Change::Write { target, write } = change else {
+            return Ok(json!({"dry_run": "nothing to change"}));
+        };
+        let said = match write {
+            Write::Deployment { patch, .. } => {
+                self.patch_deployment(target, patch.clone(), true).await?;
+                "patch accepted"
+            }
+            Write::PodImage { patch, .. } => {
+                Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &patch_params(true), patch)
+                    .await?;
+                "patch accepted"
+            }
+            // The pod cannot be created while it exists: the removal is validated now, the new pod on create.
+            Write::RecreatePod { .. } => {
+                self.dry_run_delete(target).await?;
+                "delete accepted; the recreated pod is validated on create"
+            }
+            Write::RecreateClaim {
+                claim,
+                storage_class,
+            } => {
+                self.recreate_claim(target, claim, storage_class, true)
+                    .await?;
+                "delete of the unbound claim accepted; the new claim is validated on create"
+            }
+        };
+        Ok(json!({"dry_run": said, "target": target.to_string()}))
+    }
+
+    /// Make the compiled change. The returned snapshot is what `revert` needs.
+    pub async fn apply(&self, change: Change) -> Result<Snapshot, ClusterError> {
+        let Change::Write { target, write } = change else {
+            return Err(ClusterError::Unsupported("executing an escalation".into()));
+        };
+        let target = &target;
+        match write {
+            Write::Deployment {
+                patch,
+                snapshot,
+                stored,
+            } => {
+                let mut spec = self.patch_deployment(target, patch, false).await?;
+                let stored = match stored {
+                    Stored::Nothing => return Ok(snapshot),
+                    Stored::ContainerField(i, field) => spec["containers"][i][field].take(),
+                    Stored::Container(i) => spec["containers"][i].take(),
+                    Stored::SpecField(field) => spec[field].take(),
+                };
+                Ok(snapshot.left(stored))
+            }
+            Write::PodImage { patch, snapshot } => {
+                Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
+                    .patch(&target.name, &patch_params(false), &patch)
+                    .await?;
+                Ok(snapshot)
+            }
+            Write::RecreatePod { original, fresh } => {
+                let new_uid = self
+                    .replace_pod(&target.namespace, &original, fresh)
+                    .await?;
+                Ok(Snapshot::RecreatedPod {
+                    namespace: target.namespace.clone(),
+                    original,
+                    new_uid,
+                })
+            }
+            Write::RecreateClaim {
+                claim,
+                storage_class,
+            } => {
+                self.recreate_claim(target, &claim, &storage_class, false)
+                    .await
+            }
+        }
+    }
+}
+
+/// The field a probe or requests action sets on a container, and its new value computed from the container's
+/// current spec: the probe keeps its timings and gets the new handler; the resources keep their limits.
+pub fn field_value(action: &Action, container: &Value) -> (&'static str, Value) {
+    match action {
+        Action::SetProbe { probe, handler, .. } => {
+            let field = probe.field();
+            let mut p = container[field].clone();
+            if !p.is_object() {
+                p = json!({});
+            }
+            if let (Some(obj), Value::Object(h)) = (p.as_object_mut(), handler.to_api()) {
+                for (k, v) in h {
+                    if v.is_null() {
+                        obj.remove(&k);
+                    } else {
+                        obj.insert(k, v);
+                    }
+                }
+            }
+            (field, p)
+        }
+        Action::SetRequests { memory, cpu, .. } => {
+            let mut r = container["resources"].clone();
+            if !r.is_object() {
+                r = json!({});
+            }
+            if !r["requests"].is_object() {
+                r["requests"] = json!({});
+            }
+            if let Some(m) = memory {
+                r["requests"]["memory"] = json!(m);
+            }
+            if let Some(c) = cpu {
+                r["requests"]["cpu"] = json!(c);
+            }
+            ("resources", r)
+        }
+        _ => ("", Value::Null),
+    }
+}
