@@ -1401,3 +1401,60 @@ async fn a_workload_that_fails_again_within_the_cooldown_is_handed_over() {
     assert!(second["audit"].as_array().unwrap().is_empty(), "{second}");
 }
 }
+
+e2e_test! {
+async fn a_revert_the_api_refuses_is_recorded_as_not_reverted_with_the_reason() {
+    // The fix holds long enough to be verifying; then the Deployment is deleted under it. Verification fails, the
+    // revert finds no Deployment to patch back (404): the episode must say it was not reverted, and why.
+    let stack = Stack::start(Options {
+        verify_window_secs: 6.0,
+        ..Options::default()
+    })
+    .await;
+    let deployments = stack
+        .create_deployment(
+            "metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx:1.27.O}]}",
+        )
+        .await;
+    stack
+        .eventually("the incident to verify", FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=verifying")
+                .await;
+            (list["incidents"][0]["id"].as_str().map(String::from), list.to_string())
+        })
+        .await;
+    deployments
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    let first = &detail["episodes"][0];
+    assert_eq!(first["success"], false, "{detail}");
+    assert_eq!(first["reverted"], false, "{first}");
+    let revert = &first["execution"]["revert"];
+    assert_eq!(revert["outcome"], "failed", "{revert}");
+    assert!(
+        revert["detail"].as_str().unwrap().contains("not found"),
+        "{revert}"
+    );
+    let row = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["verb"] == "revert")
+        .unwrap_or_else(|| panic!("no revert in the audit: {detail}"));
+    assert!(
+        row["result"].as_str().unwrap().starts_with("revert failed:"),
+        "{row}"
+    );
+    let stats = stack.get("/api/v1/memory/statistics").await;
+    assert_eq!(stats["episodes"]["reverted"], 0, "{stats}");
+}
+}
