@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Schema-driven fuzzing of reflexion-api: schemathesis (from PyPI, pinned) reads the served OpenAPI document,
-# generates requests for every operation (valid, boundary and invalid), and fails on any 5xx. Starts simcluster and
+# generates requests for every operation (valid, boundary and invalid), and fails on any 5xx or any answer that does
+# not match its documented schema (the live feed, /api/v1/events, is left out: a stream never ends; tests/rest.rs
+# covers it). Starts simcluster and
 # reflexion-api on loopback with a token, stops them afterwards. Needs the Rust toolchain and Python 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,7 @@ wait_http "http://127.0.0.1:$API_PORT/health"
 status=0
 "$VENV/bin/st" run "http://127.0.0.1:$API_PORT/api/v1/openapi.json" \
   --checks not_a_server_error,response_schema_conformance -H "Authorization: Bearer fuzz-token" \
+  --exclude-path /api/v1/events \
   --max-examples "$EXAMPLES" --seed 42 --no-color || status=$?
 if [ "$status" != 0 ]; then
   echo "--- reflexion-api log (last 40 lines) ---"; tail -n 40 "$WORK/reflexion-api.log"

@@ -1413,13 +1413,7 @@ async fn a_revert_the_api_refuses_is_recorded_as_not_reverted_with_the_reason() 
     .await;
     let deployments = stack
         .create_deployment(
-            "metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: nginx:1.27.O}]}",
+            support::BAD_TAG_WEB,
         )
         .await;
     stack

@@ -19,6 +19,12 @@ use support::{Options, Stack};
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/metrics"),
+    ("get", "/"),
+    ("get", "/console/app.js"),
+    ("get", "/console/app.css"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/settings"),
+    ("get", "/api/v1/token"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/reflexion/incidents"),
     ("get", "/api/v1/reflexion/incidents/{id}"),
@@ -65,6 +71,14 @@ async fn call(stack: &Stack, method: &str, path: &str, token: Option<&str>) -> (
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
+    // The live feed never ends: its status is the answer.
+    if resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.as_bytes().starts_with(b"text/event-stream"))
+    {
+        return (status, Value::Null);
+    }
     let text = resp.text().await.unwrap();
     (
         status,
@@ -142,7 +156,8 @@ async fn every_route_is_documented_answers_and_is_guarded() {
             "{method} {path}: {status} {body}"
         );
         assert_ne!(status, 405, "{method} {path}");
-        let mutating = *method != "get";
+        // The token check is guarded like a write: it is how the console learns the token is right.
+        let mutating = *method != "get" || *path == "/api/v1/token";
         for bad in [None, Some("wrong")] {
             let (status, body) = call(&stack, method, path, bad).await;
             if mutating {
@@ -186,7 +201,7 @@ async fn every_route_is_documented_answers_and_is_guarded() {
 }
 
 e2e_test! {
-async fn with_auth_reads_only_health_and_metrics_stay_open() {
+async fn with_auth_reads_only_health_metrics_and_the_console_page_stay_open() {
     let stack = Stack::start(Options {
         watcher: false,
         api_args: &["--api-token", "tok", "--auth-reads"],
@@ -195,7 +210,7 @@ async fn with_auth_reads_only_health_and_metrics_stay_open() {
     .await;
     for (method, path) in ROUTES {
         let (status, _) = call(&stack, method, path, None).await;
-        if ["/health", "/metrics"].contains(path) {
+        if ["/health", "/metrics", "/", "/console/app.js", "/console/app.css"].contains(path) {
             assert_eq!(status, 200, "{path}");
         } else {
             assert_eq!(status, 401, "{method} {path}");
@@ -416,5 +431,84 @@ async fn traces_reach_an_otlp_collector_with_a_span_per_trial() {
             },
         )
         .await;
+}
+}
+
+/// Read the live feed until `want` transitions arrived (or panic after 60 s); each as (id, parsed data).
+async fn feed(
+    api_url: &str,
+    query: &str,
+    last_event_id: Option<&str>,
+    want: usize,
+) -> Vec<(i64, Value)> {
+    let mut req = reqwest::Client::new().get(format!("{api_url}/api/v1/events{query}"));
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let mut resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < want {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("the feed went quiet")
+            .unwrap()
+            .expect("the feed ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            if field("event:").as_deref() == Some("transition") {
+                let id = field("id:").unwrap().parse().unwrap();
+                out.push((id, serde_json::from_str(&field("data:").unwrap()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+e2e_test! {
+async fn the_live_feed_announces_transitions_and_resumes_where_it_stopped() {
+    let stack = Stack::start(Options::default()).await;
+    // Opened before anything happens: it announces what happens next.
+    let url = stack.api_url.clone();
+    let live = tokio::spawn(async move { feed(&url, "", None, 3).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack
+        .create_deployment(
+            support::BAD_TAG_WEB,
+        )
+        .await;
+    let seen = live.await.unwrap();
+    let states: Vec<&str> = seen.iter().map(|(_, t)| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["reported", "diagnosing", "planning"], "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids grow: {seen:?}");
+    let incident = seen[0].1["incident_id"].as_str().unwrap().to_string();
+    assert!(seen.iter().all(|(_, t)| t["incident_id"] == incident.as_str()));
+    // Resumed after the first: the same second and third, by query or by Last-Event-ID.
+    let first = seen[0].0.to_string();
+    for (query, header) in [(format!("?after={first}"), None), (String::new(), Some(first.as_str()))] {
+        let again = feed(&stack.api_url, &query, header, 2).await;
+        assert_eq!(
+            again.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            seen[1..].iter().map(|(id, _)| *id).collect::<Vec<_>>()
+        );
+    }
+    // A bad resume point is a precise error, not a stream.
+    let (status, body) = call(&stack, "get", "/api/v1/events?after=-1", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", stack.api_url))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
 }
 }

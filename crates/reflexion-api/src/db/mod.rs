@@ -6,7 +6,7 @@ mod views;
 
 pub use rows::{
     AuditEntry, Day, Episode, IncidentDetail, IncidentSummary, LlmCall, Statistics, Strategy,
-    Transition, Workload,
+    Transition, TransitionEvent, Workload,
 };
 
 use crate::metrics::Counters;

@@ -37,11 +37,23 @@ pub struct IncidentSummary {
     pub state: IncidentState,
     pub trials: i64,
     pub outcome: Option<String>,
+    /// Where the verified fix came from (`rules`, `learned`, `llm`); null until one held.
+    pub fixed_by: Option<String>,
 }
 
 /// One move of an incident's state machine.
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct Transition {
+    pub at: String,
+    pub state: String,
+    pub note: String,
+}
+
+/// A move of any incident, as the live feed announces it; `id` orders them (and resumes a feed).
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct TransitionEvent {
+    pub id: i64,
+    pub incident_id: String,
     pub at: String,
     pub state: String,
     pub note: String,

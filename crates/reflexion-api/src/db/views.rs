@@ -4,6 +4,7 @@
 use super::rows::{
     AuditEntry, Day, DayCounts, Episode, EpisodeCounts, ErrorTypeCount, IncidentCounts,
     IncidentDetail, IncidentSummary, LlmCall, LlmUse, Statistics, Strategy, Transition,
+    TransitionEvent,
 };
 use super::{Db, Result};
 use reflexion_core::IncidentState;
@@ -65,7 +66,8 @@ impl Db {
 
     pub async fn incidents(&self, state: Option<&str>, limit: i64) -> Result<Vec<IncidentSummary>> {
         Ok(sqlx::query_as(
-            "SELECT * FROM incidents WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2",
+            "SELECT *, (SELECT source FROM episodes e WHERE e.incident_id = incidents.id AND e.success ORDER BY e.trial DESC LIMIT 1) AS fixed_by
+             FROM incidents WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2",
         )
         .bind(state)
         .bind(limit)
@@ -76,7 +78,7 @@ impl Db {
     /// The full trail of one incident: the report, evidence, transitions, every trial, every write.
     pub async fn incident_detail(&self, id: &str) -> Result<Option<IncidentDetail>> {
         let Some(mut v): Option<IncidentDetail> =
-            sqlx::query_as("SELECT * FROM incidents WHERE id = ?")
+            sqlx::query_as("SELECT *, (SELECT source FROM episodes e WHERE e.incident_id = incidents.id AND e.success ORDER BY e.trial DESC LIMIT 1) AS fixed_by FROM incidents WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -104,6 +106,22 @@ impl Db {
         v.episodes = self.episodes(None, Some(id), 1000).await?;
         v.episodes.reverse();
         Ok(Some(v))
+    }
+
+    /// Transitions of every incident after `after` (a transition id), oldest first, at most `limit`.
+    pub async fn transitions_after(&self, after: i64, limit: i64) -> Result<Vec<TransitionEvent>> {
+        Ok(sqlx::query_as(
+            "SELECT id, incident_id, at, state, note FROM incident_transitions WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The id of the newest transition (0 when there is none): where a feed that wants only new moves starts.
+    pub async fn last_transition(&self) -> Result<i64> {
+        self.count("SELECT MAX(id) FROM incident_transitions").await
     }
 
     async fn count(&self, sql: &'static str) -> Result<i64> {

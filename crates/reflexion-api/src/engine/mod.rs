@@ -135,6 +135,10 @@ impl Engine {
         &self.inner.cluster
     }
 
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
     /// Run an incident to its end in the background.
     pub fn spawn(&self, id: String) {
         let engine = self.clone();

@@ -1,5 +1,6 @@
 //! The REST API. Errors have one shape everywhere: `{"error": {"code", "message", "details"}}`.
 
+mod console;
 mod memory;
 
 use crate::db::{IncidentDetail, IncidentSummary};
@@ -80,6 +81,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(clear_all))
         .routes(routes!(clear_strategies))
         .routes(routes!(clear_episodes))
+        .routes(routes!(console::token))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut reads = OpenApiRouter::new()
         .routes(routes!(incidents))
@@ -91,6 +93,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(statistics))
         .routes(routes!(learning_progression))
         .routes(routes!(reflexion_metrics))
+        .routes(routes!(console::events))
+        .routes(routes!(console::settings))
         .routes(routes!(openapi_document));
     if state.auth_reads {
         reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -99,6 +103,9 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(prometheus))
+        .routes(routes!(console::index))
+        .routes(routes!(console::app_js))
+        .routes(routes!(console::app_css))
         .merge(reads)
         .merge(mutating)
 }

@@ -94,6 +94,16 @@ macro_rules! e2e_test {
     };
 }
 
+/// A Deployment `web` whose image tag does not exist (`nginx:1.27.O`), for `Stack::create_deployment`.
+#[allow(dead_code)]
+pub const BAD_TAG_WEB: &str = "metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx:1.27.O}]}";
+
 pub struct Options {
     pub watcher: bool,
     pub verify_window_secs: f64,
@@ -194,9 +204,19 @@ impl Stack {
             .await;
         stack.api_url = format!("http://127.0.0.1:{api_port}");
         if opts.watcher {
+            // The API's token, when it has one, is the watcher's too.
+            let token = opts
+                .api_args
+                .windows(2)
+                .find(|w| w[0] == "--api-token")
+                .map(|w| w[1]);
+            let mut watcher = Command::new(bin("watcher"));
+            if let Some(t) = token {
+                watcher.env("REFLEXION_API_TOKEN", t);
+            }
             stack.spawn(
                 "watcher",
-                Command::new(bin("watcher"))
+                watcher
                     .env("KUBECONFIG", &kubeconfig)
                     .arg("--api-url")
                     .arg(&stack.api_url)
