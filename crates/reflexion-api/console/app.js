@@ -280,7 +280,9 @@ function section(title, ...children) {
 }
 
 async function incidentView(id) {
-  const d = await api('/api/v1/reflexion/incidents/' + encodeURIComponent(id));
+  const path = '/api/v1/reflexion/incidents/' + encodeURIComponent(id);
+  const [d, written] = await Promise.all([api(path),
+    api(path + '/events').then((w) => w.events, (e) => { if (e instanceof Unauthorized) throw e; return e.message; })]);
   const out = [
     el('p', {}, el('a', { href: '#/incidents' }, '← all incidents')),
     el('h2', {}, d.workload.kind + '/' + d.workload.name + ' in ' + d.namespace),
@@ -327,6 +329,11 @@ async function incidentView(id) {
       el('thead', {}, el('tr', {}, ...['At', 'Verb', 'Target', 'Result'].map((h) => el('th', {}, h)))),
       el('tbody', {}, ...d.audit.map((a) => el('tr', {}, el('td', {}, a.at.replace('T', ' ').slice(0, 19)),
         el('td', {}, a.verb), el('td', {}, a.target), el('td', {}, a.result))))))));
+  out.push(section('Events kube-reflexion wrote on the workload', typeof written === 'string'
+    ? el('p', { class: 'muted' }, 'Could not read them from the cluster: ' + written)
+    : written.length === 0 ? el('p', { class: 'muted' }, 'None yet.')
+      : el('ul', { id: 'written-events' }, ...written.map((ev) => el('li', {},
+        el('span', { class: 'muted' }, ev.at.replace('T', ' ').slice(0, 19)), ' ' + ev.type + ' ' + ev.reason + ': ' + ev.message)))));
   const events = ((d.evidence && d.evidence.events) || []);
   out.push(section('Kubernetes Events of the pod', events.length === 0 ? el('p', { class: 'muted' }, 'None recorded.')
     : el('ul', { id: 'pod-events' }, ...events.map((ev) => el('li', {}, (ev.type || '') + ' ' + (ev.reason || '') + ': ' + (ev.message || ''))))));

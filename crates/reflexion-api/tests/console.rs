@@ -113,6 +113,18 @@ spec:
     browser
         .wait_text("#audit", SHORT, |t| t.contains("set_image"))
         .await;
+    // The Event written on the Deployment, read from the cluster (the page refreshes on the next transition or poll).
+    browser
+        .eval("location.hash = '#/incidents'; return null")
+        .await;
+    browser.click("tr[data-state=resolved]").await;
+    browser
+        .wait_text("#written-events", SHORT, |t| {
+            t.contains(
+                "Normal ReflexionFixed: kube-reflexion ran `kubectl set image deployment/web",
+            )
+        })
+        .await;
     browser.screenshot(&shots.join("incident.png")).await;
 
     // The crafted log is shown as text, never run as HTML.

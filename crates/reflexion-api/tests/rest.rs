@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/reflexion/incidents"),
     ("get", "/api/v1/reflexion/incidents/{id}"),
+    ("get", "/api/v1/reflexion/incidents/{id}/events"),
     ("post", "/api/v1/reflexion/incidents/{id}/approve"),
     ("post", "/api/v1/reflexion/incidents/{id}/reject"),
     ("get", "/api/v1/reflexion/strategies"),

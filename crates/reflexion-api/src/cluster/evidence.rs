@@ -14,6 +14,16 @@ use super::{Cluster, ClusterError, pod_request, quantity};
 use reflexion_core::revision::controller;
 use serde_json::Value;
 
+/// An Event kube-reflexion wrote on a workload, as `kubectl describe` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct WrittenEvent {
+    pub at: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
 /// One revision of a Deployment: a ReplicaSet it controls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Revision {
@@ -34,6 +44,40 @@ impl Cluster {
     /// Recent events of a pod, oldest first, at most 20.
     pub async fn pod_events(&self, pod: &Pod) -> Result<Vec<PodEvent>, ClusterError> {
         Ok(reflexion_k8s::pod_events(&self.client, pod, 20).await?)
+    }
+    /// The Events kube-reflexion wrote on a workload since `since`, oldest first.
+    pub async fn written_events(
+        &self,
+        target: &WorkloadRef,
+        since: k8s_openapi::jiff::Timestamp,
+    ) -> Result<Vec<WrittenEvent>, ClusterError> {
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &target.namespace);
+        let lp = ListParams::default().fields(&format!(
+            "involvedObject.kind={},involvedObject.name={}",
+            target.kind, target.name
+        ));
+        let mut out: Vec<WrittenEvent> = api
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(super::FIELD_MANAGER)
+                    || e.reporting_component.as_deref() == Some(super::FIELD_MANAGER)
+            })
+            .filter_map(|e| {
+                let at = e.last_timestamp.as_ref().map(|t| t.0)?;
+                (at >= since).then(|| WrittenEvent {
+                    at: at.to_string(),
+                    type_: e.type_.unwrap_or_default(),
+                    reason: e.reason.unwrap_or_default(),
+                    message: e.message.unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok(out)
     }
     /// The controller chain of a pod, read live (the report's copy is evidence, not truth), as the watcher reads it.
     pub async fn owner_chain(&self, pod: &Pod) -> Result<Vec<OwnerLink>, ClusterError> {

@@ -13,7 +13,7 @@ mod template;
 
 pub use change::{Change, field_value, value_from};
 pub use claims::{fresh_claim, refusal as claim_refusal};
-pub use evidence::Revision;
+pub use evidence::{Revision, WrittenEvent};
 pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 pub use revert::{Reverted, Snapshot};

@@ -184,3 +184,63 @@ pub(super) struct TokenCheck {
 pub(super) async fn token() -> Json<TokenCheck> {
     Json(TokenCheck { token: "ok" })
 }
+
+/// The Events kube-reflexion wrote on the incident's workload, read from the cluster.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WrittenEvents {
+    events: Vec<crate::cluster::WrittenEvent>,
+}
+
+#[utoipa::path(get, path = "/api/v1/reflexion/incidents/{id}/events", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id")),
+    responses((status = 200, description = "The Kubernetes Events kube-reflexion wrote on the workload since the incident began", body = WrittenEvents),
+        (status = 400, description = "Bad id", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such incident", body = ErrorBody), (status = 502, description = "The cluster did not answer", body = ErrorBody)))]
+pub(super) async fn incident_events(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<WrittenEvents>, ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "incident ids are at most 64 characters",
+        ));
+    }
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("incident {id} not found"),
+        )
+    };
+    let detail = state
+        .engine
+        .db()
+        .incident_detail(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    let s = &detail.summary;
+    let kind = reflexion_core::WorkloadKind::parse(&s.workload.kind).ok_or_else(not_found)?;
+    let target = reflexion_core::WorkloadRef::new(kind, &s.namespace, &s.workload.name);
+    // Event times have whole seconds: a second of slack keeps one written in the incident's first second.
+    let since = s
+        .created_at
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .map_err(ApiError::internal)?
+        - k8s_openapi::jiff::SignedDuration::from_secs(1);
+    let events = state
+        .engine
+        .cluster()
+        .written_events(&target, since)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "cluster_unreachable",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(WrittenEvents { events }))
+}

@@ -94,6 +94,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(learning_progression))
         .routes(routes!(reflexion_metrics))
         .routes(routes!(console::events))
+        .routes(routes!(console::incident_events))
         .routes(routes!(console::settings))
         .routes(routes!(openapi_document));
     if state.auth_reads {
