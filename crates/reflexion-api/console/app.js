@@ -352,8 +352,8 @@ async function clearMemory(what, label) {
 }
 
 async function memoryView() {
-  const [s, e] = await Promise.all([api('/api/v1/reflexion/strategies?limit=1000'),
-    api('/api/v1/reflexion/memory/episodic?limit=100')]);
+  const [s, e, v] = await Promise.all([api('/api/v1/reflexion/strategies?limit=1000'),
+    api('/api/v1/reflexion/memory/episodic?limit=100'), api('/api/v1/memory/learned-values?limit=200')]);
   const lessons = e.episodes.flatMap((ep) => ep.lessons_learned.map((l) => [ep.signature, l]));
   return [
     el('h2', {}, 'Memory'),
@@ -365,6 +365,12 @@ async function memoryView() {
           el('td', {}, x.confidence.toFixed(2)), el('td', {}, x.source))))))),
     section('Lessons (from the last 100 trials)', lessons.length === 0 ? el('p', { class: 'muted' }, 'None yet.')
       : el('ul', { id: 'lessons' }, ...lessons.map(([sig, l]) => el('li', {}, el('code', {}, sig), ' ', l)))),
+    section('Learned values', v.learned_values.length === 0 ? el('p', { class: 'muted' }, 'None yet.')
+      : el('div', { class: 'scroll' }, el('table', { id: 'learned-values' },
+        el('thead', {}, el('tr', {}, ...['Workload', 'Signature', 'Key', 'Value', 'Learned'].map((h) => el('th', {}, h)))),
+        el('tbody', {}, ...v.learned_values.map((x) => el('tr', {},
+          el('td', {}, x.namespace + '/' + x.workload.kind + '/' + x.workload.name), el('td', {}, el('code', {}, x.signature)),
+          el('td', {}, x.key), el('td', {}, x.value), el('td', {}, age(x.updated_at) + ' ago'))))))),
     section('Clear', el('p', { class: 'muted' }, 'Incidents and the audit log are never cleared.'),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'secondary', onclick: () => clearMemory('strategies', 'all strategies and learned values') }, 'Clear strategies'),

@@ -42,6 +42,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/memory/episodes"),
     ("delete", "/api/v1/memory/clear"),
     ("get", "/api/v1/memory/statistics"),
+    ("get", "/api/v1/memory/learned-values"),
     ("get", "/api/v1/memory/learning-progression"),
 ];
 

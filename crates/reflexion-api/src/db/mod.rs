@@ -5,8 +5,8 @@ mod rows;
 mod views;
 
 pub use rows::{
-    AuditEntry, Day, Episode, IncidentDetail, IncidentSummary, LlmCall, Statistics, Strategy,
-    Transition, TransitionEvent, Workload,
+    AuditEntry, Day, Episode, IncidentDetail, IncidentSummary, LearnedValue, LlmCall, Statistics,
+    Strategy, Transition, TransitionEvent, Workload,
 };
 
 use crate::metrics::Counters;

@@ -180,6 +180,20 @@ impl Strategy {
     }
 }
 
+/// A value a verified fix used on one workload (the memory limit that held), where the next fix of that signature
+/// there starts.
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct LearnedValue {
+    pub signature: String,
+    pub namespace: String,
+    #[sqlx(flatten)]
+    pub workload: Workload,
+    pub key: String,
+    pub value: String,
+    pub episode_id: String,
+    pub updated_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct ErrorTypeCount {
     pub error_type: String,

@@ -3,8 +3,8 @@
 
 use super::rows::{
     AuditEntry, Day, DayCounts, Episode, EpisodeCounts, ErrorTypeCount, IncidentCounts,
-    IncidentDetail, IncidentSummary, LlmCall, LlmUse, Statistics, Strategy, Transition,
-    TransitionEvent,
+    IncidentDetail, IncidentSummary, LearnedValue, LlmCall, LlmUse, Statistics, Strategy,
+    Transition, TransitionEvent,
 };
 use super::{Db, Result};
 use reflexion_core::IncidentState;
@@ -21,6 +21,16 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Strategy::scored).collect())
+    }
+
+    /// Learned values, most recently learned first.
+    pub async fn learned_values(&self, limit: i64) -> Result<Vec<LearnedValue>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM learned_values ORDER BY updated_at DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Episodes, newest first, each with its lessons (read in one query for all of them).

@@ -2,7 +2,7 @@
 //! Prometheus exposition.
 
 use super::{ApiError, AppState, ErrorBody, ListQuery, timestamp};
-use crate::db::{Day, Episode, Statistics, Strategy};
+use crate::db::{Day, Episode, LearnedValue, Statistics, Strategy};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -288,4 +288,32 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
         out,
     )
         .into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct LearnedValueList {
+    learned_values: Vec<LearnedValue>,
+    total_count: usize,
+    timestamp: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/memory/learned-values", tag = "memory",
+    params(("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "Values verified fixes used per workload (where the next fix there starts)", body = LearnedValueList),
+        (status = 400, description = "Bad query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn learned_values(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<LearnedValueList>, ApiError> {
+    let learned_values = state
+        .engine
+        .db()
+        .learned_values(q.limit()?)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(LearnedValueList {
+        total_count: learned_values.len(),
+        learned_values,
+        timestamp: timestamp(),
+    }))
 }

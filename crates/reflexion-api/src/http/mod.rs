@@ -91,6 +91,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(episodes))
         .routes(routes!(memory_episodes))
         .routes(routes!(statistics))
+        .routes(routes!(learned_values))
         .routes(routes!(learning_progression))
         .routes(routes!(reflexion_metrics))
         .routes(routes!(console::events))
