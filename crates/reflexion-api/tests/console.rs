@@ -176,6 +176,39 @@ spec:
         })
         .await;
     browser.screenshot(&shots.join("learning.png")).await;
+    // The chart moves as incidents happen, without a reload.
+    let count = |t: &str| -> u32 { t.split(' ').next().unwrap().parse().unwrap() };
+    let before = count(
+        &browser
+            .wait_text("#learning-summary", SHORT, |_| true)
+            .await,
+    );
+    let bar =
+        "return document.querySelector('#chart-incidents rect:last-of-type title').textContent";
+    assert!(
+        browser
+            .eval(bar)
+            .await
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(": {before}")),
+        "today's bar"
+    );
+    stack
+        .create_deployment(&support::BAD_TAG_WEB.replace("web", "api"))
+        .await;
+    browser
+        .wait_text("#learning-summary", FIX_TIMEOUT, |t| count(t) == before + 1)
+        .await;
+    assert!(
+        browser
+            .eval(bar)
+            .await
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(": {}", before + 1)),
+        "today's bar grew"
+    );
 
     // A phone's width: nothing wider than the screen.
     browser.set_size(390, 844).await;
