@@ -478,10 +478,10 @@ async fn feed(
 e2e_test! {
 async fn the_live_feed_announces_transitions_and_resumes_where_it_stopped() {
     let stack = Stack::start(Options::default()).await;
-    // Opened before anything happens: it announces what happens next.
+    // Opened before anything happens (from the start of the store: no race with the first report), it announces
+    // each transition as it is committed.
     let url = stack.api_url.clone();
-    let live = tokio::spawn(async move { feed(&url, "", None, 3).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live = tokio::spawn(async move { feed(&url, "?after=0", None, 3).await });
     stack
         .create_deployment(
             support::BAD_TAG_WEB,
