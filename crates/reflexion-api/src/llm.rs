@@ -11,7 +11,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessageContent, CreateChatCompletionRequestArgs, ResponseFormat,
     ResponseFormatJsonSchema,
 };
-use reflexion_core::llm::{MAX_ANSWER_BYTES, answer_schema};
+use reflexion_core::llm::MAX_ANSWER_BYTES;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -113,8 +113,13 @@ impl Llm {
 
     /// One planning call: the answer must be one typed action. Never errors: a failure is the `text` of the
     /// result, for the caller to record.
-    pub async fn complete(&self, system: &str, user: &str) -> Completion {
-        self.complete_with(system, user, "kube_reflexion_action", answer_schema())
+    pub async fn complete(
+        &self,
+        system: &str,
+        user: &str,
+        schema: serde_json::Value,
+    ) -> Completion {
+        self.complete_with(system, user, "kube_reflexion_action", schema)
             .await
     }
 

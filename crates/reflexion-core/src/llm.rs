@@ -6,6 +6,8 @@
 //! scope, policy and a dry run, exactly as for the built-in rules.
 
 use crate::action::Action;
+use crate::classify::FailureKind;
+use crate::signature::{Cause, Signature};
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
@@ -377,6 +379,46 @@ pub fn answer_schema() -> Value {
     ]})
 }
 
+/// The actions that can fix a failure of this signature, escalation always among them. The answer schema offers the
+/// model only these: which kinds of change fit a diagnosed failure is our code's decision, not the model's (measured:
+/// a 1.5B model given every action lowered memory for a claim with no StorageClass and re-tagged an image whose
+/// command was missing; docs/llm-evaluation.md).
+pub fn applicable_actions(s: &Signature) -> &'static [&'static str] {
+    match (s.kind, s.cause) {
+        (FailureKind::ImagePull | FailureKind::InvalidImageName, _) => {
+            &["set_image", "rollout_undo", "escalate"]
+        }
+        (FailureKind::OomKilled, _) => &["set_resources", "rollout_undo", "escalate"],
+        (FailureKind::CrashLoop, Cause::LivenessProbe) | (FailureKind::NotReady, _) => {
+            &["set_probe", "rollout_undo", "escalate"]
+        }
+        (FailureKind::CrashLoop, c) if c.is_command_not_found() => {
+            &["drop_command", "set_image", "rollout_undo", "escalate"]
+        }
+        (FailureKind::CrashLoop, _) => &["set_env", "set_image", "rollout_undo", "escalate"],
+        (FailureKind::ConfigError, _) => &["set_env", "escalate"],
+        (FailureKind::Unschedulable, Cause::NodeSelector | Cause::Taint) => {
+            &["set_node_selector", "escalate"]
+        }
+        (FailureKind::Unschedulable, Cause::VolumeClaim) => &["recreate_claim", "escalate"],
+        (FailureKind::Unschedulable, _) => &["escalate"],
+        (FailureKind::Evicted, _) => &["set_resources", "escalate"],
+    }
+}
+
+/// The answer schema with only these actions.
+pub fn answer_schema_for(actions: &[&str]) -> Value {
+    let mut schema = answer_schema();
+    if let Some(variants) = schema["anyOf"].as_array_mut() {
+        variants.retain(|v| {
+            v["properties"]["action"]["const"]
+                .as_str()
+                .is_some_and(|a| actions.contains(&a))
+        });
+    }
+    schema
+}
+
 /// A parsed answer: the action (names restored) and the model's stated reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -700,6 +742,85 @@ mod tests {
                 "escalate"
             ]
         );
+    }
+
+    #[test]
+    fn each_family_is_offered_the_actions_that_can_fix_it() {
+        use crate::classify::FailureKind as K;
+        let cases: [(K, Cause, &[&str]); 9] = [
+            (
+                K::ImagePull,
+                Cause::NotFound,
+                &["set_image", "rollout_undo", "escalate"],
+            ),
+            (
+                K::OomKilled,
+                Cause::MemoryLimit,
+                &["set_resources", "rollout_undo", "escalate"],
+            ),
+            (
+                K::CrashLoop,
+                Cause::LivenessProbe,
+                &["set_probe", "rollout_undo", "escalate"],
+            ),
+            (
+                K::NotReady,
+                Cause::ReadinessProbe,
+                &["set_probe", "rollout_undo", "escalate"],
+            ),
+            (
+                K::CrashLoop,
+                Cause::Exit(127),
+                &["drop_command", "set_image", "rollout_undo", "escalate"],
+            ),
+            (
+                K::CrashLoop,
+                Cause::Exit(1),
+                &["set_env", "set_image", "rollout_undo", "escalate"],
+            ),
+            (
+                K::Unschedulable,
+                Cause::NodeSelector,
+                &["set_node_selector", "escalate"],
+            ),
+            (
+                K::Unschedulable,
+                Cause::VolumeClaim,
+                &["recreate_claim", "escalate"],
+            ),
+            (K::Unschedulable, Cause::InsufficientCpu, &["escalate"]),
+        ];
+        for (kind, cause, want) in cases {
+            let s = Signature::new(kind, cause);
+            assert_eq!(applicable_actions(&s), want, "{s}");
+            let offered: Vec<String> = answer_schema_for(applicable_actions(&s))["anyOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| {
+                    v["properties"]["action"]["const"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect();
+            let mut sorted_want: Vec<&str> = want.to_vec();
+            sorted_want.sort_by_key(|a| {
+                [
+                    "set_image",
+                    "set_resources",
+                    "set_env",
+                    "set_probe",
+                    "rollout_undo",
+                    "set_node_selector",
+                    "recreate_claim",
+                    "drop_command",
+                    "escalate",
+                ]
+                .iter()
+                .position(|x| x == a)
+            });
+            assert_eq!(offered, sorted_want, "{s}");
+        }
     }
 
     #[test]

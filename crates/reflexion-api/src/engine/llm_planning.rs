@@ -8,7 +8,8 @@ use crate::llm::{Llm, LlmMemory};
 use reflexion_core::image::ImageRef;
 use reflexion_core::llm::{
     NameKind, PromptInput, REFLECTION_SYSTEM_PROMPT, Redaction, ReflectionInput, SYSTEM_PROMPT,
-    build_prompt, build_reflection_prompt, parse_answer, parse_reflection, reflection_schema,
+    answer_schema_for, applicable_actions, build_prompt, build_reflection_prompt, parse_answer,
+    parse_reflection, reflection_schema,
 };
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::quantity::parse_bytes;
@@ -126,6 +127,7 @@ impl Engine {
         };
         let input = self.prompt_input(failure, target, ctx).await;
         let user = build_prompt(&input, &prompt_redaction);
+        let schema = answer_schema_for(applicable_actions(&Signature::of(failure)));
         let mut calls = Vec::new();
         let mut repair: Option<String> = None;
         for attempt in 1..=2 {
@@ -135,7 +137,7 @@ impl Engine {
                     "{user}\nYour previous answer was refused: {why}. Answer again with one JSON object that matches the schema."
                 ),
             };
-            let c = llm.complete(SYSTEM_PROMPT, &message).await;
+            let c = llm.complete(SYSTEM_PROMPT, &message, schema.clone()).await;
             tracing::debug!(incident = %ctx.incident_id, attempt, prompt = %message, response = ?c.text, "LLM call");
             let verdict = match &c.text {
                 Err(e) => Err(e.clone()),
