@@ -238,5 +238,4 @@ spec:
         .filter(|e| !(e.contains("/api/v1/token") && e.contains("401")))
         .collect();
     assert!(errors.is_empty(), "browser console errors: {errors:?}");
-    browser.quit().await;
 }

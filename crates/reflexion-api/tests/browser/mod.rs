@@ -15,8 +15,32 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub struct Browser {
     http: reqwest::Client,
     session: String,
+    driver_port: u16,
     _driver: Child,
     _profile: tempfile::TempDir,
+}
+
+/// A test that panics never reaches `quit`: ending the session here (a plain blocking HTTP request, as Drop cannot
+/// await) makes ChromeDriver stop its Chromium, which would otherwise outlive the killed driver.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let Some(path) = self
+            .session
+            .split_once("/session/")
+            .map(|(_, id)| format!("/session/{id}"))
+        else {
+            return;
+        };
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.driver_port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+    }
 }
 
 impl Browser {
@@ -82,6 +106,7 @@ impl Browser {
         Ok(Browser {
             http,
             session: format!("{base}/session/{session}"),
+            driver_port: port,
             _driver: driver,
             _profile: profile,
         })
@@ -102,11 +127,6 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         v["value"].clone()
-    }
-
-    /// End the session: ChromeDriver stops its Chromium.
-    pub async fn quit(self) {
-        let _ = self.http.delete(&self.session).send().await;
     }
 
     pub async fn goto(&self, url: &str) {
