@@ -66,6 +66,22 @@ fn strategic_containers(container: &str, fields: Value) -> Patch<Value> {
     Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [c]}}}}))
 }
 
+/// A nodeSelector with keys removed and others set.
+fn edited_selector(
+    old: &Value,
+    remove: &[String],
+    set: &std::collections::BTreeMap<String, String>,
+) -> serde_json::Map<String, Value> {
+    let mut selector = old.as_object().cloned().unwrap_or_default();
+    for k in remove {
+        selector.remove(k);
+    }
+    for (k, v) in set {
+        selector.insert(k.clone(), json!(v));
+    }
+    selector
+}
+
 /// A container's `env` entry that takes a variable from a ConfigMap or Secret key.
 pub fn value_from(from: &EnvSource) -> Value {
     match from {
@@ -235,13 +251,7 @@ impl Cluster {
             }
             Action::SetNodeSelector { remove, set, .. } => {
                 let old = self.template_spec(target).await?["nodeSelector"].clone();
-                let mut selector = old.as_object().cloned().unwrap_or_default();
-                for k in remove {
-                    selector.remove(k);
-                }
-                for (k, v) in set {
-                    selector.insert(k.clone(), json!(v));
-                }
+                let selector = edited_selector(&old, remove, set);
                 let new = if selector.is_empty() {
                     Value::Null
                 } else {
@@ -364,17 +374,11 @@ impl Cluster {
                 )?
             }
             Action::SetNodeSelector { remove, set, .. } => {
-                let mut selector = original["spec"]["nodeSelector"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                for k in remove {
-                    selector.remove(k);
-                }
-                for (k, v) in set {
-                    selector.insert(k.clone(), json!(v));
-                }
-                let value = Value::Object(selector);
+                let value = Value::Object(edited_selector(
+                    &original["spec"]["nodeSelector"],
+                    remove,
+                    set,
+                ));
                 let edit = PodEdit::Spec {
                     field: "nodeSelector",
                     value: &value,

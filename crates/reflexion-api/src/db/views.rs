@@ -10,6 +10,9 @@ use super::{Db, Result};
 use reflexion_core::IncidentState;
 use std::collections::{BTreeMap, HashMap};
 
+/// An incident's columns and who fixed it (the source of its verified trial).
+const SUMMARY: &str = "SELECT *, (SELECT source FROM episodes e WHERE e.incident_id = incidents.id AND e.success ORDER BY e.trial DESC LIMIT 1) AS fixed_by FROM incidents";
+
 impl Db {
     pub async fn strategies(&self, error_type: Option<&str>, limit: i64) -> Result<Vec<Strategy>> {
         let rows: Vec<Strategy> = sqlx::query_as(
@@ -75,20 +78,29 @@ impl Db {
     }
 
     pub async fn incidents(&self, state: Option<&str>, limit: i64) -> Result<Vec<IncidentSummary>> {
-        Ok(sqlx::query_as(
-            "SELECT *, (SELECT source FROM episodes e WHERE e.incident_id = incidents.id AND e.success ORDER BY e.trial DESC LIMIT 1) AS fixed_by
-             FROM incidents WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2",
+        let q =
+            format!("{SUMMARY} WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC LIMIT ?2");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .bind(state)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One incident as listed, without its trail.
+    pub async fn incident_summary(&self, id: &str) -> Result<Option<IncidentSummary>> {
+        Ok(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{SUMMARY} WHERE id = ?")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(state)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// The full trail of one incident: the report, evidence, transitions, every trial, every write.
     pub async fn incident_detail(&self, id: &str) -> Result<Option<IncidentDetail>> {
         let Some(mut v): Option<IncidentDetail> =
-            sqlx::query_as("SELECT *, (SELECT source FROM episodes e WHERE e.incident_id = incidents.id AND e.success ORDER BY e.trial DESC LIMIT 1) AS fixed_by FROM incidents WHERE id = ?")
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{SUMMARY} WHERE id = ?")))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?

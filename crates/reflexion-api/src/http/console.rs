@@ -2,7 +2,7 @@
 //! feed of incident transitions it listens to (`/api/v1/events`, server-sent events), and the settings its header
 //! shows. The page asks for the token itself; the data it reads is guarded like every other read.
 
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, check_id, no_incident};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -101,12 +101,11 @@ pub(super) async fn events(
         Some(n) => n,
         None => db.last_transition().await.map_err(ApiError::internal)?,
     };
-    let stream = futures::stream::unfold(
-        (db, start, Vec::new()),
-        |(db, mut last, mut queue)| async move {
+    let queue: Vec<crate::db::TransitionEvent> = Vec::new();
+    let stream =
+        futures::stream::unfold((db, start, queue), |(db, mut last, mut queue)| async move {
             loop {
                 if let Some(t) = queue.pop() {
-                    let t: crate::db::TransitionEvent = t;
                     last = t.id;
                     let event = Event::default()
                         .id(t.id.to_string())
@@ -127,8 +126,7 @@ pub(super) async fn events(
                     }
                 }
             }
-        },
-    );
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -200,29 +198,17 @@ pub(super) async fn incident_events(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<WrittenEvents>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            "incident ids are at most 64 characters",
-        ));
-    }
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("incident {id} not found"),
-        )
-    };
-    let detail = state
+    check_id(&id)?;
+    // The incident's row only: its trail is not needed to find the workload and when it began.
+    let s = state
         .engine
         .db()
-        .incident_detail(&id)
+        .incident_summary(&id)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(not_found)?;
-    let s = &detail.summary;
-    let kind = reflexion_core::WorkloadKind::parse(&s.workload.kind).ok_or_else(not_found)?;
+        .ok_or_else(|| no_incident(&id))?;
+    let kind =
+        reflexion_core::WorkloadKind::parse(&s.workload.kind).ok_or_else(|| no_incident(&id))?;
     let target = reflexion_core::WorkloadRef::new(kind, &s.namespace, &s.workload.name);
     // Event times have whole seconds: a second of slack keeps one written in the incident's first second.
     let since = s

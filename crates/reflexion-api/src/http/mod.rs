@@ -421,13 +421,7 @@ async fn incident(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            "incident ids are at most 64 characters",
-        ));
-    }
+    check_id(&id)?;
     match state
         .engine
         .db()
@@ -436,11 +430,7 @@ async fn incident(
         .map_err(ApiError::internal)?
     {
         Some(v) => Ok(Json(v)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("incident {id} not found"),
-        )),
+        None => Err(no_incident(&id)),
     }
 }
 
@@ -471,6 +461,26 @@ async fn decision(headers: &HeaderMap, body: Body) -> Result<Decision, ApiError>
     Ok(d)
 }
 
+/// Incident ids are short: a longer one is refused before any read.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "incident ids are at most 64 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn no_incident(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("incident {id} not found"),
+    )
+}
+
 async fn ensure_incident(state: &AppState, id: &str) -> Result<(), ApiError> {
     match state
         .engine
@@ -480,11 +490,7 @@ async fn ensure_incident(state: &AppState, id: &str) -> Result<(), ApiError> {
         .map_err(ApiError::internal)?
     {
         Some(_) => Ok(()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("incident {id} not found"),
-        )),
+        None => Err(no_incident(id)),
     }
 }
 
