@@ -228,6 +228,19 @@ async fn an_llm_fix_is_gated_verified_learned_and_reused_without_a_call() {
     let first = stub.requests.lock().unwrap()[0].clone();
     assert_eq!(first["response_format"]["type"], "json_schema", "{first}");
     assert_eq!(first["model"], "stub-model");
+    // Narrowed to what exists, with the names as the prompt shows them: this workload, its container.
+    let variants = first["response_format"]["json_schema"]["schema"]["anyOf"]
+        .as_array()
+        .unwrap();
+    let set_env = variants
+        .iter()
+        .find(|v| v["properties"]["action"]["const"] == "set_env")
+        .unwrap();
+    let p = &set_env["properties"];
+    assert_eq!(p["target"]["properties"]["name"]["const"], "WORKLOAD_1");
+    assert_eq!(p["target"]["properties"]["namespace"]["const"], "NAMESPACE_1");
+    assert_eq!(p["target"]["properties"]["kind"]["const"], "Deployment");
+    assert_eq!(p["container"]["enum"], json!(["WORKLOAD_1"]));
     // The key is never in a response.
     assert!(!detail.to_string().contains("sk-test-never-shown"));
     let strategies = stack.get("/api/v1/reflexion/strategies").await.to_string();

@@ -1,10 +1,11 @@
 //! The kube-reflexion domain, with no I/O: an incident's states and moves ([`incident`]), what a failing pod is
-//! ([`classify`]), how failures are grouped
+//! ([`classify`]), what the LLM may choose from ([`choices`]), how failures are grouped
 //! ([`signature`]), what the watcher sends ([`report`]), which fixes exist ([`action`]), which of them may run
 //! ([`policy`]), how image references and registry tags are reasoned about ([`image`], [`tags`]), what a trial
 //! teaches ([`reflect`]), whether a change made progress ([`progress`]) and how strategies are scored ([`strategy`]).
 
 pub mod action;
+pub mod choices;
 pub mod classify;
 pub mod image;
 pub mod incident;

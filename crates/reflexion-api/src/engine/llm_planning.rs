@@ -5,6 +5,7 @@
 use super::{Engine, Plan};
 use crate::db::Incident;
 use crate::llm::{Llm, LlmMemory};
+use reflexion_core::choices::Choices;
 use reflexion_core::image::ImageRef;
 use reflexion_core::llm::{
     NameKind, PromptInput, REFLECTION_SYSTEM_PROMPT, Redaction, ReflectionInput, SYSTEM_PROMPT,
@@ -127,7 +128,13 @@ impl Engine {
         };
         let input = self.prompt_input(failure, target, ctx).await;
         let user = build_prompt(&input, &prompt_redaction);
-        let schema = answer_schema_for(applicable_actions(&Signature::of(failure)));
+        let choices: Choices =
+            serde_json::from_value(ctx.evidence["choices"].clone()).unwrap_or_default();
+        let schema = choices
+            .redacted(&prompt_redaction)
+            .narrow(answer_schema_for(applicable_actions(&Signature::of(
+                failure,
+            ))));
         let mut calls = Vec::new();
         let mut repair: Option<String> = None;
         for attempt in 1..=2 {

@@ -57,7 +57,9 @@ impl Engine {
                 known.push(r.clone());
             }
             diag.evidence["probes"] = serde_json::to_value(&known).unwrap_or(Value::Null);
-            diag.evidence["options"] = json!(self.options(&diag, &tried).await);
+            let (options, choices) = self.options(&diag, &tried).await;
+            diag.evidence["options"] = json!(options);
+            diag.evidence["choices"] = serde_json::to_value(&choices).unwrap_or(Value::Null);
             let signature = Signature::of(&diag.failure);
             let target = diag.target.clone();
             let plan = match approved.take() {
