@@ -1,8 +1,12 @@
-//! Asking a container registry which tags a repository has (OCI distribution `tags/list`), including the
-//! anonymous bearer-token challenge Docker Hub and most registries use.
+//! Asking a container registry which tags a repository has (OCI distribution `tags/list`) and what an image runs
+//! by default (its manifest, for linux/amd64 when it is an index, then its config blob, checked against its
+//! digest), including the anonymous bearer-token challenge Docker Hub and most registries use.
 
-use reflexion_core::image::ImageRef;
+use reflexion_core::image::{DefaultProcess, ImageRef};
+use sha2::{Digest, Sha256};
 use std::time::Duration;
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 const MAX_BODY: usize = 1024 * 1024;
 const MAX_PAGES: usize = 10;
@@ -73,42 +77,13 @@ impl Registry {
 
     pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let (base, name) = self.locate(image);
-        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
-            registry: base.clone(),
-            reason: e.to_string(),
-        };
         let mut url = format!("{base}/v2/{name}/tags/list?n=1000");
         let mut token: Option<String> = None;
         let mut tags = Vec::new();
         for _ in 0..MAX_PAGES {
-            let mut resp = self
-                .get(&url, token.as_deref())
-                .await
-                .map_err(unreachable)?;
-            if resp.status() == 401 && token.is_none() {
-                let challenge = resp
-                    .headers()
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                token = Some(self.anonymous_token(&challenge, &base).await?);
-                resp = self
-                    .get(&url, token.as_deref())
-                    .await
-                    .map_err(unreachable)?;
-            }
-            match resp.status().as_u16() {
-                200 => {}
-                401 | 403 | 404 => return Err(RegistryError::NotFound(image.full_name())),
-                status => {
-                    return Err(RegistryError::Status {
-                        registry: base,
-                        repository: name,
-                        status,
-                    });
-                }
-            }
+            let resp = self
+                .fetch(&url, None, &mut token, image, &base, &name)
+                .await?;
             let next = resp
                 .headers()
                 .get("link")
@@ -135,12 +110,127 @@ impl Registry {
         Ok(tags)
     }
 
+    /// What the image runs when a pod sets no command: the config of its manifest (linux/amd64 from an index).
+    pub async fn default_process(&self, image: &ImageRef) -> Result<DefaultProcess, RegistryError> {
+        let (base, name) = self.locate(image);
+        let invalid = |reason: String| RegistryError::Invalid {
+            registry: base.clone(),
+            reason,
+        };
+        let mut token = None;
+        let mut reference = image
+            .digest
+            .clone()
+            .or_else(|| image.effective_tag().map(str::to_string))
+            .unwrap_or_else(|| "latest".into());
+        // An index names one manifest per platform; a manifest names its config.
+        for _ in 0..2 {
+            let url = format!("{base}/v2/{name}/manifests/{reference}");
+            let resp = self
+                .fetch(&url, Some(MANIFEST_TYPES), &mut token, image, &base, &name)
+                .await?;
+            let body = bounded_body(resp, &base).await?;
+            let m: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+            if let Some(manifests) = m["manifests"].as_array() {
+                let linux = |arch: Option<&str>| {
+                    manifests.iter().find(|d| {
+                        d["platform"]["os"] == "linux"
+                            && arch.is_none_or(|a| d["platform"]["architecture"] == a)
+                    })
+                };
+                reference = linux(Some("amd64"))
+                    .or_else(|| linux(None))
+                    .and_then(|d| d["digest"].as_str())
+                    .ok_or_else(|| invalid("an image index with no linux manifest".into()))?
+                    .to_string();
+                continue;
+            }
+            let digest = m["config"]["digest"]
+                .as_str()
+                .ok_or_else(|| invalid("a manifest with no config digest".into()))?;
+            let url = format!("{base}/v2/{name}/blobs/{digest}");
+            let resp = self
+                .fetch(&url, None, &mut token, image, &base, &name)
+                .await?;
+            let blob = bounded_body(resp, &base).await?;
+            if format!("sha256:{:x}", Sha256::digest(&blob)) != digest {
+                return Err(invalid(format!(
+                    "the config blob does not match its digest {digest}"
+                )));
+            }
+            let c: serde_json::Value =
+                serde_json::from_slice(&blob).map_err(|e| invalid(e.to_string()))?;
+            let words = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w.as_str())
+                    .map(|w| w.chars().take(256).collect())
+                    .take(64)
+                    .collect()
+            };
+            return Ok(DefaultProcess {
+                entrypoint: words(&c["config"]["Entrypoint"]),
+                cmd: words(&c["config"]["Cmd"]),
+            });
+        }
+        Err(invalid("an image index that names another index".into()))
+    }
+
+    /// GET with the registry's anonymous token when it asks for one; 401/403/404 mean "not found" to a client
+    /// without credentials.
+    async fn fetch(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        token: &mut Option<String>,
+        image: &ImageRef,
+        base: &str,
+        name: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            registry: base.to_string(),
+            reason: e.to_string(),
+        };
+        let mut resp = self
+            .get(url, accept, token.as_deref())
+            .await
+            .map_err(unreachable)?;
+        if resp.status() == 401 && token.is_none() {
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            *token = Some(self.anonymous_token(&challenge, base).await?);
+            resp = self
+                .get(url, accept, token.as_deref())
+                .await
+                .map_err(unreachable)?;
+        }
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            401 | 403 | 404 => Err(RegistryError::NotFound(image.full_name())),
+            status => Err(RegistryError::Status {
+                registry: base.to_string(),
+                repository: name.to_string(),
+                status,
+            }),
+        }
+    }
+
     async fn get(
         &self,
         url: &str,
+        accept: Option<&str>,
         token: Option<&str>,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let mut req = self.http.get(url).timeout(Duration::from_secs(10));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -324,6 +324,27 @@ async fn a_command_the_image_lacks_is_dropped_after_approval_and_the_image_entry
 }
 
 e2e_test! {
+async fn a_command_missing_from_an_image_whose_entrypoint_runs_nothing_is_handed_over_unchanged() {
+    let stack = Stack::start(Options::default()).await;
+    let deployments = stack
+        .create_deployment(include_str!("../../../k8s/scenarios/bad-command-busybox.yaml"))
+        .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("image's own entrypoint is `sh`")
+            && outcome.contains("set the image that contains `/usr/local/bin/worker-server`"),
+        "{outcome}"
+    );
+    assert!(audit_verbs(&detail).is_empty(), "nothing changed: {detail}");
+    let c = template_container(&deployments, "worker").await;
+    assert!(c.command.is_some(), "the command is kept");
+    assert_eq!(deployments.get("worker").await.unwrap().metadata.generation, Some(1));
+}
+}
+
+e2e_test! {
 async fn a_bare_pod_whose_command_the_image_lacks_is_recreated_without_it_after_approval() {
     let stack = Stack::start(Options::default()).await;
     stack

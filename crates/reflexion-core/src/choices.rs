@@ -34,6 +34,8 @@ pub struct Choices {
     pub selector_keys: Vec<String>,
     /// For a nodeSelector key, the values nodes have.
     pub selector_values: BTreeMap<String, Vec<String>>,
+    /// Actions the facts rule out (dropping a command on an image whose own entrypoint runs nothing).
+    pub ruled_out: Vec<String>,
 }
 
 impl Choices {
@@ -66,6 +68,9 @@ impl Choices {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            if self.ruled_out.contains(&action) {
+                continue;
+            }
             let props = &mut v["properties"];
             if let Some(t) = &self.target
                 && props.get("target").is_some()
@@ -174,6 +179,7 @@ mod tests {
             storage_classes: vec!["standard".into()],
             selector_keys: vec!["disktype".into()],
             selector_values: BTreeMap::from([("zone".into(), vec!["a".into(), "b".into()])]),
+            ruled_out: vec![],
         }
     }
 
@@ -244,6 +250,11 @@ mod tests {
         };
         let s = c.narrow(base);
         assert!(variant(&s, "recreate_claim").is_empty());
+        let ruled = Choices {
+            ruled_out: vec!["set_image".into()],
+            ..c.clone()
+        };
+        assert!(variant(&ruled.narrow(answer_schema_for(&actions)), "set_image").is_empty());
         assert!(variant(&s, "set_probe").is_empty());
         assert_eq!(variant(&s, "set_image").len(), 1);
         assert_eq!(variant(&s, "escalate").len(), 1);

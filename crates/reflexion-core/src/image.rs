@@ -189,6 +189,38 @@ fn parse_digest(d: &str) -> Result<String, ImageRefError> {
     }
 }
 
+/// What an image runs when the pod sets no `command` or `args`: its config's `Entrypoint` then `Cmd`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultProcess {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+impl DefaultProcess {
+    pub fn argv(&self) -> Vec<&str> {
+        self.entrypoint
+            .iter()
+            .chain(&self.cmd)
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether the image runs nothing a pod could serve with: no process at all, or a bare shell (busybox's `sh`,
+    /// alpine's `/bin/sh`, ubuntu's `/bin/bash`), which reads its script from a terminal a pod does not have and
+    /// exits at once. Dropping a command override on such an image leaves a container that completes and restarts.
+    pub fn runs_nothing(&self) -> bool {
+        const SHELLS: &[&str] = &["sh", "ash", "bash", "dash", "zsh", "ksh"];
+        match self.argv().as_slice() {
+            [] => true,
+            [one] => {
+                let name = one.rsplit('/').next().unwrap_or(one);
+                SHELLS.contains(&name)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +333,31 @@ mod tests {
         assert_eq!(r.with_tag("1.27").to_string(), "nginx:1.27");
         let r = ImageRef::parse("ghcr.io/org/app:v1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.with_tag("v2").to_string(), "ghcr.io/org/app:v2");
+    }
+
+    #[test]
+    fn a_bare_shell_or_no_process_runs_nothing() {
+        let p = |e: &[&str], c: &[&str]| DefaultProcess {
+            entrypoint: e.iter().map(|s| s.to_string()).collect(),
+            cmd: c.iter().map(|s| s.to_string()).collect(),
+        };
+        let cases = [
+            (p(&[], &["sh"]), true),
+            (p(&[], &["/bin/sh"]), true),
+            (p(&[], &["/bin/bash"]), true),
+            (p(&[], &[]), true),
+            (p(&["/bin/sh"], &[]), true),
+            (p(&[], &["nginx", "-g", "daemon off;"]), false),
+            (
+                p(&["/docker-entrypoint.sh"], &["nginx", "-g", "daemon off;"]),
+                false,
+            ),
+            (p(&["/bin/sh", "-c"], &["exec server"]), false),
+            (p(&["/usr/bin/redis-server"], &[]), false),
+            (p(&[], &["shell-server"]), false),
+        ];
+        for (process, want) in cases {
+            assert_eq!(process.runs_nothing(), want, "{process:?}");
+        }
     }
 }

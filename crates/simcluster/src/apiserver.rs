@@ -37,7 +37,7 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*gv}", get(openapi_group_version))
         .route("/v2/", get(registry::base))
-        .route("/v2/{*rest}", get(registry::tags))
+        .route("/v2/{*rest}", get(registry::serve))
         .fallback(|uri: axum::http::Uri| async move { ApiError::unsupported_path(uri.path()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(cluster)

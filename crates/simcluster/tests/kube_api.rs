@@ -172,9 +172,50 @@ async fn pod_spec_is_immutable_except_images_and_watch_delivers_changes() {
             .any(|t| t == "1.27.3"),
         "{tags}"
     );
+    // And what an image runs: its manifest names a config blob whose digest is the blob's sha256.
+    let manifest = reqwest_get(&format!("{}/v2/library/busybox/manifests/1.36", sim.url)).await;
+    let digest = manifest["config"]["digest"].as_str().unwrap();
+    let raw = raw_get(&format!("{}/v2/library/busybox/blobs/{digest}", sim.url)).await;
+    use sha2::Digest;
+    assert_eq!(
+        format!("sha256:{:x}", sha2::Sha256::digest(raw.as_bytes())),
+        digest
+    );
+    let config: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["sh"]),
+        "{config}"
+    );
+    let nginx = reqwest_get(&format!("{}/v2/library/nginx/manifests/1.27", sim.url)).await;
+    let nginx = reqwest_get(&format!(
+        "{}/v2/library/nginx/blobs/{}",
+        sim.url,
+        nginx["config"]["digest"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(
+        nginx["config"]["Cmd"],
+        serde_json::json!(["nginx", "-g", "daemon off;"])
+    );
+    for missing in ["library/busybox/manifests/9.99", "library/nope/manifests/1"] {
+        let e = reqwest_get(&format!("{}/v2/{missing}", sim.url)).await;
+        assert_eq!(e["errors"][0]["code"], "MANIFEST_UNKNOWN", "{missing}: {e}");
+    }
+    let e = reqwest_get(&format!(
+        "{}/v2/library/busybox/blobs/sha256:{}",
+        sim.url,
+        "0".repeat(64)
+    ))
+    .await;
+    assert_eq!(e["errors"][0]["code"], "BLOB_UNKNOWN", "{e}");
 }
 
 async fn reqwest_get(url: &str) -> serde_json::Value {
+    serde_json::from_str(&raw_get(url).await).unwrap()
+}
+
+async fn raw_get(url: &str) -> String {
     // A bare HTTP/1.1 GET over tokio, to keep simcluster's test dependencies to the Kubernetes client.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
@@ -187,8 +228,7 @@ async fn reqwest_get(url: &str) -> serde_json::Value {
     .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    let body = buf.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
+    buf.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 fn rs_state(list: &[k8s_openapi::api::apps::v1::ReplicaSet]) -> Vec<(String, i32, i32)> {

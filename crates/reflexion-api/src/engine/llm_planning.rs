@@ -497,6 +497,15 @@ impl Engine {
                         "container {container} has no command override: dropping it changes nothing"
                     ));
                 }
+                let image = c["image"].as_str().unwrap_or_default();
+                if let Ok(p) = self.default_process(image).await
+                    && p.runs_nothing()
+                {
+                    return Err(format!(
+                        "image {image} runs `{}` by default, which runs nothing without a terminal: dropping the command would not start a program",
+                        p.argv().join(" ")
+                    ));
+                }
             }
             Action::SetProbe {
                 container, probe, ..

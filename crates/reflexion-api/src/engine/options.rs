@@ -143,6 +143,22 @@ impl Engine {
                     "container {} overrides the image's entrypoint with command {} and args {}",
                     failure.container, container["command"], container["args"]
                 ));
+                let image = container["image"].as_str().unwrap_or(&failure.image);
+                if let Ok(p) = self.default_process(image).await {
+                    let nothing = p.runs_nothing();
+                    out.push(format!(
+                        "without the override image {image} runs `{}`{}",
+                        p.argv().join(" "),
+                        if nothing {
+                            ", which runs nothing without a terminal (dropping the command would not start a program)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    if nothing {
+                        choices.ruled_out.push("drop_command".into());
+                    }
+                }
             }
             FailureKind::Unschedulable => {
                 out.extend(self.placement_options(diag, cause, &mut choices).await)

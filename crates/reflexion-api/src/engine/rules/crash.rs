@@ -1,11 +1,13 @@
 //! Crash loops: read the crashed instance's logs; a variable the program says is missing comes from the only
 //! ConfigMap or Secret key of that name; a `command` override the image cannot run (exit 127, or the runtime's
-//! StartError 128) is dropped so that the image's own entrypoint runs; other crashes are handed over with the exit
-//! code and the last lines.
+//! StartError 128) is dropped so that the image's own entrypoint runs — unless the registry says that entrypoint
+//! runs nothing (a bare shell, as in busybox), when the program is simply not in the image and a person must
+//! choose the image that has it; other crashes are handed over with the exit code and the last lines.
 
 use crate::db::Incident;
 use crate::engine::{Engine, Plan, Planned};
 use reflexion_core::EnvSource;
+use reflexion_core::image::{DefaultProcess, ImageRef};
 use reflexion_core::logs::missing_env_var;
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::strategy::PlanSource;
@@ -25,6 +27,19 @@ pub(super) fn command_not_found(failure: &Failure, logs: &str) -> bool {
 }
 
 impl Engine {
+    /// What `image` runs by default, from its registry.
+    pub(in crate::engine) async fn default_process(
+        &self,
+        image: &str,
+    ) -> Result<DefaultProcess, String> {
+        let image = ImageRef::parse(image).map_err(|e| e.to_string())?;
+        self.inner
+            .registry
+            .default_process(&image)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// The container overrides the image's entrypoint with a command the image cannot run: drop the override.
     async fn plan_drop_command(
         &self,
@@ -53,11 +68,31 @@ impl Engine {
             return None;
         }
         let args = container["args"].as_array().map_or(0, Vec::len);
+        let image = container["image"].as_str().unwrap_or(&failure.image);
+        let runs = match self.default_process(image).await {
+            Ok(p) if p.runs_nothing() => {
+                return Some(Planned::Escalate {
+                    diagnosis: format!(
+                        "container {} of {target} runs `{}`, which image {image} does not contain ({}); the image's own entrypoint is `{}`, which runs nothing without a terminal, so dropping the override would not start a program either",
+                        failure.container,
+                        command.join(" "),
+                        failure.message,
+                        p.argv().join(" ")
+                    ),
+                    suggestion: format!(
+                        "the program is not in {image}: set the image that contains `{}`, or build it into this one",
+                        command.first().copied().unwrap_or_default()
+                    ),
+                });
+            }
+            Ok(p) => format!("`{}`", p.argv().join(" ")),
+            Err(e) => format!("unknown: the registry did not say ({e})"),
+        };
         Some(Planned::Plan(Box::new(Plan {
             action,
             source: PlanSource::Rules,
             rationale: format!(
-                "container {} overrides the image's entrypoint with `{}`{}, which the image cannot run ({}; {excerpt}); without the override the image's own entrypoint runs",
+                "container {} overrides the image's entrypoint with `{}`{}, which the image cannot run ({}; {excerpt}); without the override the image's own entrypoint runs: {runs}",
                 failure.container,
                 command.join(" "),
                 if args > 0 { format!(" and {args} argument(s)") } else { String::new() },
