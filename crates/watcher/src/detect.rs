@@ -4,6 +4,7 @@
 use crate::dedup::{Dedup, FailureKey};
 use crate::delivery::Sender;
 use crate::metrics::Metrics;
+use crate::projection::{REVISION_LABELS, WatchedPod};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -44,7 +45,7 @@ impl Detector {
         namespace: Option<String>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let (pods, events): (Api<Pod>, Api<Event>) = match &namespace {
+        let (pods, events): (Api<WatchedPod>, Api<Event>) = match &namespace {
             Some(ns) => (
                 Api::namespaced(self.client.clone(), ns),
                 Api::namespaced(self.client.clone(), ns),
@@ -67,7 +68,7 @@ impl Detector {
             tokio::select! {
                 _ = &mut shutdown => return,
                 next = pod_stream.next() => match next {
-                    Some(Ok(pod)) => self.observe(&pod).await,
+                    Some(Ok(pod)) => self.observe(&pod.to_pod()).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying"),
                     None => return,
                 },
@@ -102,10 +103,11 @@ impl Detector {
         // The triggering event is enough to classify; the dedup check in `report` comes before listing the
         // pod's events, since the kubelet repeats this event on every failed probe.
         if let Some(failure) = classify(&pod, &[ev]) {
-            self.report(&pod, failure).await;
+            self.report(&pod, failure, Read::Full).await;
         }
     }
 
+    /// `pod` is the watch stream's projection ([`WatchedPod`]).
     async fn observe(&mut self, pod: &Pod) {
         // A pod being deleted is on its way out, whatever it shows.
         if terminating(pod) {
@@ -126,11 +128,12 @@ impl Detector {
             }
             return;
         };
-        self.report(pod, failure).await;
+        self.report(pod, failure, Read::Projected).await;
     }
 
-    /// One report per new failure: the owning workload, the dedup key, the evidence, then the spool.
-    async fn report(&mut self, pod: &Pod, failure: Failure) {
+    /// One report per new failure: the owning workload, the dedup key, the evidence, then the spool. A projected pod
+    /// is read again in full once it passes deduplication (a report is rare; pod updates are not).
+    async fn report(&mut self, pod: &Pod, failure: Failure, read: Read) {
         let ns = pod.namespace().unwrap_or_default();
         // A chain cut short by a failed read would name the ReplicaSet, not the Deployment: the pod's next update
         // tries again.
@@ -155,7 +158,7 @@ impl Detector {
             // object, and its failure a new incident even when its template is identical.
             revision: format!(
                 "{}/{}",
-                ["pod-template-hash", "controller-revision-hash"]
+                REVISION_LABELS
                     .iter()
                     .find_map(|l| pod.labels().get(*l).cloned())
                     .unwrap_or_default(),
@@ -175,6 +178,28 @@ impl Detector {
             self.dedup.forget(&key);
             return;
         }
+        let full;
+        let pod = match read {
+            Read::Full => pod,
+            Read::Projected => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                match api.get_opt(&pod.name_any()).await {
+                    Ok(Some(p)) if p.uid() == pod.uid() && !terminating(&p) => {
+                        full = p;
+                        &full
+                    }
+                    Ok(_) => {
+                        self.dedup.forget(&key);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not read a failing pod; will retry on its next update");
+                        self.dedup.forget(&key);
+                        return;
+                    }
+                }
+            }
+        };
         let events = reflexion_k8s::pod_events(&self.client, pod, MAX_EVENTS.min(20))
             .await
             .unwrap_or_default();
@@ -217,6 +242,13 @@ impl Detector {
             }
         }
     }
+}
+
+/// Whether a pod was read whole, or is the watch stream's projection.
+#[derive(Clone, Copy)]
+enum Read {
+    Full,
+    Projected,
 }
 
 /// The pod without managedFields, which are large and say nothing about the failure.

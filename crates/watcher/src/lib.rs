@@ -8,4 +8,5 @@ pub mod delivery;
 pub mod detect;
 pub mod lease;
 pub mod metrics;
+pub mod projection;
 pub mod spool;

@@ -1,0 +1,279 @@
+//! reflexion-api's figures: how many reports it stores per second from a concurrent load generator (the real binary
+//! on loopback, `suggest` policy), its memory, and — in this process, on the product's own store — how long a known
+//! failure waits for its plan and how recall behaves with 100,000 episodes.
+
+use crate::stack::{Mode, Stack, percentile, rss_mib, size};
+use crate::{Figure, Series, Target};
+use futures::{StreamExt, stream};
+use rand::SeedableRng;
+use reflexion_api::db::{Db, NewIncident};
+use reflexion_core::strategy::{Record, choose};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn report(i: usize) -> Value {
+    json!({
+        "pod_name": format!("load-{i:06}"), "namespace": "bench", "error_type": "ImagePullBackOff",
+        "idempotency_key": format!("load-{i}"),
+        "real_k8s_data": {"detected_at": chrono::Utc::now().to_rfc3339(), "image": "nginx:no-such-tag",
+                          "container": "app", "signature": "image_pull/tag_not_found"}
+    })
+}
+
+/// Distinct reports posted by `concurrency` clients at once; each one's latency, and the rate over the run.
+pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
+    let n = size("BENCH_REPORTS", 20_000, 300);
+    let concurrency = size("BENCH_CLIENTS", 32, 4);
+    let stack = Stack::start(false, false, Mode::Suggest).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, _) = rss_mib(stack.api_pid);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/reflexion/process-with-k8s-data", stack.api_url);
+    let started = Instant::now();
+    let results: Vec<(f64, u16)> = stream::iter(0..n)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let t = Instant::now();
+                let status = http
+                    .post(&url)
+                    .json(&report(i))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                (t.elapsed().as_secs_f64() * 1000.0, status)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let (_, peak) = rss_mib(stack.api_pid);
+    let (end, _) = rss_mib(stack.api_pid);
+    let stored = results.iter().filter(|(_, s)| *s == 202).count();
+    let mut latency: Vec<f64> = results.iter().map(|(l, _)| *l).collect();
+    latency.sort_by(f64::total_cmp);
+    let part = "(f) API ingest";
+    figures.push(
+        Figure::new(
+            part,
+            format!("{n} distinct reports, {concurrency} clients: accepted (202)"),
+            stored as f64,
+            "",
+        )
+        .target(Target::Exactly(n as f64)),
+    );
+    figures.push(
+        Figure::new(
+            part,
+            "reports stored per second",
+            stored as f64 / secs,
+            "/s",
+        )
+        .target(Target::AtLeast(5000.0)),
+    );
+    figures.push(Figure::new(
+        part,
+        "latency p50",
+        percentile(&latency, 50.0),
+        "ms",
+    ));
+    figures.push(
+        Figure::new(part, "latency p99", percentile(&latency, 99.0), "ms")
+            .target(Target::AtMost(20.0)),
+    );
+    figures.push(Figure::new(part, "API RSS idle", idle, "MiB"));
+    figures.push(Figure::new(
+        part,
+        "API RSS at the end of the run (peak)",
+        end,
+        "MiB",
+    ));
+    figures.push(Figure::new(part, "API peak RSS", peak, "MiB"));
+    series.push(Series::cdf("ingest", "report POST latency", latency));
+}
+
+async fn store(dir: &std::path::Path) -> Db {
+    Db::connect(&format!("sqlite://{}", dir.join("r.db").display()))
+        .await
+        .unwrap()
+}
+
+const SIGNATURE: &str = "image_pull/tag_not_found";
+const RETAG: &str = "set_image:closest_tag";
+const UNDO: &str = "rollout_undo:previous";
+
+/// Seed `episodes` trials of one signature (each with a lesson) and two learned strategies, in bulk.
+async fn seed(db_path: &std::path::Path, episodes: usize) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    for (id, template, s, f) in [
+        ("strategy_retag", RETAG, 40, 3),
+        ("strategy_undo", UNDO, 12, 9),
+    ] {
+        sqlx::query("INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, successes, failures, usage_count, created_at)
+                     VALUES (?, ?, 'ImagePullBackOff', 'set_image', ?, 'bench', 'rules', ?, ?, ?, ?)")
+            .bind(id).bind(SIGNATURE).bind(template).bind(s).bind(f).bind(s + f).bind(&now)
+            .execute(&mut *tx).await.unwrap();
+    }
+    let incidents = episodes.div_ceil(100).max(1);
+    for i in 0..incidents {
+        sqlx::query("INSERT INTO incidents (id, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, created_at, updated_at, report)
+                     VALUES (?, 'bench', ?, 'Deployment', ?, 'ImagePullBackOff', ?, 'resolved', ?, ?, '{}')")
+            .bind(format!("incident_seed_{i}")).bind(format!("p-{i}")).bind(format!("w-{i}"))
+            .bind(SIGNATURE).bind(&now).bind(&now)
+            .execute(&mut *tx).await.unwrap();
+    }
+    for e in 0..episodes {
+        let id = format!("episode_seed_{e}");
+        sqlx::query("INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source, action, command, rationale, success, reflection, duration_ms)
+                     VALUES (?, ?, 1, ?, 'bench', 'p', 'ImagePullBackOff', ?, 'strategy_retag', 'rules', '{}', 'kubectl set image', 'bench', 1, 'bench', 5)")
+            .bind(&id).bind(format!("incident_seed_{}", e / 100)).bind(&now).bind(SIGNATURE)
+            .execute(&mut *tx).await.unwrap();
+        sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at) VALUES (?, ?, ?, 1, ?)")
+            .bind(&id).bind(SIGNATURE).bind(format!("lesson {e}: the closest existing tag held")).bind(&now)
+            .execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// (g) decision and (h) recall, in this process on the product's store (`reflexion_api::db`), 100,000 episodes in it.
+pub async fn decision_and_recall(figures: &mut Vec<Figure>) {
+    let episodes = size("BENCH_EPISODES", 100_000, 2_000);
+    let rounds = size("BENCH_ROUNDS", 2_000, 100);
+    let dir = tempfile::tempdir().unwrap();
+    drop(store(dir.path()).await);
+    let seeded = Instant::now();
+    seed(&dir.path().join("r.db"), episodes).await;
+    let seed_secs = seeded.elapsed().as_secs_f64();
+    let db = store(dir.path()).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut lessons_ms, mut strategies_ms, mut decision_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let report = json!({});
+    for i in 0..rounds {
+        // A report stored, then what the engine does before it touches the cluster: recall the lessons, read the
+        // verified records of the candidate strategies, and choose (Thompson sampling) — no LLM.
+        let t = Instant::now();
+        let pod = format!("decide-{i}");
+        db.open_incident(&NewIncident {
+            namespace: "bench",
+            pod_name: &pod,
+            workload_kind: "Deployment",
+            workload_name: &pod,
+            error_type: "ImagePullBackOff",
+            signature: SIGNATURE,
+            idempotency_key: Some(&pod),
+            report: &report,
+            detected_at: None,
+        })
+        .await
+        .unwrap();
+        let r0 = Instant::now();
+        let lessons = db.lessons(SIGNATURE, 3).await.unwrap();
+        lessons_ms.push(r0.elapsed().as_secs_f64() * 1000.0);
+        let r1 = Instant::now();
+        let mut records = Vec::new();
+        for template in [RETAG, UNDO] {
+            let (successes, failures) = db.strategy_record(SIGNATURE, template).await.unwrap();
+            records.push(Record {
+                successes,
+                failures,
+            });
+        }
+        let learned = db.llm_strategies(SIGNATURE).await.unwrap();
+        strategies_ms.push(r1.elapsed().as_secs_f64() * 1000.0);
+        let chosen = choose(&records, 0.1, &mut rng);
+        decision_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(lessons.len() == 3 && chosen.is_some() && learned.is_empty());
+    }
+    for v in [&mut lessons_ms, &mut strategies_ms, &mut decision_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    let part = "(g) decision";
+    figures.push(Figure::new(
+        part,
+        "report stored -> plan chosen (learned strategy, 0 LLM calls), p50",
+        percentile(&decision_ms, 50.0),
+        "ms",
+    ));
+    figures.push(
+        Figure::new(
+            part,
+            "report stored -> plan chosen (learned strategy, 0 LLM calls), p99",
+            percentile(&decision_ms, 99.0),
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+    let part = "(h) recall";
+    figures.push(Figure::new(
+        part,
+        format!("episodes in the store (seeded in {seed_secs:.1} s)"),
+        episodes as f64,
+        "",
+    ));
+    figures.push(
+        Figure::new(
+            part,
+            "lessons for the signature, p99",
+            percentile(&lessons_ms, 99.0),
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+    figures.push(
+        Figure::new(
+            part,
+            "strategies for the signature, p99",
+            percentile(&strategies_ms, 99.0),
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+    let plans = query_plans(&dir.path().join("r.db")).await;
+    println!("recall query plans (SQLite EXPLAIN QUERY PLAN):\n{plans}");
+    std::fs::write(crate::out_dir().join("recall-query-plans.txt"), plans).ok();
+}
+
+async fn query_plans(db_path: &std::path::Path) -> String {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let mut out = String::new();
+    for (what, q) in [
+        (
+            "lessons",
+            "SELECT text FROM lessons WHERE signature = 'x' ORDER BY id DESC LIMIT 3",
+        ),
+        (
+            "strategy record",
+            "SELECT successes, failures FROM strategies WHERE signature_class = 'x' AND template = 'y'",
+        ),
+        (
+            "learned LLM strategies",
+            "SELECT template, payload, successes, failures FROM strategies WHERE signature_class = 'x' AND source = 'llm' AND successes > 0 ORDER BY (successes + 1.0) / (successes + failures + 2.0) DESC, last_used DESC",
+        ),
+    ] {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {q}")))
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+        out.push_str(&format!(
+            "  {what}: {}\n",
+            rows.iter()
+                .map(|r| r.3.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    out
+}

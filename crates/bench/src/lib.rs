@@ -1,0 +1,1 @@
+//! The benchmarks live in `benches/figures/`; this crate has no library code. `cargo bench` runs them.
