@@ -90,6 +90,11 @@ pub struct Args {
         default_value_t = 120.0
     )]
     pub workload_cooldown_secs: f64,
+    /// Incidents worked at once; more wait their turn in `reported` (stored, so a restart loses none). It bounds
+    /// what a storm of distinct failures asks of the Kubernetes API and keeps reports answered fast meanwhile.
+    #[arg(long, env = "REFLEXION_MAX_CONCURRENT_INCIDENTS", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_incidents: u32,
     /// Who plans first: `rules` (the LLM only where they find no fix) or `llm` (the model first, rules as fallback).
     #[arg(long, env = "REFLEXION_PLANNER", value_enum, default_value = "rules")]
     pub planner: PlannerMode,
@@ -171,6 +176,7 @@ impl TryFrom<&Args> for Settings {
                 .map(|c| Llm::new(c).map_err(|e| ConfigError::Llm(e.to_string())))
                 .transpose()?,
             planner: args.planner,
+            max_concurrent_incidents: args.max_concurrent_incidents as usize,
             max_trials: args.max_trials,
             verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
             verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,

@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub workload_cooldown: Duration,
     pub llm: Option<Llm>,
     pub planner: PlannerMode,
+    /// Incidents worked at once.
+    pub max_concurrent_incidents: usize,
 }
 
 /// Who plans first. Either way a learned strategy comes before a new LLM call, and every plan passes the same gates.
@@ -61,6 +63,8 @@ struct Inner {
     cluster: Cluster,
     registry: Registry,
     config: EngineConfig,
+    /// One permit per incident being worked.
+    working: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,9 @@ impl Engine {
                 db,
                 cluster,
                 registry,
+                working: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_incidents.max(1),
+                )),
                 config,
             }),
         }
@@ -143,6 +150,10 @@ impl Engine {
     pub fn spawn(&self, id: String) {
         let engine = self.clone();
         tokio::spawn(async move {
+            // The incident is stored as `reported` until a permit frees; the semaphore is never closed.
+            let Ok(_permit) = engine.inner.working.clone().acquire_owned().await else {
+                return;
+            };
             if let Err(e) = engine.run(&id).await {
                 tracing::error!(incident = %id, error = %e, "incident stopped by an error");
                 let _ = engine
