@@ -296,8 +296,9 @@ async fn dispatch(
                     table::table(t.rt.kind, &items, rv),
                 ));
             }
+            let (items, metadata) = crate::paging::page(items, rv, &req.params)?;
             let list = json!({"kind": t.rt.list_kind(), "apiVersion": t.rt.api_version(),
-                              "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+                              "metadata": metadata, "items": items});
             Ok(json_response(StatusCode::OK, list))
         }
         (&Method::GET, Some(name), None | Some("status")) => {

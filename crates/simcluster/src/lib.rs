@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod kubelet;
 pub mod node;
+pub mod paging;
 pub mod patch;
 pub mod process;
 pub mod protobuf;

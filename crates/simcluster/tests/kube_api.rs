@@ -211,6 +211,53 @@ async fn pod_spec_is_immutable_except_images_and_watch_delivers_changes() {
     assert_eq!(e["errors"][0]["code"], "BLOB_UNKNOWN", "{e}");
 }
 
+#[tokio::test]
+async fn lists_come_in_pages_in_key_order_at_the_first_pages_resource_version() {
+    let sim = start().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    for i in 0..7 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("p-{i}"), "nginx:1.27"),
+        )
+        .await
+        .unwrap();
+    }
+    let first = pods.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    assert_eq!(first.metadata.remaining_item_count, Some(4));
+    let rv = first.metadata.resource_version.clone().unwrap();
+    // A change between pages: the next pages still report the first page's resourceVersion.
+    pods.create(&PostParams::default(), &pod("q-late", "nginx:1.27"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = first
+        .items
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    let mut token = first.metadata.continue_;
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = pods
+            .list(&ListParams::default().limit(3).continue_token(&t))
+            .await
+            .unwrap();
+        assert_eq!(page.metadata.resource_version.as_deref(), Some(rv.as_str()));
+        names.extend(page.items.iter().map(|p| p.metadata.name.clone().unwrap()));
+        token = page.metadata.continue_;
+    }
+    let mut want: Vec<String> = (0..7).map(|i| format!("p-{i}")).collect();
+    want.push("q-late".into());
+    assert_eq!(names, want, "key order, every pod once");
+    let bad = pods
+        .list(&ListParams::default().continue_token("garbage"))
+        .await;
+    assert!(
+        matches!(&bad, Err(kube::Error::Api(e)) if e.code == 400),
+        "{bad:?}"
+    );
+}
+
 async fn reqwest_get(url: &str) -> serde_json::Value {
     serde_json::from_str(&raw_get(url).await).unwrap()
 }
