@@ -273,6 +273,39 @@ async fn bad_tag_on_a_deployment_is_fixed_at_the_deployment() {
 }
 
 e2e_test! {
+async fn incidents_beyond_the_concurrency_limit_wait_their_turn_and_all_finish() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        extra_args: vec!["--max-concurrent-incidents".into(), "2".into()],
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (code, r) = stack
+            .post(
+                "/api/v1/reflexion/process-with-k8s-data",
+                json!({"pod_name": format!("ghost-{i}"), "namespace": "default", "error_type": "ImagePullBackOff"}),
+            )
+            .await;
+        assert_eq!(code, 202, "{r}");
+        ids.push(r["incident_id"].as_str().unwrap().to_string());
+    }
+    // Two at a time, each one's pod gone: every one is worked and closed, none left waiting.
+    stack
+        .eventually("every incident to finish", FIX_TIMEOUT, async || {
+            let mut states = Vec::new();
+            for id in &ids {
+                let i = stack.get(&format!("/api/v1/reflexion/incidents/{id}")).await;
+                states.push(i["state"].as_str().unwrap_or_default().to_string());
+            }
+            (states.iter().all(|s| s == "dismissed").then_some(()), format!("{states:?}"))
+        })
+        .await;
+}
+}
+
+e2e_test! {
 async fn a_report_seen_before_the_workloads_incident_finished_belongs_to_that_incident() {
     let stack = Stack::start(Options {
         watcher: false,

@@ -44,6 +44,35 @@ pub type Result<T> = std::result::Result<T, DbError>;
 pub struct Db {
     pool: SqlitePool,
     counters: std::sync::Arc<Counters>,
+    /// Writes go one at a time through this lock. SQLite has one writer; a connection that finds the write lock
+    /// taken sleeps in SQLite's busy handler (1, 2, 5, 10, ... 100 ms steps), which under a stream of reports was
+    /// most of a report's latency. Queued here, the next writer starts the moment the last one commits.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding the writer lock until it commits or is dropped.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 fn now() -> String {
@@ -202,13 +231,29 @@ impl Db {
         Ok(Self {
             pool,
             counters: Default::default(),
+            writer: Default::default(),
         })
     }
 
     /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
     /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(&self) -> Result<WriteTx> {
+        let writer = self.writer.clone().lock_owned().await;
+        Ok(WriteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _writer: writer,
+        })
+    }
+
+    /// One statement, written under the writer lock.
+    async fn write<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<sqlx::sqlite::SqliteQueryResult> {
+        let mut tx = self.begin_write().await?;
+        let r = q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(r)
     }
 
     /// What this process did, for Prometheus.
@@ -330,24 +375,26 @@ impl Db {
     }
 
     pub async fn set_evidence(&self, id: &str, signature: &str, evidence: &Value) -> Result<()> {
-        sqlx::query(
-            "UPDATE incidents SET evidence = ?, signature = ?, updated_at = ? WHERE id = ?",
+        self.write(
+            sqlx::query(
+                "UPDATE incidents SET evidence = ?, signature = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(evidence.to_string())
+            .bind(signature)
+            .bind(now())
+            .bind(id),
         )
-        .bind(evidence.to_string())
-        .bind(signature)
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn set_outcome(&self, id: &str, outcome: &str) -> Result<()> {
-        sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
+                .bind(outcome)
+                .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -435,14 +482,14 @@ impl Db {
         detail: &Value,
         result: &str,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
+        self.write(sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(now())
             .bind(incident_id)
             .bind(verb)
             .bind(target)
             .bind(detail.to_string())
             .bind(result)
-            .execute(&self.pool)
+            )
             .await?;
         if verb == "revert" {
             Counters::add(&self.counters.reverts, 1);
@@ -492,11 +539,12 @@ impl Db {
 
     /// The result of a reserved action, once it ran.
     pub async fn settle_action(&self, slot: i64, result: &str) -> Result<()> {
-        sqlx::query("UPDATE audit SET result = ? WHERE id = ?")
-            .bind(result)
-            .bind(slot)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE audit SET result = ? WHERE id = ?")
+                .bind(result)
+                .bind(slot),
+        )
+        .await?;
         Ok(())
     }
 
@@ -513,7 +561,7 @@ impl Db {
         payload: Option<&Value>,
     ) -> Result<String> {
         let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(
+        self.write(sqlx::query(
             "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at, payload)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signature_class, template) DO NOTHING",
         )
@@ -526,7 +574,7 @@ impl Db {
         .bind(source.as_str())
         .bind(now())
         .bind(payload.map(Value::to_string))
-        .execute(&self.pool)
+        )
         .await?;
         let row =
             sqlx::query("SELECT id FROM strategies WHERE signature_class = ? AND template = ?")
@@ -690,7 +738,7 @@ impl Db {
     }
 
     pub async fn record_llm_call(&self, incident_id: &str, c: &LlmCallRecord) -> Result<()> {
-        sqlx::query(
+        self.write(sqlx::query(
             "INSERT INTO llm_calls (incident_id, trial, at, model, prompt, response, prompt_tokens, completion_tokens, latency_ms, outcome)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -704,7 +752,7 @@ impl Db {
         .bind(c.completion_tokens)
         .bind(c.latency_ms)
         .bind(&c.outcome)
-        .execute(&self.pool)
+        )
         .await?;
         Counters::add(&self.counters.llm_calls, 1);
         Counters::add(
@@ -755,7 +803,7 @@ impl Db {
         value: &str,
         episode_id: &str,
     ) -> Result<()> {
-        sqlx::query(
+        self.write(sqlx::query(
             "INSERT INTO learned_values (signature, namespace, workload_kind, workload_name, key, value, episode_id, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (signature, namespace, workload_kind, workload_name, key)
@@ -769,7 +817,7 @@ impl Db {
         .bind(value)
         .bind(episode_id)
         .bind(now())
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
