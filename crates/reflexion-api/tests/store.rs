@@ -134,3 +134,55 @@ async fn with_one_action_left_in_the_hour_exactly_one_of_two_concurrent_incident
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    let report = json!({});
+    // 60 reports at once, stored in shared transactions: 20 workloads x 3 reports, the first two of each
+    // workload re-sends of one key.
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (db, report) = (db.clone(), report.clone());
+            tokio::spawn(async move {
+                let (workload, key) = (
+                    format!("w-{}", i % 20),
+                    format!("k-{}-{}", i % 20, (i / 20).min(1)),
+                );
+                let r = db
+                    .open_incident(&NewIncident {
+                        namespace: "default",
+                        pod_name: &format!("p-{i}"),
+                        workload_kind: "Deployment",
+                        workload_name: &workload,
+                        error_type: "ImagePullBackOff",
+                        signature: "image_pull/not_found",
+                        idempotency_key: Some(&key),
+                        report: &report,
+                        detected_at: None,
+                    })
+                    .await
+                    .unwrap();
+                (workload, r)
+            })
+        })
+        .collect();
+    let mut by_workload: std::collections::HashMap<String, Vec<(String, bool)>> =
+        Default::default();
+    for t in tasks {
+        let (w, r) = t.await.unwrap();
+        by_workload.entry(w).or_default().push(r);
+    }
+    assert_eq!(by_workload.len(), 20);
+    for (w, results) in by_workload {
+        let created: Vec<_> = results.iter().filter(|(_, c)| *c).collect();
+        assert_eq!(created.len(), 1, "{w}: {results:?}");
+        assert!(
+            results.iter().all(|(id, _)| *id == created[0].0),
+            "{w}: {results:?}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! SQLite memory: incidents and their transitions, episodes, lessons, strategies, audit. WAL mode; every state
 //! transition is committed before the side effect it announces.
 
+mod ingest;
 mod rows;
 mod views;
 
@@ -48,6 +49,8 @@ pub struct Db {
     /// taken sleeps in SQLite's busy handler (1, 2, 5, 10, ... 100 ms steps), which under a stream of reports was
     /// most of a report's latency. Queued here, the next writer starts the moment the last one commits.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Reports waiting for the report writer (`ingest`).
+    ingest: ingest::Queue,
 }
 
 /// A write transaction holding the writer lock until it commits or is dropped.
@@ -57,6 +60,17 @@ pub(crate) struct WriteTx {
 }
 
 impl WriteTx {
+    async fn begin(
+        pool: &SqlitePool,
+        writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<Self> {
+        let writer = writer.clone().lock_owned().await;
+        Ok(WriteTx {
+            tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+            _writer: writer,
+        })
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         Ok(self.tx.commit().await?)
     }
@@ -228,21 +242,21 @@ impl Db {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
-        Ok(Self {
+        let (ingest, queue) = tokio::sync::mpsc::channel(4096);
+        let db = Self {
             pool,
             counters: Default::default(),
             writer: Default::default(),
-        })
+            ingest,
+        };
+        db.start_ingest(queue);
+        Ok(db)
     }
 
     /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
     /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
     async fn begin_write(&self) -> Result<WriteTx> {
-        let writer = self.writer.clone().lock_owned().await;
-        Ok(WriteTx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _writer: writer,
-        })
+        WriteTx::begin(&self.pool, &self.writer).await
     }
 
     /// One statement, written under the writer lock.
@@ -264,87 +278,6 @@ impl Db {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-
-    /// Create an incident, or return the one still open (reported .. verifying) for the same workload, or the one
-    /// with the same idempotency key.
-    /// Returns (id, created).
-    pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
-        let mut tx = self.begin_write().await?;
-        if let Some(key) = n.idempotency_key
-            && let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?
-        {
-            return Ok((row.get("id"), false));
-        }
-        // One incident per workload at a time, whatever the signature: a second failure report while a fix is being
-        // made or verified is the same workload's story (and verification sees it), never a second writer.
-        let open = format!(
-            "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
-             AND state IN ({}) ORDER BY created_at LIMIT 1",
-            sql_states(IncidentState::is_open)
-        );
-        // The listed states are the enum's own names, never input.
-        let q = sqlx::query(sqlx::AssertSqlSafe(open))
-            .bind(n.namespace)
-            .bind(n.workload_kind)
-            .bind(n.workload_name);
-        if let Some(row) = q.fetch_optional(&mut *tx).await? {
-            return Ok((row.get("id"), false));
-        }
-        // A failure seen before the workload's last incident finished happened while that incident worked (a trial
-        // that did not hold, and was reverted): it is part of that incident's story, not a new one.
-        if let Some(seen) = n
-            .detected_at
-            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-        {
-            let last = sqlx::query(
-                "SELECT id, updated_at FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
-                 ORDER BY updated_at DESC LIMIT 1",
-            )
-            .bind(n.namespace)
-            .bind(n.workload_kind)
-            .bind(n.workload_name)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = last {
-                let finished: String = row.get("updated_at");
-                if chrono::DateTime::parse_from_rfc3339(&finished).is_ok_and(|f| f >= seen) {
-                    return Ok((row.get("id"), false));
-                }
-            }
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let ts = now();
-        sqlx::query(
-            "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reported', ?, ?)",
-        )
-        .bind(&id)
-        .bind(&ts)
-        .bind(&ts)
-        .bind(n.namespace)
-        .bind(n.pod_name)
-        .bind(n.workload_kind)
-        .bind(n.workload_name)
-        .bind(n.error_type)
-        .bind(n.signature)
-        .bind(n.idempotency_key)
-        .bind(n.report.to_string())
-        .execute(&mut *tx)
-        .await?;
-        insert_transition(
-            &mut tx,
-            &id,
-            &ts,
-            IncidentState::Reported,
-            "failure reported",
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((id, true))
     }
 
     pub async fn incident(&self, id: &str) -> Result<Option<Incident>> {
