@@ -1,8 +1,8 @@
 //! The pod as the watch stream holds it: only what classification, owner resolution and deduplication read — the
 //! name, namespace, uid, resourceVersion, deletion timestamp, owner references and the two revision labels; each
-//! container's name and image; the whole status. managedFields, annotations, other labels and the rest of the spec
-//! are skipped while parsing, never allocated: at 10,000 pods they were most of the watcher's memory. A failing pod
-//! is read again in full before it is reported.
+//! container's name and image, the node; the whole status. managedFields, annotations, other labels and the rest of
+//! the spec are skipped while parsing, never allocated: at 10,000 pods they were most of the watcher's memory. The
+//! report carries this projection; the API reads the rest live.
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -122,6 +122,8 @@ struct Spec {
     containers: Vec<NamedImage>,
     #[serde(default)]
     init_containers: Option<Vec<NamedImage>>,
+    #[serde(default)]
+    node_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +148,7 @@ fn spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodSpec>, D::Error> {
         init_containers: s
             .init_containers
             .map(|cs| cs.into_iter().map(Container::from).collect()),
+        node_name: s.node_name,
         ..PodSpec::default()
     }))
 }
@@ -211,9 +214,9 @@ mod tests {
             (
                 spec.containers[0].env.as_ref(),
                 spec.volumes.as_ref(),
-                spec.node_name.as_ref()
+                spec.node_name.as_deref()
             ),
-            (None, None, None)
+            (None, None, Some("node-a"))
         );
         assert_eq!(pod.status, whole.status);
     }
