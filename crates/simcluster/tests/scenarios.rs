@@ -706,11 +706,18 @@ async fn services_have_the_ready_pods_they_select_as_endpoints(split: bool) {
         80,
         "the named targetPort, resolved"
     );
+    // The EndpointSlice controller runs apart from the Endpoints one (as in Kubernetes): wait for its slice too.
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let list = slices
-        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-        .await
-        .unwrap();
+    let list = loop {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .unwrap();
+        if list.items.first().is_some_and(|s| s.endpoints.len() == 2) || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].endpoints.len(), 2);
 }
