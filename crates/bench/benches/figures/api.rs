@@ -52,8 +52,7 @@ pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
         .collect()
         .await;
     let secs = started.elapsed().as_secs_f64();
-    let (_, peak) = rss_mib(stack.api_pid);
-    let (end, _) = rss_mib(stack.api_pid);
+    let (end, peak) = rss_mib(stack.api_pid);
     let stored = results.iter().filter(|(_, s)| *s == 202).count();
     let mut latency: Vec<f64> = results.iter().map(|(l, _)| *l).collect();
     latency.sort_by(f64::total_cmp);
@@ -89,7 +88,7 @@ pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
     figures.push(Figure::new(part, "API RSS idle", idle, "MiB"));
     figures.push(Figure::new(
         part,
-        "API RSS at the end of the run (peak)",
+        "API RSS at the end of the run",
         end,
         "MiB",
     ));
