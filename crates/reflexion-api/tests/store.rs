@@ -186,3 +186,69 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_the_database_refuses_leaves_the_reports_stored_with_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    // A writer outside the code refuses one pod's incident: the batch it shares fails, and each report is stored
+    // again alone.
+    let side = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON incidents WHEN NEW.pod_name = 'p-7'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&side)
+    .await
+    .unwrap();
+    let report = json!({"why": "stored as given"});
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (db, report) = (db.clone(), report.clone());
+            tokio::spawn(async move {
+                db.open_incident(&NewIncident {
+                    namespace: "default",
+                    pod_name: &format!("p-{i}"),
+                    workload_kind: "Deployment",
+                    workload_name: &format!("w-{i}"),
+                    error_type: "ImagePullBackOff",
+                    signature: "image_pull/not_found",
+                    idempotency_key: Some(&format!("k-{i}")),
+                    report: &report,
+                    detected_at: None,
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok((id, created)) => {
+                assert!(created && i != 7, "p-{i}");
+                stored.push(id);
+            }
+            Err(e) => assert!(
+                i == 7 && e.to_string().contains("refused by the test"),
+                "p-{i}: {e}"
+            ),
+        }
+    }
+    assert_eq!(stored.len(), 39);
+    for id in stored {
+        let (state, stored_report, transitions): (String, String, i64) = sqlx::query_as(
+            "SELECT state, report, (SELECT count(*) FROM incident_transitions t WHERE t.incident_id = i.id
+                                      AND t.state = 'reported') FROM incidents i WHERE id = ?",
+        )
+        .bind(&id)
+        .fetch_one(&side)
+        .await
+        .unwrap();
+        assert_eq!((state.as_str(), transitions), ("reported", 1), "{id}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stored_report).unwrap(),
+            report
+        );
+    }
+}
