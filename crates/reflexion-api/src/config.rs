@@ -95,6 +95,15 @@ pub struct Args {
     #[arg(long, env = "REFLEXION_MAX_CONCURRENT_INCIDENTS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrent_incidents: u32,
+    /// Requests a second the engine may send the Kubernetes API on average (client-go's token bucket; the
+    /// kube-controller-manager runs with 20). A storm's incidents wait for their reads instead of flooding the API
+    /// server.
+    #[arg(long, env = "REFLEXION_KUBE_QPS", default_value_t = 50.0)]
+    pub kube_qps: f64,
+    /// Requests the engine may send the Kubernetes API at once before `--kube-qps` paces it.
+    #[arg(long, env = "REFLEXION_KUBE_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub kube_burst: u32,
     /// Who plans first: `rules` (the LLM only where they find no fix) or `llm` (the model first, rules as fallback).
     #[arg(long, env = "REFLEXION_PLANNER", value_enum, default_value = "rules")]
     pub planner: PlannerMode,
@@ -151,6 +160,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub auth_reads: bool,
     pub registry_url: Option<String>,
+    /// The Kubernetes client's rate limit: (requests a second, burst).
+    pub kube_rate: (f64, u32),
 }
 
 impl TryFrom<&Args> for Settings {
@@ -195,6 +206,10 @@ impl TryFrom<&Args> for Settings {
             api_token: args.api_token.clone(),
             auth_reads: args.auth_reads,
             registry_url: args.registry_url.clone(),
+            kube_rate: (
+                range("--kube-qps", args.kube_qps, 0.1, 100_000.0)?,
+                args.kube_burst,
+            ),
         })
     }
 }

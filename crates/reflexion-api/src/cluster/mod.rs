@@ -10,6 +10,7 @@ mod placement;
 mod recreate;
 mod revert;
 mod template;
+pub mod throttle;
 
 pub use change::{Change, field_value, value_from};
 pub use claims::{fresh_claim, refusal as claim_refusal};
