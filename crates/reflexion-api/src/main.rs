@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use reflexion_api::cluster::Cluster;
+use reflexion_api::cluster::{Cluster, throttle};
 use reflexion_api::config::{Args, Settings};
 use reflexion_api::db::Db;
 use reflexion_api::engine::Engine;
@@ -24,9 +24,14 @@ async fn run() -> anyhow::Result<()> {
     let db = Db::connect(&args.database_url)
         .await
         .with_context(|| format!("opening database {}", args.database_url))?;
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let (qps, burst) = settings.kube_rate;
+    let client = reflexion_k8s::client::builder(kube_config)
+        .context("building the Kubernetes client")?
+        .with_layer(&throttle::Layer(throttle::Throttle::new(qps, burst)))
+        .build();
     let http_client = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;
@@ -48,6 +53,10 @@ async fn run() -> anyhow::Result<()> {
         token: settings.api_token.map(Arc::new),
         auth_reads: settings.auth_reads,
     };
+    // Answers are not held back by Nagle's algorithm waiting for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

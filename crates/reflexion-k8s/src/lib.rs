@@ -4,6 +4,7 @@
 //! The rules themselves (which owner kinds to follow, which pods can prove a fix) are pure functions in
 //! `reflexion-core`; this crate only fetches what they read.
 
+pub mod client;
 pub mod events;
 pub mod owners;
 pub mod pods;

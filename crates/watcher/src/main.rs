@@ -79,9 +79,10 @@ async fn run() -> anyhow::Result<()> {
     if !matches!(url.scheme(), "http" | "https") {
         anyhow::bail!("--api-url must be http or https, got {}", url.scheme());
     }
-    let client = kube::Client::try_default()
+    let client = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let client = reflexion_k8s::client::client(client).context("building the Kubernetes client")?;
     let http = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;

@@ -221,7 +221,8 @@ impl Stack {
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        kube::Client::try_from(config).unwrap()
+        // With TCP_NODELAY, as the kubelet's (Go) client writes statuses.
+        reflexion_k8s::client::client(config).unwrap()
     }
 
     pub async fn incidents(&self) -> Vec<Value> {
