@@ -143,6 +143,11 @@ async fn run() -> anyhow::Result<()> {
         cluster.spawn_kubelet(stop_rx);
     }
     tracing::info!(%addr, kubeconfig = %args.kubeconfig_out.display(), time_scale = args.time_scale, kubelet = !args.no_kubelet, "simcluster serving");
+    // As Go's net/http does for the real API server: a watch event or a response is not held back by Nagle's
+    // algorithm waiting for the client's delayed ACK (every other event of a stream arrived up to 40 ms late).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, apiserver::router(cluster))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -7,6 +7,7 @@ use crate::store::{Store, now};
 use crate::{Clock, quantity, resources};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const RETRY: Duration = Duration::from_secs(5);
@@ -31,7 +32,7 @@ enum Misfit {
 
 impl Scheduler {
     pub fn pass(&mut self, store: &Store, recorder: &Recorder, clock: Clock) {
-        let (pods, _) = store.list(resources::pods(), None);
+        let (pods, _) = store.list_shared(resources::pods(), None);
         let nodes: Vec<Value> = store
             .list(resources::nodes(), None)
             .0
@@ -188,7 +189,7 @@ fn requests(p: &Value, resource: &str) -> f64 {
 }
 
 /// The node to bind the pod to, or why there is none.
-fn place(store: &Store, p: &Value, nodes: &[Value], pods: &[Value]) -> Result<String, Misfit> {
+fn place(store: &Store, p: &Value, nodes: &[Value], pods: &[Arc<Value>]) -> Result<String, Misfit> {
     if nodes.is_empty() {
         return Err(Misfit::NoNodes);
     }
@@ -230,7 +231,7 @@ fn place(store: &Store, p: &Value, nodes: &[Value], pods: &[Value]) -> Result<St
 }
 
 /// Why the pod does not fit on this node, and whether preemption could help.
-fn node_misfit(p: &Value, node: &Value, pods: &[Value]) -> Option<(Vec<String>, bool)> {
+fn node_misfit(p: &Value, node: &Value, pods: &[Arc<Value>]) -> Option<(Vec<String>, bool)> {
     let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let mut reasons = Vec::new();
     let labels = &node["metadata"]["labels"];
@@ -263,6 +264,7 @@ fn node_misfit(p: &Value, node: &Value, pods: &[Value]) -> Option<(Vec<String>, 
     }
     let on_node: Vec<&Value> = pods
         .iter()
+        .map(|o| o.as_ref())
         .filter(|o| {
             o["spec"]["nodeName"] == node_name
                 && !matches!(o["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
@@ -358,11 +360,12 @@ fn tolerates(t: &Value, taint: &Value) -> bool {
 /// The pvc-protection controller: a claim being deleted loses its protection once no scheduled pod uses it (a pod
 /// that never reached a node never mounted it).
 pub fn release_claims(store: &Store) {
-    let (pods, _) = store.list(resources::pods(), None);
+    let mut pods = None;
     for pvc in store.list(resources::pvcs(), None).0 {
         if pvc["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
+        let pods = pods.get_or_insert_with(|| store.list_shared(resources::pods(), None).0);
         let (ns, name) = (
             pvc["metadata"]["namespace"].as_str().unwrap_or("default"),
             pvc["metadata"]["name"].as_str().unwrap_or_default(),

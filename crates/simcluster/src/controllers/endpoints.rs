@@ -59,7 +59,7 @@ fn put(store: &Store, rt: &'static resources::ResourceType, namespace: &str, obj
 
 pub fn reconcile(store: &Store) {
     let (services, _) = store.list(resources::services(), None);
-    let (pods, _) = store.list(resources::pods(), None);
+    let (pods, _) = store.list_shared(resources::pods(), None);
     for svc in &services {
         let Some(selector) = svc["spec"]["selector"]
             .as_object()
@@ -71,6 +71,7 @@ pub fn reconcile(store: &Store) {
         let namespace = ns(svc);
         let selected: Vec<&Value> = pods
             .iter()
+            .map(|p| p.as_ref())
             .filter(|p| {
                 ns(p) == namespace
                     && matches_selector_object(&wanted, p)

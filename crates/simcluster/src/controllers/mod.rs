@@ -138,22 +138,29 @@ fn collect_garbage(store: &Store) {
         resources::by_kind("CronJob").unwrap_or(resources::jobs()),
         resources::endpoint_slices(),
     ];
-    let all: Vec<(&'static resources::ResourceType, Value)> = kinds
+    let all: Vec<(&'static resources::ResourceType, std::sync::Arc<Value>)> = kinds
         .iter()
-        .flat_map(|rt| store.list(rt, None).0.into_iter().map(move |o| (*rt, o)))
+        .flat_map(|rt| {
+            store
+                .list_shared(rt, None)
+                .0
+                .into_iter()
+                .map(move |o| (*rt, o))
+        })
         .collect();
     let live: HashSet<&str> = all.iter().map(|(_, o)| uid(o)).collect();
-    let dependents_of = |owner: &str| -> Vec<&(&'static resources::ResourceType, Value)> {
-        all.iter()
-            .filter(|(_, o)| {
-                o["metadata"]["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["uid"].as_str() == Some(owner))
-            })
-            .collect()
-    };
+    let dependents_of =
+        |owner: &str| -> Vec<&(&'static resources::ResourceType, std::sync::Arc<Value>)> {
+            all.iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["uid"].as_str() == Some(owner))
+                })
+                .collect()
+        };
     for (rt, o) in &all {
         let refs = o["metadata"]["ownerReferences"]
             .as_array()

@@ -183,12 +183,13 @@ type Emitted = Vec<(String, &'static str, &'static str, String)>;
 
 impl Kubelet {
     fn sync(&mut self) {
-        let (pods, _) = self.cluster.store.list(resources::pods(), None);
+        let (pods, _) = self.cluster.store.list_shared(resources::pods(), None);
         let mut alive = HashSet::with_capacity(pods.len());
         for pod in pods {
             if pod["spec"]["nodeName"].as_str() != Some(self.cluster.node_name.as_str()) {
                 continue;
             }
+            let pod = std::sync::Arc::unwrap_or_clone(pod);
             let uid = pod["metadata"]["uid"]
                 .as_str()
                 .unwrap_or_default()

@@ -48,7 +48,10 @@ pub type ChangeReceiver = broadcast::Receiver<Arc<Change>>;
 #[derive(Default)]
 struct Inner {
     rv: u64,
-    objects: HashMap<Key, BTreeMap<(String, String), Value>>,
+    /// Shared, so that a list takes its snapshot under the lock by counting references and copies the objects
+    /// after releasing it: the controllers list every pod on each pass, and copying 1,000 pods under the lock
+    /// stalled every write meanwhile (a status PATCH waited ~30 ms; the real API server lists from its watch cache).
+    objects: HashMap<Key, BTreeMap<(String, String), Arc<Value>>>,
     history: VecDeque<Arc<Change>>,
 }
 
@@ -58,6 +61,7 @@ impl Inner {
         self.objects
             .get(&key(rt))
             .and_then(|m| m.get(&(ns_key.to_string(), name.to_string())))
+            .map(|v| v.as_ref())
     }
 
     /// The StorageClass annotated as the cluster's default.
@@ -150,6 +154,16 @@ impl Store {
 
     /// All objects of a type (in one namespace, or all when `ns` is `None`), and the list's resourceVersion.
     pub fn list(&self, rt: &'static ResourceType, ns: Option<&str>) -> (Vec<Value>, u64) {
+        let (shared, rv) = self.list_shared(rt, ns);
+        (shared.into_iter().map(Arc::unwrap_or_clone).collect(), rv)
+    }
+
+    /// [`Store::list`] without copying the objects, for readers that only look.
+    pub fn list_shared(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+    ) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
         let items = inner
             .objects
@@ -188,7 +202,7 @@ impl Store {
                         rv,
                         type_: ChangeType::Added,
                         rt,
-                        object: o.clone(),
+                        object: Value::clone(o),
                         old: None,
                     })
                 })
@@ -530,7 +544,7 @@ impl Store {
                 map.remove(&(ns_key, name));
             }
             _ => {
-                map.insert((ns_key, name), obj.clone());
+                map.insert((ns_key, name), Arc::new(obj.clone()));
             }
         }
         let change = Arc::new(Change {
@@ -559,7 +573,13 @@ fn finalizers_empty(obj: &Value) -> bool {
 fn orphan_dependents(inner: &mut Inner, owner_uid: &str) {
     for map in inner.objects.values_mut() {
         for obj in map.values_mut() {
-            let refs = obj
+            let owned = obj["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)));
+            if !owned {
+                continue;
+            }
+            let refs = Arc::make_mut(obj)
                 .get_mut("metadata")
                 .and_then(|m| m.get_mut("ownerReferences"))
                 .and_then(Value::as_array_mut);
