@@ -1,5 +1,6 @@
-//! A real kube::Client must build from a kubeconfig: a graph that mixes rustls crypto providers (kube's `ring`
-//! with reqwest's `aws-lc-rs`) panics exactly here, which tests with mock clients never notice.
+//! The Kubernetes client the binaries use (`reflexion_k8s::client`) must build from a kubeconfig: a graph that
+//! mixes rustls crypto providers (kube's `ring` with reqwest's `aws-lc-rs`) panics exactly here, which tests with
+//! mock clients never notice.
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -14,7 +15,7 @@ fn client_from(yaml: &str) -> Result<kube::Client, String> {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| e.to_string())?;
-        kube::Client::try_from(config).map_err(|e| e.to_string())
+        reflexion_k8s::client::client(config).map_err(|e| e.to_string())
     })
 }
 
