@@ -35,6 +35,25 @@ pub enum ConfigError {
     Policy { path: PathBuf, why: String },
     #[error("building the LLM client: {0}")]
     Llm(String),
+    #[error(
+        "--cluster {0:?}: the name must be 1-253 ASCII letters, digits and -._:/@ (NAME or NAME=KUBECONFIG)"
+    )]
+    ClusterName(String),
+    #[error("--cluster {0:?} is given twice")]
+    ClusterTwice(String),
+    #[error("--cluster-policy {0:?} must be NAME=POLICY_FILE")]
+    ClusterPolicy(String),
+    #[error("--cluster-policy names {0:?}, which no --cluster serves")]
+    ClusterPolicyUnknown(String),
+}
+
+/// A cluster to serve, as `--cluster` names it; its policy is `--cluster-policy`'s for it, else `--policy-file`'s.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// That kubeconfig's current context; without one, the context `name` of the default kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    pub policy: Policy,
 }
 
 /// The kube-reflexion API: receives failure reports, fixes them at the owning workload, verifies, reverts what did
@@ -79,6 +98,19 @@ pub struct Args {
     /// Policy file (JSON): modes per namespace, protected namespaces, automatic risk limit.
     #[arg(long, env = "REFLEXION_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
+    /// A cluster to serve: `NAME=KUBECONFIG` (that file's current context) or `NAME` (that context of the default
+    /// kubeconfig). Repeat it (or separate with commas) for several; each report names its cluster (the watcher's
+    /// `--cluster-name`) and is acted on there only. Default: the one cluster of the default configuration
+    /// (KUBECONFIG, ~/.kube/config or in-cluster), named after its current context.
+    #[arg(long = "cluster", env = "REFLEXION_CLUSTERS", value_delimiter = ',')]
+    pub clusters: Vec<String>,
+    /// A cluster's own policy file, `NAME=POLICY_FILE`; the other clusters use --policy-file.
+    #[arg(
+        long = "cluster-policy",
+        env = "REFLEXION_CLUSTER_POLICIES",
+        value_delimiter = ','
+    )]
+    pub cluster_policies: Vec<String>,
     /// Require `Authorization: Bearer <token>` on mutating endpoints.
     #[arg(long, env = "REFLEXION_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -157,6 +189,8 @@ pub struct Args {
 #[derive(Debug)]
 pub struct Settings {
     pub engine: EngineConfig,
+    /// The clusters `--cluster` names; empty for the one cluster of the default configuration.
+    pub clusters: Vec<ClusterSpec>,
     pub api_token: Option<String>,
     pub auth_reads: bool,
     pub registry_url: Option<String>,
@@ -202,6 +236,7 @@ impl TryFrom<&Args> for Settings {
                 .ok_or_else(|| ConfigError::MemoryCeiling(args.memory_ceiling.clone()))?,
         };
         Ok(Self {
+            clusters: clusters(args, &engine.policy)?,
             engine,
             api_token: args.api_token.clone(),
             auth_reads: args.auth_reads,
@@ -241,6 +276,43 @@ fn url(name: &'static str, value: &str) -> Result<(), ConfigError> {
             name,
             value: value.to_string(),
         })
+}
+
+/// `--cluster` and `--cluster-policy`, each name checked, each policy file read.
+fn clusters(args: &Args, default_policy: &Policy) -> Result<Vec<ClusterSpec>, ConfigError> {
+    let mut specs: Vec<ClusterSpec> = Vec::new();
+    for c in &args.clusters {
+        let (name, kubeconfig) = match c.split_once('=') {
+            Some((n, path)) if !path.is_empty() => (n, Some(PathBuf::from(path))),
+            Some(_) => return Err(ConfigError::ClusterName(c.clone())),
+            None => (c.as_str(), None),
+        };
+        if !reflexion_core::names::is_cluster_name(name) {
+            return Err(ConfigError::ClusterName(c.clone()));
+        }
+        if specs.iter().any(|s| s.name == name) {
+            return Err(ConfigError::ClusterTwice(name.to_string()));
+        }
+        specs.push(ClusterSpec {
+            name: name.to_string(),
+            kubeconfig,
+            policy: default_policy.clone(),
+        });
+    }
+    for p in &args.cluster_policies {
+        let Some((name, path)) = p
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        else {
+            return Err(ConfigError::ClusterPolicy(p.clone()));
+        };
+        let spec = specs
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ConfigError::ClusterPolicyUnknown(name.to_string()))?;
+        spec.policy = load_policy(Some(Path::new(path)))?;
+    }
+    Ok(specs)
 }
 
 fn load_policy(path: Option<&Path>) -> Result<Policy, ConfigError> {
@@ -351,6 +423,39 @@ mod tests {
                 &["--policy-file", "/nonexistent/policy.json"],
                 "policy file /nonexistent/policy.json",
             ),
+            (
+                &["--cluster", "prod eu"],
+                "--cluster \"prod eu\": the name must be",
+            ),
+            (
+                &["--cluster", "=/tmp/kc"],
+                "--cluster \"=/tmp/kc\": the name must be",
+            ),
+            (
+                &["--cluster", "prod="],
+                "--cluster \"prod=\": the name must be",
+            ),
+            (
+                &["--cluster", "prod=/a", "--cluster", "prod=/b"],
+                "--cluster \"prod\" is given twice",
+            ),
+            (
+                &["--cluster", "prod", "--cluster-policy", "prod"],
+                "--cluster-policy \"prod\" must be NAME=POLICY_FILE",
+            ),
+            (
+                &["--cluster", "prod", "--cluster-policy", "dev=/tmp/p.json"],
+                "--cluster-policy names \"dev\", which no --cluster serves",
+            ),
+            (
+                &[
+                    "--cluster",
+                    "prod",
+                    "--cluster-policy",
+                    "prod=/nonexistent/p.json",
+                ],
+                "policy file /nonexistent/p.json",
+            ),
         ];
         for (argv, want) in cases {
             match parse(argv) {
@@ -378,6 +483,27 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(s.auth_reads && s.engine.llm.is_some());
         assert_eq!(s.engine.workload_cooldown, Duration::ZERO);
+        assert!(s.clusters.is_empty());
+        let s = parse(&[
+            "--cluster",
+            "staging=/etc/kube/staging",
+            "--cluster",
+            "arn:aws:eks:eu-west-1:1:cluster/prod,kind-dev",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> = s
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.kubeconfig.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("staging", Some(Path::new("/etc/kube/staging"))),
+                ("arn:aws:eks:eu-west-1:1:cluster/prod", None),
+                ("kind-dev", None)
+            ]
+        );
     }
 
     #[test]

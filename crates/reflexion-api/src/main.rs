@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use reflexion_api::cluster::{Cluster, throttle};
+use reflexion_api::cluster::{Cluster, Fleet, Member, throttle};
 use reflexion_api::config::{Args, Settings};
 use reflexion_api::db::Db;
 use reflexion_api::engine::Engine;
@@ -24,28 +24,36 @@ async fn run() -> anyhow::Result<()> {
     let db = Db::connect(&args.database_url)
         .await
         .with_context(|| format!("opening database {}", args.database_url))?;
-    let kube_config = kube::Config::infer()
-        .await
-        .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    let (qps, burst) = settings.kube_rate;
-    let client = reflexion_k8s::client::builder(kube_config)
-        .context("building the Kubernetes client")?
-        .with_layer(&throttle::Layer(throttle::Throttle::new(qps, burst)))
-        .build();
+    let fleet = fleet(&settings).await?;
     let http_client = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;
     let engine = Engine::new(
         db,
-        Cluster::new(client),
+        fleet,
         Registry::new(http_client, settings.registry_url.clone()),
         settings.engine,
     );
+    if let Some((name, _)) = engine.fleet().only() {
+        let adopted = engine
+            .db()
+            .adopt_unnamed(name)
+            .await
+            .context("naming stored incidents' cluster")?;
+        if adopted > 0 {
+            tracing::info!(
+                cluster = name,
+                adopted,
+                "incidents stored before clusters were named belong to this cluster"
+            );
+        }
+    }
     let resumed = engine.resume().await.context("resuming incidents")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, auth = settings.api_token.is_some(),
+    let clusters = engine.fleet().names().collect::<Vec<_>>().join(",");
+    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, %clusters, auth = settings.api_token.is_some(),
         llm = args.llm_base_url.as_deref().unwrap_or(if args.openai_api_key.is_some() { "openai" } else { "none" }),
         "reflexion-api serving");
     let state = AppState {
@@ -67,6 +75,49 @@ async fn run() -> anyhow::Result<()> {
         eprintln!("reflexion-api: flushing traces: {e}");
     }
     Ok(())
+}
+
+/// The clusters to serve, each with its own client (and its own rate limit: one cluster's storm does not slow the
+/// others' API servers' share).
+async fn fleet(settings: &Settings) -> anyhow::Result<Fleet> {
+    let (qps, burst) = settings.kube_rate;
+    let client = |config: kube::Config| {
+        Ok::<_, anyhow::Error>(
+            reflexion_k8s::client::builder(config)
+                .context("building the Kubernetes client")?
+                .with_layer(&throttle::Layer(throttle::Throttle::new(qps, burst)))
+                .build(),
+        )
+    };
+    if settings.clusters.is_empty() {
+        let config = kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+        let name = reflexion_k8s::kubeconfig::default_cluster_name();
+        return Ok(Fleet::single(
+            &name,
+            Cluster::new(client(config)?),
+            settings.engine.policy.clone(),
+        ));
+    }
+    let mut members = std::collections::BTreeMap::new();
+    for spec in &settings.clusters {
+        let config =
+            reflexion_k8s::kubeconfig::cluster_config(&spec.name, spec.kubeconfig.as_deref())
+                .await
+                .with_context(|| match &spec.kubeconfig {
+                    Some(p) => format!("--cluster {}: kubeconfig {}", spec.name, p.display()),
+                    None => format!("--cluster {}: no such context in the kubeconfig", spec.name),
+                })?;
+        members.insert(
+            spec.name.clone(),
+            Member {
+                cluster: Cluster::new(client(config)?).named(&spec.name),
+                policy: Arc::new(spec.policy.clone()),
+            },
+        );
+    }
+    Fleet::new(members).context("no cluster to serve")
 }
 
 /// Logs to stderr (text or JSON lines) and, with an OTLP endpoint, spans to a collector. The returned provider

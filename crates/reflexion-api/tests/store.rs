@@ -11,6 +11,7 @@ async fn incident_in(db: &Db, path: &[IncidentState]) -> String {
     let report = json!({});
     let (id, created) = db
         .open_incident(&NewIncident {
+            cluster: "a",
             namespace: "default",
             pod_name: "web-1",
             workload_kind: "Deployment",
@@ -154,6 +155,7 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
                 );
                 let r = db
                     .open_incident(&NewIncident {
+                        cluster: "a",
                         namespace: "default",
                         pod_name: &format!("p-{i}"),
                         workload_kind: "Deployment",
@@ -208,6 +210,7 @@ async fn a_report_the_database_refuses_leaves_the_reports_stored_with_it_stored(
             let (db, report) = (db.clone(), report.clone());
             tokio::spawn(async move {
                 db.open_incident(&NewIncident {
+                    cluster: "a",
                     namespace: "default",
                     pod_name: &format!("p-{i}"),
                     workload_kind: "Deployment",
@@ -251,4 +254,43 @@ async fn a_report_the_database_refuses_leaves_the_reports_stored_with_it_stored(
             report
         );
     }
+}
+
+#[tokio::test]
+async fn one_open_incident_per_workload_is_per_cluster_and_unnamed_rows_are_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    let report = json!({});
+    let open = async |cluster: &str, pod: &str| {
+        db.open_incident(&NewIncident {
+            cluster,
+            namespace: "default",
+            pod_name: pod,
+            workload_kind: "Deployment",
+            workload_name: "web",
+            error_type: "ImagePullBackOff",
+            signature: "image_pull/not_found",
+            idempotency_key: None,
+            report: &report,
+            detected_at: None,
+        })
+        .await
+        .unwrap()
+    };
+    // Reports arriving together and one by one: the same Deployment name in two clusters is two workloads.
+    let (a1, b1, a2) = tokio::join!(open("a", "web-1"), open("b", "web-1"), open("a", "web-2"));
+    assert!(a1.1 && b1.1, "{a1:?} {b1:?}");
+    assert_ne!(a1.0, b1.0);
+    assert_eq!(a2, (a1.0.clone(), false));
+    assert_eq!(open("b", "web-3").await, (b1.0.clone(), false));
+    let inc = db.incident(&b1.0).await.unwrap().unwrap();
+    assert_eq!(inc.cluster, "b");
+    // An incident stored before clusters were named joins the cluster a single-cluster API names.
+    let legacy = open("", "web-4").await;
+    assert!(legacy.1);
+    assert_eq!(db.adopt_unnamed("a").await.unwrap(), 1);
+    assert_eq!(db.incident(&legacy.0).await.unwrap().unwrap().cluster, "a");
+    assert_eq!(db.adopt_unnamed("a").await.unwrap(), 0);
 }

@@ -17,6 +17,16 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
+/// A cluster's name as kube-reflexion knows it: a kubeconfig context name (`kind-dev`, an EKS context's ARN
+/// `arn:aws:eks:eu-west-1:123456789012:cluster/prod`), 1-253 ASCII letters, digits and `-._:/@`.
+pub fn is_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b':' | b'/' | b'@')
+        })
+}
+
 /// A label key: an optional DNS-1123 subdomain prefix and `/`, then a name of at most 63 alphanumerics, '-', '_' or
 /// '.', starting and ending alphanumeric (`disktype`, `kubernetes.io/hostname`).
 pub fn is_label_key(s: &str) -> bool {

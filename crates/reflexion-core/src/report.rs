@@ -4,7 +4,7 @@
 //! `real_k8s_data` is evidence, untrusted until validated here.
 
 use crate::classify::PodEvent;
-use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::names::{is_cluster_name, is_dns1123_label, is_dns1123_subdomain};
 use crate::owner::OwnerLink;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -26,6 +26,10 @@ pub struct FailureReport {
     /// Identical for every re-send of the same report, so the API can drop duplicates.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The cluster the watcher watches (its `--cluster-name`); the API acts on that cluster only. Absent in the
+    /// original system's reports: the API then uses its only cluster, and refuses the report if it has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     #[serde(default)]
     pub real_k8s_data: K8sData,
 }
@@ -100,6 +104,17 @@ impl FailureReport {
             return Err(err(
                 "idempotency_key",
                 "must be 1-128 printable ASCII characters",
+            ));
+        }
+        if let Some(c) = &self.cluster
+            && !is_cluster_name(c)
+        {
+            return Err(err(
+                "cluster",
+                format!(
+                    "{:?} is not a cluster name (1-253 ASCII letters, digits and -._:/@)",
+                    truncate(c)
+                ),
             ));
         }
         self.real_k8s_data.validate()
@@ -182,6 +197,7 @@ mod tests {
             namespace: "default".into(),
             error_type: "ImagePullBackOff".into(),
             idempotency_key: Some("k-1".into()),
+            cluster: Some("arn:aws:eks:eu-west-1:123456789012:cluster/prod".into()),
             real_k8s_data: K8sData::default(),
         }
     }
@@ -222,6 +238,22 @@ mod tests {
                 "bad key",
                 |r, _| r.idempotency_key = Some("a b".into()),
                 Some("idempotency_key"),
+            ),
+            ("no cluster", |r, _| r.cluster = None, None),
+            (
+                "empty cluster",
+                |r, _| r.cluster = Some(String::new()),
+                Some("cluster"),
+            ),
+            (
+                "cluster with a space",
+                |r, _| r.cluster = Some("prod eu".into()),
+                Some("cluster"),
+            ),
+            (
+                "long cluster",
+                |r, _| r.cluster = Some("c".repeat(254)),
+                Some("cluster"),
             ),
             (
                 "too many events",

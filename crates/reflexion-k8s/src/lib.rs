@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod events;
+pub mod kubeconfig;
 pub mod owners;
 pub mod pods;
 

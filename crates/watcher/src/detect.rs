@@ -25,6 +25,7 @@ pub struct Detector {
     dedup: Dedup,
     sender: Sender,
     metrics: Arc<Metrics>,
+    cluster: Option<String>,
 }
 
 impl Detector {
@@ -35,7 +36,14 @@ impl Detector {
             dedup: Dedup::new(cooldown),
             sender,
             metrics,
+            cluster: None,
         }
+    }
+
+    /// Name the cluster in every report, so the API acts on this cluster only.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = Some(name.into());
+        self
     }
 
     /// Watch pods until `shutdown` resolves. Watch errors (including 410 Gone) are retried with back-off by
@@ -194,6 +202,7 @@ impl Detector {
                 failure.container,
                 failure.kind.as_str()
             )),
+            cluster: self.cluster.clone(),
             real_k8s_data: K8sData {
                 pod: serde_json::to_value(strip(pod)).ok(),
                 container_statuses: pod

@@ -24,6 +24,10 @@ struct Args {
     /// Bearer token for reflexion-api, if it requires one.
     #[arg(long, env = "REFLEXION_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// The name of the watched cluster, sent with every report: reflexion-api acts on the cluster of that name
+    /// (its `--cluster`). Default: the kubeconfig's current context, or `in-cluster`.
+    #[arg(long, env = "REFLEXION_CLUSTER_NAME")]
+    cluster_name: Option<String>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -79,6 +83,15 @@ async fn run() -> anyhow::Result<()> {
     if !matches!(url.scheme(), "http" | "https") {
         anyhow::bail!("--api-url must be http or https, got {}", url.scheme());
     }
+    let cluster = args
+        .cluster_name
+        .clone()
+        .unwrap_or_else(reflexion_k8s::kubeconfig::default_cluster_name);
+    if !reflexion_core::names::is_cluster_name(&cluster) {
+        anyhow::bail!(
+            "--cluster-name {cluster:?} is not a cluster name (1-253 ASCII letters, digits and -._:/@)"
+        );
+    }
     let client = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
@@ -111,7 +124,7 @@ async fn run() -> anyhow::Result<()> {
         stop_delivery.clone(),
     );
     let pending = spool.pending().map(|p| p.len()).unwrap_or(0);
-    tracing::info!(api = %args.api_url, namespace = args.namespace.as_deref().unwrap_or("<all>"), spool = %args.spool_dir.display(), pending, "watching pods");
+    tracing::info!(api = %args.api_url, %cluster, namespace = args.namespace.as_deref().unwrap_or("<all>"), spool = %args.spool_dir.display(), pending, "watching pods");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let cooldown = Duration::from_secs(args.report_cooldown_secs);
@@ -142,7 +155,8 @@ async fn run() -> anyhow::Result<()> {
                 r = leading.wait_for(|l| *l) => if r.is_err() { break },
             }
             metrics.leader.store(true, Ordering::Relaxed);
-            let detector = Detector::new(client.clone(), sender.clone(), cooldown, metrics.clone());
+            let detector = Detector::new(client.clone(), sender.clone(), cooldown, metrics.clone())
+                .cluster(&cluster);
             let mut lost = leading.clone();
             let mut stopped = false;
             detector
@@ -162,6 +176,7 @@ async fn run() -> anyhow::Result<()> {
     } else {
         metrics.leader.store(true, Ordering::Relaxed);
         Detector::new(client, sender, cooldown, metrics.clone())
+            .cluster(&cluster)
             .run(args.namespace, &mut shutdown)
             .await;
     }

@@ -186,6 +186,7 @@ pub async fn decision_and_recall(figures: &mut Vec<Figure>) {
         let t = Instant::now();
         let pod = format!("decide-{i}");
         db.open_incident(&NewIncident {
+            cluster: "bench",
             namespace: "bench",
             pod_name: &pod,
             workload_kind: "Deployment",

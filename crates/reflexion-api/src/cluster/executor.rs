@@ -136,6 +136,12 @@ impl Cluster {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}.", target.name)),
                 namespace: Some(target.namespace.clone()),
+                annotations: (!self.name().is_empty()).then(|| {
+                    std::collections::BTreeMap::from([(
+                        super::CLUSTER_ANNOTATION.to_string(),
+                        self.name().to_string(),
+                    )])
+                }),
                 ..Default::default()
             },
             involved_object: ObjectReference {

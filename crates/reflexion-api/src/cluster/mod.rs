@@ -6,6 +6,7 @@ mod change;
 mod claims;
 mod evidence;
 mod executor;
+mod fleet;
 mod placement;
 mod recreate;
 mod revert;
@@ -15,6 +16,7 @@ pub mod throttle;
 pub use change::{Change, field_value, value_from};
 pub use claims::{fresh_claim, refusal as claim_refusal};
 pub use evidence::{Revision, WrittenEvent};
+pub use fleet::{Fleet, FleetError, Member};
 pub use placement::NodeFacts;
 pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
 pub use revert::{Reverted, Snapshot};
@@ -25,6 +27,8 @@ use kube::api::PatchParams;
 
 pub const FIELD_MANAGER: &str = "kube-reflexion";
 pub const INCIDENT_ANNOTATION: &str = "kube-reflexion.io/incident";
+/// On kube-reflexion's Events: the name the API serves the cluster under.
+pub const CLUSTER_ANNOTATION: &str = "kube-reflexion.io/cluster";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -40,6 +44,12 @@ pub enum ClusterError {
     Timeout(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("{0}; read back: the change is not in place, nothing was changed")]
+    NotApplied(String),
+    #[error(
+        "{0}; the change may or may not be in place: check the workload before changing it again"
+    )]
+    Uncertain(String),
     #[error("object encoding: {0}")]
     Encoding(#[from] serde_json::Error),
 }
@@ -56,11 +66,25 @@ impl From<reflexion_k8s::K8sError> for ClusterError {
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    /// The name this API serves the cluster under (written on its Events).
+    name: std::sync::Arc<str>,
 }
 
 impl Cluster {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            name: "".into(),
+        }
+    }
+    pub fn named(self, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..self
+        }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
     }
     pub fn client(&self) -> &Client {
         &self.client

@@ -17,6 +17,7 @@ const MAX_BATCH: usize = 256;
 
 /// A report waiting to be stored, owned so it can cross to the writer task.
 pub(super) struct Pending {
+    cluster: String,
     namespace: String,
     pod_name: String,
     workload_kind: String,
@@ -38,6 +39,7 @@ impl Db {
     pub async fn open_incident(&self, n: &NewIncident<'_>) -> Result<(String, bool)> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
+            cluster: n.cluster.into(),
             namespace: n.namespace.into(),
             pod_name: n.pod_name.into(),
             workload_kind: n.workload_kind.into(),
@@ -132,7 +134,8 @@ async fn store_together(
                     p.idempotency_key,
                     p.namespace,
                     p.workload_kind,
-                    p.workload_name
+                    p.workload_name,
+                    p.cluster
                 ])
             })
             .collect(),
@@ -140,16 +143,17 @@ async fn store_together(
     let open = sql_states(IncidentState::is_open);
     // The listed states are the enum's own names, never input.
     let lookup = format!(
-        "WITH r AS (SELECT key AS i, value ->> 0 AS k, value ->> 1 AS ns, value ->> 2 AS kind, value ->> 3 AS name
+        "WITH r AS (SELECT key AS i, value ->> 0 AS k, value ->> 1 AS ns, value ->> 2 AS kind, value ->> 3 AS name,
+                           value ->> 4 AS c
                     FROM json_each(?))
          SELECT r.i,
            (SELECT id FROM incidents WHERE idempotency_key = r.k) AS by_key,
-           (SELECT id FROM incidents WHERE namespace = r.ns AND workload_kind = r.kind AND workload_name = r.name
-              AND state IN ({open}) ORDER BY created_at LIMIT 1) AS open_id,
-           (SELECT id FROM incidents WHERE namespace = r.ns AND workload_kind = r.kind AND workload_name = r.name
-              ORDER BY updated_at DESC LIMIT 1) AS last_id,
-           (SELECT updated_at FROM incidents WHERE namespace = r.ns AND workload_kind = r.kind AND workload_name = r.name
-              ORDER BY updated_at DESC LIMIT 1) AS last_at
+           (SELECT id FROM incidents WHERE cluster = r.c AND namespace = r.ns AND workload_kind = r.kind
+              AND workload_name = r.name AND state IN ({open}) ORDER BY created_at LIMIT 1) AS open_id,
+           (SELECT id FROM incidents WHERE cluster = r.c AND namespace = r.ns AND workload_kind = r.kind
+              AND workload_name = r.name ORDER BY updated_at DESC LIMIT 1) AS last_id,
+           (SELECT updated_at FROM incidents WHERE cluster = r.c AND namespace = r.ns AND workload_kind = r.kind
+              AND workload_name = r.name ORDER BY updated_at DESC LIMIT 1) AS last_at
          FROM r"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(lookup))
@@ -172,10 +176,11 @@ async fn store_together(
     }
     let ts = now();
     let mut keys: HashMap<&str, String> = HashMap::new();
-    let mut workloads: HashMap<(&str, &str, &str), String> = HashMap::new();
+    let mut workloads: HashMap<(&str, &str, &str, &str), String> = HashMap::new();
     let (mut results, mut created) = (Vec::with_capacity(batch.len()), Vec::new());
     for (p, f) in batch.iter().zip(found) {
         let workload = (
+            p.cluster.as_str(),
             p.namespace.as_str(),
             p.workload_kind.as_str(),
             p.workload_name.as_str(),
@@ -206,7 +211,8 @@ async fn store_together(
             p.error_type,
             p.signature,
             p.idempotency_key,
-            p.report
+            p.report,
+            p.cluster
         ]));
         results.push((id, true));
     }
@@ -215,9 +221,9 @@ async fn store_together(
     }
     let created = serde_json::Value::Array(created).to_string();
     sqlx::query(
-        "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report)
+        "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report, cluster)
          SELECT value ->> 0, ?1, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
-                'reported', value ->> 7, value ->> 8
+                'reported', value ->> 7, value ->> 8, value ->> 9
          FROM json_each(?2) ORDER BY key",
     )
     .bind(&ts)
@@ -280,12 +286,13 @@ async fn open_in(conn: &mut sqlx::SqliteConnection, n: &Pending) -> Result<(Stri
     // One incident per workload at a time, whatever the signature: a second failure report while a fix is being
     // made or verified is the same workload's story (and verification sees it), never a second writer.
     let open = format!(
-        "SELECT id FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
+        "SELECT id FROM incidents WHERE cluster = ? AND namespace = ? AND workload_kind = ? AND workload_name = ?
          AND state IN ({}) ORDER BY created_at LIMIT 1",
         sql_states(IncidentState::is_open)
     );
     // The listed states are the enum's own names, never input.
     let q = sqlx::query(sqlx::AssertSqlSafe(open))
+        .bind(&n.cluster)
         .bind(&n.namespace)
         .bind(&n.workload_kind)
         .bind(&n.workload_name);
@@ -293,9 +300,10 @@ async fn open_in(conn: &mut sqlx::SqliteConnection, n: &Pending) -> Result<(Stri
         return Ok((row.get("id"), false));
     }
     let last = sqlx::query(
-        "SELECT id, updated_at FROM incidents WHERE namespace = ? AND workload_kind = ? AND workload_name = ?
+        "SELECT id, updated_at FROM incidents WHERE cluster = ? AND namespace = ? AND workload_kind = ? AND workload_name = ?
          ORDER BY updated_at DESC LIMIT 1",
     )
+    .bind(&n.cluster)
     .bind(&n.namespace)
     .bind(&n.workload_kind)
     .bind(&n.workload_name)
@@ -308,8 +316,8 @@ async fn open_in(conn: &mut sqlx::SqliteConnection, n: &Pending) -> Result<(Stri
     let id = uuid::Uuid::new_v4().to_string();
     let ts = now();
     sqlx::query(
-        "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reported', ?, ?)",
+        "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report, cluster)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reported', ?, ?, ?)",
     )
     .bind(&id)
     .bind(&ts)
@@ -322,6 +330,7 @@ async fn open_in(conn: &mut sqlx::SqliteConnection, n: &Pending) -> Result<(Stri
     .bind(&n.signature)
     .bind(&n.idempotency_key)
     .bind(&n.report)
+    .bind(&n.cluster)
     .execute(&mut *conn)
     .await?;
     insert_transition(conn, &id, &ts, IncidentState::Reported, "failure reported").await?;

@@ -97,6 +97,8 @@ fn now() -> String {
 #[derive(Debug, Clone)]
 pub struct Incident {
     pub id: String,
+    /// The cluster the report came from ('' for an incident stored before clusters were named).
+    pub cluster: String,
     pub namespace: String,
     pub pod_name: String,
     pub workload_kind: String,
@@ -109,6 +111,7 @@ pub struct Incident {
 }
 
 pub struct NewIncident<'a> {
+    pub cluster: &'a str,
     pub namespace: &'a str,
     pub pod_name: &'a str,
     pub workload_kind: &'a str,
@@ -275,6 +278,28 @@ impl Db {
         &self.counters
     }
 
+    /// Rows stored before clusters were named ('') belong to the one cluster a single-cluster API serves: name
+    /// them, so that its open incidents still hold their workloads. Returns the incidents adopted.
+    pub async fn adopt_unnamed(&self, cluster: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE incidents SET cluster = ? WHERE cluster = ''")
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in ["audit", "lessons"] {
+            // The table names are this list's, never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET cluster = ? WHERE cluster = ''"
+            )))
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -289,6 +314,7 @@ impl Db {
         Ok(Some(Incident {
             state: state_of(&r)?,
             id: r.get("id"),
+            cluster: r.get("cluster"),
             namespace: r.get("namespace"),
             pod_name: r.get("pod_name"),
             workload_kind: r.get("workload_kind"),
@@ -415,7 +441,8 @@ impl Db {
         detail: &Value,
         result: &str,
     ) -> Result<()> {
-        self.write(sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
+        self.write(sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result, cluster)
+                                VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE((SELECT cluster FROM incidents WHERE id = ?2), ''))")
             .bind(now())
             .bind(incident_id)
             .bind(verb)
@@ -444,9 +471,12 @@ impl Db {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut tx = self.begin_write().await?;
         let count = async |tx: &mut sqlx::SqliteConnection, target: Option<&str>| {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert' AND (?2 IS NULL OR target = ?2)")
+            // The whole fleet's actions count against the hourly budget; a workload's, in its own cluster only.
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert'
+                                   AND (?2 IS NULL OR (target = ?2 AND cluster = COALESCE((SELECT cluster FROM incidents WHERE id = ?3), '')))")
                 .bind(&hour_ago)
                 .bind(target)
+                .bind(incident_id)
                 .fetch_one(&mut *tx)
                 .await?;
             Ok::<_, DbError>(u32::try_from(row.get::<i64, _>("n")).unwrap_or(u32::MAX))
@@ -456,7 +486,8 @@ impl Db {
         if let Err(why) = budget.check(total, on_target) {
             return Ok(Err(why));
         }
-        let id = sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result) VALUES (?, ?, ?, ?, ?, 'reserved')")
+        let id = sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result, cluster)
+                              VALUES (?1, ?2, ?3, ?4, ?5, 'reserved', COALESCE((SELECT cluster FROM incidents WHERE id = ?2), ''))")
             .bind(now())
             .bind(incident_id)
             .bind(verb)
@@ -553,12 +584,13 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         for lesson in e.lessons {
-            sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at, cluster) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(&id)
                 .bind(e.signature)
                 .bind(lesson)
                 .bind(e.success)
                 .bind(&ts)
+                .bind(&e.incident.cluster)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -715,7 +747,8 @@ impl Db {
         excluding_incident: &str,
     ) -> Result<Option<(String, String)>> {
         let row = sqlx::query(
-            "SELECT at, incident_id FROM audit WHERE target = ? AND incident_id != ? AND verb != 'revert' ORDER BY id DESC LIMIT 1",
+            "SELECT at, incident_id FROM audit WHERE target = ?1 AND incident_id != ?2 AND verb != 'revert'
+               AND cluster = COALESCE((SELECT cluster FROM incidents WHERE id = ?2), '') ORDER BY id DESC LIMIT 1",
         )
         .bind(target)
         .bind(excluding_incident)
@@ -777,10 +810,12 @@ impl Db {
         Ok(row.map(|r| (r.get("value"), r.get("episode_id"))))
     }
 
-    /// Up to `limit` lessons for a signature, newest first (at most three go into any prompt, as in the paper).
+    /// Up to `limit` lessons for a signature, newest first (at most three go into any prompt, as in the paper),
+    /// from every cluster: each says which cluster taught it.
     pub async fn lessons(&self, signature: &str, limit: i64) -> Result<Vec<String>> {
         let rows =
-            sqlx::query("SELECT text FROM lessons WHERE signature = ? ORDER BY id DESC LIMIT ?")
+            sqlx::query("SELECT CASE cluster WHEN '' THEN text ELSE text || ' (learned on cluster ' || cluster || ')' END AS text
+                         FROM lessons WHERE signature = ? ORDER BY id DESC LIMIT ?")
                 .bind(signature)
                 .bind(limit)
                 .fetch_all(&self.pool)

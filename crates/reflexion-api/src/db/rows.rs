@@ -22,6 +22,8 @@ pub struct Workload {
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct IncidentSummary {
     pub id: String,
+    /// The cluster the report came from (empty for incidents stored before clusters were named).
+    pub cluster: String,
     pub created_at: String,
     pub updated_at: String,
     pub namespace: String,
@@ -63,6 +65,8 @@ pub struct TransitionEvent {
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct AuditEntry {
     pub at: String,
+    /// The cluster written to.
+    pub cluster: String,
     pub verb: String,
     pub target: String,
     #[schema(value_type = Object)]

@@ -114,7 +114,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         v.audit = sqlx::query_as::<_, AuditEntry>(
-            "SELECT at, verb, target, detail, result FROM audit WHERE incident_id = ? ORDER BY id",
+            "SELECT at, cluster, verb, target, detail, result FROM audit WHERE incident_id = ? ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -157,6 +157,15 @@ impl Db {
         Ok(sqlx::query_scalar::<_, Option<f64>>(sql)
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    /// Incidents by cluster and state.
+    pub async fn incidents_by_cluster(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT cluster, state, COUNT(*) FROM incidents GROUP BY cluster, state ORDER BY cluster, state",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Counts that summarize what the engine did and learned, all from the database.

@@ -121,7 +121,7 @@ impl Engine {
         preferred: &str,
         reported: Option<&Pod>,
     ) -> Result<Examined, EngineError> {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let mut pods: Vec<(Pod, Vec<PodEvent>)> = Vec::new();
         for p in cluster
             .current_pods(workload)

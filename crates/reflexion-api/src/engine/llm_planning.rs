@@ -237,7 +237,7 @@ impl Engine {
 
     /// The failing container as a prompt shows it: image, command, resources, env names, ports, probes.
     async fn container_summary(&self, target: &WorkloadRef, container: &str) -> Value {
-        self.inner
+        self.scope
             .cluster
             .container(target, container)
             .await
@@ -330,7 +330,7 @@ impl Engine {
         target: &WorkloadRef,
         ctx: &LlmContext<'_>,
     ) -> PromptInput {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let container = self.container_summary(target, &failure.container).await;
         let events = ctx.evidence["events"]
             .as_array()
@@ -428,7 +428,7 @@ impl Engine {
                 image, container, ..
             } => {
                 let current = self
-                    .inner
+                    .scope
                     .cluster
                     .container(target, container)
                     .await
@@ -464,7 +464,7 @@ impl Engine {
                     EnvSource::SecretKey { name, key } => (format!("Secret {name}"), key),
                 };
                 let exists = self
-                    .inner
+                    .scope
                     .cluster
                     .env_sources(&target.namespace, key)
                     .await
@@ -487,7 +487,7 @@ impl Engine {
             } => self.vet_claim(target, claim, storage_class).await?,
             Action::DropCommand { container, .. } => {
                 let c = self
-                    .inner
+                    .scope
                     .cluster
                     .container(target, container)
                     .await
@@ -513,7 +513,7 @@ impl Engine {
                 // Pointing a probe elsewhere, never adding one: a new probe changes when the pod is killed or
                 // served, which no failure of a probe that is not there calls for.
                 let c = self
-                    .inner
+                    .scope
                     .cluster
                     .container(target, container)
                     .await
@@ -540,7 +540,7 @@ impl Engine {
         remove: &[String],
         set: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), String> {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let spec = cluster.pod_spec(target).await.map_err(|e| e.to_string())?;
         let selector: std::collections::BTreeMap<String, String> =
             serde_json::from_value(spec["nodeSelector"].clone()).unwrap_or_default();
@@ -579,7 +579,7 @@ impl Engine {
         claim: &str,
         storage_class: &str,
     ) -> Result<(), String> {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let err = |e: crate::cluster::ClusterError| e.to_string();
         if !cluster
             .mounted_claims(target)

@@ -8,7 +8,7 @@ mod plan;
 mod rules;
 mod trial;
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{ClusterError, Fleet, Member};
 use crate::db::{Db, DbError, Incident};
 use crate::llm::Llm;
 use crate::registry::Registry;
@@ -56,11 +56,14 @@ pub enum PlannerMode {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// The cluster an incident is worked on, and its policy: set from the incident (`Engine::on`) before anything
+    /// reads or writes the cluster.
+    scope: Member,
 }
 
 struct Inner {
     db: Db,
-    cluster: Cluster,
+    fleet: Fleet,
     registry: Registry,
     config: EngineConfig,
     /// One permit per incident being worked.
@@ -75,6 +78,8 @@ enum EngineError {
     Db(#[from] DbError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("the incident's cluster {0:?} is not served by this API (see --cluster)")]
+    NotServed(String),
 }
 
 /// A concrete plan for one trial.
@@ -122,11 +127,12 @@ enum Planned {
 }
 
 impl Engine {
-    pub fn new(db: Db, cluster: Cluster, registry: Registry, config: EngineConfig) -> Self {
+    pub fn new(db: Db, fleet: Fleet, registry: Registry, config: EngineConfig) -> Self {
         Self {
+            scope: fleet.first().clone(),
             inner: Arc::new(Inner {
                 db,
-                cluster,
+                fleet,
                 registry,
                 working: Arc::new(tokio::sync::Semaphore::new(
                     config.max_concurrent_incidents.max(1),
@@ -141,8 +147,24 @@ impl Engine {
         &self.inner.db
     }
 
-    pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+    /// The clusters this API serves.
+    pub fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
+    }
+
+    /// The engine scoped to an incident's cluster: its client and its policy. An incident stored before clusters
+    /// were named ('') belongs to the only cluster of a single-cluster API.
+    fn on(&self, cluster: &str) -> Result<Engine, EngineError> {
+        let member = match (cluster, self.inner.fleet.only()) {
+            ("", Some((_, m))) => Some(m),
+            ("", None) => None,
+            (name, _) => self.inner.fleet.resolve(Some(name)).ok().map(|(_, m)| m),
+        };
+        let member = member.ok_or_else(|| EngineError::NotServed(cluster.to_string()))?;
+        Ok(Engine {
+            inner: self.inner.clone(),
+            scope: member.clone(),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -279,6 +301,7 @@ impl Engine {
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
         };
+        let this = &self.on(&inc.cluster)?;
         let PendingPlan { plan, trial, .. } = match pending {
             Ok(p) => p,
             Err(e) => {
@@ -291,12 +314,12 @@ impl Engine {
                 return Ok(());
             }
         };
-        let Some(diag) = self.diagnose(&inc).await? else {
+        let Some(diag) = this.diagnose(&inc).await? else {
             return Ok(());
         };
         // The world may have moved while the plan waited: the same checks as before it was proposed.
-        if let Err(why) = self.admissible(&plan.action, &diag.target) {
-            return self
+        if let Err(why) = this.admissible(&plan.action, &diag.target) {
+            return this
                 .escalate(
                     &inc,
                     &diag.target,
@@ -312,7 +335,7 @@ impl Engine {
             .into_iter()
             .filter_map(|a| serde_json::from_value(a).ok())
             .collect();
-        self.trials(&inc, diag, trial, tried, Some(plan)).await
+        this.trials(&inc, diag, trial, tried, Some(plan)).await
     }
 
     async fn reverify(&self, id: &str) -> Result<(), EngineError> {
@@ -320,6 +343,7 @@ impl Engine {
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
         };
+        let this = self.on(&inc.cluster)?;
         let target = WorkloadRef::new(
             WorkloadKind::parse(&inc.workload_kind).unwrap_or(WorkloadKind::Pod),
             &inc.namespace,
@@ -332,7 +356,7 @@ impl Engine {
         )
         .await?;
         let v = verify(
-            self.inner.cluster.client(),
+            this.scope.cluster.client(),
             &target,
             None,
             self.inner.config.verify_window,
@@ -357,11 +381,7 @@ impl Engine {
         action
             .validate()
             .map_err(|e| format!("invalid action: {e}"))?;
-        check_scope(
-            action,
-            target,
-            &self.inner.config.policy.protected_namespaces,
-        )
+        check_scope(action, target, &self.scope.policy.protected_namespaces)
     }
 
     async fn escalate(
@@ -389,7 +409,7 @@ impl Engine {
             .db
             .finish(&inc.id, IncidentState::Escalated, &text)
             .await?;
-        self.inner
+        self.scope
             .cluster
             .record_event(target, "Warning", "ReflexionEscalated", &text)
             .await;

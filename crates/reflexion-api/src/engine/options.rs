@@ -25,7 +25,7 @@ impl Engine {
         tried: &[Action],
     ) -> (Vec<String>, Choices) {
         let (failure, target) = (&diag.failure, &diag.target);
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let mut out = Vec::new();
         let mut choices = Choices {
             target: Some(target.clone()),
@@ -175,7 +175,7 @@ impl Engine {
         cause: Cause,
         choices: &mut Choices,
     ) -> Vec<String> {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let target = &diag.target;
         let mut out = Vec::new();
         let nodes = cluster.schedulable_nodes().await.unwrap_or_default();

@@ -23,18 +23,19 @@ impl Engine {
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
         };
+        let this = self.on(&inc.cluster)?;
         db.transition(
             id,
             IncidentState::Diagnosing,
             "gathering evidence from the cluster",
         )
         .await?;
-        let Some(diag) = self.diagnose(&inc).await? else {
+        let Some(diag) = this.diagnose(&inc).await? else {
             return Ok(());
         };
         db.set_evidence(id, &Signature::of(&diag.failure).class(), &diag.evidence)
             .await?;
-        self.trials(&inc, diag, 1, Vec::new(), None).await
+        this.trials(&inc, diag, 1, Vec::new(), None).await
     }
 
     /// The trial loop from trial `first`: plan from the latest diagnosis, gate, run, and look again. `approved` is
@@ -108,7 +109,7 @@ impl Engine {
                             )
                             .await;
                     }
-                    match config.policy.decide(&plan.action) {
+                    match self.scope.policy.decide(&plan.action) {
                         Decision::Execute => plan,
                         Decision::NeedsApproval { reason } => {
                             let pending = PendingPlan {
@@ -176,7 +177,7 @@ impl Engine {
     ) -> Result<TrialEnd, EngineError> {
         let (failure, target) = (&diag.failure, &diag.target);
         let signature = Signature::of(failure);
-        let (db, cluster, config) = (&self.inner.db, &self.inner.cluster, &self.inner.config);
+        let (db, cluster, config) = (&self.inner.db, &self.scope.cluster, &self.inner.config);
         let started = Instant::now();
         let command = plan.action.render();
         // The per-workload cooldown: a workload another incident changed moments ago is failing again, and changing

@@ -216,9 +216,23 @@ pub(super) async fn incident_events(
         .parse::<k8s_openapi::jiff::Timestamp>()
         .map_err(ApiError::internal)?
         - k8s_openapi::jiff::SignedDuration::from_secs(1);
-    let events = state
-        .engine
-        .cluster()
+    let fleet = state.engine.fleet();
+    let served = match s.cluster.as_str() {
+        "" => fleet.only().map(|(_, m)| m),
+        name => fleet.resolve(Some(name)).ok().map(|(_, m)| m),
+    };
+    let Some(member) = served else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "cluster_not_served",
+            format!(
+                "the incident's cluster {:?} is not served by this API",
+                s.cluster
+            ),
+        ));
+    };
+    let events = member
+        .cluster
         .written_events(&target, since)
         .await
         .map_err(|e| {

@@ -208,6 +208,12 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
         .statistics()
         .await
         .map_err(ApiError::internal)?;
+    let by_cluster = state
+        .engine
+        .db()
+        .incidents_by_cluster()
+        .await
+        .map_err(ApiError::internal)?;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -231,6 +237,17 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
         "gauge",
         "Incidents by state.",
         states,
+    );
+    // Cluster names are checked (letters, digits, -._:/@): nothing in them needs escaping in a label value.
+    let by_cluster = by_cluster
+        .into_iter()
+        .map(|(c, st, n)| (format!("{{cluster=\"{c}\",state=\"{st}\"}}"), n as f64))
+        .collect();
+    metric(
+        "reflexion_cluster_incidents",
+        "gauge",
+        "Incidents by cluster and state.",
+        by_cluster,
     );
     metric(
         "reflexion_episodes_total",

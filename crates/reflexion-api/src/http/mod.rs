@@ -294,6 +294,9 @@ struct ProcessRequest {
     pod_name: String,
     namespace: String,
     error_type: String,
+    /// Required when the API serves several clusters.
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 /// Ask for an incident on a named pod: the same path as a watcher report, with the evidence read from the cluster.
@@ -312,6 +315,7 @@ async fn process(
         namespace: r.namespace,
         error_type: r.error_type,
         idempotency_key: None,
+        cluster: r.cluster,
         real_k8s_data: Default::default(),
     };
     accept(&state, report).await
@@ -326,6 +330,24 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
         )
         .details(json!({"field": e.field}))
     })?;
+    // A report from a cluster this API does not serve is stored nowhere: nothing could act on it.
+    let (cluster, _) = state
+        .engine
+        .fleet()
+        .resolve(report.cluster.as_deref())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_cluster",
+                e.to_string(),
+            )
+            .details(json!({"field": "cluster"}))
+        })?;
+    // Keys are the watcher's per cluster: the same key from another cluster is another report.
+    let key = report
+        .idempotency_key
+        .as_deref()
+        .map(|k| format!("{cluster}/{k}"));
     // The workload comes from the report's owner chain only to group duplicate reports; the engine re-reads it live.
     let target = fix_target(&report.namespace, &report.real_k8s_data.owner_chain);
     let (kind, name) = target
@@ -347,7 +369,8 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
             workload_name: &name,
             error_type: &report.error_type,
             signature: &signature,
-            idempotency_key: report.idempotency_key.as_deref(),
+            cluster,
+            idempotency_key: key.as_deref(),
             report: &report_json,
             detected_at: report.real_k8s_data.detected_at.as_deref(),
         })
@@ -357,7 +380,7 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
         state.engine.spawn(id.clone());
     }
     let body = json!({"incident_id": id, "status": if created { "accepted" } else { "duplicate" }, "duplicate": !created,
-                      "workload": {"kind": kind, "name": name, "namespace": report.namespace}});
+                      "cluster": cluster, "workload": {"kind": kind, "name": name, "namespace": report.namespace}});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -600,18 +623,35 @@ async fn clear_episodes(State(state): State<AppState>) -> Result<Json<Value>, Ap
         (status = 503, description = "The database does not answer", body = Value)))]
 async fn health(State(state): State<AppState>) -> Response {
     let db = state.engine.db().ping().await;
-    let cluster =
-        tokio::time::timeout(Duration::from_secs(2), state.engine.cluster().reachable()).await;
-    let cluster = match cluster {
-        Ok(Ok(version)) => json!({"status": "ok", "version": version}),
-        Ok(Err(e)) => json!({"status": "unreachable", "error": e.to_string()}),
-        Err(_) => json!({"status": "unreachable", "error": "timed out after 2s"}),
-    };
+    let clusters =
+        futures::future::join_all(state.engine.fleet().members().map(|(name, m)| async move {
+            let answer = tokio::time::timeout(Duration::from_secs(2), m.cluster.reachable()).await;
+            let status = match answer {
+                Ok(Ok(version)) => json!({"status": "ok", "version": version}),
+                Ok(Err(e)) => json!({"status": "unreachable", "error": e.to_string()}),
+                Err(_) => json!({"status": "unreachable", "error": "timed out after 2s"}),
+            };
+            (name.to_string(), status)
+        }))
+        .await;
+    // `cluster` is the first unreachable one, else the first: the single-cluster answer as it always was.
+    let cluster = clusters
+        .iter()
+        .find(|(_, s)| s["status"] != "ok")
+        .or(clusters.first())
+        .map(|(n, s)| {
+            let mut s = s.clone();
+            s["name"] = json!(n);
+            s
+        })
+        .unwrap_or(Value::Null);
+    let clusters: serde_json::Map<String, Value> = clusters.into_iter().collect();
     let healthy = db.is_ok();
     let body = json!({
         "status": if healthy && cluster["status"] == "ok" { "healthy" } else if healthy { "degraded" } else { "unhealthy" },
         "database": if healthy { "ok".to_string() } else { format!("error: {}", db.err().map(|e| e.to_string()).unwrap_or_default()) },
         "cluster": cluster,
+        "clusters": clusters,
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": timestamp(),
     });

@@ -17,6 +17,18 @@ fn api_command(kubeconfig: &Path, port: u16, args: &[String]) -> Command {
     c
 }
 
+/// A simcluster on `port` writing its kubeconfig to `kubeconfig`, at ten times real time.
+fn simcluster_command(port: u16, kubeconfig: &Path) -> Command {
+    let mut c = Command::new(bin("simcluster"));
+    c.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--kubeconfig-out")
+        .arg(kubeconfig)
+        .arg("--time-scale")
+        .arg("10");
+    c
+}
+
 pub fn bin(name: &str) -> PathBuf {
     // Cargo builds every binary of the workspace for `cargo test --workspace`; they sit next to this package's.
     let dir = Path::new(env!("CARGO_BIN_EXE_reflexion-api"))
@@ -57,6 +69,8 @@ pub struct Stack {
     pub kubeconfig: PathBuf,
     children: Vec<(String, Child)>,
     api_args: Vec<String>,
+    /// With `Options::clusters`: each cluster's name and kubeconfig, the first being `kubeconfig`'s.
+    pub clusters: Vec<(String, PathBuf)>,
 }
 
 /// Where pods run: simcluster's built-in kubelet, or the split topology a real cluster has — a control plane
@@ -115,6 +129,9 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// The per-workload cooldown; 0 (off) unless a test is about it, since many tests fix one workload twice.
     pub workload_cooldown_secs: f64,
+    /// Several clusters by name: one simcluster and one watcher (`--cluster-name`) each, one API serving them all
+    /// (`--cluster NAME=KUBECONFIG`). Empty: one cluster, named by neither.
+    pub clusters: &'static [&'static str],
 }
 
 impl Default for Options {
@@ -126,6 +143,7 @@ impl Default for Options {
             api_args: &[],
             workload_cooldown_secs: 0.0,
             extra_args: Vec::new(),
+            clusters: &[],
         }
     }
 }
@@ -140,18 +158,13 @@ impl Stack {
             kubeconfig: kubeconfig.clone(),
             children: Vec::new(),
             api_args: Vec::new(),
+            clusters: Vec::new(),
             dir,
         };
         let split = TOPOLOGY.try_with(|t| *t) == Ok(Topology::Split);
         let sim_port = stack
             .start_server("simcluster", "/version", "gitVersion", |port| {
-                let mut c = Command::new(bin("simcluster"));
-                c.arg("--listen")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--kubeconfig-out")
-                    .arg(&kubeconfig)
-                    .arg("--time-scale")
-                    .arg("10");
+                let mut c = simcluster_command(port, &kubeconfig);
                 if split {
                     c.arg("--no-kubelet");
                 }
@@ -175,6 +188,24 @@ impl Stack {
             );
             stack.wait_node_ready("sim-node-1").await;
         }
+        for (i, name) in opts.clusters.iter().enumerate() {
+            let path = if i == 0 {
+                kubeconfig.clone()
+            } else {
+                let path = stack.dir.path().join(format!("{name}.kubeconfig"));
+                let out = path.clone();
+                stack
+                    .start_server(
+                        &format!("simcluster-{name}"),
+                        "/version",
+                        "gitVersion",
+                        |port| simcluster_command(port, &out),
+                    )
+                    .await;
+                path
+            };
+            stack.clusters.push((name.to_string(), path));
+        }
         let policy = stack.dir.path().join("policy.json");
         std::fs::write(&policy, opts.policy.unwrap_or("{}")).expect("policy file");
         let db = stack.dir.path().join("reflexion.db");
@@ -195,6 +226,12 @@ impl Stack {
         .into_iter()
         .chain(opts.api_args.iter().map(|a| a.to_string()))
         .chain(opts.extra_args.iter().cloned())
+        .chain(stack.clusters.iter().flat_map(|(name, path)| {
+            [
+                "--cluster".to_string(),
+                format!("{name}={}", path.display()),
+            ]
+        }))
         .collect();
         let args = stack.api_args.clone();
         let api_port = stack
@@ -210,21 +247,35 @@ impl Stack {
                 .windows(2)
                 .find(|w| w[0] == "--api-token")
                 .map(|w| w[1]);
-            let mut watcher = Command::new(bin("watcher"));
-            if let Some(t) = token {
-                watcher.env("REFLEXION_API_TOKEN", t);
+            let watched = match stack.clusters.is_empty() {
+                true => vec![(None, kubeconfig.clone())],
+                false => stack
+                    .clusters
+                    .iter()
+                    .map(|(n, p)| (Some(n.clone()), p.clone()))
+                    .collect(),
+            };
+            for (name, config) in watched {
+                let mut watcher = Command::new(bin("watcher"));
+                if let Some(t) = token {
+                    watcher.env("REFLEXION_API_TOKEN", t);
+                }
+                let label = name.as_deref().map(|n| format!("-{n}")).unwrap_or_default();
+                if let Some(n) = &name {
+                    watcher.arg("--cluster-name").arg(n);
+                }
+                stack.spawn(
+                    &format!("watcher{label}"),
+                    watcher
+                        .env("KUBECONFIG", &config)
+                        .arg("--api-url")
+                        .arg(&stack.api_url)
+                        .arg("--spool-dir")
+                        .arg(stack.dir.path().join(format!("spool{label}")))
+                        .arg("--admin-listen")
+                        .arg("127.0.0.1:0"),
+                );
             }
-            stack.spawn(
-                "watcher",
-                watcher
-                    .env("KUBECONFIG", &kubeconfig)
-                    .arg("--api-url")
-                    .arg(&stack.api_url)
-                    .arg("--spool-dir")
-                    .arg(stack.dir.path().join("spool"))
-                    .arg("--admin-listen")
-                    .arg("127.0.0.1:0"),
-            );
         }
         stack
     }
@@ -369,14 +420,30 @@ impl Stack {
     }
 
     pub async fn kube(&self) -> kube::Client {
-        let yaml = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
-        let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("kube config");
-        kube::Client::try_from(config).expect("kube client")
+        kube_client(&self.kubeconfig).await
     }
 
+    /// A client of one of `Options::clusters`.
+    pub async fn kube_of(&self, cluster: &str) -> kube::Client {
+        let (_, path) = self
+            .clusters
+            .iter()
+            .find(|(n, _)| n == cluster)
+            .unwrap_or_else(|| panic!("no cluster {cluster}"));
+        kube_client(path).await
+    }
+}
+
+async fn kube_client(kubeconfig: &Path) -> kube::Client {
+    let yaml = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+impl Stack {
     pub async fn get(&self, path: &str) -> serde_json::Value {
         let resp = reqwest::get(format!("{}{path}", self.api_url))
             .await

@@ -49,7 +49,7 @@ impl Engine {
         tried: &[Action],
     ) -> Option<Planned> {
         let container = self
-            .inner
+            .scope
             .cluster
             .container(target, &failure.container)
             .await
@@ -114,7 +114,7 @@ impl Engine {
         var: &str,
         tried: &[Action],
     ) -> Planned {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let defined = cluster
             .container(target, &failure.container)
             .await
@@ -212,7 +212,7 @@ impl Engine {
         tried: &[Action],
     ) -> Planned {
         let logs = self
-            .inner
+            .scope
             .cluster
             .crash_logs(&inc.namespace, pod, &failure.container)
             .await

@@ -17,7 +17,7 @@ impl Engine {
         target: &WorkloadRef,
         tried: &[Action],
     ) -> Planned {
-        let (limit, request) = match self.inner.cluster.memory(target, &failure.container).await {
+        let (limit, request) = match self.scope.cluster.memory(target, &failure.container).await {
             Ok(m) => m,
             Err(e) => {
                 return Planned::Escalate {

@@ -236,7 +236,7 @@ impl Engine {
             ProbeKind::Readiness => ("readiness", "never Ready: container"),
         };
         let container = match self
-            .inner
+            .scope
             .cluster
             .container(target, &failure.container)
             .await

@@ -17,7 +17,7 @@ impl Engine {
     ) -> Option<Plan> {
         let chain = evidence["owner_chain"].as_array()?;
         let failing_rs = chain.iter().find(|l| l["kind"] == "ReplicaSet")?["name"].as_str()?;
-        let revisions = self.inner.cluster.revisions(target).await.ok()?;
+        let revisions = self.scope.cluster.revisions(target).await.ok()?;
         let newest = revisions.first()?;
         if newest.replicaset != failing_rs {
             return None;

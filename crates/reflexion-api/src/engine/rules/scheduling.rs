@@ -112,7 +112,7 @@ impl Engine {
             Cause::InsufficientCpu => "cpu",
             _ => return None,
         };
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let pod = cluster.pod(&target.namespace, pod_name).await.ok()??;
         let container = cluster.container(target, &failure.container).await.ok()?;
         let current = container["resources"]["requests"][resource]
@@ -160,7 +160,7 @@ impl Engine {
         pod_name: &str,
         cause: Cause,
     ) -> Planned {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let (pod, nodes) = match (
             cluster.pod(&target.namespace, pod_name).await,
             cluster.schedulable_nodes().await,

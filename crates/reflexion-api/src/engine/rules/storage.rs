@@ -76,7 +76,7 @@ impl Engine {
         target: &WorkloadRef,
         tried: &[Action],
     ) -> Planned {
-        let cluster = &self.inner.cluster;
+        let cluster = &self.scope.cluster;
         let read = async {
             let claims = cluster.mounted_claims(target).await?;
             let classes = cluster.storage_classes().await?;

@@ -1,0 +1,220 @@
+//! Many clusters, one memory: two simclusters, a watcher each, one reflexion-api serving both. A fix learned on one
+//! cluster is applied on the other in one trial with no LLM call, each incident's actions go to its own cluster
+//! only, and a report from a cluster the API does not serve is refused and stored nowhere.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+use support::{BAD_TAG_WEB, FIX_TIMEOUT, Options, Stack, free_port, template_container};
+
+/// Wait until the cluster's incident is resolved; return it in full.
+async fn resolved_on(stack: &Stack, cluster: &str) -> Value {
+    let summary = stack
+        .eventually(
+            &format!("the incident on {cluster} to be resolved"),
+            FIX_TIMEOUT,
+            async || {
+                let list = stack.get("/api/v1/reflexion/incidents").await;
+                let found = list["incidents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|i| i["cluster"] == cluster && i["state"] == "resolved")
+                    .cloned();
+                (found, list.to_string())
+            },
+        )
+        .await;
+    support::incident_detail(stack, &summary).await
+}
+
+async fn create_web(client: kube::Client) -> Api<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(client, "default");
+    let d: Deployment = serde_yaml::from_str(BAD_TAG_WEB).unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    api
+}
+
+fn generation(d: &Deployment) -> i64 {
+    d.metadata.generation.unwrap_or_default()
+}
+
+/// Every audit row of an incident names its cluster; returns the verbs.
+fn audit_on(detail: &Value, cluster: &str) -> Vec<String> {
+    let audit = detail["audit"].as_array().unwrap();
+    assert!(!audit.is_empty(), "{detail}");
+    for row in audit {
+        assert_eq!(row["cluster"], cluster, "{row}");
+    }
+    support::audit_verbs(detail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_learned_on_one_cluster_is_applied_on_another_each_action_on_its_own_cluster() {
+    // An LLM is configured (a port nobody listens on): a call would be recorded, so "no LLM call" is observed.
+    let dead_llm = format!("http://127.0.0.1:{}/v1", free_port());
+    let stack = Stack::start(Options {
+        clusters: &["staging", "prod"],
+        extra_args: vec!["--llm-base-url".into(), dead_llm],
+        ..Options::default()
+    })
+    .await;
+    let health = stack.get("/health").await;
+    assert_eq!(
+        (
+            &health["clusters"]["staging"]["status"],
+            &health["clusters"]["prod"]["status"]
+        ),
+        (&json!("ok"), &json!("ok")),
+        "{health}"
+    );
+
+    // The seed's bad tag on staging: fixed by the rules, and the strategy recorded.
+    let staging = create_web(stack.kube_of("staging").await).await;
+    let first = resolved_on(&stack, "staging").await;
+    assert_eq!(first["trials"], 1, "{first}");
+    let verbs = audit_on(&first, "staging");
+    assert!(verbs.contains(&"set_image".to_string()), "{verbs:?}");
+    let strategy = first["episodes"][0]["strategy_id"].clone();
+    assert!(strategy.is_string(), "{first}");
+    assert_eq!(first["llm_calls"], json!([]), "{first}");
+    let fixed_image = template_container(&staging, "web").await.image;
+    assert_ne!(fixed_image.as_deref(), Some("nginx:1.27.O"));
+    let staging_generation = generation(&staging.get("web").await.unwrap());
+
+    // The same failure on prod: one trial, the strategy staging taught, no LLM call.
+    let prod = create_web(stack.kube_of("prod").await).await;
+    let second = resolved_on(&stack, "prod").await;
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(second["trials"], 1, "{second}");
+    assert_eq!(second["episodes"][0]["strategy_id"], strategy, "{second}");
+    assert_eq!(second["llm_calls"], json!([]), "{second}");
+    assert_eq!(audit_on(&second, "prod"), verbs);
+    assert_eq!(template_container(&prod, "web").await.image, fixed_image);
+    let strategies = stack.get("/api/v1/reflexion/strategies").await;
+    let record = strategies["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == strategy)
+        .cloned()
+        .unwrap_or_else(|| panic!("{strategies}"));
+    assert_eq!(
+        (record["successes"].as_i64(), record["usage_count"].as_i64()),
+        (Some(2), Some(2)),
+        "{record}"
+    );
+
+    // Each incident's writes went to its own cluster: staging's Deployment was not changed again for prod's.
+    assert_eq!(
+        generation(&staging.get("web").await.unwrap()),
+        staging_generation
+    );
+    let events: Api<Event> = Api::namespaced(stack.kube_of("prod").await, "default");
+    let fixed: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ReflexionFixed"))
+        .collect();
+    assert_eq!(fixed.len(), 1, "{fixed:?}");
+    assert_eq!(
+        fixed[0]
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kube-reflexion.io/cluster"))
+            .map(String::as_str),
+        Some("prod")
+    );
+
+    // A report from a cluster the API does not serve, or naming none while it serves two: refused, stored nowhere.
+    let report = |cluster: Option<&str>| {
+        let mut r = json!({"pod_name": "web-1", "namespace": "default", "error_type": "ImagePullBackOff",
+                           "idempotency_key": format!("k-{cluster:?}")});
+        if let Some(c) = cluster {
+            r["cluster"] = json!(c);
+        }
+        r
+    };
+    for (cluster, said) in [
+        (Some("dev"), "serves no cluster named \"dev\""),
+        (None, "names no cluster"),
+    ] {
+        let (status, body) = stack
+            .post("/api/v1/reflexion/process-with-k8s-data", report(cluster))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "unknown_cluster", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(said) && message.contains("prod, staging"),
+            "{message}"
+        );
+    }
+    let all = stack.get("/api/v1/reflexion/incidents").await;
+    assert_eq!(all["total_count"], 2, "{all}");
+
+    let metrics = reqwest::get(format!("{}/metrics", stack.api_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for c in ["staging", "prod"] {
+        let line = format!("reflexion_cluster_incidents{{cluster=\"{c}\",state=\"resolved\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cluster_is_gated_by_its_own_policy() {
+    // prod asks a person first; staging runs on the shared policy (auto).
+    let policies = tempfile::tempdir().unwrap();
+    let prod_policy = policies.path().join("prod.json");
+    std::fs::write(&prod_policy, r#"{"default_mode": "approve"}"#).unwrap();
+    let stack = Stack::start(Options {
+        clusters: &["staging", "prod"],
+        extra_args: vec![
+            "--cluster-policy".into(),
+            format!("prod={}", prod_policy.display()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let staging = create_web(stack.kube_of("staging").await).await;
+    let prod = create_web(stack.kube_of("prod").await).await;
+    let fixed = resolved_on(&stack, "staging").await;
+    assert_eq!(audit_on(&fixed, "staging"), ["set_image"]);
+    let waiting = support::awaiting_approval(&stack).await;
+    assert_eq!(waiting["cluster"], "prod", "{waiting}");
+    assert_eq!(
+        waiting["audit"],
+        json!([]),
+        "nothing written before approval"
+    );
+    assert_eq!(
+        template_container(&prod, "web").await.image.as_deref(),
+        Some("nginx:1.27.O")
+    );
+    assert_ne!(
+        template_container(&staging, "web").await.image.as_deref(),
+        Some("nginx:1.27.O")
+    );
+    // Approved, prod's trial runs on prod.
+    stack.approve(&waiting).await;
+    let approved = resolved_on(&stack, "prod").await;
+    assert_eq!(audit_on(&approved, "prod"), ["set_image"]);
+    assert_ne!(
+        template_container(&prod, "web").await.image.as_deref(),
+        Some("nginx:1.27.O")
+    );
+}
