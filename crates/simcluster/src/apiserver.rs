@@ -38,6 +38,10 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/openapi/v3/{*gv}", get(openapi_group_version))
         .route("/v2/", get(registry::base))
         .route("/v2/{*rest}", get(registry::serve))
+        .route(
+            "/simcluster/faults",
+            get(faults_pending).post(fault_add).delete(faults_clear),
+        )
         .fallback(|uri: axum::http::Uri| async move { ApiError::unsupported_path(uri.path()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(cluster)
@@ -233,7 +237,63 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     Some(Target { rt, ns, name, sub })
 }
 
+async fn faults_pending(State(c): State<Cluster>) -> Response {
+    axum::Json(json!({"faults": c.faults.pending()})).into_response()
+}
+
+async fn fault_add(State(c): State<Cluster>, body: Bytes) -> Response {
+    let added = serde_json::from_slice::<crate::faults::Fault>(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a fault: {e}")))
+        .and_then(|f| c.faults.add(f));
+    match added {
+        Ok(()) => (
+            StatusCode::CREATED,
+            axum::Json(json!({"faults": c.faults.pending()})),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn faults_clear(State(c): State<Cluster>) -> Response {
+    c.faults.clear();
+    axum::Json(json!({"faults": []})).into_response()
+}
+
+/// Serve a request, unless an injected fault hits it first (or after it wrote).
 async fn dispatch(
+    c: &Cluster,
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    req: Req,
+) -> Result<Response, ApiError> {
+    let hit = parse_target(group, version, segs).and_then(|t| {
+        let watch = req
+            .params
+            .get("watch")
+            .is_some_and(|w| w == "true" || w == "1");
+        let verb = crate::faults::verb(&req.method, t.name.is_some(), watch)?;
+        if req.params.contains_key("dryRun") {
+            return None;
+        }
+        c.faults
+            .hit(verb, t.rt.plural, t.name.as_deref(), t.sub.as_deref())
+    });
+    let Some(fault) = hit else {
+        return serve(c, group, version, segs, req).await;
+    };
+    tracing::info!(?fault, "answering with an injected fault");
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    }
+    if fault.after_write {
+        let _ = serve(c, group, version, segs, req).await;
+    }
+    Err(fault.error())
+}
+
+async fn serve(
     c: &Cluster,
     group: &str,
     version: &str,

@@ -11,6 +11,7 @@ pub mod controllers;
 pub mod defaults;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod kubelet;
 pub mod node;
 pub mod paging;
@@ -53,6 +54,8 @@ pub struct Cluster {
     pub upstream: Option<kube::Client>,
     /// Whether this process's kubelet runs the pods bound to `node_name` (its logs are here, not behind a node).
     pub local_kubelet: bool,
+    /// Errors the API server is told to answer with (`/simcluster/faults`).
+    pub faults: Arc<faults::Faults>,
 }
 
 impl Cluster {
@@ -83,6 +86,7 @@ impl Cluster {
             run_scheduler: true,
             upstream: None,
             local_kubelet: true,
+            faults: Arc::default(),
         }
     }
 

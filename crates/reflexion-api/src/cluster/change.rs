@@ -1,6 +1,7 @@
 //! Each typed action compiled once, against the objects as they are now, into the one write it makes and what that
 //! write replaces. The server-side dry run and the execution apply the same compiled change, so they cannot drift.
 
+use super::readback::{Patched, uncertain};
 use super::recreate::{ContainerEdit, PodEdit, fresh_pod};
 use super::revert::Snapshot;
 use super::template::{SPEC, json_patch, set_ops};
@@ -445,7 +446,14 @@ impl Cluster {
                 snapshot,
                 stored,
             } => {
-                let mut spec = self.patch_deployment(target, patch, false).await?;
+                let mut spec = match self.patch_deployment(target, patch.clone(), false).await {
+                    Ok(spec) => spec,
+                    Err(e) if uncertain(&e) => {
+                        self.read_back(target, Patched::Deployment, &patch, e)
+                            .await?
+                    }
+                    Err(e) => return Err(e),
+                };
                 let stored = match stored {
                     Stored::Nothing => return Ok(snapshot),
                     Stored::ContainerField(i, field) => spec["containers"][i][field].take(),
@@ -455,9 +463,17 @@ impl Cluster {
                 Ok(snapshot.left(stored))
             }
             Write::PodImage { patch, snapshot } => {
-                Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
+                let patched = Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
                     .patch(&target.name, &patch_params(false), &patch)
-                    .await?;
+                    .await
+                    .map_err(ClusterError::from);
+                match patched {
+                    Ok(_) => {}
+                    Err(e) if uncertain(&e) => {
+                        self.read_back(target, Patched::Pod, &patch, e).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
                 Ok(snapshot)
             }
             Write::RecreatePod { original, fresh } => {

@@ -8,6 +8,7 @@ mod evidence;
 mod executor;
 mod fleet;
 mod placement;
+mod readback;
 mod recreate;
 mod revert;
 mod template;

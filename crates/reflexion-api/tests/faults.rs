@@ -1,0 +1,121 @@
+//! The Kubernetes API failing under the executor (simcluster's injected faults): a write answered with a server
+//! error is read back before anything else is done — in place, the incident goes on to verify it and it is never
+//! made twice; not in place, the incident is handed over saying nothing was changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use serde_json::{Value, json};
+use support::{BAD_TAG_WEB, Options, Stack, finished_incident, template_container};
+
+async fn inject(stack: &Stack, fault: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/simcluster/faults", stack.sim_url))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+}
+
+async fn pending_faults(stack: &Stack) -> Value {
+    reqwest::get(format!("{}/simcluster/faults", stack.sim_url))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["faults"]
+        .clone()
+}
+
+fn generation(d: &Deployment) -> i64 {
+    d.metadata.generation.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_with_500_after_it_landed_is_read_back_and_not_made_again() {
+    let stack = Stack::start(Options::default()).await;
+    inject(
+        &stack,
+        json!({"verb": "patch", "resource": "deployments", "name": "web", "status": 500, "after_write": true}),
+    )
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        pending_faults(&stack).await,
+        json!([]),
+        "the fault hit the fix"
+    );
+    assert_eq!(
+        (detail["state"].as_str(), detail["trials"].as_i64()),
+        (Some("resolved"), Some(1)),
+        "{detail}"
+    );
+    let audit = detail["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "one write, no revert: {detail}");
+    assert_eq!(
+        (audit[0]["verb"].as_str(), audit[0]["result"].as_str()),
+        (Some("set_image"), Some("ok"))
+    );
+    let d = api.get("web").await.unwrap();
+    assert_eq!(generation(&d), 2, "the template changed once");
+    assert_ne!(
+        template_container(&api, "web").await.image.as_deref(),
+        Some("nginx:1.27.O")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_with_500_before_it_landed_is_handed_over_with_nothing_changed() {
+    let stack = Stack::start(Options::default()).await;
+    inject(
+        &stack,
+        json!({"verb": "patch", "resource": "deployments", "name": "web", "status": 500}),
+    )
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("not in place, nothing was changed"),
+        "{outcome}"
+    );
+    let audit = detail["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "{detail}");
+    assert!(
+        audit[0]["result"].as_str().unwrap().starts_with("error:"),
+        "{detail}"
+    );
+    let d = api.get("web").await.unwrap();
+    assert_eq!(generation(&d), 1, "nothing was changed");
+    assert_eq!(
+        template_container(&api, "web").await.image.as_deref(),
+        Some("nginx:1.27.O")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simcluster_refuses_a_fault_it_cannot_inject() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        ..Options::default()
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/simcluster/faults", stack.sim_url))
+        .json(&json!({"verb": "exec", "resource": "pods"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("fault verb"),
+        "{body}"
+    );
+}
