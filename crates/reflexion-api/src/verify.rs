@@ -230,7 +230,9 @@ pub async fn verify(
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
+                    // Unobserved time is not stable time: the window starts again when the watch is back.
                     last = format!("watch error: {e}");
+                    ready_since = None;
                 }
                 None => {
                     last = "watch ended".into();

@@ -119,3 +119,48 @@ async fn simcluster_refuses_a_fault_it_cannot_inject() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_failing_during_verification_delays_the_verdict_and_runs_nothing_twice() {
+    let stack = Stack::start(Options {
+        verify_window_secs: 4.0,
+        ..Options::default()
+    })
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    stack
+        .eventually("the fix to be verified", support::FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=verifying")
+                .await;
+            ((list["total_count"] == 1).then_some(()), list.to_string())
+        })
+        .await;
+    // The API server drops the watch verification holds (only verification watches Deployments) and fails the
+    // next three attempts to watch again.
+    inject(
+        &stack,
+        json!({"verb": "watch", "resource": "deployments", "status": 500, "times": 3}),
+    )
+    .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        pending_faults(&stack).await,
+        json!([]),
+        "the faults hit verification"
+    );
+    let verbs = support::audit_verbs(&detail);
+    match detail["state"].as_str() {
+        // Verified after the API came back: the fix was made once, and holds.
+        Some("resolved") => {
+            assert_eq!(verbs, ["set_image"], "{detail}");
+            assert_eq!(generation(&api.get("web").await.unwrap()), 2);
+        }
+        // Not verified in time: the change was reverted, never made twice.
+        _ => assert_eq!(verbs, ["set_image", "revert"], "{detail}"),
+    }
+    let stable = detail["episodes"][0]["verification"]["stable_for_secs"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!(stable >= 4.0 || detail["state"] != "resolved", "{detail}");
+}

@@ -835,6 +835,7 @@ fn watch(
     };
     let watched = c.store.watch(t.rt, from_rv);
     let store = c.store.clone();
+    let mut closings = c.faults.watch_closings();
     tokio::spawn(async move {
         let (backlog, mut changes) = match watched {
             Ok(w) => w,
@@ -869,6 +870,7 @@ fn watch(
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
+                Ok(plural) = closings.recv() => if plural == filter.rt.plural { return },
                 _ = tick.tick(), if bookmarks => {
                     if tx.send(Ok(bookmark(filter.rt, last_rv.max(1), false))).await.is_err() {
                         return;

@@ -14,7 +14,8 @@ const MAX_FAULTS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// `get`, `list`, `create`, `update`, `patch` or `delete`.
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`. A `watch` fault also closes the watches of
+    /// the resource that are open, as an API server restart does: their clients watch again (and meet the fault).
     pub verb: String,
     /// The resource's plural name, e.g. `deployments`.
     pub resource: String,
@@ -48,9 +49,13 @@ fn once() -> u32 {
 
 impl Fault {
     pub fn validate(&self) -> Result<(), ApiError> {
-        if !["get", "list", "create", "update", "patch", "delete"].contains(&self.verb.as_str()) {
+        if ![
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ]
+        .contains(&self.verb.as_str())
+        {
             return Err(ApiError::bad_request(format!(
-                "fault verb {:?}: one of get, list, create, update, patch, delete",
+                "fault verb {:?}: one of get, list, watch, create, update, patch, delete",
                 self.verb
             )));
         }
@@ -85,10 +90,10 @@ fn reason(status: u16) -> Option<&'static str> {
     }
 }
 
-/// The verb a request is, as RBAC names it; `None` for a watch (never faulted: it would only be re-opened).
+/// The verb a request is, as RBAC names it.
 pub fn verb(method: &Method, named: bool, watch: bool) -> Option<&'static str> {
     match (method, named) {
-        (&Method::GET, _) if watch => None,
+        (&Method::GET, _) if watch => Some("watch"),
         (&Method::GET, true) => Some("get"),
         (&Method::GET, false) => Some("list"),
         (&Method::POST, _) => Some("create"),
@@ -99,14 +104,33 @@ pub fn verb(method: &Method, named: bool, watch: bool) -> Option<&'static str> {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     pending: Mutex<Vec<Fault>>,
+    /// Resources whose open watches are to be closed.
+    close_watches: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            pending: Mutex::default(),
+            close_watches: tokio::sync::broadcast::channel(16).0,
+        }
+    }
 }
 
 impl Faults {
+    /// Told the plural of a resource whose open watches are closed by a `watch` fault.
+    pub fn watch_closings(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.close_watches.subscribe()
+    }
+
     pub fn add(&self, fault: Fault) -> Result<(), ApiError> {
         fault.validate()?;
+        if fault.verb == "watch" {
+            let _ = self.close_watches.send(fault.resource.clone());
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_FAULTS {
             return Err(ApiError::bad_request(format!(
@@ -194,6 +218,7 @@ mod tests {
         let faults = Faults::default();
         for bad in [
             serde_json::json!({"verb": "exec", "resource": "pods"}),
+            serde_json::json!({"verb": "get", "resource": "pods", "delay_ms": 1_000_000}),
             serde_json::json!({"verb": "get", "resource": "pods", "status": 404}),
             serde_json::json!({"verb": "get", "resource": "pods", "times": 0}),
         ] {
