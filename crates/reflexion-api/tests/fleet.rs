@@ -111,6 +111,26 @@ async fn a_fix_learned_on_one_cluster_is_applied_on_another_each_action_on_its_o
         "{record}"
     );
 
+    // One memory: both trials, each saying where it ran (and so where its lessons were taught).
+    let episodes = stack.get("/api/v1/reflexion/memory/episodic").await;
+    let mut taught: Vec<(String, usize)> = episodes["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["cluster"].as_str().unwrap().to_string(),
+                e["lessons_learned"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    taught.sort();
+    assert_eq!(
+        taught,
+        [("prod".to_string(), 1), ("staging".to_string(), 1)],
+        "{episodes}"
+    );
+
     // Each incident's writes went to its own cluster: staging's Deployment was not changed again for prod's.
     assert_eq!(
         generation(&staging.get("web").await.unwrap()),

@@ -294,3 +294,55 @@ async fn one_open_incident_per_workload_is_per_cluster_and_unnamed_rows_are_adop
     assert_eq!(db.incident(&legacy.0).await.unwrap().unwrap().cluster, "a");
     assert_eq!(db.adopt_unnamed("a").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_recalled_lesson_says_which_cluster_taught_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    let report = json!({});
+    let (id, _) = db
+        .open_incident(&NewIncident {
+            cluster: "staging",
+            namespace: "default",
+            pod_name: "web-1",
+            workload_kind: "Deployment",
+            workload_name: "web",
+            error_type: "ImagePullBackOff",
+            signature: "image_pull/not_found",
+            idempotency_key: None,
+            report: &report,
+            detected_at: None,
+        })
+        .await
+        .unwrap();
+    let incident = db.incident(&id).await.unwrap().unwrap();
+    let nothing = json!(null);
+    db.record_episode(&reflexion_api::db::NewEpisode {
+        incident: &incident,
+        trial: 1,
+        signature: "image_pull/not_found",
+        strategy_id: "s-1",
+        source: reflexion_core::strategy::PlanSource::Rules,
+        action: &json!({"type": "set_image"}),
+        command: "kubectl set image deployment/web web=nginx:1.27.0",
+        rationale: "the closest tag",
+        dry_run: &nothing,
+        execution: &nothing,
+        verification: &nothing,
+        success: true,
+        progress: false,
+        reverted: false,
+        reflection: "held",
+        lessons: &["The closest existing tag fixed a mistyped one.".to_string()],
+        duration_ms: 10,
+        llm: &nothing,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.lessons("image_pull/not_found", 3).await.unwrap(),
+        ["The closest existing tag fixed a mistyped one. (learned on cluster staging)"]
+    );
+}

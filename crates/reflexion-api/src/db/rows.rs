@@ -93,6 +93,8 @@ pub struct LlmCall {
 pub struct Episode {
     pub id: String,
     pub incident_id: String,
+    /// The cluster the trial ran on: its lessons were taught there.
+    pub cluster: String,
     pub trial: i64,
     pub pod_name: String,
     pub namespace: String,

@@ -44,7 +44,8 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<Episode>> {
         let mut episodes: Vec<Episode> = sqlx::query_as(
-            "SELECT * FROM episodes WHERE (?1 IS NULL OR error_type = ?1 OR signature = ?1) AND (?2 IS NULL OR incident_id = ?2)
+            "SELECT *, COALESCE((SELECT cluster FROM incidents i WHERE i.id = episodes.incident_id), '') AS cluster
+             FROM episodes WHERE (?1 IS NULL OR error_type = ?1 OR signature = ?1) AND (?2 IS NULL OR incident_id = ?2)
              ORDER BY created_at DESC LIMIT ?3",
         )
         .bind(filter)
