@@ -164,3 +164,100 @@ async fn the_api_failing_during_verification_delays_the_verdict_and_runs_nothing
         .unwrap_or_default();
     assert!(stable >= 4.0 || detail["state"] != "resolved", "{detail}");
 }
+
+/// Wait until the only incident is in `state`; its id.
+async fn incident_in(stack: &Stack, state: &str) -> String {
+    stack
+        .eventually(
+            &format!("the incident to be {state}"),
+            support::FIX_TIMEOUT,
+            async || {
+                let list = stack
+                    .get(&format!("/api/v1/reflexion/incidents?state={state}"))
+                    .await;
+                (
+                    list["incidents"][0]["id"].as_str().map(String::from),
+                    list.to_string(),
+                )
+            },
+        )
+        .await
+}
+
+async fn finished(stack: &Stack, id: &str) -> Value {
+    stack
+        .eventually("the incident to finish", support::FIX_TIMEOUT, async || {
+            let d = stack
+                .get(&format!("/api/v1/reflexion/incidents/{id}"))
+                .await;
+            let done =
+                ["resolved", "escalated", "failed"].contains(&d["state"].as_str().unwrap_or(""));
+            (done.then(|| d.clone()), d["state"].to_string())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_while_its_write_is_in_flight_verifies_it_after_the_restart_and_never_writes_again()
+ {
+    let mut stack = Stack::start(Options::default()).await;
+    // The fix's write is held 3 s by the API server, then lands: the API is SIGKILLed while it waits.
+    inject(
+        &stack,
+        json!({"verb": "patch", "resource": "deployments", "name": "web", "after_write": true, "delay_ms": 3000}),
+    )
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let id = incident_in(&stack, "executing").await;
+    stack.kill_and_restart_api().await;
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_image"], "{detail}");
+    assert_eq!(
+        detail["audit"][0]["result"], "ok (read back after a restart)",
+        "{detail}"
+    );
+    assert_eq!(
+        generation(&api.get("web").await.unwrap()),
+        2,
+        "written once"
+    );
+    let notes: Vec<&str> = detail["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["note"].as_str().unwrap())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("without acting again")),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_while_a_plan_awaits_approval_runs_it_once_when_approved_after_the_restart()
+{
+    let mut stack = Stack::start(Options {
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        ..Options::default()
+    })
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let id = incident_in(&stack, "awaiting_approval").await;
+    stack.kill_and_restart_api().await;
+    // Still waiting after the restart, and nothing written.
+    let waiting = stack
+        .get(&format!("/api/v1/reflexion/incidents/{id}"))
+        .await;
+    assert_eq!(waiting["state"], "awaiting_approval", "{waiting}");
+    assert_eq!(waiting["audit"], json!([]));
+    stack.approve(&waiting).await;
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_image"], "{detail}");
+    assert_eq!(
+        generation(&api.get("web").await.unwrap()),
+        2,
+        "written once"
+    );
+}

@@ -284,12 +284,20 @@ async fn dispatch(
         return serve(c, group, version, segs, req).await;
     };
     tracing::info!(?fault, "answering with an injected fault");
-    if fault.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    let delay = Duration::from_millis(fault.delay_ms);
+    if !fault.after_write {
+        tokio::time::sleep(delay).await;
+        return Err(fault.error());
     }
-    if fault.after_write {
-        let _ = serve(c, group, version, segs, req).await;
-    }
+    // The write lands whether or not the client is still there to hear about it, as etcd commits it.
+    let (c, group, version) = (c.clone(), group.to_string(), version.to_string());
+    let segs: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+    let landed = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let _ = serve(&c, &group, &version, &segs, req).await;
+    });
+    let _ = landed.await;
     Err(fault.error())
 }
 

@@ -32,6 +32,21 @@ pub(super) enum Patched {
 }
 
 impl Cluster {
+    /// Whether a compiled write is in place now: `None` for writes that cannot be read back this way (a recreated
+    /// pod or claim).
+    pub async fn landed(&self, change: &super::Change) -> Result<Option<bool>, ClusterError> {
+        use super::change::Write;
+        let super::Change::Write { target, write } = change else {
+            return Ok(None);
+        };
+        let (what, patch) = match write {
+            Write::Deployment { patch, .. } => (Patched::Deployment, patch),
+            Write::PodImage { patch, .. } => (Patched::Pod, patch),
+            Write::RecreatePod { .. } | Write::RecreateClaim { .. } => return Ok(None),
+        };
+        Ok(Some(self.in_place(target, what, patch).await?.is_some()))
+    }
+
     /// After `failed` left a patch's outcome unknown: `Ok(object)` as stored when the patch is in place,
     /// `Err(NotApplied)` when it is not, `Err(Uncertain)` when the object could not be read back.
     pub(super) async fn read_back(

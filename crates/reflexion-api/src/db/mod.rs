@@ -501,6 +501,20 @@ impl Db {
         Ok(Ok(id))
     }
 
+    /// The incident's action that was reserved and never settled: a write whose answer a crash lost.
+    pub async fn unsettled_action(&self, incident_id: &str) -> Result<Option<(i64, Value)>> {
+        let row = sqlx::query(
+            "SELECT id, detail FROM audit WHERE incident_id = ? AND result = 'reserved' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(incident_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let detail = serde_json::from_str(r.get::<&str, _>("detail")).unwrap_or(Value::Null);
+            (r.get("id"), detail)
+        }))
+    }
+
     /// The result of a reserved action, once it ran.
     pub async fn settle_action(&self, slot: i64, result: &str) -> Result<()> {
         self.write(

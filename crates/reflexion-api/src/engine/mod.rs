@@ -232,7 +232,7 @@ impl Engine {
             if matches!(state, IncidentState::Executing | IncidentState::Verifying) {
                 let engine = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.reverify(&id).await {
+                    if let Err(e) = engine.reverify(&id, state).await {
                         tracing::error!(incident = %id, error = %e, "resumed verification failed");
                     }
                 });
@@ -338,7 +338,7 @@ impl Engine {
         this.trials(&inc, diag, trial, tried, Some(plan)).await
     }
 
-    async fn reverify(&self, id: &str) -> Result<(), EngineError> {
+    async fn reverify(&self, id: &str, state: IncidentState) -> Result<(), EngineError> {
         let db = &self.inner.db;
         let Some(inc) = db.incident(id).await? else {
             return Ok(());
@@ -349,6 +349,30 @@ impl Engine {
             &inc.namespace,
             &inc.workload_name,
         );
+        // A write that was under way when the process died may or may not have landed: read it back first.
+        if state == IncidentState::Executing
+            && let Some((slot, detail)) = db.unsettled_action(id).await?
+            && let Ok(action) = serde_json::from_value::<Action>(detail["action"].clone())
+        {
+            let command = action.render();
+            match this.landed_after_restart(&action, id).await {
+                Some(true) => {
+                    db.settle_action(slot, "ok (read back after a restart)")
+                        .await?
+                }
+                Some(false) => {
+                    db.settle_action(slot, "not applied (read back after a restart)")
+                        .await?;
+                    let text = format!(
+                        "the service restarted while `{command}` was being written; read back: it is not in place, \
+                         nothing was changed. Suggested: report the failure again, or fix the workload by hand"
+                    );
+                    db.finish(id, IncidentState::Escalated, &text).await?;
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
         db.transition(
             id,
             IncidentState::Verifying,
@@ -373,6 +397,31 @@ impl Engine {
         };
         db.finish(id, state, &outcome).await?;
         Ok(())
+    }
+
+    /// Whether the action's write is in place, read back for up to 60 s: a request the API server still held when
+    /// this process died lands within kube-apiserver's request timeout (`--request-timeout`, 1 minute) or never. `None`: it cannot be read back, or the cluster does
+    /// not answer.
+    async fn landed_after_restart(&self, action: &Action, id: &str) -> Option<bool> {
+        let cluster = &self.scope.cluster;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut landed = None;
+        while tokio::time::Instant::now() < deadline {
+            let read = match cluster.compile(action, id).await {
+                Ok(change) => cluster.landed(&change).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(Some(true)) => return Some(true),
+                Ok(None) => return None,
+                Ok(Some(false)) => landed = Some(false),
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "reading back the write failed")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        landed
     }
 
     /// The gates every action passes, whoever proposed it and however long it waited for approval: valid
