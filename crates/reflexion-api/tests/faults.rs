@@ -261,3 +261,36 @@ async fn the_api_killed_while_a_plan_awaits_approval_runs_it_once_when_approved_
         "written once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_before_its_write_landed_reads_it_back_and_tries_again_once() {
+    let mut stack = Stack::start(Options::default()).await;
+    // The fix's write is held 3 s and then refused without being made: the API is SIGKILLed while it waits.
+    inject(
+        &stack,
+        json!({"verb": "patch", "resource": "deployments", "name": "web", "delay_ms": 3000}),
+    )
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let id = incident_in(&stack, "executing").await;
+    stack.kill_and_restart_api().await;
+    // Read back for kube-apiserver's request timeout (a minute), then a fresh look and one write.
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let results: Vec<&str> = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        ["not applied (read back after a restart)", "ok"],
+        "{detail}"
+    );
+    assert_eq!(
+        generation(&api.get("web").await.unwrap()),
+        2,
+        "written once"
+    );
+}

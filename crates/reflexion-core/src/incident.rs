@@ -90,6 +90,8 @@ impl IncidentState {
             (Diagnosing | Verifying | AwaitingApproval, Planning) => true,
             (Planning, AwaitingApproval | Executing) => true,
             (Executing, Verifying) => true,
+            // A restart interrupted execution and the write, read back, never landed: look again.
+            (Executing, Diagnosing) => true,
             // Verifying again after a restart interrupted execution or verification.
             (Verifying, Verifying) => true,
             (Verifying, Resolved) => true,
@@ -158,6 +160,7 @@ mod tests {
             (AwaitingApproval, Planning),
             (AwaitingApproval, Escalated),
             (Executing, Verifying),
+            (Executing, Diagnosing),
             (Executing, Escalated),
             (Verifying, Resolved),
             (Verifying, Planning),

@@ -237,6 +237,14 @@ impl Engine {
                     }
                 });
             } else {
+                // A slot reserved before the process died was never used: the write runs only after the incident
+                // is committed as executing.
+                if let Some((slot, _)) = self.inner.db.unsettled_action(&id).await? {
+                    self.inner
+                        .db
+                        .settle_action(slot, "not run: the service restarted before running it")
+                        .await?;
+                }
                 self.spawn(id);
             }
         }
@@ -361,13 +369,11 @@ impl Engine {
                         .await?
                 }
                 Some(false) => {
+                    // It never landed: nothing was changed, and the incident starts its trial again from a fresh look.
                     db.settle_action(slot, "not applied (read back after a restart)")
                         .await?;
-                    let text = format!(
-                        "the service restarted while `{command}` was being written; read back: it is not in place, \
-                         nothing was changed. Suggested: report the failure again, or fix the workload by hand"
-                    );
-                    db.finish(id, IncidentState::Escalated, &text).await?;
+                    tracing::info!(incident = %id, %command, "the write did not land before the restart; diagnosing again");
+                    self.spawn(id.to_string());
                     return Ok(());
                 }
                 None => {}
