@@ -90,6 +90,15 @@ impl Fleet {
         }
     }
 
+    /// The cluster a stored incident belongs to. An incident stored before clusters were named ('') belongs to the
+    /// only cluster of a single-cluster API.
+    pub fn serving(&self, stored: &str) -> Option<&Member> {
+        match stored {
+            "" => self.only().map(|(_, m)| m),
+            name => self.members.get(name),
+        }
+    }
+
     fn served(&self) -> String {
         self.names().collect::<Vec<_>>().join(", ")
     }
@@ -159,5 +168,11 @@ mod tests {
             });
             assert_eq!(got, want, "{asked:?}");
         }
+        let serving =
+            |f: &Fleet, stored: &str| f.serving(stored).map(|m| m.cluster.name().to_string());
+        assert_eq!(serving(&one, ""), Some("prod".into()));
+        assert_eq!(serving(&two, ""), None);
+        assert_eq!(serving(&two, "staging"), Some("staging".into()));
+        assert_eq!(serving(&two, "dev"), None);
     }
 }

@@ -152,15 +152,13 @@ impl Engine {
         &self.inner.fleet
     }
 
-    /// The engine scoped to an incident's cluster: its client and its policy. An incident stored before clusters
-    /// were named ('') belongs to the only cluster of a single-cluster API.
+    /// The engine scoped to an incident's cluster: its client and its policy.
     fn on(&self, cluster: &str) -> Result<Engine, EngineError> {
-        let member = match (cluster, self.inner.fleet.only()) {
-            ("", Some((_, m))) => Some(m),
-            ("", None) => None,
-            (name, _) => self.inner.fleet.resolve(Some(name)).ok().map(|(_, m)| m),
-        };
-        let member = member.ok_or_else(|| EngineError::NotServed(cluster.to_string()))?;
+        let member = self
+            .inner
+            .fleet
+            .serving(cluster)
+            .ok_or_else(|| EngineError::NotServed(cluster.to_string()))?;
         Ok(Engine {
             inner: self.inner.clone(),
             scope: member.clone(),

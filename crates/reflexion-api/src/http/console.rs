@@ -216,12 +216,7 @@ pub(super) async fn incident_events(
         .parse::<k8s_openapi::jiff::Timestamp>()
         .map_err(ApiError::internal)?
         - k8s_openapi::jiff::SignedDuration::from_secs(1);
-    let fleet = state.engine.fleet();
-    let served = match s.cluster.as_str() {
-        "" => fleet.only().map(|(_, m)| m),
-        name => fleet.resolve(Some(name)).ok().map(|(_, m)| m),
-    };
-    let Some(member) = served else {
+    let Some(member) = state.engine.fleet().serving(&s.cluster) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "cluster_not_served",
