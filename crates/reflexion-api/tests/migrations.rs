@@ -21,7 +21,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
             )
             .await
             .unwrap();
-        let mut previous = sqlx::migrate!("../../migrations");
+        let mut previous = sqlx::migrate!("../../migrations/sqlite");
         let all = previous.migrations.len();
         assert!(all >= 4, "{all} migrations");
         previous.migrations = std::borrow::Cow::Owned(previous.migrations[..3].to_vec());
@@ -86,6 +86,6 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
         .get("n");
     assert_eq!(
         applied as usize,
-        sqlx::migrate!("../../migrations").migrations.len()
+        sqlx::migrate!("../../migrations/sqlite").migrations.len()
     );
 }

@@ -5,10 +5,10 @@
 //! most of what ingest cost. Should the batch fail, each report is stored again in its own savepoint, so one bad
 //! report leaves the others stored.
 
-use super::{Db, DbError, NewIncident, Result, WriteTx, insert_transition, now, sql_states};
+use super::backend::{Arg, Pool, WriteTx, bind_all, on_conn};
+use super::{Db, DbError, NewIncident, Result, insert_transition, now, sql_states};
 use reflexion_core::IncidentState;
 use serde_json::json;
-use sqlx::Row;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,7 +95,7 @@ impl Db {
 }
 
 async fn store_batch(
-    pool: &sqlx::SqlitePool,
+    pool: &Pool,
     writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
     batch: &[Pending],
 ) -> Result<Vec<Result<(String, bool)>>> {
@@ -122,10 +122,7 @@ struct Found {
 }
 
 /// The whole batch in a few statements: read what exists, decide each report in arrival order, insert the new ones.
-async fn store_together(
-    conn: &mut sqlx::SqliteConnection,
-    batch: &[Pending],
-) -> Result<Vec<(String, bool)>> {
+async fn store_together(tx: &mut WriteTx, batch: &[Pending]) -> Result<Vec<(String, bool)>> {
     let asked = serde_json::Value::Array(
         batch
             .iter()
@@ -142,10 +139,11 @@ async fn store_together(
     );
     let open = sql_states(IncidentState::is_open);
     // The listed states are the enum's own names, never input.
+    let rows_of = tx.dialect().json_rows("$1");
     let lookup = format!(
         "WITH r AS (SELECT key AS i, value ->> 0 AS k, value ->> 1 AS ns, value ->> 2 AS kind, value ->> 3 AS name,
                            value ->> 4 AS c
-                    FROM json_each(?))
+                    FROM {rows_of} AS j)
          SELECT r.i,
            (SELECT id FROM incidents WHERE idempotency_key = r.k) AS by_key,
            (SELECT id FROM incidents WHERE cluster = r.c AND namespace = r.ns AND workload_kind = r.kind
@@ -156,23 +154,30 @@ async fn store_together(
               AND workload_name = r.name ORDER BY updated_at DESC LIMIT 1) AS last_at
          FROM r"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(lookup))
-        .bind(asked.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let asked = asked.to_string();
+    type Looked = (
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Looked> = on_conn!(tx, c => {
+        sqlx::query_as(sqlx::AssertSqlSafe(lookup))
+            .bind(&asked)
+            .fetch_all(&mut *c)
+            .await?
+    });
     let mut found: Vec<Found> = (0..batch.len()).map(|_| Found::default()).collect();
-    for row in rows {
-        let i: i64 = row.try_get("i")?;
+    for (i, by_key, open_id, last_id, last_at) in rows {
         let Some(f) = usize::try_from(i).ok().and_then(|i| found.get_mut(i)) else {
             return Err(DbError::Corrupt(format!(
                 "batch lookup answered for report {i}"
             )));
         };
-        f.by_key = row.try_get("by_key")?;
-        f.open = row.try_get("open_id")?;
-        f.last = row
-            .try_get::<Option<String>, _>("last_id")?
-            .zip(row.try_get::<Option<String>, _>("last_at")?);
+        f.by_key = by_key;
+        f.open = open_id;
+        f.last = last_id.zip(last_at);
     }
     let ts = now();
     let mut keys: HashMap<&str, String> = HashMap::new();
@@ -220,25 +225,28 @@ async fn store_together(
         return Ok(results);
     }
     let created = serde_json::Value::Array(created).to_string();
-    sqlx::query(
+    // Both statements' text is built from the dialect's own table function, never input.
+    let rows_of = tx.dialect().json_rows("$2");
+    let insert_incidents = format!(
         "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report, cluster)
-         SELECT value ->> 0, ?1, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+         SELECT value ->> 0, $1, $1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
                 'reported', value ->> 7, value ->> 8, value ->> 9
-         FROM json_each(?2) ORDER BY key",
-    )
-    .bind(&ts)
-    .bind(&created)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+         FROM {rows_of} AS j ORDER BY key"
+    );
+    let insert_transitions = format!(
         "INSERT INTO incident_transitions (incident_id, at, state, note)
-         SELECT value ->> 0, ?1, ?2, 'failure reported' FROM json_each(?3) ORDER BY key",
-    )
-    .bind(&ts)
-    .bind(IncidentState::Reported.as_str())
-    .bind(&created)
-    .execute(&mut *conn)
-    .await?;
+         SELECT value ->> 0, $1, 'reported', 'failure reported' FROM {rows_of} AS j ORDER BY key"
+    );
+    for sql in [insert_incidents, insert_transitions] {
+        on_conn!(tx, c => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&ts)
+                .bind(&created)
+                .execute(&mut *c)
+                .await?
+            .rows_affected()
+        });
+    }
     Ok(results)
 }
 
@@ -254,19 +262,19 @@ fn seen_before_last_finished(p: &Pending, last: Option<(String, String)>) -> Opt
 
 /// Each report in its own savepoint: the slow path, when storing the batch together failed.
 async fn store_each(
-    pool: &sqlx::SqlitePool,
+    pool: &Pool,
     writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
     batch: &[Pending],
 ) -> Result<Vec<Result<(String, bool)>>> {
     let mut tx = WriteTx::begin(pool, writer).await?;
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
-        sqlx::query("SAVEPOINT report").execute(&mut *tx).await?;
+        tx.execute("SAVEPOINT report", &[]).await?;
         let r = open_in(&mut tx, p).await;
         if r.is_err() {
-            sqlx::query("ROLLBACK TO report").execute(&mut *tx).await?;
+            tx.execute("ROLLBACK TO report", &[]).await?;
         }
-        sqlx::query("RELEASE report").execute(&mut *tx).await?;
+        tx.execute("RELEASE report", &[]).await?;
         results.push(r);
     }
     tx.commit().await?;
@@ -274,65 +282,71 @@ async fn store_each(
 }
 
 /// One report, inside the caller's transaction.
-async fn open_in(conn: &mut sqlx::SqliteConnection, n: &Pending) -> Result<(String, bool)> {
-    if let Some(key) = &n.idempotency_key
-        && let Some(row) = sqlx::query("SELECT id FROM incidents WHERE idempotency_key = ?")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?
-    {
-        return Ok((row.get("id"), false));
+async fn open_in(tx: &mut WriteTx, n: &Pending) -> Result<(String, bool)> {
+    if let Some(key) = &n.idempotency_key {
+        let id: Option<String> = on_conn!(tx, c => {
+            sqlx::query_scalar("SELECT id FROM incidents WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        if let Some(id) = id {
+            return Ok((id, false));
+        }
     }
+    let workload = [
+        Arg::Text(&n.cluster),
+        Arg::Text(&n.namespace),
+        Arg::Text(&n.workload_kind),
+        Arg::Text(&n.workload_name),
+    ];
     // One incident per workload at a time, whatever the signature: a second failure report while a fix is being
     // made or verified is the same workload's story (and verification sees it), never a second writer.
+    // The listed states are the enum's own names, never input.
     let open = format!(
-        "SELECT id FROM incidents WHERE cluster = ? AND namespace = ? AND workload_kind = ? AND workload_name = ?
+        "SELECT id FROM incidents WHERE cluster = $1 AND namespace = $2 AND workload_kind = $3 AND workload_name = $4
          AND state IN ({}) ORDER BY created_at LIMIT 1",
         sql_states(IncidentState::is_open)
     );
-    // The listed states are the enum's own names, never input.
-    let q = sqlx::query(sqlx::AssertSqlSafe(open))
-        .bind(&n.cluster)
-        .bind(&n.namespace)
-        .bind(&n.workload_kind)
-        .bind(&n.workload_name);
-    if let Some(row) = q.fetch_optional(&mut *conn).await? {
-        return Ok((row.get("id"), false));
+    let id: Option<String> = on_conn!(tx, c => {
+        bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(open)), &workload)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    if let Some(id) = id {
+        return Ok((id, false));
     }
-    let last = sqlx::query(
-        "SELECT id, updated_at FROM incidents WHERE cluster = ? AND namespace = ? AND workload_kind = ? AND workload_name = ?
-         ORDER BY updated_at DESC LIMIT 1",
-    )
-    .bind(&n.cluster)
-    .bind(&n.namespace)
-    .bind(&n.workload_kind)
-    .bind(&n.workload_name)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| (row.get("id"), row.get("updated_at")));
+    let last: Option<(String, String)> = on_conn!(tx, c => {
+        bind_all!(sqlx::query_as(
+            "SELECT id, updated_at FROM incidents WHERE cluster = $1 AND namespace = $2 AND workload_kind = $3 AND workload_name = $4
+             ORDER BY updated_at DESC LIMIT 1",
+        ), &workload)
+        .fetch_optional(&mut *c)
+        .await?
+    });
     if let Some(id) = seen_before_last_finished(n, last) {
         return Ok((id, false));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let ts = now();
-    sqlx::query(
+    tx.execute(
         "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report, cluster)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reported', ?, ?, ?)",
+         VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 'reported', $9, $10, $11)",
+        &[
+            Arg::Text(&id),
+            Arg::Text(&ts),
+            Arg::Text(&n.namespace),
+            Arg::Text(&n.pod_name),
+            Arg::Text(&n.workload_kind),
+            Arg::Text(&n.workload_name),
+            Arg::Text(&n.error_type),
+            Arg::Text(&n.signature),
+            Arg::MaybeText(n.idempotency_key.as_deref()),
+            Arg::Text(&n.report),
+            Arg::Text(&n.cluster),
+        ],
     )
-    .bind(&id)
-    .bind(&ts)
-    .bind(&ts)
-    .bind(&n.namespace)
-    .bind(&n.pod_name)
-    .bind(&n.workload_kind)
-    .bind(&n.workload_name)
-    .bind(&n.error_type)
-    .bind(&n.signature)
-    .bind(&n.idempotency_key)
-    .bind(&n.report)
-    .bind(&n.cluster)
-    .execute(&mut *conn)
     .await?;
-    insert_transition(conn, &id, &ts, IncidentState::Reported, "failure reported").await?;
+    insert_transition(tx, &id, &ts, IncidentState::Reported, "failure reported").await?;
     Ok((id, true))
 }

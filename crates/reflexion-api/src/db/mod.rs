@@ -1,23 +1,26 @@
-//! SQLite memory: incidents and their transitions, episodes, lessons, strategies, audit. WAL mode; every state
-//! transition is committed before the side effect it announces.
+//! The memory: incidents and their transitions, episodes, lessons, strategies, audit — on SQLite (WAL, the default)
+//! or PostgreSQL (`backend`). Every state transition is committed before the side effect it announces.
 
+mod actions;
+mod backend;
 mod ingest;
+mod memory;
 mod rows;
 mod views;
 
 pub use rows::{
-    AuditEntry, Day, Episode, IncidentDetail, IncidentSummary, LearnedValue, LlmCall, Statistics,
-    Strategy, Transition, TransitionEvent, Workload,
+    AuditEntry, Day, Doc, Episode, IncidentDetail, IncidentSummary, LearnedValue, LlmCall,
+    Statistics, Strategy, Transition, TransitionEvent, Workload,
 };
 
 use crate::metrics::Counters;
+pub use backend::Dialect;
+use backend::{Arg, Pool, WriteTx, bind_all, on_conn, on_pool};
 use chrono::Utc;
 use reflexion_core::IncidentState;
 use reflexion_core::strategy::PlanSource;
-use serde_json::{Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::str::FromStr;
+use serde_json::Value;
+use sqlx::Row;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -43,50 +46,14 @@ pub type Result<T> = std::result::Result<T, DbError>;
 
 #[derive(Clone)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: Pool,
     counters: std::sync::Arc<Counters>,
-    /// Writes go one at a time through this lock. SQLite has one writer; a connection that finds the write lock
-    /// taken sleeps in SQLite's busy handler (1, 2, 5, 10, ... 100 ms steps), which under a stream of reports was
-    /// most of a report's latency. Queued here, the next writer starts the moment the last one commits.
+    /// SQLite: writes go one at a time through this lock. SQLite has one writer; a connection that finds the write
+    /// lock taken sleeps in SQLite's busy handler (1, 2, 5, 10, ... 100 ms steps), which under a stream of reports
+    /// was most of a report's latency. Queued here, the next writer starts the moment the last one commits.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Reports waiting for the report writer (`ingest`).
     ingest: ingest::Queue,
-}
-
-/// A write transaction holding the writer lock until it commits or is dropped.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _writer: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl WriteTx {
-    async fn begin(
-        pool: &SqlitePool,
-        writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
-    ) -> Result<Self> {
-        let writer = writer.clone().lock_owned().await;
-        Ok(WriteTx {
-            tx: pool.begin_with("BEGIN IMMEDIATE").await?,
-            _writer: writer,
-        })
-    }
-
-    pub(crate) async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
 }
 
 fn now() -> String {
@@ -163,18 +130,14 @@ pub struct LlmCallRecord {
 
 /// Move an incident to `to` and record the transition, inside the caller's transaction: only a move the state
 /// machine allows, and by compare-and-set on the state it leaves, so that of two writers only one moves it.
-async fn apply_transition(
-    conn: &mut sqlx::SqliteConnection,
-    id: &str,
-    to: IncidentState,
-    note: &str,
-) -> Result<()> {
-    let row = sqlx::query("SELECT state FROM incidents WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| DbError::NoIncident(id.to_string()))?;
-    let from = state_of(&row)?;
+async fn apply_transition(tx: &mut WriteTx, id: &str, to: IncidentState, note: &str) -> Result<()> {
+    let state: Option<String> = on_conn!(tx, c => {
+        sqlx::query_scalar("SELECT state FROM incidents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let from = parse_state(state.ok_or_else(|| DbError::NoIncident(id.to_string()))?)?;
     if !from.can_move_to(to) {
         return Err(DbError::IllegalMove {
             id: id.to_string(),
@@ -183,22 +146,23 @@ async fn apply_transition(
         });
     }
     let ts = now();
-    let moved =
-        sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+    let moved = on_conn!(tx, c => {
+        sqlx::query("UPDATE incidents SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
             .bind(to.as_str())
             .bind(&ts)
             .bind(id)
             .bind(from.as_str())
-            .execute(&mut *conn)
-            .await?;
-    if moved.rows_affected() != 1 {
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    if moved != 1 {
         return Err(DbError::Conflict(id.to_string()));
     }
-    insert_transition(conn, id, &ts, to, note).await
+    insert_transition(tx, id, &ts, to, note).await
 }
 
-fn state_of(row: &sqlx::sqlite::SqliteRow) -> Result<IncidentState> {
-    let s: String = row.try_get("state")?;
+fn parse_state(s: String) -> Result<IncidentState> {
     s.parse()
         .map_err(|e: reflexion_core::incident::UnknownState| DbError::Corrupt(e.to_string()))
 }
@@ -214,37 +178,34 @@ fn sql_states(pick: impl Fn(IncidentState) -> bool) -> String {
 }
 
 async fn insert_transition(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut WriteTx,
     id: &str,
     ts: &str,
     state: IncidentState,
     note: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO incident_transitions (incident_id, at, state, note) VALUES (?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(ts)
-    .bind(state.as_str())
-    .bind(note)
-    .execute(&mut *conn)
-    .await?;
+    let args = [
+        Arg::Text(id),
+        Arg::Text(ts),
+        Arg::Text(state.as_str()),
+        Arg::Text(note),
+    ];
+    on_conn!(tx, c => {
+        bind_all!(
+            sqlx::query("INSERT INTO incident_transitions (incident_id, at, state, note) VALUES ($1, $2, $3, $4)"),
+            &args
+        )
+        .execute(&mut *c)
+        .await?
+            .rows_affected()
+    });
     Ok(())
 }
 
 impl Db {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("../../migrations").run(&pool).await?;
+        let pool = Pool::connect(url).await?;
         let (ingest, queue) = tokio::sync::mpsc::channel(4096);
         let db = Self {
             pool,
@@ -256,21 +217,23 @@ impl Db {
         Ok(db)
     }
 
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+
     /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
     /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
     async fn begin_write(&self) -> Result<WriteTx> {
         WriteTx::begin(&self.pool, &self.writer).await
     }
 
-    /// One statement, written under the writer lock.
-    async fn write<'q>(
-        &self,
-        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> Result<sqlx::sqlite::SqliteQueryResult> {
+    /// One statement in its own write transaction; the rows it changed.
+    async fn write(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
         let mut tx = self.begin_write().await?;
-        let r = q.execute(&mut *tx).await?;
+        let n = tx.execute(sql, args).await?;
         tx.commit().await?;
-        Ok(r)
+        Ok(n)
     }
 
     /// What this process did, for Prometheus.
@@ -282,48 +245,50 @@ impl Db {
     /// them, so that its open incidents still hold their workloads. Returns the incidents adopted.
     pub async fn adopt_unnamed(&self, cluster: &str) -> Result<u64> {
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE incidents SET cluster = ? WHERE cluster = ''")
-            .bind(cluster)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        for table in ["audit", "lessons"] {
-            // The table names are this list's, never input.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET cluster = ? WHERE cluster = ''"
-            )))
-            .bind(cluster)
-            .execute(&mut *tx)
-            .await?;
+        let mut adopted = 0;
+        for (i, sql) in [
+            "UPDATE incidents SET cluster = $1 WHERE cluster = ''",
+            "UPDATE audit SET cluster = $1 WHERE cluster = ''",
+            "UPDATE lessons SET cluster = $1 WHERE cluster = ''",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = on_conn!(tx, c => sqlx::query(sql).bind(cluster).execute(&mut *c).await?.rows_affected());
+            if i == 0 {
+                adopted = n;
+            }
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(adopted)
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await?.rows_affected());
         Ok(())
     }
 
     pub async fn incident(&self, id: &str) -> Result<Option<Incident>> {
-        let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(Incident {
-            state: state_of(&r)?,
-            id: r.get("id"),
-            cluster: r.get("cluster"),
-            namespace: r.get("namespace"),
-            pod_name: r.get("pod_name"),
-            workload_kind: r.get("workload_kind"),
-            workload_name: r.get("workload_name"),
-            error_type: r.get("error_type"),
-            signature: r.get("signature"),
-            trials: r.get("trials"),
-            report: serde_json::from_str(r.get::<&str, _>("report")).unwrap_or(Value::Null),
-        }))
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query("SELECT * FROM incidents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            let Some(r) = row else { return Ok(None) };
+            Ok(Some(Incident {
+                state: parse_state(r.try_get("state")?)?,
+                id: r.try_get("id")?,
+                cluster: r.try_get("cluster")?,
+                namespace: r.try_get("namespace")?,
+                pod_name: r.try_get("pod_name")?,
+                workload_kind: r.try_get("workload_kind")?,
+                workload_name: r.try_get("workload_name")?,
+                error_type: r.try_get("error_type")?,
+                signature: r.try_get("signature")?,
+                trials: r.try_get("trials")?,
+                report: serde_json::from_str(r.try_get::<&str, _>("report")?).unwrap_or(Value::Null),
+            }))
+        })
     }
 
     pub async fn transition(&self, id: &str, state: IncidentState, note: &str) -> Result<()> {
@@ -334,14 +299,15 @@ impl Db {
     }
 
     pub async fn set_evidence(&self, id: &str, signature: &str, evidence: &Value) -> Result<()> {
+        let (evidence, ts) = (evidence.to_string(), now());
         self.write(
-            sqlx::query(
-                "UPDATE incidents SET evidence = ?, signature = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(evidence.to_string())
-            .bind(signature)
-            .bind(now())
-            .bind(id),
+            "UPDATE incidents SET evidence = $1, signature = $2, updated_at = $3 WHERE id = $4",
+            &[
+                Arg::Text(&evidence),
+                Arg::Text(signature),
+                Arg::Text(&ts),
+                Arg::Text(id),
+            ],
         )
         .await?;
         Ok(())
@@ -349,9 +315,8 @@ impl Db {
 
     pub async fn set_outcome(&self, id: &str, outcome: &str) -> Result<()> {
         self.write(
-            sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
-                .bind(outcome)
-                .bind(id),
+            "UPDATE incidents SET outcome = $1 WHERE id = $2",
+            &[Arg::Text(outcome), Arg::Text(id)],
         )
         .await?;
         Ok(())
@@ -360,11 +325,14 @@ impl Db {
     /// The final state and its outcome, in one transaction.
     pub async fn finish(&self, id: &str, state: IncidentState, outcome: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE incidents SET outcome = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_conn!(tx, c => {
+            sqlx::query("UPDATE incidents SET outcome = $1 WHERE id = $2")
+                .bind(outcome)
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+            .rows_affected()
+        });
         apply_transition(&mut tx, id, state, outcome).await?;
         tx.commit().await?;
         Ok(())
@@ -379,11 +347,14 @@ impl Db {
     ) -> Result<()> {
         let plan = serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE incidents SET pending_plan = ? WHERE id = ?")
-            .bind(plan)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_conn!(tx, c => {
+            sqlx::query("UPDATE incidents SET pending_plan = $1 WHERE id = $2")
+                .bind(&plan)
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+            .rows_affected()
+        });
         apply_transition(&mut tx, id, IncidentState::AwaitingApproval, note).await?;
         tx.commit().await?;
         Ok(())
@@ -399,18 +370,22 @@ impl Db {
         note: &str,
     ) -> Result<Option<std::result::Result<P, String>>> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT pending_plan FROM incidents WHERE id = ? AND state = 'awaiting_approval'",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let plan: Option<String> = row.get("pending_plan");
-        sqlx::query("UPDATE incidents SET pending_plan = NULL WHERE id = ?")
+        let plan: Option<Option<String>> = on_conn!(tx, c => {
+            sqlx::query_scalar(
+                "SELECT pending_plan FROM incidents WHERE id = $1 AND state = 'awaiting_approval'",
+            )
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *c)
+            .await?
+        });
+        let Some(plan) = plan else { return Ok(None) };
+        on_conn!(tx, c => {
+            sqlx::query("UPDATE incidents SET pending_plan = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+            .rows_affected()
+        });
         apply_transition(&mut tx, id, next_state, note).await?;
         tx.commit().await?;
         Ok(Some(match plan {
@@ -421,448 +396,16 @@ impl Db {
 
     /// Incidents a restart left in flight.
     pub async fn unfinished(&self) -> Result<Vec<(String, IncidentState)>> {
+        // The listed states are the enum's own names, never input.
         let q = format!(
             "SELECT id, state FROM incidents WHERE state IN ({}) ORDER BY created_at",
             sql_states(IncidentState::in_flight)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.get("id"), state_of(r)?)))
+        let rows: Vec<(String, String)> = on_pool!(&self.pool, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+        });
+        rows.into_iter()
+            .map(|(id, s)| Ok((id, parse_state(s)?)))
             .collect()
-    }
-
-    pub async fn audit(
-        &self,
-        incident_id: &str,
-        verb: &str,
-        target: &str,
-        detail: &Value,
-        result: &str,
-    ) -> Result<()> {
-        self.write(sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result, cluster)
-                                VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE((SELECT cluster FROM incidents WHERE id = ?2), ''))")
-            .bind(now())
-            .bind(incident_id)
-            .bind(verb)
-            .bind(target)
-            .bind(detail.to_string())
-            .bind(result)
-            )
-            .await?;
-        if verb == "revert" {
-            Counters::add(&self.counters.reverts, 1);
-        }
-        Ok(())
-    }
-
-    /// Take one action slot if the budget allows it: in one write transaction, count the last hour's actions (all
-    /// workloads, and this target) and record this one as `reserved`. `Ok(Err(why))` when the budget is spent.
-    pub async fn reserve_action(
-        &self,
-        incident_id: &str,
-        verb: &str,
-        target: &str,
-        detail: &Value,
-        budget: &reflexion_core::policy::Budget,
-    ) -> Result<std::result::Result<i64, String>> {
-        let hour_ago = (Utc::now() - chrono::Duration::hours(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut tx = self.begin_write().await?;
-        let count = async |tx: &mut sqlx::SqliteConnection, target: Option<&str>| {
-            // The whole fleet's actions count against the hourly budget; a workload's, in its own cluster only.
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE at >= ?1 AND verb != 'revert'
-                                   AND (?2 IS NULL OR (target = ?2 AND cluster = COALESCE((SELECT cluster FROM incidents WHERE id = ?3), '')))")
-                .bind(&hour_ago)
-                .bind(target)
-                .bind(incident_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            Ok::<_, DbError>(u32::try_from(row.get::<i64, _>("n")).unwrap_or(u32::MAX))
-        };
-        let total = count(&mut tx, None).await?;
-        let on_target = count(&mut tx, Some(target)).await?;
-        if let Err(why) = budget.check(total, on_target) {
-            return Ok(Err(why));
-        }
-        let id = sqlx::query("INSERT INTO audit (at, incident_id, verb, target, detail, result, cluster)
-                              VALUES (?1, ?2, ?3, ?4, ?5, 'reserved', COALESCE((SELECT cluster FROM incidents WHERE id = ?2), ''))")
-            .bind(now())
-            .bind(incident_id)
-            .bind(verb)
-            .bind(target)
-            .bind(detail.to_string())
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-        tx.commit().await?;
-        Counters::add(&self.counters.cluster_writes, 1);
-        Ok(Ok(id))
-    }
-
-    /// The incident's action that was reserved and never settled: a write whose answer a crash lost.
-    pub async fn unsettled_action(&self, incident_id: &str) -> Result<Option<(i64, Value)>> {
-        let row = sqlx::query(
-            "SELECT id, detail FROM audit WHERE incident_id = ? AND result = 'reserved' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(incident_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| {
-            let detail = serde_json::from_str(r.get::<&str, _>("detail")).unwrap_or(Value::Null);
-            (r.get("id"), detail)
-        }))
-    }
-
-    /// The result of a reserved action, once it ran.
-    pub async fn settle_action(&self, slot: i64, result: &str) -> Result<()> {
-        self.write(
-            sqlx::query("UPDATE audit SET result = ? WHERE id = ?")
-                .bind(result)
-                .bind(slot),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The strategy for a signature class and action template, created on first use.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn strategy_for(
-        &self,
-        signature: &str,
-        error_type: &str,
-        action: &str,
-        template: &str,
-        description: &str,
-        source: PlanSource,
-        payload: Option<&Value>,
-    ) -> Result<String> {
-        let id = format!("strategy_{}", uuid::Uuid::new_v4().simple());
-        self.write(sqlx::query(
-            "INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, created_at, payload)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signature_class, template) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(signature)
-        .bind(error_type)
-        .bind(action)
-        .bind(template)
-        .bind(description)
-        .bind(source.as_str())
-        .bind(now())
-        .bind(payload.map(Value::to_string))
-        )
-        .await?;
-        let row =
-            sqlx::query("SELECT id FROM strategies WHERE signature_class = ? AND template = ?")
-                .bind(signature)
-                .bind(template)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.get("id"))
-    }
-
-    /// Record a trial: the episode, its lessons, the strategy's statistics and the incident's trial count, in one
-    /// transaction.
-    pub async fn record_episode(&self, e: &NewEpisode<'_>) -> Result<String> {
-        let id = format!("episode_{}", uuid::Uuid::new_v4().simple());
-        let ts = now();
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source,
-                                   action, command, rationale, dry_run, execution, verification, success, reverted, reflection, duration_ms, llm)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&e.incident.id)
-        .bind(e.trial)
-        .bind(&ts)
-        .bind(&e.incident.namespace)
-        .bind(&e.incident.pod_name)
-        .bind(&e.incident.error_type)
-        .bind(e.signature)
-        .bind(e.strategy_id)
-        .bind(e.source.as_str())
-        .bind(e.action.to_string())
-        .bind(e.command)
-        .bind(e.rationale)
-        .bind(e.dry_run.to_string())
-        .bind(e.execution.to_string())
-        .bind(e.verification.to_string())
-        .bind(e.success)
-        .bind(e.reverted)
-        .bind(e.reflection)
-        .bind(e.duration_ms)
-        .bind((!e.llm.is_null()).then(|| e.llm.to_string()))
-        .execute(&mut *tx)
-        .await?;
-        for lesson in e.lessons {
-            sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at, cluster) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(&id)
-                .bind(e.signature)
-                .bind(lesson)
-                .bind(e.success)
-                .bind(&ts)
-                .bind(&e.incident.cluster)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (s, f) = if e.success || e.progress {
-            (1, 0)
-        } else {
-            (0, 1)
-        };
-        sqlx::query("UPDATE strategies SET successes = successes + ?, failures = failures + ?, usage_count = usage_count + 1, last_used = ? WHERE id = ?")
-            .bind(s)
-            .bind(f)
-            .bind(&ts)
-            .bind(e.strategy_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE incidents SET trials = ?, updated_at = ? WHERE id = ?")
-            .bind(e.trial)
-            .bind(&ts)
-            .bind(&e.incident.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Counters::add(&self.counters.episodes, 1);
-        Counters::add(&self.counters.episodes_successful, u64::from(e.success));
-        Ok(id)
-    }
-
-    /// The commands of an incident's trials that were not verified but made progress and were kept, in order.
-    pub async fn kept_changes(&self, incident: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT command, verification FROM episodes WHERE incident_id = ? AND NOT success AND NOT reverted ORDER BY trial, created_at",
-        )
-        .bind(incident)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| {
-                serde_json::from_str::<Value>(&r.get::<String, _>("verification"))
-                    .is_ok_and(|v| v["progress"] == "progress")
-            })
-            .map(|r| r.get::<String, _>("command"))
-            .collect())
-    }
-
-    /// The actions an incident's trials ran, in order (for an approved trial that continues the incident).
-    pub async fn episode_actions(&self, incident: &str) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT action FROM episodes WHERE incident_id = ? ORDER BY trial, created_at",
-        )
-        .bind(incident)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| serde_json::from_str(&r.get::<String, _>("action")).ok())
-            .collect())
-    }
-
-    /// (successes, failures) of the strategy for a signature class and template; (0, 0) if never used.
-    pub async fn strategy_record(&self, signature: &str, template: &str) -> Result<(u64, u64)> {
-        let row = sqlx::query(
-            "SELECT successes, failures FROM strategies WHERE signature_class = ? AND template = ?",
-        )
-        .bind(signature)
-        .bind(template)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| {
-                (
-                    r.get::<i64, _>("successes").max(0) as u64,
-                    r.get::<i64, _>("failures").max(0) as u64,
-                )
-            })
-            .unwrap_or((0, 0)))
-    }
-
-    /// Verified strategies the LLM proposed for a signature class: (template, the action to reuse, successes,
-    /// failures), best first.
-    pub async fn llm_strategies(
-        &self,
-        signature: &str,
-    ) -> Result<Vec<(String, Option<Value>, u64, u64)>> {
-        let rows = sqlx::query(
-            "SELECT template, payload, successes, failures FROM strategies
-             WHERE signature_class = ? AND source = 'llm' AND successes > 0
-             ORDER BY (successes + 1.0) / (successes + failures + 2.0) DESC, last_used DESC",
-        )
-        .bind(signature)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let template = r.get::<String, _>("template");
-                // Before payloads, the action was the template itself: `llm:{json}`.
-                let payload = r
-                    .get::<Option<String>, _>("payload")
-                    .or_else(|| template.strip_prefix("llm:").map(String::from))
-                    .and_then(|p| serde_json::from_str(&p).ok());
-                (
-                    template,
-                    payload,
-                    r.get::<i64, _>("successes").max(0) as u64,
-                    r.get::<i64, _>("failures").max(0) as u64,
-                )
-            })
-            .collect())
-    }
-
-    pub async fn record_llm_call(&self, incident_id: &str, c: &LlmCallRecord) -> Result<()> {
-        self.write(sqlx::query(
-            "INSERT INTO llm_calls (incident_id, trial, at, model, prompt, response, prompt_tokens, completion_tokens, latency_ms, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(incident_id)
-        .bind(c.trial)
-        .bind(now())
-        .bind(&c.model)
-        .bind(&c.prompt)
-        .bind(&c.response)
-        .bind(c.prompt_tokens)
-        .bind(c.completion_tokens)
-        .bind(c.latency_ms)
-        .bind(&c.outcome)
-        )
-        .await?;
-        Counters::add(&self.counters.llm_calls, 1);
-        Counters::add(
-            &self.counters.llm_tokens,
-            u64::try_from(c.prompt_tokens + c.completion_tokens).unwrap_or(0),
-        );
-        Ok(())
-    }
-
-    /// Tokens spent on LLM calls for one incident, or by all incidents since an RFC 3339 time.
-    pub async fn llm_tokens(&self, incident: Option<&str>, since: Option<&str>) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n FROM llm_calls
-             WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR at >= ?2)",
-        )
-        .bind(incident)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.get::<i64, _>("n").max(0) as u64)
-    }
-
-    /// The latest write to a target by another incident: (time, incident id).
-    pub async fn last_action_on(
-        &self,
-        target: &str,
-        excluding_incident: &str,
-    ) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT at, incident_id FROM audit WHERE target = ?1 AND incident_id != ?2 AND verb != 'revert'
-               AND cluster = COALESCE((SELECT cluster FROM incidents WHERE id = ?2), '') ORDER BY id DESC LIMIT 1",
-        )
-        .bind(target)
-        .bind(excluding_incident)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get("at"), r.get("incident_id"))))
-    }
-
-    /// Remember a value a verified fix used for a workload.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn learn_value(
-        &self,
-        signature: &str,
-        ns: &str,
-        kind: &str,
-        name: &str,
-        key: &str,
-        value: &str,
-        episode_id: &str,
-    ) -> Result<()> {
-        self.write(sqlx::query(
-            "INSERT INTO learned_values (signature, namespace, workload_kind, workload_name, key, value, episode_id, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (signature, namespace, workload_kind, workload_name, key)
-             DO UPDATE SET value = excluded.value, episode_id = excluded.episode_id, updated_at = excluded.updated_at",
-        )
-        .bind(signature)
-        .bind(ns)
-        .bind(kind)
-        .bind(name)
-        .bind(key)
-        .bind(value)
-        .bind(episode_id)
-        .bind(now())
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// (value, episode it was learned in) for a workload and signature.
-    pub async fn learned_value(
-        &self,
-        signature: &str,
-        ns: &str,
-        kind: &str,
-        name: &str,
-        key: &str,
-    ) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT value, episode_id FROM learned_values WHERE signature = ? AND namespace = ? AND workload_kind = ? AND workload_name = ? AND key = ?",
-        )
-        .bind(signature)
-        .bind(ns)
-        .bind(kind)
-        .bind(name)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("episode_id"))))
-    }
-
-    /// Up to `limit` lessons for a signature, newest first (at most three go into any prompt, as in the paper),
-    /// from every cluster: each says which cluster taught it.
-    pub async fn lessons(&self, signature: &str, limit: i64) -> Result<Vec<String>> {
-        let rows =
-            sqlx::query("SELECT CASE cluster WHEN '' THEN text ELSE text || ' (learned on cluster ' || cluster || ')' END AS text
-                         FROM lessons WHERE signature = ? ORDER BY id DESC LIMIT ?")
-                .bind(signature)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|r| r.get("text")).collect())
-    }
-
-    /// Delete episodes (and their lessons) and/or strategies. Incidents and the audit log are kept: they are the
-    /// record of what was done to the cluster, not learned memory.
-    pub async fn clear(&self, episodes: bool, strategies: bool) -> Result<Value> {
-        let mut tx = self.begin_write().await?;
-        let (mut e, mut l, mut s) = (0, 0, 0);
-        if episodes {
-            l = sqlx::query("DELETE FROM lessons")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            e = sqlx::query("DELETE FROM episodes")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        if strategies {
-            s = sqlx::query("DELETE FROM strategies")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            // Learned values are part of what strategies learned.
-            sqlx::query("DELETE FROM learned_values")
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(json!({"episodes": e, "lessons": l, "strategies": s}))
     }
 }

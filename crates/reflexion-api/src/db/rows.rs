@@ -5,9 +5,20 @@ use reflexion_core::IncidentState;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
-use sqlx::types::Json;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+
+/// A JSON document the store keeps as text (both databases hold JSON as text); null when the column is.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct Doc(pub Value);
+
+impl TryFrom<Option<String>> for Doc {
+    type Error = serde_json::Error;
+    fn try_from(text: Option<String>) -> Result<Self, Self::Error> {
+        text.map_or(Ok(Doc(Value::Null)), |t| serde_json::from_str(&t).map(Doc))
+    }
+}
 
 /// The workload an incident is about.
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
@@ -70,7 +81,8 @@ pub struct AuditEntry {
     pub verb: String,
     pub target: String,
     #[schema(value_type = Object)]
-    pub detail: Json<Value>,
+    #[sqlx(try_from = "Option<String>")]
+    pub detail: Doc,
     pub result: String,
 }
 
@@ -104,16 +116,20 @@ pub struct Episode {
     /// `rules`, `learned` or `llm`.
     pub source: String,
     #[schema(value_type = Object)]
-    pub action: Json<Value>,
+    #[sqlx(try_from = "Option<String>")]
+    pub action: Doc,
     /// The action as the kubectl command it amounts to.
     pub command: String,
     pub rationale: String,
     #[schema(value_type = Option<Object>)]
-    pub dry_run: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub dry_run: Doc,
     #[schema(value_type = Option<Object>)]
-    pub execution: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub execution: Doc,
     #[schema(value_type = Option<Object>)]
-    pub verification: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub verification: Doc,
     pub success: bool,
     pub reverted: bool,
     pub reflection: String,
@@ -122,7 +138,8 @@ pub struct Episode {
     pub duration_ms: i64,
     /// The LLM calls behind the plan (null when it did not come from the model).
     #[schema(value_type = Option<Object>)]
-    pub llm: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub llm: Doc,
     pub created_at: String,
 }
 
@@ -134,13 +151,16 @@ pub struct IncidentDetail {
     pub summary: IncidentSummary,
     /// The failure report as the watcher sent it.
     #[schema(value_type = Object)]
-    pub report: Json<Value>,
+    #[sqlx(try_from = "Option<String>")]
+    pub report: Doc,
     /// What diagnosis read from the cluster.
     #[schema(value_type = Option<Object>)]
-    pub evidence: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub evidence: Doc,
     /// The plan waiting for approval: `{plan, trial, command}`.
     #[schema(value_type = Option<Object>)]
-    pub pending_plan: Option<Json<Value>>,
+    #[sqlx(try_from = "Option<String>")]
+    pub pending_plan: Doc,
     #[sqlx(skip)]
     pub transitions: Vec<Transition>,
     /// Trials, oldest first.

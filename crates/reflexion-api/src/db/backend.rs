@@ -1,0 +1,204 @@
+//! The two databases the store runs on: SQLite (embedded, the default: one file, one process) and PostgreSQL (shared
+//! by several replicas). One SQL text serves both where the dialects agree — `$1` placeholders, which SQLite reads
+//! too — and the store's methods are written once: `on_pool!` / `on_conn!` expand a body for each driver, so each
+//! runs on its own native types. Where the dialects differ, `Dialect` picks the text.
+
+use super::Result;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// `on_pool!(pool, p => body)`: `body` once per driver, with `p` that driver's pool.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::backend::Pool::Sqlite($p) => $body,
+            $crate::db::backend::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// `on_conn!(tx, c => body)`: `body` once per driver, with `c` the transaction's connection of that driver.
+macro_rules! on_conn {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx.conn() {
+            $crate::db::backend::Conn::Sqlite($c) => $body,
+            $crate::db::backend::Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+/// A value bound to a statement written once for both drivers (`Db::write`, `bind_all!`).
+#[derive(Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+    Int(i64),
+    Flag(bool),
+}
+
+/// `bind_all!(query, args)`: the query with each `Arg` bound in order.
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match *a {
+                $crate::db::backend::Arg::Text(s) => q.bind(s),
+                $crate::db::backend::Arg::MaybeText(s) => q.bind(s),
+                $crate::db::backend::Arg::Int(i) => q.bind(i),
+                $crate::db::backend::Arg::Flag(b) => q.bind(b),
+            };
+        }
+        q
+    }};
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Every write transaction on PostgreSQL takes this transaction-scoped advisory lock first, so that writes are as
+/// serial across replicas as SQLite's one writer makes them in one process: a budget counted and a slot reserved, a
+/// batch of reports read and stored, see no other writer in between. Reads never wait for it.
+const WRITER_LOCK: i64 = 0x6b72_6566_6c78; // "krefl x"
+
+impl Pool {
+    pub(crate) async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?.application_name("reflexion-api");
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            // The migrator holds an advisory lock while it runs: replicas starting together migrate once.
+            sqlx::migrate!("../../migrations/postgres")
+                .run(&pool)
+                .await?;
+            return Ok(Pool::Postgres(pool));
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Pool::Sqlite(pool))
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+impl Dialect {
+    /// The rows of a JSON array bound at `param`, as `(key, value)`: key its 0-based index, value the element.
+    pub(crate) fn json_rows(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_each({param})"),
+            Dialect::Postgres => format!(
+                "(SELECT ord - 1 AS key, value FROM jsonb_array_elements({param}::jsonb) WITH ORDINALITY AS e(value, ord))"
+            ),
+        }
+    }
+
+    /// The text elements of a JSON array of strings bound at `param`, as a one-column subquery.
+    pub(crate) fn json_texts(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("SELECT value FROM json_each({param})"),
+            Dialect::Postgres => format!("SELECT jsonb_array_elements_text({param}::jsonb)"),
+        }
+    }
+}
+
+enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A write transaction: on SQLite it holds the in-process writer lock and SQLite's write lock (BEGIN IMMEDIATE)
+/// from its start; on PostgreSQL the fleet-wide advisory lock (`WRITER_LOCK`). Rolled back when dropped.
+pub(crate) struct WriteTx {
+    tx: Tx,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn begin(pool: &Pool, writer: &Arc<tokio::sync::Mutex<()>>) -> Result<Self> {
+        match pool {
+            Pool::Sqlite(p) => {
+                let writer = writer.clone().lock_owned().await;
+                Ok(WriteTx {
+                    tx: Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+                    _writer: Some(writer),
+                })
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(WriteTx {
+                    tx: Tx::Postgres(tx),
+                    _writer: None,
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self.tx {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self.tx {
+            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// One statement; the rows it changed.
+    pub(crate) async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
+        Ok(
+            on_conn!(self, c => bind_all!(sqlx::query(sql), args).execute(&mut *c).await?.rows_affected()),
+        )
+    }
+
+    /// The connection of either driver, for `on_conn!`.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+}
+
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+pub(crate) use {bind_all, on_conn, on_pool};
