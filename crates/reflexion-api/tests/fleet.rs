@@ -59,13 +59,18 @@ fn audit_on(detail: &Value, cluster: &str) -> Vec<String> {
 async fn a_fix_learned_on_one_cluster_is_applied_on_another_each_action_on_its_own_cluster() {
     // An LLM is configured (a port nobody listens on): a call would be recorded, so "no LLM call" is observed.
     let dead_llm = format!("http://127.0.0.1:{}/v1", free_port());
+    // One memory for the fleet: the API's store is PostgreSQL where it is installed (always in CI).
     let stack = Stack::start(Options {
         clusters: &["staging", "prod"],
         extra_args: vec!["--llm-base-url".into(), dead_llm],
+        database_url: support::postgres::database().await,
         ..Options::default()
     })
     .await;
     let health = stack.get("/health").await;
+    if support::postgres::installed() {
+        assert_eq!(health["store"], "postgres", "{health}");
+    }
     assert_eq!(
         (
             &health["clusters"]["staging"]["status"],
@@ -246,6 +251,7 @@ async fn a_storm_across_two_clusters_with_the_api_killed_midway_resolves_every_i
     let mut stack = Stack::start(Options {
         clusters: &["staging", "prod"],
         api_args: &["--max-actions-per-hour", "500"],
+        database_url: support::postgres::database().await,
         ..Options::default()
     })
     .await;

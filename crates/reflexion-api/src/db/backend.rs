@@ -67,6 +67,15 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
 /// Every write transaction on PostgreSQL takes this transaction-scoped advisory lock first, so that writes are as
 /// serial across replicas as SQLite's one writer makes them in one process: a budget counted and a slot reserved, a
 /// batch of reports read and stored, see no other writer in between. Reads never wait for it.

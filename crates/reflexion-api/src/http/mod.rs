@@ -650,6 +650,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if healthy && cluster["status"] == "ok" { "healthy" } else if healthy { "degraded" } else { "unhealthy" },
         "database": if healthy { "ok".to_string() } else { format!("error: {}", db.err().map(|e| e.to_string()).unwrap_or_default()) },
+        "store": state.engine.db().dialect().name(),
         "cluster": cluster,
         "clusters": clusters,
         "version": env!("CARGO_PKG_VERSION"),

@@ -134,6 +134,8 @@ pub struct Options {
     /// Several clusters by name: one simcluster and one watcher (`--cluster-name`) each, one API serving them all
     /// (`--cluster NAME=KUBECONFIG`). Empty: one cluster, named by neither.
     pub clusters: &'static [&'static str],
+    /// The API's store: None is a SQLite file in the stack's directory.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -146,6 +148,7 @@ impl Default for Options {
             workload_cooldown_secs: 0.0,
             extra_args: Vec::new(),
             clusters: &[],
+            database_url: None,
         }
     }
 }
@@ -213,7 +216,9 @@ impl Stack {
         let db = stack.dir.path().join("reflexion.db");
         stack.api_args = [
             "--database-url".to_string(),
-            format!("sqlite://{}", db.display()),
+            opts.database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", db.display())),
             "--registry-url".into(),
             stack.sim_url.clone(),
             "--verify-window-secs".into(),

@@ -152,6 +152,11 @@ fn start() -> Option<Server> {
     Some(Server { port })
 }
 
+/// Whether the store tests run on PostgreSQL too.
+pub fn installed() -> bool {
+    bindir().is_some()
+}
+
 /// A new empty database on the test binary's server (`postgres://...`), or None where PostgreSQL is not installed.
 pub async fn database() -> Option<String> {
     let port = SERVER.get_or_init(start).as_ref()?.port;
