@@ -127,6 +127,15 @@ pub struct Args {
     #[arg(long, env = "REFLEXION_MAX_CONCURRENT_INCIDENTS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrent_incidents: u32,
+    /// This replica's name in the claims it takes on incidents it works (several replicas can share one
+    /// PostgreSQL). A restarted process with the same name resumes its own incidents at once; give each replica its
+    /// own (in Kubernetes, the pod name).
+    #[arg(long, env = "REFLEXION_REPLICA_ID", default_value_t = default_replica())]
+    pub replica_id: String,
+    /// How long a claim on an incident lasts unless its replica renews it (every third of it): how soon another
+    /// replica resumes the incidents of one that died or lost the database.
+    #[arg(long, env = "REFLEXION_CLAIM_TTL_SECS", default_value_t = 60.0)]
+    pub claim_ttl_secs: f64,
     /// Requests a second the engine may send the Kubernetes API on average (client-go's token bucket; the
     /// kube-controller-manager runs with 20). A storm's incidents wait for their reads instead of flooding the API
     /// server.
@@ -222,6 +231,11 @@ impl TryFrom<&Args> for Settings {
                 .transpose()?,
             planner: args.planner,
             max_concurrent_incidents: args.max_concurrent_incidents as usize,
+            replica: match args.replica_id.trim() {
+                "" => return Err(ConfigError::Empty("REFLEXION_REPLICA_ID")),
+                id => id.to_string(),
+            },
+            claim_ttl: seconds("--claim-ttl-secs", args.claim_ttl_secs)?,
             max_trials: args.max_trials,
             verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
             verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,
@@ -365,6 +379,16 @@ fn llm_config(args: &Args) -> Result<Option<LlmConfig>, ConfigError> {
     }))
 }
 
+/// The host's name (a pod's name in Kubernetes), else one name for every process on the machine.
+fn default_replica() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "reflexion-api".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +429,11 @@ mod tests {
                 "--registry-url \"not a url\" is not a URL",
             ),
             (&["--api-token", ""], "REFLEXION_API_TOKEN is set but empty"),
+            (
+                &["--replica-id", " "],
+                "REFLEXION_REPLICA_ID is set but empty",
+            ),
+            (&["--claim-ttl-secs", "0"], "--claim-ttl-secs"),
             (&["--auth-reads"], "--auth-reads needs REFLEXION_API_TOKEN"),
             (
                 &["--llm-base-url", "::"],

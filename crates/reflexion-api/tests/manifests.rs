@@ -311,7 +311,16 @@ fn docker_compose_runs_both_services_from_their_dockerfiles() {
     let services = compose["services"].as_object().unwrap();
     assert_eq!(
         services.keys().collect::<Vec<_>>(),
-        ["reflexion-api", "watcher"]
+        ["postgres", "reflexion-api", "watcher"]
+    );
+    // PostgreSQL only in its profile: a plain `docker compose up` keeps SQLite.
+    assert_eq!(
+        services["postgres"]["profiles"],
+        serde_json::json!(["postgres"])
+    );
+    assert_eq!(
+        services["postgres"]["volumes"][0],
+        "postgres-data:/var/lib/postgresql/data"
     );
     let declared: BTreeSet<&str> = compose["volumes"]
         .as_object()
@@ -319,7 +328,7 @@ fn docker_compose_runs_both_services_from_their_dockerfiles() {
         .keys()
         .map(String::as_str)
         .collect();
-    for (name, s) in services {
+    for (name, s) in services.iter().filter(|(n, _)| *n != "postgres") {
         let dockerfile = s["build"]["dockerfile"].as_str().unwrap();
         let df = std::fs::read_to_string(root().join(dockerfile)).unwrap();
         assert!(df.matches("FROM ").count() >= 2, "{name}: multi-stage");
@@ -339,6 +348,6 @@ fn docker_compose_runs_both_services_from_their_dockerfiles() {
     );
     assert_eq!(
         services["reflexion-api"]["environment"]["DATABASE_URL"],
-        "sqlite:///data/reflexion.db"
+        "${DATABASE_URL:-sqlite:///data/reflexion.db}"
     );
 }

@@ -369,3 +369,66 @@ async fn a_recalled_lesson_says_which_cluster_taught_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_replica_holds_an_incident_until_its_claim_expires_or_it_lets_go() {
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        let long = std::time::Duration::from_secs(60);
+        let short = std::time::Duration::from_millis(300);
+        let id = incident_in(&db, &[]).await;
+        assert!(db.claim(&id, "a", long).await.unwrap());
+        assert!(!db.claim(&id, "b", long).await.unwrap(), "a holds it");
+        assert!(
+            db.claim(&id, "a", long).await.unwrap(),
+            "a restarted takes its own"
+        );
+        // Held and fresh: nobody's to resume but its own replica's (after a restart).
+        let free = |db: Db, me: &'static str| async move {
+            db.unclaimed(me, std::time::Duration::ZERO)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id, _, by)| (id, by))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(free(db.clone(), "b").await, vec![]);
+        assert_eq!(
+            free(db.clone(), "a").await,
+            vec![(id.clone(), Some("a".into()))]
+        );
+        // A claim renewed for a moment and then left to expire is anyone's.
+        assert_eq!(db.renew_claims("a", short).await.unwrap(), 1);
+        assert!(!db.claim(&id, "b", long).await.unwrap());
+        tokio::time::sleep(short * 2).await;
+        assert_eq!(
+            free(db.clone(), "b").await,
+            vec![(id.clone(), Some("a".into()))]
+        );
+        assert!(db.claim(&id, "b", long).await.unwrap(), "a's claim expired");
+        assert_eq!(db.renew_claims("a", long).await.unwrap(), 0, "a lost it");
+        // Let go, it is free; a finished incident is nobody's to resume.
+        db.release(&id, "a").await.unwrap();
+        assert!(
+            !db.claim(&id, "c", long).await.unwrap(),
+            "only b lets it go"
+        );
+        db.release(&id, "b").await.unwrap();
+        assert_eq!(free(db.clone(), "c").await, vec![(id.clone(), None)]);
+        assert!(db.claim(&id, "c", long).await.unwrap());
+        db.finish(&id, IncidentState::Escalated, "handed over")
+            .await
+            .unwrap();
+        assert_eq!(free(db.clone(), "c").await, vec![]);
+        // Never claimed: free once it has not moved for the idle time.
+        let fresh = incident_in(&db, &[]).await;
+        assert_eq!(
+            db.unclaimed("c", std::time::Duration::from_secs(60))
+                .await
+                .unwrap(),
+            vec![]
+        );
+        assert_eq!(free(db.clone(), "c").await, vec![(fresh, None)]);
+    }
+}

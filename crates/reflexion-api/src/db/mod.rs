@@ -3,6 +3,7 @@
 
 mod actions;
 mod backend;
+mod claims;
 mod ingest;
 mod memory;
 mod rows;

@@ -1,6 +1,7 @@
 //! The incident loop: diagnose -> plan -> gate -> execute at the owner -> verify -> (revert, reflect, retry) ->
 //! resolve or escalate. Every state transition is committed before the side effect it announces.
 
+mod claims;
 mod diagnose;
 mod llm_planning;
 mod options;
@@ -42,6 +43,10 @@ pub struct EngineConfig {
     pub planner: PlannerMode,
     /// Incidents worked at once.
     pub max_concurrent_incidents: usize,
+    /// This replica's name in the claims it takes on incidents (`claims`).
+    pub replica: String,
+    /// How long a claim lasts unless renewed: how soon another replica resumes the incidents of one that died.
+    pub claim_ttl: Duration,
 }
 
 /// Who plans first. Either way a learned strategy comes before a new LLM call, and every plan passes the same gates.
@@ -70,6 +75,7 @@ struct Inner {
     working: Arc<tokio::sync::Semaphore>,
     /// Incidents waiting for a permit, oldest first.
     waiting: std::sync::Mutex<std::collections::VecDeque<String>>,
+    claims: claims::Claims,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +144,7 @@ impl Engine {
                     config.max_concurrent_incidents.max(1),
                 )),
                 waiting: Default::default(),
+                claims: claims::Claims::new(),
                 config,
             }),
         }
@@ -173,6 +180,10 @@ impl Engine {
     /// being worked, else after them. A waiting incident costs its id in a queue (and its row, stored as
     /// `reported`), not a task: 20,000 spawned incident futures held 250 MiB.
     pub fn spawn(&self, id: String) {
+        // Queued or worked here already.
+        if !self.inner.claims.hold_new(&id) {
+            return;
+        }
         let Ok(permit) = self.inner.working.clone().try_acquire_owned() else {
             self.waiting().push_back(id);
             return;
@@ -209,43 +220,17 @@ impl Engine {
         self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Work the incident under this replica's claim, from where it stands.
     async fn work(&self, id: &str) {
-        if let Err(e) = self.run(id).await {
-            tracing::error!(incident = %id, error = %e, "incident stopped by an error");
-            let _ = self
-                .inner
-                .db
-                .finish(id, IncidentState::Failed, &format!("internal error: {e}"))
-                .await;
-        }
+        self.claimed(id, self.take_up(id)).await;
+        self.inner.claims.let_go(id);
     }
 
-    /// Resume what a restart interrupted. An incident that was executing or verifying is not acted on again:
-    /// its change may already be in place, so it is only verified.
+    /// Resume what a restart interrupted, and from then on what any replica left (`claims`). Returns the incidents
+    /// resumed now.
     pub async fn resume(&self) -> Result<usize, DbError> {
-        let unfinished = self.inner.db.unfinished().await?;
-        let n = unfinished.len();
-        for (id, state) in unfinished {
-            tracing::info!(incident = %id, %state, "resuming incident after restart");
-            if matches!(state, IncidentState::Executing | IncidentState::Verifying) {
-                let engine = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = engine.reverify(&id, state).await {
-                        tracing::error!(incident = %id, error = %e, "resumed verification failed");
-                    }
-                });
-            } else {
-                // A slot reserved before the process died was never used: the write runs only after the incident
-                // is committed as executing.
-                if let Some((slot, _)) = self.inner.db.unsettled_action(&id).await? {
-                    self.inner
-                        .db
-                        .settle_action(slot, "not run: the service restarted before running it")
-                        .await?;
-                }
-                self.spawn(id);
-            }
-        }
+        let n = self.adopt_unclaimed(Duration::ZERO).await?;
+        self.keep_claims();
         Ok(n)
     }
 
@@ -266,15 +251,21 @@ impl Engine {
         };
         let engine = self.clone();
         let id = id.to_string();
+        // Held here, else a look for unclaimed incidents could plan it again meanwhile.
+        self.inner.claims.hold(&id);
         tokio::spawn(async move {
-            if let Err(e) = engine.run_approved(&id, pending).await {
-                tracing::error!(incident = %id, error = %e, "approved trial stopped by an error");
-                let _ = engine
-                    .inner
-                    .db
-                    .finish(&id, IncidentState::Failed, &format!("internal error: {e}"))
-                    .await;
-            }
+            let approved = async {
+                if let Err(e) = engine.run_approved(&id, pending).await {
+                    tracing::error!(incident = %id, error = %e, "approved trial stopped by an error");
+                    let _ = engine
+                        .inner
+                        .db
+                        .finish(&id, IncidentState::Failed, &format!("internal error: {e}"))
+                        .await;
+                }
+            };
+            engine.claimed(&id, approved).await;
+            engine.inner.claims.let_go(&id);
         });
         Ok(true)
     }
@@ -371,8 +362,7 @@ impl Engine {
                     db.settle_action(slot, "not applied (read back after a restart)")
                         .await?;
                     tracing::info!(incident = %id, %command, "the write did not land before the restart; diagnosing again");
-                    self.spawn(id.to_string());
-                    return Ok(());
+                    return self.run(id).await;
                 }
                 None => {}
             }

@@ -73,6 +73,8 @@ pub struct Stack {
     api_args: Vec<String>,
     /// With `Options::clusters`: each cluster's name and kubeconfig, the first being `kubeconfig`'s.
     pub clusters: Vec<(String, PathBuf)>,
+    /// With `Options::replicas` > 1: every API process's name and URL, `api_url` being the first's.
+    pub replicas: Vec<(String, String)>,
 }
 
 /// Where pods run: simcluster's built-in kubelet, or the split topology a real cluster has — a control plane
@@ -136,6 +138,9 @@ pub struct Options {
     pub clusters: &'static [&'static str],
     /// The API's store: None is a SQLite file in the stack's directory.
     pub database_url: Option<String>,
+    /// API processes on the one store (`replica-1`, `replica-2`, ...); the watcher of the i-th cluster reports to
+    /// the (i mod replicas)-th.
+    pub replicas: usize,
 }
 
 impl Default for Options {
@@ -149,6 +154,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             clusters: &[],
             database_url: None,
+            replicas: 1,
         }
     }
 }
@@ -164,6 +170,7 @@ impl Stack {
             children: Vec::new(),
             api_args: Vec::new(),
             clusters: Vec::new(),
+            replicas: Vec::new(),
             dir,
         };
         let split = TOPOLOGY.try_with(|t| *t) == Ok(Topology::Split);
@@ -240,13 +247,34 @@ impl Stack {
             ]
         }))
         .collect();
-        let args = stack.api_args.clone();
+        let mut args = stack.api_args.clone();
+        if opts.replicas > 1 {
+            args.extend(["--replica-id".to_string(), "replica-1".to_string()]);
+        }
         let api_port = stack
             .start_server("reflexion-api", "/health", "\"database\"", |port| {
                 api_command(&kubeconfig, port, &args)
             })
             .await;
         stack.api_url = format!("http://127.0.0.1:{api_port}");
+        if opts.replicas > 1 {
+            stack
+                .replicas
+                .push(("reflexion-api".into(), stack.api_url.clone()));
+            for i in 2..=opts.replicas {
+                let mut args = stack.api_args.clone();
+                args.extend(["--replica-id".to_string(), format!("replica-{i}")]);
+                let name = format!("reflexion-api-{i}");
+                let port = stack
+                    .start_server(&name, "/health", "\"database\"", |port| {
+                        api_command(&kubeconfig, port, &args)
+                    })
+                    .await;
+                stack
+                    .replicas
+                    .push((name, format!("http://127.0.0.1:{port}")));
+            }
+        }
         if opts.watcher {
             // The API's token, when it has one, is the watcher's too.
             let token = opts
@@ -262,7 +290,11 @@ impl Stack {
                     .map(|(n, p)| (Some(n.clone()), p.clone()))
                     .collect(),
             };
-            for (name, config) in watched {
+            for (i, (name, config)) in watched.into_iter().enumerate() {
+                let api_url = match stack.replicas.is_empty() {
+                    true => stack.api_url.clone(),
+                    false => stack.replicas[i % stack.replicas.len()].1.clone(),
+                };
                 let mut watcher = Command::new(bin("watcher"));
                 if let Some(t) = token {
                     watcher.env("REFLEXION_API_TOKEN", t);
@@ -276,7 +308,7 @@ impl Stack {
                     watcher
                         .env("KUBECONFIG", &config)
                         .arg("--api-url")
-                        .arg(&stack.api_url)
+                        .arg(&api_url)
                         .arg("--spool-dir")
                         .arg(stack.dir.path().join(format!("spool{label}")))
                         .arg("--admin-listen")
@@ -345,6 +377,17 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGKILL one API process of several, for good; reads go to the next one from now on.
+    pub fn kill_replica(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.replicas.retain(|(n, _)| n != name);
+        self.api_url = self.replicas.first().expect("a replica left").1.clone();
     }
 
     /// SIGKILL reflexion-api (no chance to clean up), then start it again on the same port and database.
