@@ -1,4 +1,4 @@
-//! The deployment manifests (`k8s/deploy`) and `docker-compose.yml`, checked without a cluster: every object
+//! The deployment manifests (`k8s/deploy`: the base and the PostgreSQL overlay) and `docker-compose.yml`, checked without a cluster: every object
 //! round-trips through its typed Kubernetes API struct (a misspelled or misplaced field is lost and fails the
 //! comparison), the RBAC is least privilege, the pods run hardened with probes, references resolve, and the policy
 //! parses as the API's policy.
@@ -23,12 +23,13 @@ fn root() -> &'static Path {
         .unwrap()
 }
 
-/// Every document of every file in k8s/deploy, as (file, JSON).
+/// Every document of every manifest in k8s/deploy/base (its kustomization aside), as (file, JSON).
 fn documents() -> Vec<(String, Value)> {
-    let dir = root().join("k8s/deploy");
+    let dir = root().join("k8s/deploy/base");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("kustomization.yaml"))
         .collect();
     files.sort();
     let mut docs = Vec::new();
@@ -350,4 +351,135 @@ fn docker_compose_runs_both_services_from_their_dockerfiles() {
         services["reflexion-api"]["environment"]["DATABASE_URL"],
         "${DATABASE_URL:-sqlite:///data/reflexion.db}"
     );
+}
+
+/// `kubectl kustomize DIR` as JSON documents; None where kubectl is not installed.
+fn kustomize(dir: &str) -> Option<Vec<Value>> {
+    let out = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join(dir))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("kubectl is not installed ({e}): the kustomizations are not rendered");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn the_base_kustomization_renders_exactly_the_base_manifests() {
+    let Some(rendered) = kustomize("k8s/deploy/base") else {
+        return;
+    };
+    let key = |v: &Value| format!("{}/{}", v["kind"], v["metadata"]["name"]);
+    let mut rendered: Vec<String> = rendered.iter().map(key).collect();
+    let mut files: Vec<String> = documents().iter().map(|(_, v)| key(v)).collect();
+    rendered.sort();
+    files.sort();
+    assert_eq!(rendered, files);
+}
+
+#[test]
+fn the_postgres_overlay_runs_two_api_replicas_with_a_disruption_budget_and_the_url_from_a_secret() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Some(rendered) = kustomize("k8s/deploy/overlays/postgres") else {
+        return;
+    };
+    let file = "k8s/deploy/overlays/postgres";
+    let of = |kind: &str, name: &str| {
+        rendered
+            .iter()
+            .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+            .cloned()
+    };
+    assert!(
+        of("PersistentVolumeClaim", "reflexion-data").is_none(),
+        "no SQLite volume"
+    );
+    let api: Deployment = roundtrip(file, &of("Deployment", "reflexion-api").unwrap());
+    let spec = api.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(
+        rolling.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+    );
+    let pod = spec.template.spec.unwrap();
+    assert!(
+        pod.volumes
+            .unwrap_or_default()
+            .iter()
+            .all(|v| v.persistent_volume_claim.is_none()),
+        "no claim mounted"
+    );
+    let container = &pod.containers[0];
+    assert!(
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.mount_path != "/data"),
+        "nothing mounted where SQLite was"
+    );
+    let env = container.env.clone().unwrap();
+    let var = |name: &str| env.iter().find(|e| e.name == name).unwrap().clone();
+    let url = var("DATABASE_URL");
+    assert_eq!(url.value, None, "the URL is not written in the manifest");
+    let secret = url.value_from.unwrap().secret_key_ref.unwrap();
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("reflexion-database", "url")
+    );
+    assert_ne!(
+        secret.optional,
+        Some(true),
+        "without a database the API must not start"
+    );
+    // Each replica claims incidents under its own pod name.
+    let replica = var("REFLEXION_REPLICA_ID")
+        .value_from
+        .unwrap()
+        .field_ref
+        .unwrap();
+    assert_eq!(replica.field_path, "metadata.name");
+    let pdb: PodDisruptionBudget =
+        roundtrip(file, &of("PodDisruptionBudget", "reflexion-api").unwrap());
+    let pdb = pdb.spec.unwrap();
+    assert_eq!(
+        pdb.min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        pdb.selector.unwrap().match_labels,
+        spec.selector.match_labels,
+        "the budget covers the API's pods"
+    );
+    // Everything else is the base's, unchanged.
+    let base = kustomize("k8s/deploy/base").unwrap();
+    for v in &base {
+        if ["reflexion-api", "reflexion-data"].contains(&v["metadata"]["name"].as_str().unwrap()) {
+            continue;
+        }
+        assert!(
+            rendered.contains(v),
+            "{} {} changed",
+            v["kind"],
+            v["metadata"]["name"]
+        );
+    }
 }

@@ -502,9 +502,9 @@ fn server_side_apply_creates_merges_and_reports_conflicts_with_other_managers() 
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
     assert_eq!(managers, "kubectl", "the forced apply took the field over");
-    // Every manifest in k8s/ applies server-side (the directory first: it holds the namespace the rest use).
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/deploy");
-    let out = sim.ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+    // Every manifest in k8s/ applies server-side (the base kustomization first: it holds the namespace the rest use).
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/deploy/base");
+    let out = sim.ok(&["apply", "--server-side", "-k", deploy.to_str().unwrap()]);
     assert!(
         out.contains("namespace/kube-reflexion serverside-applied"),
         "{out}"
