@@ -20,22 +20,21 @@ fn report(i: usize) -> Value {
     })
 }
 
-/// Distinct reports posted by `concurrency` clients at once; each one's latency, and the rate over the run.
-pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
-    let n = size("BENCH_REPORTS", 20_000, 300);
-    let concurrency = size("BENCH_CLIENTS", 32, 4);
-    let stack = Stack::start(false, false, Mode::Suggest).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (idle, _) = rss_mib(stack.api_pid);
+/// `n` distinct reports posted by `concurrency` clients at once, spread over `api_urls` in turn: the run's length
+/// in seconds, and each report's (latency in ms, status).
+async fn post_reports(api_urls: &[String], n: usize, concurrency: usize) -> (f64, Vec<(f64, u16)>) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
-    let url = format!("{}/api/v1/reflexion/process-with-k8s-data", stack.api_url);
+    let urls: Vec<String> = api_urls
+        .iter()
+        .map(|u| format!("{u}/api/v1/reflexion/process-with-k8s-data"))
+        .collect();
     let started = Instant::now();
     let results: Vec<(f64, u16)> = stream::iter(0..n)
         .map(|i| {
-            let (http, url) = (http.clone(), url.clone());
+            let (http, url) = (http.clone(), urls[i % urls.len()].clone());
             async move {
                 let t = Instant::now();
                 let status = http
@@ -51,7 +50,17 @@ pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let secs = started.elapsed().as_secs_f64();
+    (started.elapsed().as_secs_f64(), results)
+}
+
+/// Distinct reports posted by `concurrency` clients at once; each one's latency, and the rate over the run.
+pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
+    let n = size("BENCH_REPORTS", 20_000, 300);
+    let concurrency = size("BENCH_CLIENTS", 32, 4);
+    let stack = Stack::start(false, false, Mode::Suggest).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, _) = rss_mib(stack.api_pid);
+    let (secs, results) = post_reports(std::slice::from_ref(&stack.api_url), n, concurrency).await;
     let (end, peak) = rss_mib(stack.api_pid);
     let worked = incidents_past_reported(&stack.api_url).await;
     let stored = results.iter().filter(|(_, s)| *s == 202).count();
@@ -119,21 +128,18 @@ async fn incidents_past_reported(api_url: &str) -> f64 {
         .sum()
 }
 
-async fn store(dir: &std::path::Path) -> Db {
-    Db::connect(&format!("sqlite://{}", dir.join("r.db").display()))
-        .await
-        .unwrap()
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("r.db").display())
 }
 
 const SIGNATURE: &str = "image_pull/tag_not_found";
 const RETAG: &str = "set_image:closest_tag";
 const UNDO: &str = "rollout_undo:previous";
 
-/// Seed `episodes` trials of one signature (each with a lesson) and two learned strategies, in bulk.
-async fn seed(db_path: &std::path::Path, episodes: usize) {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path.display()))
-        .await
-        .unwrap();
+/// Seed `episodes` trials of one signature (each with a lesson) and two learned strategies, in bulk, on either store.
+async fn seed(url: &str, episodes: usize) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     let now = chrono::Utc::now().to_rfc3339();
     for (id, template, s, f) in [
@@ -141,14 +147,14 @@ async fn seed(db_path: &std::path::Path, episodes: usize) {
         ("strategy_undo", UNDO, 12, 9),
     ] {
         sqlx::query("INSERT INTO strategies (id, signature_class, error_type, action, template, description, source, successes, failures, usage_count, created_at)
-                     VALUES (?, ?, 'ImagePullBackOff', 'set_image', ?, 'bench', 'rules', ?, ?, ?, ?)")
-            .bind(id).bind(SIGNATURE).bind(template).bind(s).bind(f).bind(s + f).bind(&now)
+                     VALUES ($1, $2, 'ImagePullBackOff', 'set_image', $3, 'bench', 'rules', $4, $5, $6, $7)")
+            .bind(id).bind(SIGNATURE).bind(template).bind(s as i64).bind(f as i64).bind((s + f) as i64).bind(&now)
             .execute(&mut *tx).await.unwrap();
     }
     let incidents = episodes.div_ceil(100).max(1);
     for i in 0..incidents {
         sqlx::query("INSERT INTO incidents (id, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, created_at, updated_at, report)
-                     VALUES (?, 'bench', ?, 'Deployment', ?, 'ImagePullBackOff', ?, 'resolved', ?, ?, '{}')")
+                     VALUES ($1, 'bench', $2, 'Deployment', $3, 'ImagePullBackOff', $4, 'resolved', $5, $6, '{}')")
             .bind(format!("incident_seed_{i}")).bind(format!("p-{i}")).bind(format!("w-{i}"))
             .bind(SIGNATURE).bind(&now).bind(&now)
             .execute(&mut *tx).await.unwrap();
@@ -156,10 +162,10 @@ async fn seed(db_path: &std::path::Path, episodes: usize) {
     for e in 0..episodes {
         let id = format!("episode_seed_{e}");
         sqlx::query("INSERT INTO episodes (id, incident_id, trial, created_at, namespace, pod_name, error_type, signature, strategy_id, source, action, command, rationale, success, reflection, duration_ms)
-                     VALUES (?, ?, 1, ?, 'bench', 'p', 'ImagePullBackOff', ?, 'strategy_retag', 'rules', '{}', 'kubectl set image', 'bench', 1, 'bench', 5)")
+                     VALUES ($1, $2, 1, $3, 'bench', 'p', 'ImagePullBackOff', $4, 'strategy_retag', 'rules', '{}', 'kubectl set image', 'bench', TRUE, 'bench', 5)")
             .bind(&id).bind(format!("incident_seed_{}", e / 100)).bind(&now).bind(SIGNATURE)
             .execute(&mut *tx).await.unwrap();
-        sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at) VALUES (?, ?, ?, 1, ?)")
+        sqlx::query("INSERT INTO lessons (episode_id, signature, text, verified_outcome, created_at) VALUES ($1, $2, $3, TRUE, $4)")
             .bind(&id).bind(SIGNATURE).bind(format!("lesson {e}: the closest existing tag held")).bind(&now)
             .execute(&mut *tx).await.unwrap();
     }
@@ -167,16 +173,18 @@ async fn seed(db_path: &std::path::Path, episodes: usize) {
     pool.close().await;
 }
 
-/// (g) decision and (h) recall, in this process on the product's store (`reflexion_api::db`), 100,000 episodes in it.
-pub async fn decision_and_recall(figures: &mut Vec<Figure>) {
-    let episodes = size("BENCH_EPISODES", 100_000, 2_000);
-    let rounds = size("BENCH_ROUNDS", 2_000, 100);
-    let dir = tempfile::tempdir().unwrap();
-    drop(store(dir.path()).await);
+/// What the engine does with a known failure before it touches the cluster, `rounds` times on the store at `url`
+/// seeded with `episodes` episodes: (seeding s, lessons ms, strategies ms, report stored -> plan chosen ms).
+async fn decisions(
+    url: &str,
+    episodes: usize,
+    rounds: usize,
+) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
+    drop(Db::connect(url).await.unwrap());
     let seeded = Instant::now();
-    seed(&dir.path().join("r.db"), episodes).await;
+    seed(url, episodes).await;
     let seed_secs = seeded.elapsed().as_secs_f64();
-    let db = store(dir.path()).await;
+    let db = Db::connect(url).await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut lessons_ms, mut strategies_ms, mut decision_ms) = (Vec::new(), Vec::new(), Vec::new());
     let report = json!({});
@@ -220,6 +228,16 @@ pub async fn decision_and_recall(figures: &mut Vec<Figure>) {
     for v in [&mut lessons_ms, &mut strategies_ms, &mut decision_ms] {
         v.sort_by(f64::total_cmp);
     }
+    (seed_secs, lessons_ms, strategies_ms, decision_ms)
+}
+
+/// (g) decision and (h) recall, in this process on the product's store (`reflexion_api::db`), 100,000 episodes in it.
+pub async fn decision_and_recall(figures: &mut Vec<Figure>) {
+    let episodes = size("BENCH_EPISODES", 100_000, 2_000);
+    let rounds = size("BENCH_ROUNDS", 2_000, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let (seed_secs, lessons_ms, strategies_ms, decision_ms) =
+        decisions(&sqlite_url(dir.path()), episodes, rounds).await;
     let part = "(g) decision";
     figures.push(Figure::new(
         part,
@@ -299,4 +317,68 @@ async fn query_plans(db_path: &std::path::Path) -> String {
         ));
     }
     out
+}
+
+/// (i) stores: the same load on SQLite, on PostgreSQL with one API process and with two sharing it, and the
+/// learned-strategy path on each store — one run, one machine, so the ratios mean something.
+pub async fn stores(figures: &mut Vec<Figure>) {
+    let n = size("BENCH_STORE_REPORTS", 10_000, 300);
+    let concurrency = size("BENCH_CLIENTS", 32, 4);
+    let episodes = size("BENCH_STORE_EPISODES", 20_000, 1_000);
+    let rounds = size("BENCH_ROUNDS", 2_000, 100);
+    let part = "(i) stores";
+    let Some(pg) = crate::postgres::database().await else {
+        println!("PostgreSQL is not installed: no store comparison");
+        return;
+    };
+    let pg2 = crate::postgres::database().await.unwrap();
+    for (label, url, replicas) in [
+        ("SQLite", None, 1),
+        ("PostgreSQL, 1 replica", Some(pg), 1),
+        ("PostgreSQL, 2 replicas", Some(pg2), 2),
+    ] {
+        let mut stack = Stack::start_on(false, false, Mode::Suggest, url).await;
+        let mut urls = vec![stack.api_url.clone()];
+        if replicas == 2 {
+            urls.push(stack.start_replica("replica-2").await);
+        }
+        let (secs, results) = post_reports(&urls, n, concurrency).await;
+        let stored = results.iter().filter(|(_, s)| *s == 202).count();
+        let mut latency: Vec<f64> = results.iter().map(|(l, _)| *l).collect();
+        latency.sort_by(f64::total_cmp);
+        figures.push(
+            Figure::new(
+                part,
+                format!("{label}: {n} reports accepted (202)"),
+                stored as f64,
+                "",
+            )
+            .target(Target::Exactly(n as f64)),
+        );
+        figures.push(Figure::new(
+            part,
+            format!("{label}: reports stored per second"),
+            stored as f64 / secs,
+            "/s",
+        ));
+        figures.push(Figure::new(
+            part,
+            format!("{label}: ingest latency p99"),
+            percentile(&latency, 99.0),
+            "ms",
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (label, url) in [
+        ("SQLite", sqlite_url(dir.path())),
+        ("PostgreSQL", crate::postgres::database().await.unwrap()),
+    ] {
+        let (_, _, _, decision_ms) = decisions(&url, episodes, rounds).await;
+        figures.push(Figure::new(
+            part,
+            format!("{label} ({episodes} episodes): report stored -> plan chosen (learned strategy), p99"),
+            percentile(&decision_ms, 99.0),
+            "ms",
+        ));
+    }
 }

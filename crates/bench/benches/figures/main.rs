@@ -1,5 +1,5 @@
 //! Every figure kube-reflexion claims, in one run: `cargo bench` (or `cargo bench -p bench -- <part>` for one of
-//! detection | storm | outage | memory | ingest | decision | recovery). It builds simcluster, reflexion-api and the
+//! detection | storm | outage | memory | ingest | decision | stores | recovery). It builds simcluster, reflexion-api and the
 //! watcher in this bench's profile, starts them on loopback, prints one table of every figure with its target and
 //! whether it was met, and writes `target/bench/figures.md` and PNG plots (latency CDFs, RSS over time) next to it.
 //! It asserts nothing: these machines are shared, so read ratios within one run. `BENCH_SMALL=1` runs every part at
@@ -8,10 +8,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+// The tests' PostgreSQL harness: Debian's server, initdb in a temporary directory, a loopback port.
 mod plot;
+#[path = "../../../reflexion-api/tests/support/postgres.rs"]
+mod postgres;
 mod recovery;
 mod stack;
 mod watcher;
+
+use stack::free_port;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -221,6 +226,9 @@ fn main() {
         }
         if run("decision") {
             api::decision_and_recall(&mut figures).await;
+        }
+        if run("stores") {
+            api::stores(&mut figures).await;
         }
         if run("recovery") {
             recovery::recovery(&mut figures).await;

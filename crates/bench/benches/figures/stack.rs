@@ -120,10 +120,22 @@ pub struct Stack {
     pub watcher_pid: u32,
     pub api_pid: u32,
     mode: Mode,
+    /// The API's store; None is SQLite in the stack's directory.
+    database_url: Option<String>,
 }
 
 impl Stack {
     pub async fn start(kubelet: bool, watcher: bool, mode: Mode) -> Stack {
+        Self::start_on(kubelet, watcher, mode, None).await
+    }
+
+    /// The same, with the API on the store at `database_url` (None: SQLite in the stack's directory).
+    pub async fn start_on(
+        kubelet: bool,
+        watcher: bool,
+        mode: Mode,
+        database_url: Option<String>,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("sim.kubeconfig");
         let (sim_port, api_port, admin) = (free_port(), free_port(), free_port());
@@ -150,6 +162,7 @@ impl Stack {
             watcher_pid: 0,
             api_pid: 0,
             mode,
+            database_url,
         };
         stack.start_api();
         wait_http(&format!("{}/health", stack.api_url)).await;
@@ -161,15 +174,35 @@ impl Stack {
 
     /// reflexion-api on a database in the stack's directory (kept across restarts).
     pub fn start_api(&mut self) {
+        let mut cmd = self.api_command(self.api_port);
+        let p = spawn(self.dir.path(), "reflexion-api", &mut cmd);
+        self.api_pid = p.0.id();
+        self.procs.insert(1.min(self.procs.len()), p);
+    }
+
+    /// Another reflexion-api process on the same store, named `replica`; its URL once it answers.
+    pub async fn start_replica(&mut self, replica: &str) -> String {
+        let port = free_port();
+        let mut cmd = self.api_command(port);
+        cmd.arg("--replica-id").arg(replica);
+        let p = spawn(self.dir.path(), replica, &mut cmd);
+        self.procs.push(p);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/health")).await;
+        url
+    }
+
+    fn api_command(&self, port: u16) -> Command {
         let mut cmd = Command::new(bin("reflexion-api"));
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--database-url")
-            .arg(format!(
-                "sqlite://{}",
-                self.dir.path().join("r.db").display()
-            ))
+            .arg(
+                self.database_url.clone().unwrap_or_else(|| {
+                    format!("sqlite://{}", self.dir.path().join("r.db").display())
+                }),
+            )
             .arg("--registry-url")
             .arg(self.sim_url());
         match self.mode {
@@ -183,9 +216,7 @@ impl Stack {
                 cmd.arg("--verify-window-secs").arg("5");
             }
         }
-        let p = spawn(self.dir.path(), "reflexion-api", &mut cmd);
-        self.api_pid = p.0.id();
-        self.procs.insert(1.min(self.procs.len()), p);
+        cmd
     }
 
     pub fn sim_url(&self) -> String {
