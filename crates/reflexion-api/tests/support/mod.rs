@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod postgres;
+pub mod storm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

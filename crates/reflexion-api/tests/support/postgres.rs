@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 struct Server {
     port: u16,
+    data: PathBuf,
 }
 
 static SERVER: OnceLock<Option<Server>> = OnceLock::new();
@@ -149,7 +150,7 @@ fn start() -> Option<Server> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Server { port })
+    Some(Server { port, data })
 }
 
 /// Whether the store tests run on PostgreSQL too.
@@ -180,4 +181,31 @@ pub async fn database() -> Option<String> {
         }
     }
     Some(format!("postgres://postgres@127.0.0.1:{port}/{name}"))
+}
+
+/// Freeze (`true`) or thaw the test binary's server and every backend it runs (SIGSTOP / SIGCONT): to its clients the
+/// database stops answering, as behind a network partition, with their connections still open.
+pub fn freeze(frozen: bool) {
+    let server = SERVER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("a server started");
+    let pid = std::fs::read_to_string(server.data.join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let mut pids = vec![pid.clone()];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the command may hold spaces, the fields after its ')' do not.
+        if let Some((_, rest)) = stat.rsplit_once(')')
+            && rest.split_whitespace().nth(1) == Some(pid.as_str())
+        {
+            pids.push(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    let status = Command::new("kill")
+        .arg(if frozen { "-STOP" } else { "-CONT" })
+        .args(&pids)
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {pids:?}");
 }
