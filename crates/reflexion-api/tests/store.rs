@@ -454,3 +454,24 @@ async fn one_replica_holds_an_incident_until_its_claim_expires_or_it_lets_go() {
         assert_eq!(free(db.clone(), "c").await, vec![(fresh, None)]);
     }
 }
+
+#[tokio::test]
+async fn a_postgres_url_that_requires_tls_is_served_over_tls() {
+    let Some(url) = support::postgres::database().await else {
+        return;
+    };
+    if !support::postgres::tls() {
+        eprintln!("openssl is not installed: the server has no certificate, TLS is not tested");
+        return;
+    }
+    let url = format!("{url}?sslmode=require");
+    let db = Db::connect(&url).await.unwrap();
+    db.ping().await.unwrap();
+    let side = side_pool(&url).await;
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&side)
+            .await
+            .unwrap();
+    assert!(ssl, "the connection is not encrypted");
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 struct Server {
     port: u16,
     data: PathBuf,
+    tls: bool,
 }
 
 static SERVER: OnceLock<Option<Server>> = OnceLock::new();
@@ -120,6 +121,32 @@ fn start() -> Option<Server> {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A self-signed certificate where openssl is installed: the server then takes TLS (`sslmode=require`) as well.
+    let tls = command(Path::new("openssl"), user)
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "2",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(data.join("server.key"))
+        .arg("-out")
+        .arg(data.join("server.crt"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if tls {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
     let port = super::free_port();
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let mut c = command(Path::new("/bin/sh"), user);
@@ -132,6 +159,7 @@ fn start() -> Option<Server> {
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
         .args(["-c", "unix_socket_directories=", "-c", "fsync=off"])
         .args(["-c", "max_connections=200"])
+        .args(if tls { &["-c", "ssl=on"][..] } else { &[] })
         .stdin(Stdio::piped())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -150,7 +178,12 @@ fn start() -> Option<Server> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Server { port, data })
+    Some(Server { port, data, tls })
+}
+
+/// Whether the test binary's server takes TLS (it was started, and openssl made it a certificate).
+pub fn tls() -> bool {
+    SERVER.get().and_then(Option::as_ref).is_some_and(|s| s.tls)
 }
 
 /// Whether the store tests run on PostgreSQL too.
