@@ -299,3 +299,54 @@ async fn two_replicas_on_one_postgres_with_one_killed_midway_resolve_every_incid
         "replica-2 took nothing over from replica-1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_asked_by_a_replica_that_died_is_approved_on_another_and_runs_once() {
+    let Some(database_url) = support::postgres::database().await else {
+        return;
+    };
+    let mut stack = Stack::start(Options {
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        database_url: Some(database_url),
+        replicas: 2,
+        api_args: &["--claim-ttl-secs", "3"],
+        ..Options::default()
+    })
+    .await;
+    let api = create_web(stack.kube().await).await;
+    // The watcher reports to replica-1, which plans and asks.
+    let waiting = stack
+        .eventually("a plan awaiting approval", FIX_TIMEOUT, async || {
+            let list = stack
+                .get("/api/v1/reflexion/incidents?state=awaiting_approval")
+                .await;
+            (
+                list["incidents"][0]["id"].as_str().map(String::from),
+                list.to_string(),
+            )
+        })
+        .await;
+    stack.kill_replica("reflexion-api");
+    let summary = stack
+        .get(&format!("/api/v1/reflexion/incidents/{waiting}"))
+        .await;
+    assert_eq!(summary["state"], "awaiting_approval", "{summary}");
+    stack.approve(&summary).await;
+    let detail = stack
+        .eventually("the approved incident to finish", FIX_TIMEOUT, async || {
+            let d = stack
+                .get(&format!("/api/v1/reflexion/incidents/{waiting}"))
+                .await;
+            let done =
+                ["resolved", "escalated", "failed"].contains(&d["state"].as_str().unwrap_or(""));
+            (done.then(|| d.clone()), d["state"].to_string())
+        })
+        .await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_image"], "{detail}");
+    assert_eq!(
+        generation(&api.get("web").await.unwrap()),
+        2,
+        "written once"
+    );
+}

@@ -132,6 +132,27 @@ impl Engine {
         }
     }
 
+    /// Claim an incident awaiting approval for this replica. The replica that asked may hold it a moment longer,
+    /// or have died holding it: wait for it, up to one claim's life. False when it is no longer awaiting approval
+    /// or stays held.
+    pub(super) async fn claim_patiently(&self, id: &str) -> Result<bool, crate::db::DbError> {
+        let (db, config) = (&self.inner.db, &self.inner.config);
+        let deadline = Instant::now() + config.claim_ttl + Duration::from_secs(1);
+        loop {
+            if db.claim(id, &config.replica, config.claim_ttl).await? {
+                return Ok(true);
+            }
+            let waiting = db
+                .incident(id)
+                .await?
+                .is_some_and(|i| i.state == IncidentState::AwaitingApproval);
+            if !waiting || Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Renew this replica's claims and look for incidents nobody works, until the process ends.
     pub fn keep_claims(&self) {
         let engine = self.clone();

@@ -237,22 +237,33 @@ impl Engine {
     /// An operator approved the pending plan: run exactly that trial. `Ok(false)` when the incident is not
     /// awaiting approval.
     pub async fn approve(&self, id: &str, by: &str) -> Result<bool, DbError> {
-        let Some(pending) = self
-            .inner
-            .db
-            .take_pending_plan::<PendingPlan>(
-                id,
-                IncidentState::Planning,
-                &format!("approved by {by}"),
-            )
-            .await?
-        else {
-            return Ok(false);
+        // The approved plan runs on this replica: claimed first, an approval is never taken and then left unrun.
+        // Held here meanwhile, else this replica's look for unclaimed incidents could plan it again.
+        self.inner.claims.hold(id);
+        let taken = match self.claim_patiently(id).await {
+            Ok(true) => {
+                self.inner
+                    .db
+                    .take_pending_plan::<PendingPlan>(
+                        id,
+                        IncidentState::Planning,
+                        &format!("approved by {by}"),
+                    )
+                    .await
+            }
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let pending = match taken {
+            Ok(Some(pending)) => pending,
+            other => {
+                let _ = self.inner.db.release(id, &self.inner.config.replica).await;
+                self.inner.claims.let_go(id);
+                return other.map(|_| false);
+            }
         };
         let engine = self.clone();
         let id = id.to_string();
-        // Held here, else a look for unclaimed incidents could plan it again meanwhile.
-        self.inner.claims.hold(&id);
         tokio::spawn(async move {
             let approved = async {
                 if let Err(e) = engine.run_approved(&id, pending).await {
