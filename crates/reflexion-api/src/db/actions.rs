@@ -2,9 +2,8 @@
 //! result after; reverts; what a restart finds unsettled.
 
 use super::backend::{Arg, on_conn, on_pool};
-use super::{Db, Result, now};
+use super::{Db, Result, ago, now};
 use crate::metrics::Counters;
-use chrono::Utc;
 use serde_json::Value;
 
 impl Db {
@@ -46,8 +45,7 @@ impl Db {
         detail: &Value,
         budget: &reflexion_core::policy::Budget,
     ) -> Result<std::result::Result<i64, String>> {
-        let hour_ago = (Utc::now() - chrono::Duration::hours(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let hour_ago = ago(chrono::Duration::hours(1));
         let mut tx = self.begin_write().await?;
         let mut counts = [0u32; 2];
         for (n, target) in counts.iter_mut().zip([None, Some(target)]) {

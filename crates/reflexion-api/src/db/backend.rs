@@ -67,15 +67,6 @@ pub enum Dialect {
     Postgres,
 }
 
-impl Dialect {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
-        }
-    }
-}
-
 /// Every write transaction on PostgreSQL takes this transaction-scoped advisory lock first, so that writes are as
 /// serial across replicas as SQLite's one writer makes them in one process: a budget counted and a slot reserved, a
 /// batch of reports read and stored, see no other writer in between. Reads never wait for it.
@@ -119,6 +110,13 @@ impl Pool {
 }
 
 impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
     /// The rows of a JSON array bound at `param`, as `(key, value)`: key its 0-based index, value the element.
     pub(crate) fn json_rows(self, param: &str) -> String {
         match self {

@@ -3,7 +3,7 @@
 //! expired — its replica died or lost the database — is free for any replica to resume.
 
 use super::backend::{Arg, Dialect, on_pool};
-use super::{Db, Result, parse_state, sql_states};
+use super::{Db, Result, ago, parse_state, sql_states};
 use reflexion_core::IncidentState;
 use std::time::Duration;
 
@@ -87,13 +87,8 @@ impl Db {
         replica: &str,
         idle: Duration,
     ) -> Result<Vec<(String, IncidentState, Option<String>)>> {
-        let before = (chrono::Utc::now()
-            - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::zero()))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let now = match self.dialect() {
-            Dialect::Sqlite => sqlite_now!(),
-            Dialect::Postgres => postgres_now!(),
-        };
+        let before = ago(chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::zero()));
+        let now = pick(self.dialect(), [sqlite_now!(), postgres_now!()]);
         // The listed states are the enum's own names, never input.
         let sql = format!(
             "SELECT id, state, claimed_by FROM incidents

@@ -58,7 +58,12 @@ pub struct Db {
 }
 
 fn now() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ago(chrono::Duration::zero())
+}
+
+/// The stored timestamp of `d` before now.
+fn ago(d: chrono::Duration) -> String {
+    (Utc::now() - d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// An incident row, as the engine needs it.
@@ -393,20 +398,5 @@ impl Db {
             Some(p) => serde_json::from_str(&p).map_err(|e| e.to_string()),
             None => Err("no plan was stored".into()),
         }))
-    }
-
-    /// Incidents a restart left in flight.
-    pub async fn unfinished(&self) -> Result<Vec<(String, IncidentState)>> {
-        // The listed states are the enum's own names, never input.
-        let q = format!(
-            "SELECT id, state FROM incidents WHERE state IN ({}) ORDER BY created_at",
-            sql_states(IncidentState::in_flight)
-        );
-        let rows: Vec<(String, String)> = on_pool!(&self.pool, p => {
-            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
-        });
-        rows.into_iter()
-            .map(|(id, s)| Ok((id, parse_state(s)?)))
-            .collect()
     }
 }

@@ -218,6 +218,11 @@ impl Engine {
             // Finished, or waiting for a person.
             _ => Ok(()),
         };
+        self.fail_on_error(id, worked).await;
+    }
+
+    /// An incident whose work stopped on an error ends failed, saying why.
+    pub(super) async fn fail_on_error(&self, id: &str, worked: Result<(), super::EngineError>) {
         if let Err(e) = worked {
             tracing::error!(incident = %id, error = %e, "incident stopped by an error");
             let _ = self

@@ -266,14 +266,8 @@ impl Engine {
         let id = id.to_string();
         tokio::spawn(async move {
             let approved = async {
-                if let Err(e) = engine.run_approved(&id, pending).await {
-                    tracing::error!(incident = %id, error = %e, "approved trial stopped by an error");
-                    let _ = engine
-                        .inner
-                        .db
-                        .finish(&id, IncidentState::Failed, &format!("internal error: {e}"))
-                        .await;
-                }
+                let worked = engine.run_approved(&id, pending).await;
+                engine.fail_on_error(&id, worked).await;
             };
             engine.claimed(&id, approved).await;
             engine.inner.claims.let_go(&id);
