@@ -7,6 +7,7 @@
 pub mod action;
 pub mod choices;
 pub mod classify;
+pub mod gitops;
 pub mod image;
 pub mod incident;
 pub mod llm;

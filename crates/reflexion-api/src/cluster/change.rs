@@ -9,6 +9,7 @@ use super::{Cluster, ClusterError, patch_params};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::Patch;
+use reflexion_core::action::edited_selector;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::{Action, EnvSource};
 use serde_json::{Value, json};
@@ -67,30 +68,9 @@ fn strategic_containers(container: &str, fields: Value) -> Patch<Value> {
     Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [c]}}}}))
 }
 
-/// A nodeSelector with keys removed and others set.
-fn edited_selector(
-    old: &Value,
-    remove: &[String],
-    set: &std::collections::BTreeMap<String, String>,
-) -> serde_json::Map<String, Value> {
-    let mut selector = old.as_object().cloned().unwrap_or_default();
-    for k in remove {
-        selector.remove(k);
-    }
-    for (k, v) in set {
-        selector.insert(k.clone(), json!(v));
-    }
-    selector
-}
-
 /// A container's `env` entry that takes a variable from a ConfigMap or Secret key.
 pub fn value_from(from: &EnvSource) -> Value {
-    match from {
-        EnvSource::ConfigMapKey { name, key } => {
-            json!({"configMapKeyRef": {"name": name, "key": key}})
-        }
-        EnvSource::SecretKey { name, key } => json!({"secretKeyRef": {"name": name, "key": key}}),
-    }
+    from.to_api()
 }
 
 impl Cluster {

@@ -148,6 +148,18 @@ pub enum EnvSource {
 }
 
 impl EnvSource {
+    /// The `valueFrom` of a container's `env` entry that takes the variable from this key.
+    pub fn to_api(&self) -> serde_json::Value {
+        match self {
+            Self::ConfigMapKey { name, key } => {
+                serde_json::json!({"configMapKeyRef": {"name": name, "key": key}})
+            }
+            Self::SecretKey { name, key } => {
+                serde_json::json!({"secretKeyRef": {"name": name, "key": key}})
+            }
+        }
+    }
+
     fn parts(&self) -> (&'static str, &str, &str) {
         match self {
             Self::ConfigMapKey { name, key } => ("configmap", name, key),
@@ -190,6 +202,22 @@ pub enum ActionError {
 }
 
 const MAX_TEXT: usize = 4096;
+
+/// A nodeSelector (`old`, null when absent) with keys removed and others set, as `set_node_selector` leaves it.
+pub fn edited_selector(
+    old: &serde_json::Value,
+    remove: &[String],
+    set: &BTreeMap<String, String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut selector = old.as_object().cloned().unwrap_or_default();
+    for k in remove {
+        selector.remove(k);
+    }
+    for (k, v) in set {
+        selector.insert(k.clone(), serde_json::json!(v));
+    }
+    selector
+}
 
 /// The version of [`Action::strategy_key`]'s format; a new version is a new key space, never a silent change.
 pub const STRATEGY_KEY_VERSION: &str = "v1";
