@@ -63,7 +63,11 @@ async fn api_versions() -> Response {
 }
 
 fn api_group(name: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+    let version = resources::RESOURCES
+        .iter()
+        .find(|r| r.group == name)
+        .map_or("v1", |r| r.version);
+    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
     json!({"name": name, "versions": [gv], "preferredVersion": gv})
 }
 
@@ -617,24 +621,14 @@ fn server_side_apply(
             config["metadata"]["name"].as_str().unwrap_or_default()
         )));
     }
-    let store = &c.store;
-    match store.get(t.rt, ns, name) {
-        Err(e) if e.code == 404 => {
-            let mut obj = apply::apply(None, &config, manager, force, t.rt.kind, name)?;
-            obj["metadata"]["name"] = json!(name);
-            let created = store.create(t.rt, ns, obj, dry_run)?;
-            Ok(json_response(StatusCode::CREATED, created))
-        }
-        Err(e) => Err(e),
-        Ok(_) => {
-            let applied = store.modify(t.rt, ns, name, false, dry_run, |old| {
-                let mut new = apply::apply(Some(old), &config, manager, force, t.rt.kind, name)?;
-                new["metadata"]["resourceVersion"] = Value::Null;
-                Ok(new)
-            })?;
-            Ok(json_response(StatusCode::OK, applied))
-        }
-    }
+    let (obj, created) =
+        apply::apply_stored(&c.store, t.rt, ns, name, &config, manager, force, dry_run)?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(code, obj))
 }
 
 /// Apply a patch body of the given media type to `target`.

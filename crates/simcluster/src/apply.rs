@@ -320,6 +320,37 @@ pub fn record_update(
     store(new, list);
 }
 
+/// Server-side apply of `config` to the stored object `rt` `ns`/`name` (created when absent), as the API server
+/// makes it. The stored object, and whether it was created.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_stored(
+    store: &crate::Store,
+    rt: &'static crate::resources::ResourceType,
+    ns: &str,
+    name: &str,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    dry_run: bool,
+) -> Result<(Value, bool), ApiError> {
+    match store.get(rt, ns, name) {
+        Err(e) if e.code == 404 => {
+            let mut obj = apply(None, config, manager, force, rt.kind, name)?;
+            obj["metadata"]["name"] = serde_json::json!(name);
+            Ok((store.create(rt, ns, obj, dry_run)?, true))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let applied = store.modify(rt, ns, name, false, dry_run, |old| {
+                let mut new = apply(Some(old), config, manager, force, rt.kind, name)?;
+                new["metadata"]["resourceVersion"] = Value::Null;
+                Ok(new)
+            })?;
+            Ok((applied, false))
+        }
+    }
+}
+
 /// Server-side apply of `config` by `manager` to the live object (`None`: it does not exist yet). The object to
 /// store, or the conflicts.
 pub fn apply(

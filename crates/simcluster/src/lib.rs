@@ -12,7 +12,9 @@ pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod faults;
+pub mod git;
 pub mod kubelet;
+pub mod kustomize;
 pub mod node;
 pub mod paging;
 pub mod patch;
@@ -56,6 +58,8 @@ pub struct Cluster {
     pub local_kubelet: bool,
     /// Errors the API server is told to answer with (`/simcluster/faults`).
     pub faults: Arc<faults::Faults>,
+    /// How often (simulated) Argo CD compares an Application with its source (`timeout.reconciliation`).
+    pub argocd_reconcile: std::time::Duration,
 }
 
 impl Cluster {
@@ -87,11 +91,13 @@ impl Cluster {
             upstream: None,
             local_kubelet: true,
             faults: Arc::default(),
+            argocd_reconcile: std::time::Duration::from_secs(180),
         }
     }
 
     /// Start the scheduler and controllers as background tasks; they stop when `shutdown` fires.
     pub fn spawn_controllers(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(controllers::gitops::run(self.clone(), shutdown.clone()));
         tokio::spawn(controllers::run(self.clone(), shutdown));
     }
 

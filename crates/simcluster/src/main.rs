@@ -38,6 +38,10 @@ struct Args {
         global = true
     )]
     time_scale: f64,
+    /// How often (simulated seconds) the Argo CD controller compares each Application with its source: Argo CD's
+    /// `timeout.reconciliation`.
+    #[arg(long, env = "SIMCLUSTER_ARGOCD_RECONCILE_SECS", default_value_t = 180)]
+    argocd_reconcile_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SIMCLUSTER_LOG_JSON", global = true)]
     log_json: bool,
@@ -132,6 +136,7 @@ async fn run() -> anyhow::Result<()> {
         Cluster::new(catalog, clock)
     };
     cluster.run_scheduler = !args.no_scheduler;
+    cluster.argocd_reconcile = std::time::Duration::from_secs(args.argocd_reconcile_secs.max(1));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -26,6 +26,15 @@ impl ResourceType {
         }
     }
 
+    /// Whether a real cluster serves this kind from a CustomResourceDefinition (Flux's, Argo CD's): JSON only, no
+    /// protobuf.
+    pub fn custom(&self) -> bool {
+        matches!(
+            self.group,
+            "source.toolkit.fluxcd.io" | "kustomize.toolkit.fluxcd.io" | "argoproj.io"
+        )
+    }
+
     /// The name a Status message uses (`pods`, `deployments.apps`).
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {
@@ -322,6 +331,44 @@ pub static RESOURCES: &[ResourceType] = &[
         has_status: false,
         fields: &[],
     },
+    // The GitOps kinds, as Flux's and Argo CD's CRDs define them (served here without the CRDs).
+    ResourceType {
+        group: "source.toolkit.fluxcd.io",
+        version: "v1",
+        plural: "gitrepositories",
+        singular: "gitrepository",
+        kind: "GitRepository",
+        namespaced: true,
+        short_names: &["gitrepo"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "kustomize.toolkit.fluxcd.io",
+        version: "v1",
+        plural: "kustomizations",
+        singular: "kustomization",
+        kind: "Kustomization",
+        namespaced: true,
+        short_names: &["ks"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    // Argo CD's CRD has no status subresource: its controller writes the status with the object.
+    ResourceType {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        plural: "applications",
+        singular: "application",
+        kind: "Application",
+        namespaced: true,
+        short_names: &["app", "apps"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -372,6 +419,15 @@ pub fn endpoints() -> &'static ResourceType {
 }
 pub fn storage_classes() -> &'static ResourceType {
     &RESOURCES[15]
+}
+pub fn git_repositories() -> &'static ResourceType {
+    &RESOURCES[RESOURCES.len() - 3]
+}
+pub fn kustomizations() -> &'static ResourceType {
+    &RESOURCES[RESOURCES.len() - 2]
+}
+pub fn applications() -> &'static ResourceType {
+    &RESOURCES[RESOURCES.len() - 1]
 }
 pub fn endpoint_slices() -> &'static ResourceType {
     &RESOURCES[16]
@@ -471,9 +527,21 @@ mod tests {
                 "batch",
                 "storage.k8s.io",
                 "discovery.k8s.io",
-                "rbac.authorization.k8s.io"
+                "rbac.authorization.k8s.io",
+                "source.toolkit.fluxcd.io",
+                "kustomize.toolkit.fluxcd.io",
+                "argoproj.io"
             ]
         );
+        assert_eq!(
+            [
+                git_repositories().kind,
+                kustomizations().kind,
+                applications().kind
+            ],
+            ["GitRepository", "Kustomization", "Application"]
+        );
+        assert!(api_resource_list("argoproj.io", "v1alpha1").is_some());
         assert_eq!(
             [
                 service_accounts().kind,

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 mod endpoints;
+pub mod gitops;
 mod job;
 mod namespace;
 pub mod node_lifecycle;
