@@ -275,6 +275,38 @@ function alertText(message) {
   if (box) box.textContent = message;
 }
 
+// Who keeps the workload's desired state, and where the fix lands (live, Git, by hand).
+function ownerLine(o) {
+  if (!o || !o.owner) return null;
+  const who = { live: 'nobody (live object)', flux: 'Flux Kustomization ' + o.owner.namespace + '/' + o.owner.name,
+    argo_cd: 'Argo CD Application ' + (o.owner.namespace ? o.owner.namespace + '/' : '') + o.owner.name,
+    helm: 'Helm release ' + o.owner.namespace + '/' + o.owner.release }[o.owner.kind] || o.owner.kind;
+  const where = o.source ? ' · source ' + o.source.url + ' (' + o.source.branch + ', ' + o.source.path + ')' : '';
+  return el('p', { id: 'owner' }, 'Owner of record: ', el('strong', {}, who), ' · fixes land: ', el('code', {}, o.fix_lands),
+    where, o.note ? ' · ' + o.note : '');
+}
+
+function commitText(c) {
+  return c.repo + ' · ' + c.branch + ' · commit ' + c.sha.slice(0, 12);
+}
+
+function gitLine(g) {
+  if (!g) return null;
+  const c = g.commit || g.proposal;
+  if (!c) return null;
+  const pr = c.pull_request;
+  return el('p', { id: 'git' }, (g.commit ? 'Git change: ' : 'Proposed in Git: ') + commitText(c),
+    pr ? ' · ' : '', pr ? el('a', { href: pr.url, rel: 'noreferrer', id: 'pull-request' }, 'pull request #' + pr.number) : null);
+}
+
+// The commit an approval merges: its branch, pull request and diff.
+function proposalView(c) {
+  if (!c) return null;
+  return el('div', { id: 'proposal' },
+    el('p', {}, 'As a commit in Git: ' + commitText(c) + (c.pull_request ? ' (approving merges pull request #' + c.pull_request.number + ')' : ' (approving merges the branch)')),
+    c.diff ? el('pre', { class: 'diff' }, c.diff) : null);
+}
+
 function section(title, ...children) {
   return el('section', { class: 'card' }, el('h3', {}, title), ...children);
 }
@@ -290,7 +322,9 @@ async function incidentView(id) {
       el('p', {}, 'State: ', el('span', { id: 'incident-state', class: 'state ' + d.state }, d.state.replace('_', ' ')),
         ' · signature ', el('code', {}, d.signature), ' · ', d.error_type, ' on pod ', d.pod_name,
         ' · trials ', String(d.trials), d.fixed_by ? ' · fixed by ' + d.fixed_by : ''),
-      d.outcome ? el('p', { id: 'outcome' }, d.outcome) : null),
+      d.outcome ? el('p', { id: 'outcome' }, d.outcome) : null,
+      ownerLine(d.owner),
+      gitLine(d.git)),
   ];
   if (d.state === 'awaiting_approval' && d.pending_plan) {
     const plan = d.pending_plan;
@@ -298,6 +332,7 @@ async function incidentView(id) {
       el('h3', {}, 'Waiting for your approval'),
       el('p', {}, 'Approving runs exactly this:'),
       el('pre', { id: 'pending-command' }, plan.command),
+      proposalView(plan.plan && plan.plan.proposal),
       plan.plan && plan.plan.rationale ? el('p', {}, 'Why: ' + plan.plan.rationale) : null,
       el('div', { class: 'row' },
         el('button', { id: 'approve', type: 'button', onclick: () => decide(id, 'approve', { by: 'console' }) }, 'Approve'),

@@ -45,6 +45,14 @@ pub enum ConfigError {
     ClusterPolicy(String),
     #[error("--cluster-policy names {0:?}, which no --cluster serves")]
     ClusterPolicyUnknown(String),
+    #[error("{name} {path}: {why}")]
+    File {
+        name: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("--git-author-name and --git-author-email must be one line each, without <>")]
+    Author,
 }
 
 /// A cluster to serve, as `--cluster` names it; its policy is `--cluster-policy`'s for it, else `--policy-file`'s.
@@ -192,6 +200,65 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "REFLEXION_LOG_JSON")]
     pub log_json: bool,
+    /// Where clones of GitOps repositories are kept (one per repository; safe to delete while stopped).
+    #[arg(long, env = "REFLEXION_GITOPS_WORKDIR", default_value_os_t = std::env::temp_dir().join("kube-reflexion-gitops"))]
+    pub gitops_workdir: PathBuf,
+    /// A file holding the HTTPS token git pushes with (a mounted Secret); it reaches git through its environment
+    /// only, never a URL, an argument, a log or the store.
+    #[arg(long, env = "REFLEXION_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// The HTTPS user the token is sent as (`x-access-token` for GitHub, `oauth2` for GitLab).
+    #[arg(long, env = "REFLEXION_GIT_USERNAME", default_value = "x-access-token")]
+    pub git_username: String,
+    /// An SSH private key file for ssh:// and git@host: repositories.
+    #[arg(long, env = "REFLEXION_GIT_SSH_KEY_FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// The known_hosts file SSH servers are checked against (host keys are always checked).
+    #[arg(long, env = "REFLEXION_GIT_KNOWN_HOSTS_FILE")]
+    pub git_known_hosts_file: Option<PathBuf>,
+    /// The author of kube-reflexion's commits.
+    #[arg(
+        long,
+        env = "REFLEXION_GIT_AUTHOR_NAME",
+        default_value = "kube-reflexion"
+    )]
+    pub git_author_name: String,
+    #[arg(
+        long,
+        env = "REFLEXION_GIT_AUTHOR_EMAIL",
+        default_value = "kube-reflexion@noreply.invalid"
+    )]
+    pub git_author_email: String,
+    /// Seconds one git command may take.
+    #[arg(long, env = "REFLEXION_GIT_TIMEOUT_SECS", default_value_t = 120.0)]
+    pub git_timeout_secs: f64,
+    /// Allow GitOps sources that are local paths or file:// URLs (tests, single-host setups): off, a GitOps object
+    /// could otherwise make the service read its own disk.
+    #[arg(long, env = "REFLEXION_GITOPS_ALLOW_FILE_URLS")]
+    pub gitops_allow_file_urls: bool,
+    /// Seconds to wait for the GitOps controller to apply a commit before the trial counts as not verified.
+    #[arg(
+        long,
+        env = "REFLEXION_GITOPS_SYNC_TIMEOUT_SECS",
+        default_value_t = 300.0
+    )]
+    pub gitops_sync_timeout_secs: f64,
+    /// Seconds between looks at the pull requests that wait for approval (merged there: approved; closed: rejected).
+    #[arg(long, env = "REFLEXION_GITOPS_POLL_SECS", default_value_t = 15.0)]
+    pub gitops_poll_secs: f64,
+    /// The forge that opens and merges pull requests for fixes that need approval: `github` or `gitlab`. Without
+    /// one, a proposal is a branch, and the console's Approve merges it.
+    #[arg(long, env = "REFLEXION_FORGE")]
+    pub forge: Option<reflexion_gitops::forge::ForgeKind>,
+    /// The forge's API (default https://api.github.com or https://gitlab.com/api/v4).
+    #[arg(long, env = "REFLEXION_FORGE_URL")]
+    pub forge_url: Option<String>,
+    /// A file holding the forge's API token.
+    #[arg(long, env = "REFLEXION_FORGE_TOKEN_FILE")]
+    pub forge_token_file: Option<PathBuf>,
+    /// The namespace Argo CD's Applications live in, for workloads whose tracking id does not name one.
+    #[arg(long, env = "REFLEXION_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
 }
 
 /// What the flags configure, validated.
@@ -248,6 +315,16 @@ impl TryFrom<&Args> for Settings {
             memory_ceiling: reflexion_core::quantity::parse_bytes(&args.memory_ceiling)
                 .filter(|b| *b > 0)
                 .ok_or_else(|| ConfigError::MemoryCeiling(args.memory_ceiling.clone()))?,
+            gitops: std::sync::Arc::new(gitops(args)?),
+            gitops_sync_timeout: seconds(
+                "--gitops-sync-timeout-secs",
+                args.gitops_sync_timeout_secs,
+            )?,
+            gitops_poll: seconds("--gitops-poll-secs", args.gitops_poll_secs)?,
+            argocd_namespace: match args.argocd_namespace.trim() {
+                ns if reflexion_core::names::is_dns1123_label(ns) => ns.to_string(),
+                _ => return Err(ConfigError::Empty("REFLEXION_ARGOCD_NAMESPACE")),
+            },
         };
         Ok(Self {
             clusters: clusters(args, &engine.policy)?,
@@ -261,6 +338,88 @@ impl TryFrom<&Args> for Settings {
             ),
         })
     }
+}
+
+/// A secret file: readable and not empty.
+fn secret_file(
+    name: &'static str,
+    path: &Path,
+) -> Result<reflexion_gitops::git::Secret, ConfigError> {
+    let err = |why: String| ConfigError::File {
+        name,
+        path: path.to_path_buf(),
+        why,
+    };
+    reflexion_gitops::git::Secret::from_file(path)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err("is empty".into()))
+}
+
+/// The Git write path: credentials read now (a bad file stops the start, not the first fix), the forge's client.
+fn gitops(args: &Args) -> Result<reflexion_gitops::Gitops, ConfigError> {
+    use reflexion_gitops::forge::{Forge, ForgeKind};
+    use reflexion_gitops::git::{Credentials, Git};
+    let one_line = |s: &str| !s.trim().is_empty() && !s.contains(['\n', '<', '>']);
+    if !one_line(&args.git_author_name) || !one_line(&args.git_author_email) {
+        return Err(ConfigError::Author);
+    }
+    for (name, path) in [
+        ("--git-ssh-key-file", &args.git_ssh_key_file),
+        ("--git-known-hosts-file", &args.git_known_hosts_file),
+    ] {
+        if let Some(p) = path
+            && !p.is_file()
+        {
+            return Err(ConfigError::File {
+                name,
+                path: p.clone(),
+                why: "is not a readable file".into(),
+            });
+        }
+    }
+    let token = args
+        .git_token_file
+        .as_deref()
+        .map(|p| secret_file("--git-token-file", p))
+        .transpose()?;
+    let forge = match args.forge {
+        None => None,
+        Some(kind) => {
+            let base = args.forge_url.clone().unwrap_or_else(|| match kind {
+                ForgeKind::Github => "https://api.github.com".into(),
+                ForgeKind::Gitlab => "https://gitlab.com/api/v4".into(),
+            });
+            url("--forge-url", &base)?;
+            let token = args
+                .forge_token_file
+                .as_deref()
+                .map(|p| secret_file("--forge-token-file", p))
+                .transpose()?;
+            Some(
+                Forge::new(kind, &base, token).map_err(|e| ConfigError::File {
+                    name: "--forge",
+                    path: PathBuf::from(&base),
+                    why: e.to_string(),
+                })?,
+            )
+        }
+    };
+    Ok(reflexion_gitops::Gitops::new(reflexion_gitops::Config {
+        workdir: args.gitops_workdir.clone(),
+        git: Git {
+            credentials: Credentials {
+                username: args.git_username.clone(),
+                token,
+                ssh_key: args.git_ssh_key_file.clone(),
+                known_hosts: args.git_known_hosts_file.clone(),
+            },
+            timeout: seconds("--git-timeout-secs", args.git_timeout_secs)?,
+            allow_file: args.gitops_allow_file_urls,
+        },
+        author_name: args.git_author_name.trim().to_string(),
+        author_email: args.git_author_email.trim().to_string(),
+        forge,
+    }))
 }
 
 fn seconds(name: &'static str, value: f64) -> Result<Duration, ConfigError> {

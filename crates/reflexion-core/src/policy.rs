@@ -14,6 +14,17 @@ pub enum Mode {
     Suggest,
 }
 
+/// Where a fix to a workload that a GitOps controller owns lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitopsMode {
+    /// In its Git source, as a commit (auto) or a pull request (approve): where the truth lives.
+    #[default]
+    Git,
+    /// On the live object, knowing the controller's next sync may undo it.
+    Live,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
@@ -33,6 +44,9 @@ pub struct Policy {
     pub protected_namespaces: Vec<String>,
     /// In `auto` mode, actions above this risk still need approval.
     pub max_auto_risk: Risk,
+    /// Where fixes to GitOps-owned workloads land, for namespaces not listed in `gitops_namespaces`.
+    pub gitops: GitopsMode,
+    pub gitops_namespaces: BTreeMap<String, GitopsMode>,
 }
 
 impl Default for Policy {
@@ -46,6 +60,8 @@ impl Default for Policy {
                 "kube-node-lease".into(),
             ],
             max_auto_risk: Risk::Medium,
+            gitops: GitopsMode::Git,
+            gitops_namespaces: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +127,14 @@ impl Budget {
 }
 
 impl Policy {
+    /// Where a fix in `namespace` to a GitOps-owned workload lands.
+    pub fn gitops_mode(&self, namespace: &str) -> GitopsMode {
+        self.gitops_namespaces
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.gitops)
+    }
+
     pub fn decide(&self, action: &Action) -> Decision {
         let Some(target) = action.target() else {
             return Decision::Execute;
@@ -280,6 +304,13 @@ mod tests {
             (Mode::Approve, 3)
         );
         assert!(serde_json::from_str::<Policy>(r#"{"default_mode":"yolo"}"#).is_err());
+        let live: Policy =
+            serde_json::from_str(r#"{"gitops":"git","gitops_namespaces":{"lab":"live"}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live.gitops_mode("lab"), GitopsMode::Live);
+        assert_eq!(live.gitops_mode("shop"), GitopsMode::Git);
+        assert_eq!(Policy::default().gitops_mode("shop"), GitopsMode::Git);
+        assert!(serde_json::from_str::<Policy>(r#"{"gitops":"push"}"#).is_err());
         assert!(serde_json::from_str::<Policy>(r#"{"unknown":1}"#).is_err());
     }
 }

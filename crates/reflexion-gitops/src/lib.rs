@@ -173,6 +173,18 @@ fn target_of(w: &WorkloadRef) -> Target {
     }
 }
 
+impl std::fmt::Debug for Gitops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gitops")
+            .field("workdir", &self.cfg.workdir)
+            .field(
+                "forge",
+                &self.cfg.forge.as_ref().map(|f| (f.kind, &f.base_url)),
+            )
+            .finish()
+    }
+}
+
 impl Gitops {
     pub fn new(cfg: Config) -> Self {
         Self {
@@ -505,6 +517,35 @@ impl Gitops {
         let spec = reflexion_core::gitops::edit::pod_spec_path(target.kind);
         let template = |v: &serde_json::Value| reflexion_core::gitops::edit::get(v, &spec).cloned();
         Ok((template(&before) != template(&now.effective)).then_some(sha))
+    }
+
+    /// The branch an Argo CD `targetRevision` names: `HEAD` (or nothing) is the remote's default branch; another
+    /// name is a branch only if the remote has a branch by that name (else it is a tag or a commit: `None`).
+    pub async fn branch_of(
+        &self,
+        url: &str,
+        revision: &str,
+    ) -> Result<Option<String>, GitopsError> {
+        let git = &self.cfg.git;
+        git.check_url(url)?;
+        if revision.is_empty() || revision == "HEAD" {
+            let out = git
+                .ok(None, &["ls-remote", "--symref", "--", url, "HEAD"])
+                .await?;
+            return Ok(out
+                .lines()
+                .find_map(|l| l.strip_prefix("ref: refs/heads/"))
+                .and_then(|l| l.split('\t').next())
+                .map(String::from));
+        }
+        if check_branch(revision).is_err() {
+            return Ok(None);
+        }
+        let head = format!("refs/heads/{revision}");
+        let out = git
+            .ok(None, &["ls-remote", "--heads", "--", url, &head])
+            .await?;
+        Ok((!out.trim().is_empty()).then(|| revision.to_string()))
     }
 
     /// A pull request's state on the forge.

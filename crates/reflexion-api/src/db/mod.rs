@@ -319,6 +319,28 @@ impl Db {
         Ok(())
     }
 
+    /// Who owns the incident's workload of record, and where its fixes land.
+    pub async fn set_owner(&self, id: &str, owner: &Value) -> Result<()> {
+        let owner = owner.to_string();
+        self.write(
+            "UPDATE incidents SET owner = $1 WHERE id = $2",
+            &[Arg::Text(&owner), Arg::Text(id)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The Git change of the incident's latest trial (or the proposal waiting for approval).
+    pub async fn set_git(&self, id: &str, git: &Value) -> Result<()> {
+        let git = git.to_string();
+        self.write(
+            "UPDATE incidents SET git = $1 WHERE id = $2",
+            &[Arg::Text(&git), Arg::Text(id)],
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_outcome(&self, id: &str, outcome: &str) -> Result<()> {
         self.write(
             "UPDATE incidents SET outcome = $1 WHERE id = $2",

@@ -52,6 +52,16 @@ pub struct IncidentSummary {
     pub outcome: Option<String>,
     /// Where the verified fix came from (`rules`, `learned`, `llm`); null until one held.
     pub fixed_by: Option<String>,
+    /// Who keeps the workload's desired state, read at diagnosis: `{owner: {kind: live|flux|argo_cd|helm, ...},
+    /// controller, source, note, fix_lands: live|git|by_hand}`; null before diagnosis.
+    #[schema(value_type = Option<Object>)]
+    #[sqlx(try_from = "Option<String>")]
+    pub owner: Doc,
+    /// The Git change of the latest trial, or the proposal awaiting approval: `{repo, branch, sha, files, diff,
+    /// pull_request}`; null when no fix went through Git.
+    #[schema(value_type = Option<Object>)]
+    #[sqlx(try_from = "Option<String>")]
+    pub git: Doc,
 }
 
 /// One move of an incident's state machine.

@@ -102,6 +102,7 @@ impl Engine {
                     .into(),
                 llm: Value::Null,
                 payload: None,
+                proposal: None,
             });
         }
         None
@@ -176,6 +177,7 @@ impl Engine {
                     return Ok(Plan {
                         template: format!("{LLM_TEMPLATE}{key}"),
                         payload: Some(stored),
+                        proposal: None,
                         description: format!(
                             "{} proposed by the LLM ({})",
                             answer.action.name(),

@@ -6,8 +6,11 @@ mod diagnose;
 mod llm_planning;
 mod options;
 mod plan;
+mod proposals;
+mod route;
 mod rules;
 mod trial;
+mod write;
 
 use crate::cluster::{ClusterError, Fleet, Member};
 use crate::db::{Db, DbError, Incident};
@@ -47,6 +50,14 @@ pub struct EngineConfig {
     pub replica: String,
     /// How long a claim lasts unless renewed: how soon another replica resumes the incidents of one that died.
     pub claim_ttl: Duration,
+    /// The Git write path, for workloads a GitOps controller owns.
+    pub gitops: Arc<reflexion_gitops::Gitops>,
+    /// How long a commit may wait for its controller to apply it.
+    pub gitops_sync_timeout: Duration,
+    /// How often proposals' pull requests are looked at.
+    pub gitops_poll: Duration,
+    /// Where Argo CD's Applications are, unless a tracking id says.
+    pub argocd_namespace: String,
 }
 
 /// Who plans first. Either way a learned strategy comes before a new LLM call, and every plan passes the same gates.
@@ -102,6 +113,9 @@ struct Plan {
     /// For a plan the LLM proposed: the action with names redacted, kept with its strategy for reuse.
     #[serde(default)]
     payload: Option<Value>,
+    /// On the Git route, the proposal (branch, commit, pull request) an approval merges.
+    #[serde(default)]
+    proposal: Option<reflexion_gitops::Commit>,
 }
 
 /// A plan waiting for a person: exactly the trial, and the command shown, that approval runs.
@@ -231,6 +245,7 @@ impl Engine {
     pub async fn resume(&self) -> Result<usize, DbError> {
         let n = self.adopt_unclaimed(Duration::ZERO).await?;
         self.keep_claims();
+        self.watch_proposals();
         Ok(n)
     }
 
@@ -287,7 +302,25 @@ impl Engine {
             return Ok(false);
         };
         let outcome = match pending {
-            Ok(p) => format!("{note}; the proposed `{}` was not run", p.command),
+            Ok(p) => {
+                let mut outcome = format!("{note}; the proposed `{}` was not run", p.command);
+                if let Some(c) = &p.plan.proposal
+                    && let Some(pr) = &c.pull_request
+                {
+                    let source = reflexion_gitops::Source {
+                        url: c.repo.clone(),
+                        branch: String::new(),
+                        path: String::new(),
+                    };
+                    match self.inner.config.gitops.close(&source, pr).await {
+                        Ok(()) => outcome.push_str(&format!("; pull request {} closed", pr.url)),
+                        Err(e) => {
+                            outcome.push_str(&format!("; pull request {} left open: {e}", pr.url))
+                        }
+                    }
+                }
+                outcome
+            }
             Err(_) => format!("{note}; the proposed plan was not run"),
         };
         self.inner.db.set_outcome(id, &outcome).await?;
@@ -351,9 +384,45 @@ impl Engine {
             &inc.namespace,
             &inc.workload_name,
         );
+        let route = this.route(&inc, &target).await?;
+        // The commit a Git fix made, to be applied before the workload can prove it.
+        let mut commit: Option<String> = db
+            .incident_summary(id)
+            .await?
+            .and_then(|s| s.git.0["commit"]["sha"].as_str().map(String::from));
         // A write that was under way when the process died may or may not have landed: read it back first.
-        if state == IncidentState::Executing
-            && let Some((slot, detail)) = db.unsettled_action(id).await?
+        let unsettled = if state == IncidentState::Executing {
+            db.unsettled_action(id).await?
+        } else {
+            None
+        };
+        if let (Some((slot, detail)), route::Route::Git { source, .. }) = (&unsettled, &route)
+            && detail["route"] == "git"
+        {
+            let trial = detail["trial"].as_u64().unwrap_or(1) as u32;
+            match self.inner.config.gitops.landed(source, id, trial).await {
+                Ok(Some(sha)) => {
+                    db.settle_action(
+                        *slot,
+                        &format!(
+                            "ok: commit {sha} on {} (read back after a restart)",
+                            source.branch
+                        ),
+                    )
+                    .await?;
+                    commit = Some(sha);
+                }
+                Ok(None) => {
+                    db.settle_action(*slot, "not applied (read back after a restart)")
+                        .await?;
+                    tracing::info!(incident = %id, "the commit did not land before the restart; diagnosing again");
+                    return self.run(id).await;
+                }
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "reading back the commit failed")
+                }
+            }
+        } else if let Some((slot, detail)) = unsettled
             && let Ok(action) = serde_json::from_value::<Action>(detail["action"].clone())
         {
             let command = action.render();
@@ -378,6 +447,17 @@ impl Engine {
             "resumed after restart: verifying without acting again",
         )
         .await?;
+        if let (route::Route::Git { source, controller }, Some(sha)) = (&route, &commit)
+            && let Err(why) = this.applied(source, controller, sha).await
+        {
+            db.finish(
+                id,
+                IncidentState::Escalated,
+                &format!("after restart: {why}"),
+            )
+            .await?;
+            return Ok(());
+        }
         let v = verify(
             this.scope.cluster.client(),
             &target,

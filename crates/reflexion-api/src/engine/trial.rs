@@ -2,11 +2,12 @@
 //! reflect and record; the incident ends resolved or handed over.
 
 use super::diagnose::Examined;
+use super::route::Route;
 use super::rules::{self, probe::ProbeResult};
 use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, PendingPlan, Plan, llm_planning};
 use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
-use crate::verify::verify;
+use crate::verify::{Verification, verify};
 use reflexion_core::IncidentState;
 use reflexion_core::policy::Decision;
 use reflexion_core::progress::{Verdict, judge};
@@ -50,6 +51,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (db, config) = (&self.inner.db, &self.inner.config);
         let id = inc.id.as_str();
+        // Where fixes land (live, Git, or by hand), from the workload's owner of record.
+        let route = self.route(inc, &diag.target).await?;
         // Probe results stay known across trials: a handler that failed once is not a candidate again.
         let mut known: Vec<ProbeResult> = Vec::new();
         for trial in first..=config.max_trials {
@@ -109,21 +112,23 @@ impl Engine {
                             )
                             .await;
                     }
+                    if let Route::Hand { owner, why } = &route {
+                        let command = plan.action.render();
+                        return self
+                            .escalate(
+                                inc,
+                                &target,
+                                &format!("{why}; the fix would be `{command}`"),
+                                &by_hand(owner, &command),
+                            )
+                            .await;
+                    }
                     match self.scope.policy.decide(&plan.action) {
                         Decision::Execute => plan,
                         Decision::NeedsApproval { reason } => {
-                            let pending = PendingPlan {
-                                command: plan.action.render(),
-                                plan: plan.clone(),
-                                trial,
-                            };
-                            db.await_approval(
-                                id,
-                                &pending,
-                                &format!("{reason}: `{}`", plan.action.render()),
-                            )
-                            .await?;
-                            return Ok(());
+                            return self
+                                .await_approval(inc, trial, &diag, plan, &route, &reason)
+                                .await;
                         }
                         Decision::SuggestOnly { reason } | Decision::Refuse { reason } => {
                             return self
@@ -144,7 +149,7 @@ impl Engine {
             let span = tracing::info_span!("incident_trial", incident = %inc.id, trial, workload = %target,
                 signature = %signature, action = plan.action.name(), source = %plan.source);
             match self
-                .trial(inc, trial, &diag, &plan, &mut tried)
+                .trial(inc, trial, &diag, &plan, &mut tried, &route)
                 .instrument(span)
                 .await?
             {
@@ -174,6 +179,7 @@ impl Engine {
         diag: &Diagnosis,
         plan: &Plan,
         tried: &mut Vec<Action>,
+        route: &Route,
     ) -> Result<TrialEnd, EngineError> {
         let (failure, target) = (&diag.failure, &diag.target);
         let signature = Signature::of(failure);
@@ -221,14 +227,13 @@ impl Engine {
             )
             .await?;
         // Compiled once: the dry run and the execution make the same write.
-        let dry_run = match cluster.compile(&plan.action, &inc.id).await {
-            Ok(change) => cluster.dry_run(&change).await.map(|v| (change, v)),
-            Err(e) => Err(e),
-        };
-        let (change, dry_run) = match dry_run {
+        let (prepared, dry_run) = match self.prepare(route, inc, plan).await {
             Ok(v) => v,
             Err(e) => {
-                let diagnosis = format!("the API server refused a dry run of `{command}`: {e}");
+                let diagnosis = match route {
+                    Route::Git { .. } => format!("`{command}` cannot be made in Git: {e}"),
+                    _ => format!("the API server refused a dry run of `{command}`: {e}"),
+                };
                 self.escalate(inc, target, &diagnosis, "fix the workload by hand")
                     .await?;
                 return Ok(TrialEnd::Finished);
@@ -241,7 +246,8 @@ impl Engine {
                 &inc.id,
                 plan.action.name(),
                 &target.to_string(),
-                &json!({"command": command, "action": plan.action}),
+                &json!({"command": command, "action": plan.action, "trial": trial,
+                        "route": if matches!(route, Route::Git { .. }) { "git" } else { "live" }}),
                 &config.budget,
             )
             .await?
@@ -264,17 +270,23 @@ impl Engine {
             &format!("trial {trial}: {command}"),
         )
         .await?;
-        let executed = cluster.apply(change).await;
+        let message = match route {
+            Route::Git { controller, .. } => {
+                self.commit_message(inc, trial, diag, plan, controller)
+            }
+            _ => String::new(),
+        };
+        let executed = self.execute(prepared, inc, trial, plan, &message).await;
         db.settle_action(
             slot,
             &executed
                 .as_ref()
-                .map(|_| "ok".to_string())
+                .map(|d| d.settled())
                 .unwrap_or_else(|e| format!("error: {e}")),
         )
         .await?;
-        let snapshot = match executed {
-            Ok(s) => s,
+        let done = match executed {
+            Ok(d) => d,
             Err(e) => {
                 self.escalate(
                     inc,
@@ -286,27 +298,46 @@ impl Engine {
                 return Ok(TrialEnd::Finished);
             }
         };
-        db.transition(
-            &inc.id,
-            IncidentState::Verifying,
-            &format!(
+        let waiting = match &done {
+            super::write::Done::Git {
+                commit, controller, ..
+            } => {
+                db.set_git(&inc.id, &done.execution()).await?;
+                format!(
+                    "trial {trial}: waiting for {controller} to apply commit {}, then for Ready and stable for {}s",
+                    commit.sha,
+                    config.verify_window.as_secs_f64()
+                )
+            }
+            _ => format!(
                 "trial {trial}: waiting for Ready and stable for {}s",
                 config.verify_window.as_secs_f64()
             ),
-        )
-        .await?;
-        let new_uid = match &snapshot {
-            crate::cluster::Snapshot::RecreatedPod { new_uid, .. } => Some(new_uid.as_str()),
-            _ => None,
         };
-        let v = verify(
-            cluster.client(),
-            target,
-            new_uid,
-            config.verify_window,
-            config.verify_timeout,
-        )
-        .await;
+        db.transition(&inc.id, IncidentState::Verifying, &waiting)
+            .await?;
+        let v = match self.synced(&done).await {
+            Ok(applied) => {
+                let mut v = verify(
+                    cluster.client(),
+                    target,
+                    done.new_uid(),
+                    config.verify_window,
+                    config.verify_timeout,
+                )
+                .await;
+                if let Some(applied) = applied {
+                    v.detail = format!("{applied}; {}", v.detail);
+                }
+                v
+            }
+            Err(why) => Verification {
+                verified: false,
+                detail: why,
+                ready_after_ms: None,
+                stable_for_secs: 0.0,
+            },
+        };
         let mut revert_note = None;
         let mut verdict = None;
         let mut now_showing: Vec<String> = Vec::new();
@@ -322,12 +353,18 @@ impl Engine {
             match seen {
                 Examined::Failing(d) if judged == Verdict::Progress => next = Some(d),
                 seen => {
-                    let r = cluster.revert(&snapshot).await;
+                    let r = self.undo(inc, trial, &done).await;
+                    let undone = match &done {
+                        super::write::Done::Live(s) => {
+                            serde_json::to_value(s).unwrap_or(Value::Null)
+                        }
+                        git => git.execution(),
+                    };
                     db.audit(
                         &inc.id,
                         "revert",
                         &target.to_string(),
-                        &serde_json::to_value(&snapshot).unwrap_or(Value::Null),
+                        &undone,
                         &r.describe(),
                     )
                     .await?;
@@ -373,7 +410,8 @@ impl Engine {
             );
         }
         let action_json = serde_json::to_value(&plan.action).unwrap_or(Value::Null);
-        let execution = json!({"snapshot": snapshot, "revert": revert_note});
+        let mut execution = done.execution();
+        execution["revert"] = json!(revert_note);
         let mut verification = serde_json::to_value(&v).unwrap_or(Value::Null);
         if let Some(verdict) = verdict {
             verification["progress"] = json!(verdict.as_str());
@@ -414,10 +452,11 @@ impl Engine {
             .await?;
         }
         if v.verified {
+            let what = done.describe(&command);
             db.finish(
                 &inc.id,
                 IncidentState::Resolved,
-                &format!("fixed by `{command}`: {}", v.detail),
+                &format!("fixed by {what}: {}", v.detail),
             )
             .await?;
             cluster
@@ -425,7 +464,7 @@ impl Engine {
                     target,
                     "Normal",
                     "ReflexionFixed",
-                    &format!("kube-reflexion ran `{command}`; {}", v.detail),
+                    &format!("kube-reflexion made {what}; {}", v.detail),
                 )
                 .await;
             tracing::info!(incident = %inc.id, workload = %target, %command, "incident resolved");
@@ -435,6 +474,93 @@ impl Engine {
         Ok(TrialEnd::Next(
             next.unwrap_or_else(|| Box::new(diag.clone())),
         ))
+    }
+}
+
+impl Engine {
+    /// Park the incident for a person: on the Git route the fix is proposed first (a branch, and a pull request
+    /// where a forge is configured), so that what is approved is exactly the commit shown.
+    async fn await_approval(
+        &self,
+        inc: &Incident,
+        trial: u32,
+        diag: &Diagnosis,
+        mut plan: Plan,
+        route: &Route,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let db = &self.inner.db;
+        let command = plan.action.render();
+        let proposal = match self.propose(route, inc, trial, diag, &plan).await {
+            Ok(p) => p,
+            Err(why) => {
+                return self
+                    .escalate(
+                        inc,
+                        &diag.target,
+                        &format!("{reason}, but the fix could not be proposed in Git: {why}"),
+                        &format!(
+                            "make the change `{command}` in the workload's Git source by hand"
+                        ),
+                    )
+                    .await;
+            }
+        };
+        let note = match &proposal {
+            Some(c) => {
+                db.set_git(&inc.id, &json!({"proposal": c})).await?;
+                db.audit(
+                    &inc.id,
+                    "propose",
+                    &diag.target.to_string(),
+                    &json!({"command": command, "commit": c}),
+                    "ok",
+                )
+                .await?;
+                match &c.pull_request {
+                    Some(pr) => format!(
+                        "{reason}: merge {} or approve here, which merges it (`{command}` as commit {} on {})",
+                        pr.url, c.sha, c.branch
+                    ),
+                    None => format!(
+                        "{reason}: approve here to merge branch {} (`{command}` as commit {})",
+                        c.branch, c.sha
+                    ),
+                }
+            }
+            None => format!("{reason}: `{command}`"),
+        };
+        plan.proposal = proposal;
+        let pending = PendingPlan {
+            command,
+            plan,
+            trial,
+        };
+        db.await_approval(&inc.id, &pending, &note).await?;
+        Ok(())
+    }
+}
+
+/// What a person does with a fix kube-reflexion may not make itself.
+fn by_hand(owner: &reflexion_core::gitops::OwnerOfRecord, command: &str) -> String {
+    use reflexion_core::gitops::OwnerOfRecord;
+    match owner {
+        OwnerOfRecord::Helm {
+            release,
+            namespace,
+            helm_release: Some(hr),
+        } => format!(
+            "in the values of Flux HelmRelease {hr} (release {namespace}/{release}), set the value that makes what `{command}` makes, and let helm-controller upgrade it"
+        ),
+        OwnerOfRecord::Helm {
+            release, namespace, ..
+        } => format!(
+            "set the value of Helm release {namespace}/{release} that makes what `{command}` makes, then `helm upgrade {release} -n {namespace} --reuse-values --set <that value>`"
+        ),
+        other => format!(
+            "make what `{command}` makes in the source of {}, which the cluster is synced from",
+            other.describe()
+        ),
     }
 }
 

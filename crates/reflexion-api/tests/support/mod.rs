@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../reflexion-gitops/tests/support/github.rs"]
+pub mod github;
+pub mod gitops;
 pub mod postgres;
 pub mod storm;
 
@@ -142,6 +145,8 @@ pub struct Options {
     /// API processes on the one store (`replica-1`, `replica-2`, ...); the watcher of the i-th cluster reports to
     /// the (i mod replicas)-th.
     pub replicas: usize,
+    /// More simcluster flags.
+    pub sim_args: &'static [&'static str],
 }
 
 impl Default for Options {
@@ -156,6 +161,7 @@ impl Default for Options {
             clusters: &[],
             database_url: None,
             replicas: 1,
+            sim_args: &[],
         }
     }
 }
@@ -181,6 +187,7 @@ impl Stack {
                 if split {
                     c.arg("--no-kubelet");
                 }
+                c.args(opts.sim_args);
                 c
             })
             .await;
@@ -237,6 +244,8 @@ impl Stack {
             policy.display().to_string(),
             "--workload-cooldown-secs".into(),
             opts.workload_cooldown_secs.to_string(),
+            "--gitops-workdir".into(),
+            stack.dir.path().join("gitops").display().to_string(),
         ]
         .into_iter()
         .chain(opts.api_args.iter().map(|a| a.to_string()))

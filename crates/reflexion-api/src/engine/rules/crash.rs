@@ -102,6 +102,7 @@ impl Engine {
             description: "Drop a command override the image cannot run, so the image's own entrypoint runs (needs approval by default)".into(),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         })))
     }
 
@@ -179,6 +180,7 @@ impl Engine {
                 description: "Set the missing environment variable from the only ConfigMap or Secret key of that name in the namespace".into(),
                 llm: Value::Null,
                 payload: None,
+                proposal: None,
             })),
             [] => Planned::Escalate {
                 diagnosis: format!(

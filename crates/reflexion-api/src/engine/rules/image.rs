@@ -109,6 +109,7 @@ impl Engine {
             description: "Set the container image on the owner (in place on a bare pod) to the registry tag it was most likely meant to run (closest existing tag, else newest stable)".into(),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         }))
     }
 }

@@ -76,6 +76,7 @@ impl Engine {
                     description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
                     llm: Value::Null,
                     payload: None,
+                    proposal: None,
                 }));
             }
         }
@@ -110,6 +111,7 @@ impl Engine {
             description: "Raise the container's memory limit on the owner: the larger of 2x and +256Mi per trial, capped by the ceiling".into(),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         }))
     }
 }

@@ -339,6 +339,7 @@ impl Engine {
             ),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         }))
     }
 }

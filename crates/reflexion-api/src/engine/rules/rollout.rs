@@ -37,6 +37,7 @@ impl Engine {
             description: "Roll back to the newest earlier revision that still runs when a failure began with the latest rollout".into(),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         })
     }
 }

@@ -148,6 +148,7 @@ impl Engine {
             description: "Lower a request larger than any node's allocatable to what the roomiest node has free (needs approval by default)".into(),
             llm: Value::Null,
             payload: None,
+            proposal: None,
         })
     }
 
@@ -270,6 +271,7 @@ impl Engine {
                 description: "Remove nodeSelector keys no node has, or set the one value nodes have (needs approval by default)".into(),
                 llm: Value::Null,
                 payload: None,
+                proposal: None,
             }));
         }
         let affinity = spec

@@ -132,6 +132,7 @@ impl Engine {
                         description: "Recreate an unbound claim of a StorageClass that does not exist with the default class (needs approval by default)".into(),
                         llm: Value::Null,
                         payload: None,
+                        proposal: None,
                     }));
                 }
             }
