@@ -125,6 +125,12 @@ spec:
             )
         })
         .await;
+    // Who owns the workload of record, and where its fix landed.
+    browser
+        .wait_text("#owner", SHORT, |t| {
+            t.contains("Owner of record: nobody (live object)") && t.contains("fixes land: live")
+        })
+        .await;
     browser.screenshot(&shots.join("incident.png")).await;
 
     // The crafted log is shown as text, never run as HTML.

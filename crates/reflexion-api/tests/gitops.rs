@@ -95,6 +95,7 @@ e2e_test! {
         assert_eq!(inc["owner"]["owner"]["kind"], "flux");
         assert_eq!(inc["owner"]["fix_lands"], "git");
         assert_eq!(inc["owner"]["source"]["branch"], "main");
+        assert_eq!(inc["evidence"]["owner_of_record"]["owner"]["name"], "apps");
 
         // Exactly one commit, by kube-reflexion, changing only the image line; the incident names it.
         let log = repo.log("%H");
@@ -128,6 +129,87 @@ e2e_test! {
         stays_ready(&api, GOOD).await;
         assert_eq!(repo.log("%H").len(), 2, "nothing more was committed");
     }
+}
+
+/// `stress` allocating 500M under a 10Mi limit: the first raise (266Mi) is not enough, the second (532Mi) is.
+const HUNGRY: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: memory-app
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: memory-app}
+  template:
+    metadata:
+      labels: {app: memory-app}
+    spec:
+      containers:
+      - name: memory-app
+        image: polinux/stress:1.0.4
+        args: [--vm, \"1\", --vm-bytes, 500M]
+        resources:
+          limits:
+            memory: 10Mi # far too little
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_that_does_not_hold_is_undone_by_a_revert_commit() {
+    let stack = stack(None, vec![], &[]).await;
+    let repo = Repo::new(stack.dir.path(), &[("apps/memory-app.yaml", HUNGRY)]);
+    let client = stack.kube().await;
+    flux(&client, &repo, "apps", INTERVAL).await;
+    let inc = finished_incident(&stack).await;
+    assert_eq!(inc["state"], "resolved", "{}", inc["outcome"]);
+    assert_eq!(inc["trials"], 2);
+    // base, trial 1's raise, its revert, trial 2's raise: newest first.
+    let subjects = repo.log("%s");
+    assert_eq!(subjects.len(), 4, "{subjects:?}");
+    assert!(
+        subjects[0].starts_with("fix(default/memory-app)"),
+        "{subjects:?}"
+    );
+    assert!(subjects[1].starts_with("revert(apps)"), "{subjects:?}");
+    assert!(
+        subjects[2].starts_with("fix(default/memory-app)"),
+        "{subjects:?}"
+    );
+    let log = repo.log("%H");
+    let limit = |rev: &str| {
+        let text = repo.show(rev, "apps/memory-app.yaml");
+        text.lines()
+            .find(|l| l.contains("memory:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(limit(&log[2]), "memory: 266Mi # far too little");
+    assert_eq!(limit(&log[1]), "memory: 10Mi # far too little");
+    assert_eq!(limit(&log[0]), "memory: 532Mi # far too little");
+    let body = support::gitops::git(&repo.bare, &["log", "-1", "--format=%B", &log[1]]);
+    assert!(
+        body.contains(&format!("Kube-Reflexion-Reverts: {}", log[2])),
+        "{body}"
+    );
+    let first = &inc["episodes"][0];
+    assert_eq!(first["reverted"], true);
+    assert!(
+        first["execution"]["revert"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reverted by commit"),
+        "{first}"
+    );
+    assert_eq!(
+        inc["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["verb"] == "revert")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

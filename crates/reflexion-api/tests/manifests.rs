@@ -206,8 +206,11 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "apps/deployments:patch",
             "apps/replicasets:get",
             "apps/replicasets:list",
+            "kustomize.toolkit.fluxcd.io/kustomizations:get",
+            "source.toolkit.fluxcd.io/gitrepositories:get",
+            "argoproj.io/applications:get",
         ]),
-        "the API has exactly the verbs its actions need"
+        "the API has exactly the verbs its actions need, and only reads the GitOps kinds"
     );
     for (role_ref, subjects) in &bindings {
         let known = match role_ref.kind.as_str() {

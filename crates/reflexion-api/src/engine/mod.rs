@@ -384,7 +384,7 @@ impl Engine {
             &inc.namespace,
             &inc.workload_name,
         );
-        let route = this.route(&inc, &target).await?;
+        let (route, _) = this.route(&inc, &target).await?;
         // The commit a Git fix made, to be applied before the workload can prove it.
         let mut commit: Option<String> = db
             .incident_summary(id)

@@ -2,9 +2,10 @@
 //! writes (a Helm release; a GitOps source it cannot commit to) — decided from the workload's owner of record and
 //! the policy (`gitops: live` keeps live patches for GitOps-owned workloads), and recorded on the incident.
 
-use super::{Engine, EngineError};
+use super::{Diagnosis, Engine, EngineError};
 use crate::cluster::{ClusterError, Controller};
 use crate::db::Incident;
+use reflexion_core::Signature;
 use reflexion_core::gitops::OwnerOfRecord;
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::policy::GitopsMode;
@@ -36,12 +37,32 @@ impl Route {
 }
 
 impl Engine {
-    /// The route of the incident's fixes, read from the cluster now and recorded on the incident.
+    /// The route of the incident's fixes, read from the cluster now and recorded on the incident and in the
+    /// diagnosis's evidence.
+    pub(in crate::engine) async fn route_of(
+        &self,
+        inc: &Incident,
+        diag: &mut Diagnosis,
+    ) -> Result<Route, EngineError> {
+        let (route, record) = self.route(inc, &diag.target).await?;
+        diag.evidence["owner_of_record"] = record;
+        self.inner
+            .db
+            .set_evidence(
+                &inc.id,
+                &Signature::of(&diag.failure).class(),
+                &diag.evidence,
+            )
+            .await?;
+        Ok(route)
+    }
+
+    /// The route of the incident's fixes, read from the cluster now and recorded on the incident; and the record.
     pub(in crate::engine) async fn route(
         &self,
         inc: &Incident,
         target: &WorkloadRef,
-    ) -> Result<Route, EngineError> {
+    ) -> Result<(Route, serde_json::Value), EngineError> {
         let cfg = &self.inner.config;
         let rec = match self
             .scope
@@ -51,7 +72,7 @@ impl Engine {
         {
             Ok(r) => r,
             // Gone meanwhile: diagnosis says so; nothing to route.
-            Err(ClusterError::NotFound(_)) => return Ok(Route::Live),
+            Err(ClusterError::NotFound(_)) => return Ok((Route::Live, serde_json::Value::Null)),
             Err(e) => return Err(e.into()),
         };
         let mode = self.scope.policy.gitops_mode(&target.namespace);
@@ -110,6 +131,6 @@ impl Engine {
         });
         self.inner.db.set_owner(&inc.id, &record).await?;
         tracing::info!(incident = %inc.id, workload = %target, owner = %rec.owner.describe(), lands = route.lands(), "owner of record");
-        Ok(route)
+        Ok((route, record))
     }
 }

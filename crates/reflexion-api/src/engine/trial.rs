@@ -52,7 +52,7 @@ impl Engine {
         let (db, config) = (&self.inner.db, &self.inner.config);
         let id = inc.id.as_str();
         // Where fixes land (live, Git, or by hand), from the workload's owner of record.
-        let route = self.route(inc, &diag.target).await?;
+        let route = self.route_of(inc, &mut diag).await?;
         // Probe results stay known across trials: a handler that failed once is not a candidate again.
         let mut known: Vec<ProbeResult> = Vec::new();
         for trial in first..=config.max_trials {
@@ -464,7 +464,12 @@ impl Engine {
                     target,
                     "Normal",
                     "ReflexionFixed",
-                    &format!("kube-reflexion made {what}; {}", v.detail),
+                    &match &done {
+                        super::write::Done::Live(_) => {
+                            format!("kube-reflexion ran `{command}`; {}", v.detail)
+                        }
+                        _ => format!("kube-reflexion fixed it by {what}; {}", v.detail),
+                    },
                 )
                 .await;
             tracing::info!(incident = %inc.id, workload = %target, %command, "incident resolved");
