@@ -212,6 +212,107 @@ async fn a_fix_that_does_not_hold_is_undone_by_a_revert_commit() {
     );
 }
 
+/// A worker that runs, and the same worker with a command that exits 1 at once.
+fn worker(script: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\n  namespace: default\nspec:\n  replicas: 1\n  \
+         selector:\n    matchLabels: {{app: worker}}\n  template:\n    metadata:\n      labels: {{app: worker}}\n    spec:\n      \
+         containers:\n      - name: worker\n        image: busybox:1.36\n        command: [sh, -c, \"{script}\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rollout_is_rolled_back_by_reverting_the_commit_that_broke_it() {
+    let stack = stack(None, vec![], &[]).await;
+    let repo = Repo::new(
+        stack.dir.path(),
+        &[("apps/worker.yaml", &worker("sleep 3600"))],
+    );
+    let client = stack.kube().await;
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), "default");
+    flux(&client, &repo, "apps", INTERVAL).await;
+    stack
+        .eventually("the worker to run", support::FIX_TIMEOUT, async || {
+            let d = api.get_opt("worker").await.unwrap();
+            let available = d.and_then(|d| d.status?.available_replicas).unwrap_or(0);
+            (
+                (available == 1).then_some(()),
+                format!("{available} available"),
+            )
+        })
+        .await;
+    // A developer pushes a change that crashes; the old ReplicaSet keeps running while the new one fails.
+    let broke = repo.commit(
+        &[("apps/worker.yaml", &worker("exit 1"))],
+        "worker: new entrypoint",
+    );
+    let inc = finished_incident(&stack).await;
+    assert_eq!(inc["state"], "resolved", "{}", inc["outcome"]);
+    assert!(
+        inc["episodes"][0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("kubectl rollout undo"),
+        "{}",
+        inc["episodes"][0]["command"]
+    );
+    // The rollback is a revert of exactly that commit, by kube-reflexion.
+    let subjects = repo.log("%s");
+    assert_eq!(subjects.len(), 3, "{subjects:?}");
+    let body = support::gitops::git(&repo.bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(
+        body.contains(&format!("Kube-Reflexion-Reverts: {broke}")),
+        "{body}"
+    );
+    assert!(body.contains("Kube-Reflexion-Trial: 1"), "{body}");
+    assert_eq!(
+        repo.show("main", "apps/worker.yaml"),
+        worker("sleep 3600").trim_end()
+    );
+    assert_eq!(inc["git"]["commit"]["sha"], repo.head().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_commit_waits_for_its_sync_verifies_without_committing_again() {
+    let mut stack = stack(None, vec![], &[]).await;
+    let repo = Repo::new(stack.dir.path(), &[("apps/web.yaml", &web_manifest(BAD))]);
+    let client = stack.kube().await;
+    // The source is fetched every 8 s (real): the commit waits for it.
+    support::gitops::flux_with(&client, &repo, "apps", "80s", INTERVAL).await;
+    stack
+        .eventually(
+            "the fix to wait for its sync",
+            support::FIX_TIMEOUT,
+            async || {
+                let list = stack.get("/api/v1/reflexion/incidents").await;
+                let i = list["incidents"][0].clone();
+                (
+                    (i["state"] == "verifying" && i["git"]["commit"]["sha"].is_string())
+                        .then_some(()),
+                    list.to_string(),
+                )
+            },
+        )
+        .await;
+    assert_eq!(repo.log("%H").len(), 2);
+    stack.kill_and_restart_api().await;
+    let inc = finished_incident(&stack).await;
+    assert_eq!(inc["state"], "resolved", "{}", inc["outcome"]);
+    assert_eq!(repo.log("%H").len(), 2, "committed once");
+    let notes: Vec<&str> = inc["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["note"].as_str().unwrap())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("resumed after restart")),
+        "{notes:?}"
+    );
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "default");
+    assert_eq!(image(&api).await, GOOD);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_gitops_live_the_live_fix_is_undone_by_the_next_sync() {
     let stack = stack(Some(r#"{"gitops": "live"}"#), vec![], &[]).await;

@@ -419,12 +419,14 @@ impl Gitops {
         Err(last)
     }
 
-    /// Undo a commit on the tracked branch with a revert commit (a merge is reverted against its first parent).
+    /// Undo a commit on the tracked branch with a revert commit (a merge is reverted against its first parent);
+    /// `trailers` (an incident's trial, when the revert is itself the fix) go with its own.
     pub async fn revert(
         &self,
         source: &Source,
         sha: &str,
         message: &str,
+        trailers: &[String],
     ) -> Result<Commit, GitopsError> {
         let _held = self.lock(source).await;
         let marker = format!("{REVERTS_TRAILER}: {sha}");
@@ -455,7 +457,9 @@ impl Gitops {
                     out.stderr.trim().chars().take(500).collect(),
                 ));
             }
-            let full = format!("{}\n\n{marker}\n", message.trim_end());
+            let mut lines = trailers.to_vec();
+            lines.push(marker.clone());
+            let full = format!("{}\n\n{}\n", message.trim_end(), lines.join("\n"));
             let new = c
                 .commit(&self.cfg.author_name, &self.cfg.author_email, &full)
                 .await?;

@@ -228,6 +228,7 @@ async fn a_fix_is_one_commit_of_one_line_and_is_not_made_twice() {
             &f.source("./apps"),
             &c2.sha,
             "revert: the limit did not help",
+            &[],
         )
         .await
         .unwrap();
@@ -236,7 +237,7 @@ async fn a_fix_is_one_commit_of_one_line_and_is_not_made_twice() {
         WEB.replace("nginx:1.27.O", "nginx:1.27.3").trim_end()
     );
     let r2 = g
-        .revert(&f.source("./apps"), &c2.sha, "revert again")
+        .revert(&f.source("./apps"), &c2.sha, "revert again", &[])
         .await
         .unwrap();
     assert_eq!(r.sha, r2.sha);
@@ -300,12 +301,24 @@ async fn a_proposal_is_a_branch_and_a_pull_request_whose_merge_lands_it() {
     // Merged already: asking again answers the same commit.
     assert_eq!(g.merge(&f.source("apps"), &c).await.unwrap(), merged);
     // The merge is reverted against its first parent.
-    g.revert(&f.source("apps"), &merged, "revert")
-        .await
-        .unwrap();
+    g.revert(
+        &f.source("apps"),
+        &merged,
+        "revert",
+        &reflexion_gitops::trailers("inc-1", 2),
+    )
+    .await
+    .unwrap();
     assert!(
         f.show("main", "apps/web.yaml")
             .contains("image: nginx:1.27.O")
+    );
+    // A revert that is itself a trial's fix carries the trial's trailers: it can be read back.
+    assert!(
+        g.landed(&f.source("apps"), "inc-1", 2)
+            .await
+            .unwrap()
+            .is_some()
     );
     // The token went to the forge as a bearer token, and nothing else did.
     let seen = gh.inner.lock().unwrap().auth_seen.clone();

@@ -263,7 +263,12 @@ impl Engine {
                 }
             }
             GitWrite::Undo(sha) => gitops
-                .revert(&source, &sha, message)
+                .revert(
+                    &source,
+                    &sha,
+                    message,
+                    &reflexion_gitops::trailers(&inc.id, trial),
+                )
                 .await
                 .map_err(|e| e.to_string())?,
         };
@@ -372,7 +377,7 @@ impl Engine {
             .inner
             .config
             .gitops
-            .revert(source, &commit.sha, &message)
+            .revert(source, &commit.sha, &message, &[])
             .await
         {
             Ok(r) => r,

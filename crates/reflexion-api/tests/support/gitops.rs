@@ -121,6 +121,17 @@ async fn namespace(client: &kube::Client, name: &str) {
 /// A GitRepository and a Kustomization named `apps` in flux-system, applying `path` of `repo`'s main branch
 /// every `interval`.
 pub async fn flux(client: &kube::Client, repo: &Repo, path: &str, interval: &str) {
+    flux_with(client, repo, path, interval, interval).await
+}
+
+/// `flux` with the GitRepository fetching every `source_interval` (how soon a new commit is seen).
+pub async fn flux_with(
+    client: &kube::Client,
+    repo: &Repo,
+    path: &str,
+    source_interval: &str,
+    interval: &str,
+) {
     namespace(client, "flux-system").await;
     let sources = api(
         client,
@@ -132,7 +143,7 @@ pub async fn flux(client: &kube::Client, repo: &Repo, path: &str, interval: &str
         &sources,
         json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
         "metadata": {"name": "apps", "namespace": "flux-system"},
-        "spec": {"url": repo.url(), "interval": interval, "ref": {"branch": "main"}}}),
+        "spec": {"url": repo.url(), "interval": source_interval, "ref": {"branch": "main"}}}),
     )
     .await;
     create(
