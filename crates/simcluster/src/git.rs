@@ -50,10 +50,13 @@ async fn git(repo: &PathBuf, args: &[&str]) -> Result<Vec<u8>, GitError> {
     Ok(out.stdout)
 }
 
-/// The commit `reference` names: a branch, `HEAD`, or a commit id.
+/// The commit `reference` names: a branch, `HEAD`, a full ref (`refs/tags/v1`), or a commit id.
 pub async fn resolve(url: &str, reference: &str) -> Result<String, GitError> {
     let repo = local(url)?;
-    let spec = if reference == "HEAD" || reference.chars().all(|c| c.is_ascii_hexdigit()) {
+    let spec = if reference == "HEAD"
+        || reference.starts_with("refs/")
+        || reference.chars().all(|c| c.is_ascii_hexdigit())
+    {
         format!("{reference}^{{commit}}")
     } else {
         format!("refs/heads/{reference}^{{commit}}")

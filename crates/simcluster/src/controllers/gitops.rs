@@ -136,15 +136,25 @@ async fn flux_sources(cluster: &Cluster, due: &mut Due) {
             continue;
         }
         let url = repo["spec"]["url"].as_str().unwrap_or_default();
-        let branch = repo["spec"]["ref"]["branch"].as_str().unwrap_or("master");
+        // What the source follows, and how Flux names its revisions: `main@sha1:…`, `v1.2@sha1:…`, `sha1:…`.
+        let r = &repo["spec"]["ref"];
+        let (reference, name) = match (r["branch"].as_str(), r["tag"].as_str(), r["commit"].as_str()) {
+            (Some(b), ..) => (b.to_string(), Some(b.to_string())),
+            (None, Some(t), _) => (format!("refs/tags/{t}"), Some(t.to_string())),
+            (None, None, Some(c)) => (c.to_string(), None),
+            _ => ("master".to_string(), Some("master".to_string())),
+        };
         let mut status = repo["status"].clone();
         if !status.is_object() {
             status = json!({});
         }
         status["observedGeneration"] = repo["metadata"]["generation"].clone();
-        match git::resolve(url, branch).await {
+        match git::resolve(url, &reference).await {
             Ok(sha) => {
-                let revision = format!("{branch}@sha1:{sha}");
+                let revision = match &name {
+                    Some(n) => format!("{n}@sha1:{sha}"),
+                    None => format!("sha1:{sha}"),
+                };
                 if status["artifact"]["revision"] == revision.as_str()
                     && !generation_moved(repo)
                     && status["conditions"][0]["status"] == "True"
