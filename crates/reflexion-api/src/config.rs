@@ -200,7 +200,8 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "REFLEXION_LOG_JSON")]
     pub log_json: bool,
-    /// Where clones of GitOps repositories are kept (one per repository; safe to delete while stopped).
+    /// Where clones of GitOps repositories are kept (a directory per replica, a clone per repository; a cache, safe
+    /// to delete while stopped).
     #[arg(long, env = "REFLEXION_GITOPS_WORKDIR", default_value_os_t = std::env::temp_dir().join("kube-reflexion-gitops"))]
     pub gitops_workdir: PathBuf,
     /// A file holding the HTTPS token git pushes with (a mounted Secret); it reaches git through its environment
@@ -404,8 +405,21 @@ fn gitops(args: &Args) -> Result<reflexion_gitops::Gitops, ConfigError> {
             )
         }
     };
+    // One directory per replica: two processes never share a clone (each serializes its own changes to it).
+    let replica: String = args
+        .replica_id
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     Ok(reflexion_gitops::Gitops::new(reflexion_gitops::Config {
-        workdir: args.gitops_workdir.clone(),
+        workdir: args.gitops_workdir.join(replica),
         git: Git {
             credentials: Credentials {
                 username: args.git_username.clone(),

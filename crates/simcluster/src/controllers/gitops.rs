@@ -138,7 +138,11 @@ async fn flux_sources(cluster: &Cluster, due: &mut Due) {
         let url = repo["spec"]["url"].as_str().unwrap_or_default();
         // What the source follows, and how Flux names its revisions: `main@sha1:…`, `v1.2@sha1:…`, `sha1:…`.
         let r = &repo["spec"]["ref"];
-        let (reference, name) = match (r["branch"].as_str(), r["tag"].as_str(), r["commit"].as_str()) {
+        let (reference, name) = match (
+            r["branch"].as_str(),
+            r["tag"].as_str(),
+            r["commit"].as_str(),
+        ) {
             (Some(b), ..) => (b.to_string(), Some(b.to_string())),
             (None, Some(t), _) => (format!("refs/tags/{t}"), Some(t.to_string())),
             (None, None, Some(c)) => (c.to_string(), None),
