@@ -1,12 +1,11 @@
-//! reflexion-api: the REST server and the Reflexion loop. It owns the SQLite memory and is the only component
-//! that writes to the cluster.
+//! reflexion-api: the REST server and the Reflexion loop, wired together. The layers are their own crates — the
+//! store (`reflexion_store`), the engine and its cluster and Git writes (`reflexion_engine`), the REST server and
+//! console (`reflexion_http`) — and this one holds the service's configuration and binary; they are re-exported here
+//! by the names the binary and the tests use.
 
-pub mod cluster;
 pub mod config;
-pub mod db;
-pub mod engine;
-pub mod http;
-pub mod llm;
-pub mod metrics;
-pub mod registry;
-pub mod verify;
+
+pub use reflexion_engine::{cluster, engine, llm, registry, verify};
+pub use reflexion_http as http;
+pub use reflexion_store as db;
+pub use reflexion_store::metrics;

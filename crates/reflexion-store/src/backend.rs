@@ -14,8 +14,8 @@ use std::sync::Arc;
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {
         match $pool {
-            $crate::db::backend::Pool::Sqlite($p) => $body,
-            $crate::db::backend::Pool::Postgres($p) => $body,
+            $crate::backend::Pool::Sqlite($p) => $body,
+            $crate::backend::Pool::Postgres($p) => $body,
         }
     };
 }
@@ -24,8 +24,8 @@ macro_rules! on_pool {
 macro_rules! on_conn {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx.conn() {
-            $crate::db::backend::Conn::Sqlite($c) => $body,
-            $crate::db::backend::Conn::Postgres($c) => $body,
+            $crate::backend::Conn::Sqlite($c) => $body,
+            $crate::backend::Conn::Postgres($c) => $body,
         }
     };
 }
@@ -45,10 +45,10 @@ macro_rules! bind_all {
         let mut q = $q;
         for a in $args {
             q = match *a {
-                $crate::db::backend::Arg::Text(s) => q.bind(s),
-                $crate::db::backend::Arg::MaybeText(s) => q.bind(s),
-                $crate::db::backend::Arg::Int(i) => q.bind(i),
-                $crate::db::backend::Arg::Flag(b) => q.bind(b),
+                $crate::backend::Arg::Text(s) => q.bind(s),
+                $crate::backend::Arg::MaybeText(s) => q.bind(s),
+                $crate::backend::Arg::Int(i) => q.bind(i),
+                $crate::backend::Arg::Flag(b) => q.bind(b),
             };
         }
         q

@@ -14,9 +14,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 use utoipa::ToSchema;
 
-const INDEX: &str = include_str!("../../console/index.html");
-const APP_JS: &str = include_str!("../../console/app.js");
-const APP_CSS: &str = include_str!("../../console/app.css");
+const INDEX: &str = include_str!("../console/index.html");
+const APP_JS: &str = include_str!("../console/app.js");
+const APP_CSS: &str = include_str!("../console/app.css");
 
 /// Only our own script and style run; nothing is loaded from elsewhere, and the page cannot be framed.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";

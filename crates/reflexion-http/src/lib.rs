@@ -3,6 +3,11 @@
 mod console;
 mod memory;
 
+// The layers below, by the names the handlers use.
+pub(crate) use reflexion_engine::{cluster, engine};
+pub(crate) use reflexion_store as db;
+pub(crate) use reflexion_store::metrics;
+
 use crate::db::{IncidentDetail, IncidentSummary};
 use crate::engine::Engine;
 use axum::body::Body;

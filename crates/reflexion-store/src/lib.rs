@@ -6,6 +6,7 @@ mod backend;
 mod claims;
 mod ingest;
 mod memory;
+pub mod metrics;
 mod rows;
 mod views;
 
