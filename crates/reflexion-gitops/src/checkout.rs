@@ -71,6 +71,21 @@ impl<'g> Checkout<'g> {
         workdir: &Path,
         source: &Source,
     ) -> Result<Checkout<'g>, GitopsError> {
+        let c = Self::fetched(git, workdir, source).await?;
+        let remote = format!("origin/{}", source.branch);
+        c.ok(&["checkout", "--quiet", "--force", "-B", WORK_BRANCH, &remote])
+            .await?;
+        c.ok(&["clean", "--quiet", "-fdx"]).await?;
+        Ok(c)
+    }
+
+    /// Clone when missing and fetch the branch, leaving the work tree as it is: enough to read the remote's
+    /// history.
+    pub async fn fetched(
+        git: &'g Git,
+        workdir: &Path,
+        source: &Source,
+    ) -> Result<Checkout<'g>, GitopsError> {
         git.check_url(&source.url)?;
         let dir = dir_for(workdir, &source.url);
         if !dir.join(".git").is_dir() {
@@ -86,10 +101,6 @@ impl<'g> Checkout<'g> {
         }
         let c = Checkout { git, dir };
         c.fetch(&source.branch).await?;
-        let remote = format!("origin/{}", source.branch);
-        c.ok(&["checkout", "--quiet", "--force", "-B", WORK_BRANCH, &remote])
-            .await?;
-        c.ok(&["clean", "--quiet", "-fdx"]).await?;
         Ok(c)
     }
 

@@ -211,6 +211,12 @@ impl Gitops {
         Checkout::sync(&self.cfg.git, &self.cfg.workdir, source).await
     }
 
+    /// The clone with the tracked branch fetched, its work tree untouched: for reading history only.
+    async fn fetched(&self, source: &Source) -> Result<Checkout<'_>, GitopsError> {
+        check_branch(&source.branch)?;
+        Checkout::fetched(&self.cfg.git, &self.cfg.workdir, source).await
+    }
+
     async fn edits(
         &self,
         c: &Checkout<'_>,
@@ -264,7 +270,7 @@ impl Gitops {
         let mut last = GitopsError::Rejected(branch.clone());
         for _ in 0..ATTEMPTS {
             let c = self.checkout(source).await?;
-            if let Some(sha) = self.pushed(&c, &branch, &lines).await? {
+            if let Some(sha) = self.pushed(&c, source, &branch, &lines).await? {
                 tracing::info!(%sha, %branch, "the commit is on the branch already: not made again");
                 let pr = self.proposal(source, &branch, &to, &message).await?;
                 return Ok(self.record(source, &branch, sha, Vec::new(), String::new(), pr));
@@ -326,10 +332,12 @@ impl Gitops {
     async fn pushed(
         &self,
         c: &Checkout<'_>,
+        source: &Source,
         branch: &str,
         lines: &[String],
     ) -> Result<Option<String>, GitopsError> {
-        if c.fetch(branch).await.is_err() {
+        // The tracked branch was fetched by the checkout; a proposal's branch may not exist yet.
+        if branch != source.branch && c.fetch(branch).await.is_err() {
             // No such branch yet.
             return Ok(None);
         }
@@ -363,7 +371,7 @@ impl Gitops {
         trial: u32,
     ) -> Result<Option<String>, GitopsError> {
         let _held = self.lock(source).await;
-        let c = self.checkout(source).await?;
+        let c = self.fetched(source).await?;
         c.find(
             &format!("origin/{}", source.branch),
             &trailers(incident, trial),
@@ -491,7 +499,7 @@ impl Gitops {
             return Ok(true);
         }
         let _held = self.lock(source).await;
-        let c = self.checkout(source).await?;
+        let c = self.fetched(source).await?;
         c.is_ancestor(sha, applied).await
     }
 

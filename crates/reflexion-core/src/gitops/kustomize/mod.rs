@@ -67,20 +67,11 @@ impl std::fmt::Display for Target {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The manifest that defines the object.
-    Resource,
-    /// A strategic-merge patch over it.
-    Patch,
-}
-
 /// One document that defines or patches the object, bottom (the base) first.
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub file: String,
     pub doc: usize,
-    pub role: Role,
     pub value: Value,
 }
 
@@ -356,7 +347,6 @@ impl Finder<'_> {
                     Layer {
                         file: path.to_string(),
                         doc: i,
-                        role: Role::Resource,
                         value: d,
                     },
                     naming.clone(),
@@ -411,7 +401,6 @@ impl Finder<'_> {
                 self.patches.push(Layer {
                     file: path.to_string(),
                     doc: i,
-                    role: Role::Patch,
                     value: d,
                 });
             }
