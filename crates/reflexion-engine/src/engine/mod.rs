@@ -349,9 +349,10 @@ impl Engine {
                 return Ok(());
             }
         };
-        let Some(diag) = this.diagnose(&inc).await? else {
+        let Some(mut diag) = this.diagnose(&inc).await? else {
             return Ok(());
         };
+        let route = this.route_of(&inc, &mut diag).await?;
         // The world may have moved while the plan waited: the same checks as before it was proposed.
         if let Err(why) = this.admissible(&plan.action, &diag.target) {
             return this
@@ -370,7 +371,8 @@ impl Engine {
             .into_iter()
             .filter_map(|a| serde_json::from_value(a).ok())
             .collect();
-        this.trials(&inc, diag, trial, tried, Some(plan)).await
+        this.trials(&inc, diag, &route, trial, tried, Some(plan))
+            .await
     }
 
     async fn reverify(&self, id: &str, state: IncidentState) -> Result<(), EngineError> {

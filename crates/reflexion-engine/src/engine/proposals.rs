@@ -2,10 +2,10 @@
 //! runs: the merge commit is applied by the controller, then verified); closed without merging, it is rejected.
 //! Either way the person decides where they already review changes, and the console stays in step.
 
-use super::{Engine, PendingPlan};
+use super::Engine;
 use reflexion_core::IncidentState;
-use reflexion_gitops::Source;
 use reflexion_gitops::forge::PrState;
+use reflexion_gitops::{Commit, Source};
 
 impl Engine {
     /// Look at the pull requests of incidents awaiting approval, every `--gitops-poll-secs`, until the process
@@ -31,13 +31,8 @@ impl Engine {
             .incidents(Some(IncidentState::AwaitingApproval.as_str()), 500)
             .await?;
         for inc in waiting {
-            let Some(detail) = db.incident_detail(&inc.id).await? else {
-                continue;
-            };
-            let Ok(pending) = serde_json::from_value::<PendingPlan>(detail.pending_plan.0) else {
-                continue;
-            };
-            let Some(commit) = pending.plan.proposal else {
+            // The proposal waiting for approval is on the incident's row (`git`), as await_approval stored it.
+            let Ok(commit) = serde_json::from_value::<Commit>(inc.git.0["proposal"].clone()) else {
                 continue;
             };
             let Some(pr) = &commit.pull_request else {

@@ -5,7 +5,6 @@
 use super::{Diagnosis, Engine, EngineError};
 use crate::cluster::{ClusterError, Controller};
 use crate::db::Incident;
-use reflexion_core::Signature;
 use reflexion_core::gitops::OwnerOfRecord;
 use reflexion_core::owner::WorkloadRef;
 use reflexion_core::policy::GitopsMode;
@@ -37,8 +36,8 @@ impl Route {
 }
 
 impl Engine {
-    /// The route of the incident's fixes, read from the cluster now and recorded on the incident and in the
-    /// diagnosis's evidence.
+    /// The route of the incident's fixes, read from the cluster now, recorded on the incident and put in the
+    /// diagnosis's evidence (stored with it by the caller that stores the evidence).
     pub(in crate::engine) async fn route_of(
         &self,
         inc: &Incident,
@@ -46,14 +45,6 @@ impl Engine {
     ) -> Result<Route, EngineError> {
         let (route, record) = self.route(inc, &diag.target).await?;
         diag.evidence["owner_of_record"] = record;
-        self.inner
-            .db
-            .set_evidence(
-                &inc.id,
-                &Signature::of(&diag.failure).class(),
-                &diag.evidence,
-            )
-            .await?;
         Ok(route)
     }
 

@@ -31,12 +31,14 @@ impl Engine {
             "gathering evidence from the cluster",
         )
         .await?;
-        let Some(diag) = this.diagnose(&inc).await? else {
+        let Some(mut diag) = this.diagnose(&inc).await? else {
             return Ok(());
         };
+        // Where fixes land (live, Git, or by hand), from the workload's owner of record.
+        let route = this.route_of(&inc, &mut diag).await?;
         db.set_evidence(id, &Signature::of(&diag.failure).class(), &diag.evidence)
             .await?;
-        this.trials(&inc, diag, 1, Vec::new(), None).await
+        this.trials(&inc, diag, &route, 1, Vec::new(), None).await
     }
 
     /// The trial loop from trial `first`: plan from the latest diagnosis, gate, run, and look again. `approved` is
@@ -45,14 +47,13 @@ impl Engine {
         &self,
         inc: &Incident,
         mut diag: Diagnosis,
+        route: &Route,
         first: u32,
         mut tried: Vec<Action>,
         mut approved: Option<Plan>,
     ) -> Result<(), EngineError> {
         let (db, config) = (&self.inner.db, &self.inner.config);
         let id = inc.id.as_str();
-        // Where fixes land (live, Git, or by hand), from the workload's owner of record.
-        let route = self.route_of(inc, &mut diag).await?;
         // Probe results stay known across trials: a handler that failed once is not a candidate again.
         let mut known: Vec<ProbeResult> = Vec::new();
         for trial in first..=config.max_trials {
@@ -112,7 +113,7 @@ impl Engine {
                             )
                             .await;
                     }
-                    if let Route::Hand { owner, why } = &route {
+                    if let Route::Hand { owner, why } = route {
                         let command = plan.action.render();
                         return self
                             .escalate(
@@ -127,7 +128,7 @@ impl Engine {
                         Decision::Execute => plan,
                         Decision::NeedsApproval { reason } => {
                             return self
-                                .await_approval(inc, trial, &diag, plan, &route, &reason)
+                                .await_approval(inc, trial, &diag, plan, route, &reason)
                                 .await;
                         }
                         Decision::SuggestOnly { reason } | Decision::Refuse { reason } => {
@@ -149,7 +150,7 @@ impl Engine {
             let span = tracing::info_span!("incident_trial", incident = %inc.id, trial, workload = %target,
                 signature = %signature, action = plan.action.name(), source = %plan.source);
             match self
-                .trial(inc, trial, &diag, &plan, &mut tried, &route)
+                .trial(inc, trial, &diag, &plan, &mut tried, route)
                 .instrument(span)
                 .await?
             {
