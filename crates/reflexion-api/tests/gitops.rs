@@ -16,7 +16,8 @@ mod support;
 use k8s_openapi::api::apps::v1::Deployment;
 use std::collections::HashMap;
 use std::time::Duration;
-use support::gitops::{Repo, argo, flux, kustomizations, web_manifest};
+use support::gitops::{argo, flux, kustomizations, web_manifest};
+use support::repo::Repo;
 use support::{Options, Stack, audit_verbs, awaiting_approval, finished_incident};
 
 const BAD: &str = "nginx:1.27.O";
@@ -104,13 +105,13 @@ e2e_test! {
         let sha = &log[0];
         assert_eq!(inc["git"]["commit"]["sha"], sha.as_str());
         assert_eq!(repo.log("%an")[0], "kube-reflexion");
-        let changed = support::gitops::git(&repo.bare, &["show", "--format=", "--numstat", "main"]);
+        let changed = support::repo::git(&repo.bare, &["show", "--format=", "--numstat", "main"]);
         assert_eq!(changed, "1\t1\tapps/web/deployment.yaml");
         assert_eq!(
             repo.show("main", "apps/web/deployment.yaml"),
             web_manifest(GOOD).trim_end()
         );
-        let message = support::gitops::git(&repo.bare, &["log", "-1", "--format=%B", "main"]);
+        let message = support::repo::git(&repo.bare, &["log", "-1", "--format=%B", "main"]);
         let id = inc["id"].as_str().unwrap();
         for needle in [id, "image_pull/not_found", "Verification to come", "Kube-Reflexion-Trial: 1"] {
             assert!(message.contains(needle), "{needle} missing from {message}");
@@ -187,7 +188,7 @@ async fn a_fix_that_does_not_hold_is_undone_by_a_revert_commit() {
     assert_eq!(limit(&log[2]), "memory: 266Mi # far too little");
     assert_eq!(limit(&log[1]), "memory: 10Mi # far too little");
     assert_eq!(limit(&log[0]), "memory: 532Mi # far too little");
-    let body = support::gitops::git(&repo.bare, &["log", "-1", "--format=%B", &log[1]]);
+    let body = support::repo::git(&repo.bare, &["log", "-1", "--format=%B", &log[1]]);
     assert!(
         body.contains(&format!("Kube-Reflexion-Reverts: {}", log[2])),
         "{body}"
@@ -259,7 +260,7 @@ async fn a_broken_rollout_is_rolled_back_by_reverting_the_commit_that_broke_it()
     // The rollback is a revert of exactly that commit, by kube-reflexion.
     let subjects = repo.log("%s");
     assert_eq!(subjects.len(), 3, "{subjects:?}");
-    let body = support::gitops::git(&repo.bare, &["log", "-1", "--format=%B", "main"]);
+    let body = support::repo::git(&repo.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(
         body.contains(&format!("Kube-Reflexion-Reverts: {broke}")),
         "{body}"
@@ -406,7 +407,7 @@ async fn with_approval_a_pull_request_is_proposed_and_approving_merges_it() {
     assert!(gh.pulls()[0].merged);
     let merge = repo.head();
     assert_eq!(
-        support::gitops::git(&repo.bare, &["rev-parse", &format!("{merge}^2")]),
+        support::repo::git(&repo.bare, &["rev-parse", &format!("{merge}^2")]),
         proposal["sha"].as_str().unwrap()
     );
     assert_eq!(inc["git"]["commit"]["sha"], merge.as_str());

@@ -8,78 +8,44 @@
 
 mod support;
 
+use support::repo::{Repo, git};
+
 use reflexion_core::Action;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_gitops::forge::{Forge, ForgeKind};
 use reflexion_gitops::git::{Credentials, Git, Secret};
 use reflexion_gitops::{Change, Config, Destination, Gitops, GitopsError, Source};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 const WEB: &str = "# the shop's web tier\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web # front\n  namespace: shop\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27.O   # bad tag\n";
 
+/// A repository (`support::repo`) and the work directory of the Gitops under test.
 struct Fixture {
     _dir: tempfile::TempDir,
-    bare: PathBuf,
-    work: PathBuf,
+    repo: Repo,
     workdir: PathBuf,
 }
 
 impl Fixture {
     fn new(files: &[(&str, &str)]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let bare = dir.path().join("acme").join("apps.git");
-        std::fs::create_dir_all(&bare).unwrap();
-        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
-        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
-        let work = dir.path().join("work");
-        git(&work, &["checkout", "-q", "-b", "main"]);
-        let f = Fixture {
-            bare,
-            work,
+        let repo = Repo::new(dir.path(), files);
+        Fixture {
             workdir: dir.path().join("checkouts"),
+            repo,
             _dir: dir,
-        };
-        f.commit(files, "initial");
-        f
+        }
     }
 
     fn commit(&self, files: &[(&str, &str)], msg: &str) -> String {
-        if !git(&self.bare, &["branch", "--list", "main"]).is_empty() {
-            git(&self.work, &["pull", "-q", "--ff-only", "origin", "main"]);
-        }
-        for (p, text) in files {
-            let path = self.work.join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", msg]);
-        git(&self.work, &["push", "-q", "origin", "main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.repo.commit(files, msg)
     }
 
     fn source(&self, path: &str) -> Source {
         Source {
-            url: format!("file://{}", self.bare.display()),
+            url: format!("file://{}", self.repo.bare.display()),
             branch: "main".into(),
             path: path.into(),
         }
@@ -100,14 +66,11 @@ impl Fixture {
     }
 
     fn log(&self, format: &str) -> Vec<String> {
-        git(&self.bare, &["log", &format!("--format={format}"), "main"])
-            .lines()
-            .map(String::from)
-            .collect()
+        self.repo.log(format)
     }
 
     fn show(&self, rev: &str, path: &str) -> String {
-        git(&self.bare, &["show", &format!("{rev}:{path}")])
+        self.repo.show(rev, path)
     }
 }
 
@@ -167,12 +130,12 @@ async fn a_fix_is_one_commit_of_one_line_and_is_not_made_twice() {
         f.log("%an <%ae>")[0],
         "kube-reflexion <kube-reflexion@noreply.invalid>"
     );
-    let body = git(&f.bare, &["log", "-1", "--format=%B", "main"]);
+    let body = git(&f.repo.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(
         body.contains("Kube-Reflexion-Incident: inc-1") && body.contains("Kube-Reflexion-Trial: 1"),
         "{body}"
     );
-    let changed = git(&f.bare, &["show", "--format=", "--numstat", "main"]);
+    let changed = git(&f.repo.bare, &["show", "--format=", "--numstat", "main"]);
     assert_eq!(changed, "1\t1\tapps/web.yaml");
 
     // The same trial again (a retry after a lost answer): found on the branch, not committed again.
@@ -218,7 +181,7 @@ async fn a_fix_is_one_commit_of_one_line_and_is_not_made_twice() {
         .await
         .unwrap();
     assert_eq!(
-        git(&f.bare, &["rev-parse", &format!("{}^", c2.sha)]),
+        git(&f.repo.bare, &["rev-parse", &format!("{}^", c2.sha)]),
         theirs
     );
 
@@ -257,7 +220,7 @@ async fn a_fix_is_one_commit_of_one_line_and_is_not_made_twice() {
 async fn a_proposal_is_a_branch_and_a_pull_request_whose_merge_lands_it() {
     let f = Fixture::new(&[("apps/web.yaml", WEB)]);
     let gh = support::github::start(
-        HashMap::from([("acme/apps".to_string(), f.bare.clone())]),
+        HashMap::from([("acme/apps".to_string(), f.repo.bare.clone())]),
         "forge-token-123",
     )
     .await;
@@ -290,10 +253,13 @@ async fn a_proposal_is_a_branch_and_a_pull_request_whose_merge_lands_it() {
         ("kube-reflexion/inc-1", "main")
     );
     assert!(pulls[0].body.contains("Kube-Reflexion-Incident: inc-1"));
-    assert_eq!(git(&f.bare, &["rev-parse", "kube-reflexion/inc-1"]), c.sha);
+    assert_eq!(
+        git(&f.repo.bare, &["rev-parse", "kube-reflexion/inc-1"]),
+        c.sha
+    );
 
     let merged = g.merge(&f.source("apps"), &c).await.unwrap();
-    assert_eq!(git(&f.bare, &["rev-parse", "main"]), merged);
+    assert_eq!(git(&f.repo.bare, &["rev-parse", "main"]), merged);
     assert!(
         f.show("main", "apps/web.yaml")
             .contains("image: nginx:1.27.3")
@@ -346,8 +312,11 @@ async fn without_a_forge_the_approval_merges_the_branch_itself() {
         .unwrap();
     assert!(c.pull_request.is_none());
     let merged = g.merge(&f.source("apps"), &c).await.unwrap();
-    assert_eq!(git(&f.bare, &["rev-parse", "main"]), merged);
-    assert_eq!(git(&f.bare, &["rev-parse", &format!("{merged}^2")]), c.sha);
+    assert_eq!(git(&f.repo.bare, &["rev-parse", "main"]), merged);
+    assert_eq!(
+        git(&f.repo.bare, &["rev-parse", &format!("{merged}^2")]),
+        c.sha
+    );
 }
 
 #[tokio::test]
@@ -372,9 +341,9 @@ async fn the_commit_that_broke_the_template_is_found() {
 #[tokio::test]
 async fn links_and_paths_out_of_the_repository_are_refused() {
     let f = Fixture::new(&[("real/web.yaml", WEB)]);
-    std::os::unix::fs::symlink("../real/web.yaml", f.work.join("linked.yaml")).unwrap();
-    std::fs::create_dir_all(f.work.join("apps")).unwrap();
-    std::os::unix::fs::symlink("../real", f.work.join("apps/dir")).unwrap();
+    std::os::unix::fs::symlink("../real/web.yaml", f.repo.work.join("linked.yaml")).unwrap();
+    std::fs::create_dir_all(f.repo.work.join("apps")).unwrap();
+    std::os::unix::fs::symlink("../real", f.repo.work.join("apps/dir")).unwrap();
     f.commit(
         &[("k/kustomization.yaml", "resources: [../linked.yaml]\n")],
         "links",

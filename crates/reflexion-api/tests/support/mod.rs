@@ -7,6 +7,8 @@
 pub mod github;
 pub mod gitops;
 pub mod postgres;
+#[path = "../../../reflexion-gitops/tests/support/repo.rs"]
+pub mod repo;
 pub mod storm;
 
 use std::net::TcpListener;

@@ -1,1 +1,2 @@
 pub mod github;
+pub mod repo;
