@@ -31,6 +31,11 @@ pub enum ConfigError {
     MemoryCeiling(String),
     #[error("--auth-reads needs REFLEXION_API_TOKEN")]
     AuthReadsWithoutToken,
+    #[error(
+        "--listen {0} is reachable from other hosts and REFLEXION_API_TOKEN is not set: set a token, listen on \
+         127.0.0.1, or pass --insecure-no-auth to let anyone who reaches it change the cluster"
+    )]
+    OpenWithoutToken(SocketAddr),
     #[error("policy file {path}: {why}")]
     Policy { path: PathBuf, why: String },
     #[error("building the LLM client: {0}")]
@@ -72,8 +77,13 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "REFLEXION_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// SQLite database (created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://reflexion.db")]
+    /// SQLite database (created if missing), or postgres://USER:PASSWORD@HOST/DB. Its password is never shown.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://reflexion.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Ask this registry (or mirror) for image tags instead of each image's own registry.
     #[arg(long, env = "REFLEXION_REGISTRY_URL")]
@@ -193,6 +203,10 @@ pub struct Args {
     /// Require the bearer token on read endpoints too (/health and /metrics stay open for probes and scrapers).
     #[arg(long, env = "REFLEXION_AUTH_READS")]
     pub auth_reads: bool,
+    /// Serve without a token on an address other than loopback: anyone who reaches it can approve changes to the
+    /// cluster. Without this flag such a start is refused.
+    #[arg(long, env = "REFLEXION_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// Export traces (a span per incident trial and per LLM call) over OTLP/HTTP to this collector, e.g.
     /// http://127.0.0.1:4318 (Jaeger, Tempo, the OpenTelemetry Collector, LangSmith's OTLP endpoint).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -284,6 +298,9 @@ impl TryFrom<&Args> for Settings {
         }
         if args.auth_reads && args.api_token.is_none() {
             return Err(ConfigError::AuthReadsWithoutToken);
+        }
+        if args.api_token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
+            return Err(ConfigError::OpenWithoutToken(args.listen));
         }
         if let Some(u) = &args.registry_url {
             url("--registry-url", u)?;
@@ -609,6 +626,18 @@ mod tests {
             (&["--claim-ttl-secs", "0"], "--claim-ttl-secs"),
             (&["--auth-reads"], "--auth-reads needs REFLEXION_API_TOKEN"),
             (
+                &["--listen", "0.0.0.0:8000"],
+                "--listen 0.0.0.0:8000 is reachable from other hosts and REFLEXION_API_TOKEN is not set",
+            ),
+            (
+                &["--listen", "[::]:8000"],
+                "--listen [::]:8000 is reachable from other hosts",
+            ),
+            (
+                &["--listen", "10.0.0.5:8000"],
+                "REFLEXION_API_TOKEN is not set",
+            ),
+            (
                 &["--llm-base-url", "::"],
                 "--llm-base-url \"::\" is not a URL",
             ),
@@ -686,6 +715,13 @@ mod tests {
         assert!(s.auth_reads && s.engine.llm.is_some());
         assert_eq!(s.engine.workload_cooldown, Duration::ZERO);
         assert!(s.clusters.is_empty());
+        for open in [
+            &["--listen", "0.0.0.0:8000", "--api-token", "t"][..],
+            &["--listen", "0.0.0.0:8000", "--insecure-no-auth"],
+            &["--listen", "[::1]:8000"],
+        ] {
+            parse(open).unwrap_or_else(|e| panic!("{open:?}: {e}"));
+        }
         let s = parse(&[
             "--cluster",
             "staging=/etc/kube/staging",

@@ -21,9 +21,12 @@ async fn run() -> anyhow::Result<()> {
     // Every flag is checked before anything is opened, bound or logged as serving.
     let settings = Settings::try_from(&args)?;
     let traces = init_tracing(args.log_json, args.otlp_endpoint.as_deref()).await?;
-    let db = Db::connect(&args.database_url)
-        .await
-        .with_context(|| format!("opening database {}", args.database_url))?;
+    let db = Db::connect(&args.database_url).await.with_context(|| {
+        format!(
+            "opening database {}",
+            reflexion_api::db::redacted_url(&args.database_url)
+        )
+    })?;
     let fleet = fleet(&settings).await?;
     let http_client = reqwest::Client::builder()
         .build()
@@ -53,7 +56,7 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let clusters = engine.fleet().names().collect::<Vec<_>>().join(",");
-    tracing::info!(addr = %listener.local_addr()?, database = %args.database_url, resumed, %clusters, auth = settings.api_token.is_some(),
+    tracing::info!(addr = %listener.local_addr()?, database = %reflexion_api::db::redacted_url(&args.database_url), resumed, %clusters, auth = settings.api_token.is_some(),
         llm = args.llm_base_url.as_deref().unwrap_or(if args.openai_api_key.is_some() { "openai" } else { "none" }),
         "reflexion-api serving");
     let state = AppState {

@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -125,6 +126,7 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             }
             "Deployment" => deployments.push(roundtrip::<Deployment>(file, v)),
             "Service" => drop(roundtrip::<Service>(file, v)),
+            "NetworkPolicy" => drop(roundtrip::<NetworkPolicy>(file, v)),
             other => panic!("{file}: unexpected kind {other}"),
         }
     }
@@ -136,6 +138,7 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "ConfigMap",
             "Deployment",
             "Namespace",
+            "NetworkPolicy",
             "PersistentVolumeClaim",
             "Role",
             "RoleBinding",
@@ -308,6 +311,104 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
     );
 }
 
+/// The shipped deployment is closed: both pods need the token Secret (no Secret, no running pod), reads need the
+/// token, probes ask only what they must, and only the watcher and labelled clients reach the API's port.
+#[test]
+fn the_deployment_is_closed_by_default() {
+    let docs = documents();
+    let typed = |kind: &str, name: &str| -> Value {
+        docs.iter()
+            .find(|(_, v)| v["kind"] == kind && v["metadata"]["name"] == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    for name in ["reflexion-api", "reflexion-watcher"] {
+        let d: Deployment = serde_json::from_value(typed("Deployment", name)).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let token = env
+            .iter()
+            .find(|e| e.name == "REFLEXION_API_TOKEN")
+            .unwrap_or_else(|| panic!("{name}: no token"));
+        assert_eq!(token.value, None, "{name}: the token is not written here");
+        let secret = token
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.clone())
+            .unwrap_or_else(|| panic!("{name}: the token comes from a Secret"));
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("reflexion-api-token", "token")
+        );
+        assert_ne!(
+            secret.optional,
+            Some(true),
+            "{name}: without the Secret the pod must not start"
+        );
+        if name == "reflexion-api" {
+            let reads = env.iter().find(|e| e.name == "REFLEXION_AUTH_READS");
+            assert_eq!(reads.and_then(|e| e.value.as_deref()), Some("true"));
+            assert!(
+                env.iter().all(|e| e.name != "REFLEXION_INSECURE_NO_AUTH"),
+                "never shipped open"
+            );
+            let c = &pod.containers[0];
+            let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+                p.as_ref()
+                    .and_then(|p| p.http_get.as_ref())
+                    .and_then(|h| h.path.clone())
+            };
+            assert_eq!(path(&c.liveness_probe).as_deref(), Some("/livez"));
+            assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+        }
+    }
+    let deny: NetworkPolicy =
+        serde_json::from_value(typed("NetworkPolicy", "default-deny-ingress")).unwrap();
+    let deny = deny.spec.unwrap();
+    assert_eq!(
+        deny.pod_selector.unwrap_or_default(),
+        Default::default(),
+        "every pod"
+    );
+    assert_eq!(
+        deny.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    assert!(deny.ingress.is_none(), "and nothing allowed");
+    let api: NetworkPolicy =
+        serde_json::from_value(typed("NetworkPolicy", "reflexion-api")).unwrap();
+    let api = api.spec.unwrap();
+    let label = |k: &str, v: &str| Some(BTreeMap::from([(k.to_string(), v.to_string())]));
+    assert_eq!(
+        api.pod_selector.unwrap_or_default().match_labels,
+        label("app.kubernetes.io/name", "reflexion-api")
+    );
+    let rules = api.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    let peers = rules[0].from.clone().unwrap();
+    let allowed: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            (
+                p.namespace_selector.is_some(),
+                p.pod_selector.clone().unwrap_or_default().match_labels,
+            )
+        })
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            (false, label("app.kubernetes.io/name", "reflexion-watcher")),
+            (true, label("kube-reflexion.io/client", "true")),
+        ],
+        "the watcher of this namespace, and labelled clients"
+    );
+    assert!(
+        peers.iter().all(|p| p.ip_block.is_none()),
+        "no address range"
+    );
+}
+
 #[test]
 fn docker_compose_runs_both_services_from_their_dockerfiles() {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
@@ -345,6 +446,13 @@ fn docker_compose_runs_both_services_from_their_dockerfiles() {
             );
         }
         assert_eq!(s["environment"]["KUBECONFIG"], "/kube/config", "{name}");
+        // Compose refuses to start without the token (`:?`): never served open.
+        assert!(
+            s["environment"]["REFLEXION_API_TOKEN"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("${REFLEXION_API_TOKEN:?")),
+            "{name}: the token is required"
+        );
     }
     assert_eq!(
         services["watcher"]["environment"]["REFLEXION_API_URL"],

@@ -177,7 +177,10 @@ impl Llm {
             }
             Ok(Err(e)) => {
                 return Completion::failed(
-                    format!("the LLM endpoint failed: {}", bounded(&e.to_string())),
+                    format!(
+                        "the LLM endpoint failed: {}",
+                        bounded(&self.scrub(&e.to_string()))
+                    ),
                     latency,
                 );
             }
@@ -205,11 +208,21 @@ impl Llm {
                 }
             });
         Completion {
-            text,
+            text: text.map(|t| self.scrub(&t)),
             prompt_tokens,
             completion_tokens,
             latency,
         }
+    }
+
+    /// An endpoint (or a proxy before it) can echo the key back in an error or an answer: it never reaches a
+    /// record or a log.
+    fn scrub(&self, text: &str) -> String {
+        let key = self.config.api_key.as_str();
+        if key.len() < 4 || key == "none" {
+            return text.to_string();
+        }
+        text.replace(key, "<redacted>")
     }
 }
 

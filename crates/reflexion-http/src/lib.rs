@@ -109,6 +109,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
     // Probes and scrapers need no token.
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
         .routes(routes!(prometheus))
         .routes(routes!(console::index))
         .routes(routes!(console::app_js))
@@ -627,6 +629,44 @@ async fn clear_episodes(State(state): State<AppState>) -> Result<Json<Value>, Ap
     responses((status = 200, description = "The database answers (status degraded when the cluster does not)", body = Value),
         (status = 503, description = "The database does not answer", body = Value)))]
 async fn health(State(state): State<AppState>) -> Response {
+    let (checks, body) = checks(&state).await;
+    let code = if checks.database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Liveness: the process answers. Nothing outside it is asked, so an outage of the database or a cluster never
+/// gets the API restarted (a restart cannot fix either).
+#[utoipa::path(get, path = "/livez", tag = "meta",
+    responses((status = 200, description = "The process serves", body = Value)))]
+async fn livez() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// Readiness: the database answers and at least one cluster does; otherwise the Service sends nothing here.
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses((status = 200, description = "The database and a cluster answer", body = Value),
+        (status = 503, description = "The database or every cluster does not answer", body = Value)))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (checks, body) = checks(&state).await;
+    let code = if checks.database && checks.any_cluster {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+struct Checks {
+    database: bool,
+    any_cluster: bool,
+}
+
+/// The database's and every cluster's answer (2 s each at most), as `/health` shows them.
+async fn checks(state: &AppState) -> (Checks, Value) {
     let db = state.engine.db().ping().await;
     let clusters =
         futures::future::join_all(state.engine.fleet().members().map(|(name, m)| async move {
@@ -639,6 +679,7 @@ async fn health(State(state): State<AppState>) -> Response {
             (name.to_string(), status)
         }))
         .await;
+    let any_cluster = clusters.iter().any(|(_, s)| s["status"] == "ok");
     // `cluster` is the first unreachable one, else the first: the single-cluster answer as it always was.
     let cluster = clusters
         .iter()
@@ -661,12 +702,13 @@ async fn health(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": timestamp(),
     });
-    let code = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
+    (
+        Checks {
+            database: healthy,
+            any_cluster,
+        },
+        body,
+    )
 }
 
 #[cfg(test)]

@@ -423,3 +423,67 @@ impl Db {
         }))
     }
 }
+
+/// A database URL fit for logs, errors and pages: its password (in the user info or a `password=` parameter)
+/// replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn a_database_urls_password_is_never_shown() {
+        let cases = [
+            ("sqlite://reflexion.db", "sqlite://reflexion.db"),
+            (
+                "postgres://app:s3cret@db:5432/reflexion",
+                "postgres://app:***@db:5432/reflexion",
+            ),
+            (
+                "postgresql://app:p@ss@w0rd@db/reflexion?sslmode=require",
+                "postgresql://app:***@db/reflexion?sslmode=require",
+            ),
+            (
+                "postgres://app@db/reflexion?password=s3cret&sslmode=verify-full",
+                "postgres://app@db/reflexion?password=***&sslmode=verify-full",
+            ),
+            (
+                "postgres://db/r?sslpassword=k&application_name=x",
+                "postgres://db/r?sslpassword=***&application_name=x",
+            ),
+            ("postgres://app@db/reflexion", "postgres://app@db/reflexion"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(super::redacted_url(url), want, "{url}");
+        }
+    }
+}
