@@ -97,8 +97,8 @@ pub fn start(
     (sender, handle)
 }
 
-/// Deliver one report, retrying until reflexion-api stores it (`true`) or refuses it for good (`true`: retrying
-/// cannot help, and the report is logged).
+/// Deliver one report, retrying until reflexion-api stores it (`true`) or says the report itself is invalid
+/// (`true`: retrying cannot help; the report is logged and counted).
 async fn deliver(
     http: &reqwest::Client,
     url: &str,
@@ -130,20 +130,32 @@ async fn deliver(
                 tracing::info!(pod = %report.pod_name, namespace = %report.namespace, error_type = %report.error_type, status = %resp.status(), "reported failure");
                 return true;
             }
-            // A request the API refuses will be refused again: log it precisely and move on.
-            Ok(resp)
-                if resp.status().is_client_error()
-                    && resp.status() != 408
-                    && resp.status() != 429 =>
-            {
-                metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                tracing::error!(pod = %report.pod_name, %status, body = %body.chars().take(500).collect::<String>(), "reflexion-api rejected the report");
-                return true;
-            }
-            Ok(resp) => {
-                tracing::warn!(pod = %report.pod_name, status = %resp.status(), retry_in = ?backoff, "reflexion-api unavailable")
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                // An error body is read up to 4 KiB: enough for the API's error, never a proxy's page in full.
+                let mut bytes = Vec::new();
+                while bytes.len() < 4096
+                    && let Ok(Some(chunk)) = resp.chunk().await
+                {
+                    bytes.extend_from_slice(&chunk);
+                }
+                let body = String::from_utf8_lossy(&bytes).into_owned();
+                let code = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(String::from));
+                let why: String = body.chars().take(500).collect();
+                match verdict(status, code.as_deref()) {
+                    Verdict::Invalid => {
+                        metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(pod = %report.pod_name, namespace = %report.namespace, status, body = %why,
+                            "reflexion-api says the report itself is invalid: dropped");
+                        return true;
+                    }
+                    Verdict::Retry => {
+                        tracing::warn!(pod = %report.pod_name, status, body = %why, retry_in = ?backoff,
+                            "reflexion-api did not store the report; it stays in the spool")
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(pod = %report.pod_name, error = %e, retry_in = ?backoff, "reflexion-api unreachable")
@@ -155,7 +167,57 @@ async fn deliver(
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The report itself is wrong: sending it again gets the same answer.
+    Invalid,
+    /// Anything else may pass later (a token being rotated, an API being rolled out or not yet serving this
+    /// cluster, a limit, a timeout, an outage): the report stays in the spool.
+    Retry,
+}
+
+/// What an answer other than 2xx means for the report: only a body the API could not read or a report it found
+/// invalid drops it (400 bad JSON, 413 too large, 415 not JSON, 422 but for an unknown cluster).
+fn verdict(status: u16, code: Option<&str>) -> Verdict {
+    match (status, code) {
+        (422, Some("unknown_cluster")) => Verdict::Retry,
+        (400 | 413 | 415 | 422, _) => Verdict::Invalid,
+        _ => Verdict::Retry,
+    }
+}
+
 /// 50-100 % of the back-off, so many watchers do not retry in lockstep.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Verdict, verdict};
+
+    #[test]
+    fn only_an_invalid_report_is_dropped() {
+        let cases = [
+            (400, Some("invalid_json"), Verdict::Invalid),
+            (413, Some("payload_too_large"), Verdict::Invalid),
+            (415, Some("unsupported_media_type"), Verdict::Invalid),
+            (422, Some("invalid_report"), Verdict::Invalid),
+            (422, Some("invalid_body"), Verdict::Invalid),
+            (422, None, Verdict::Invalid),
+            (422, Some("unknown_cluster"), Verdict::Retry),
+            (401, Some("unauthorized"), Verdict::Retry),
+            (403, None, Verdict::Retry),
+            (404, Some("not_found"), Verdict::Retry),
+            (405, None, Verdict::Retry),
+            (408, Some("request_timeout"), Verdict::Retry),
+            (409, None, Verdict::Retry),
+            (429, None, Verdict::Retry),
+            (500, Some("internal"), Verdict::Retry),
+            (502, None, Verdict::Retry),
+            (503, None, Verdict::Retry),
+        ];
+        for (status, code, want) in cases {
+            assert_eq!(verdict(status, code), want, "{status} {code:?}");
+        }
+    }
 }

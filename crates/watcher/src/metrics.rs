@@ -62,8 +62,8 @@ impl Metrics {
             get(&self.retried),
         );
         counter(
-            "watcher_reports_rejected_total",
-            "Reports reflexion-api refused (4xx); not retried.",
+            "watcher_reports_dropped_invalid_total",
+            "Reports reflexion-api found invalid (400, 413, 415, 422 but an unknown cluster); logged, not retried.",
             get(&self.rejected),
         );
         counter(

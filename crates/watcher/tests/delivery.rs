@@ -163,6 +163,11 @@ impl World {
     /// reflexion-api in suggest mode: it records every report and changes nothing. The first start moves to another
     /// port if the picked one was taken before the API could bind it; restarts reuse the port.
     async fn api(&mut self) -> Proc {
+        self.api_with(&[]).await
+    }
+
+    /// reflexion-api with more flags.
+    async fn api_with(&mut self, extra: &[&str]) -> Proc {
         let policy = self.dir.path().join("policy.json");
         std::fs::write(&policy, r#"{"default_mode": "suggest"}"#).unwrap();
         let db = self.dir.path().join("reflexion.db");
@@ -178,7 +183,8 @@ impl World {
                     .arg("--database-url")
                     .arg(format!("sqlite://{}", db.display()))
                     .arg("--policy-file")
-                    .arg(&policy),
+                    .arg(&policy)
+                    .args(extra),
             );
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -450,6 +456,53 @@ async fn a_pod_that_dies_because_it_was_deleted_opens_no_incident(split: bool) {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(workloads(&w.incidents().await), ["control"]);
+}
+
+/// An answer that may change (a token being rotated: 401) keeps the report in the spool, retried, never dropped;
+/// once the watcher has the right token, each arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_keeps_reports_in_the_spool_until_they_can_be_delivered() {
+    let (mut w, _sim) = World::start(false).await;
+    let _api = w.api_with(&["--api-token", "the-new-token"]).await;
+    let admin = free_port();
+    let mut watcher = w.watcher(admin, "spool", &["--api-token", "the-old-token"]);
+    wait_http(&format!("http://127.0.0.1:{admin}/health")).await;
+    w.failing_deployments(&["a", "b"], 1).await;
+    eventually(
+        "both reports refused, retried and kept",
+        Duration::from_secs(60),
+        async || {
+            (metric(admin, "watcher_failures_detected_total").await == 2.0
+                && metric(admin, "watcher_reports_retried_total").await >= 3.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(admin, "watcher_reports_dropped_invalid_total").await,
+        0.0
+    );
+    assert_eq!(metric(admin, "watcher_reports_spooled").await, 2.0);
+    assert_eq!(
+        std::fs::read_dir(w.dir.path().join("spool"))
+            .unwrap()
+            .count(),
+        2
+    );
+    assert!(w.incidents().await.is_empty());
+    watcher.kill();
+    let _watcher = w.watcher(admin, "spool", &["--api-token", "the-new-token"]);
+    eventually(
+        "2 incidents and an empty spool",
+        Duration::from_secs(60),
+        async || {
+            (w.incidents().await.len() == 2
+                && metric(admin, "watcher_reports_spooled").await == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(workloads(&w.incidents().await), ["a", "b"]);
 }
 
 /// Every test runs with simcluster's built-in kubelet and in the split topology (`simcluster node` in its own process).
