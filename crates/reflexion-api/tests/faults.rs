@@ -294,3 +294,66 @@ async fn the_api_killed_before_its_write_landed_reads_it_back_and_tries_again_on
         "written once"
     );
 }
+
+/// Every kind of compiled write, answered with a 500 after it landed: read back (a guarded JSON patch by comparing
+/// what the object holds with what the patch leaves), found in place, verified, never made twice.
+async fn a_landed_write_answered_with_500_is_read_back(manifest: &str, workload: &str, verb: &str) {
+    let stack = Stack::start(Options::default()).await;
+    inject(
+        &stack,
+        json!({"verb": "patch", "resource": "deployments", "name": workload, "status": 500, "after_write": true}),
+    )
+    .await;
+    stack.create_all(manifest).await;
+    let api: Api<Deployment> = Api::namespaced(stack.kube().await, "default");
+    // High-risk fixes wait for a person under the default policy.
+    let waiting = stack
+        .eventually("a plan", support::FIX_TIMEOUT, async || {
+            let list = stack.get("/api/v1/reflexion/incidents").await;
+            let i = &list["incidents"][0];
+            let state = i["state"].as_str().unwrap_or("");
+            let planned = !["", "reported", "diagnosing", "planning"].contains(&state);
+            (planned.then(|| i.clone()), list.to_string())
+        })
+        .await;
+    if waiting["state"] == "awaiting_approval" {
+        stack.approve(&waiting).await;
+    }
+    let id = waiting["id"].as_str().unwrap().to_string();
+    let detail = finished(&stack, &id).await;
+    assert_eq!(
+        pending_faults(&stack).await,
+        json!([]),
+        "the fault hit the fix"
+    );
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let audit = detail["audit"].as_array().unwrap();
+    assert_eq!(
+        (audit[0]["verb"].as_str(), audit[0]["result"].as_str()),
+        (Some(verb), Some("ok")),
+        "{detail}"
+    );
+    assert_eq!(
+        generation(&api.get(workload).await.unwrap()),
+        1 + audit.len() as i64,
+        "each write made once: {detail}"
+    );
+}
+
+macro_rules! every_write {
+    ($($name:ident: $manifest:literal, $workload:literal, $verb:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            a_landed_write_answered_with_500_is_read_back(
+                include_str!(concat!("../../../k8s/scenarios/", $manifest)), $workload, $verb).await
+        }
+    )*};
+}
+
+every_write! {
+    read_back_set_node_selector: "selector-no-node.yaml", "catalog", "set_node_selector";
+    read_back_drop_command: "bad-command.yaml", "storefront", "drop_command";
+    read_back_set_resources: "oom-deployment.yaml", "memory-app", "set_resources";
+    read_back_set_probe: "bad-liveness.yaml", "probed", "set_probe";
+    read_back_set_env: "missing-env.yaml", "demo-app", "set_env";
+}

@@ -454,7 +454,7 @@ impl Stack {
     /// `default`, in order.
     pub async fn create_all(&self, yaml: &str) {
         use k8s_openapi::api::apps::v1::Deployment;
-        use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+        use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
         use serde::Deserialize;
         let client = self.kube().await;
         for doc in serde_yaml::Deserializer::from_str(yaml) {
@@ -462,6 +462,7 @@ impl Stack {
             match v["kind"].as_str().unwrap_or_default() {
                 "Deployment" => create::<Deployment>(&client, v).await,
                 "Service" => create::<Service>(&client, v).await,
+                "ConfigMap" => create::<ConfigMap>(&client, v).await,
                 "Pod" => create::<Pod>(&client, v).await,
                 "PersistentVolumeClaim" => create::<PersistentVolumeClaim>(&client, v).await,
                 other => panic!("create_all does not create {other}"),

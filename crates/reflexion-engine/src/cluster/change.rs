@@ -434,12 +434,14 @@ impl Cluster {
                     }
                     Err(e) => return Err(e),
                 };
-                let stored = match stored {
+                // Read with pointers: indexing a JSON value that is not there would panic mid-write.
+                let path = match stored {
                     Stored::Nothing => return Ok(snapshot),
-                    Stored::ContainerField(i, field) => spec["containers"][i][field].take(),
-                    Stored::Container(i) => spec["containers"][i].take(),
-                    Stored::SpecField(field) => spec[field].take(),
+                    Stored::ContainerField(i, field) => format!("/containers/{i}/{field}"),
+                    Stored::Container(i) => format!("/containers/{i}"),
+                    Stored::SpecField(field) => format!("/{field}"),
                 };
+                let stored = spec.pointer_mut(&path).map(Value::take).unwrap_or_default();
                 Ok(snapshot.left(stored))
             }
             Write::PodImage { patch, snapshot } => {

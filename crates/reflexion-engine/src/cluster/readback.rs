@@ -1,6 +1,8 @@
 //! A write the API server answered with a server error, or never answered, may or may not have landed (etcd may have
 //! committed it before the answer was lost). Before anything else is done it is read back: the same patch, as a
-//! server-side dry run against the object as it is now, changes nothing exactly when the write is in place.
+//! server-side dry run against the object as it is now, changes nothing exactly when the write is in place. A JSON
+//! patch that guards the value it changes with a `test` (the old value) cannot be read back that way — once it landed
+//! its guard fails — so the object as stored is compared with what the patch leaves instead.
 
 use super::{Cluster, ClusterError, patch_params};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -85,6 +87,25 @@ impl Cluster {
         patch: &Patch<Value>,
     ) -> Result<Option<Value>, ClusterError> {
         let (client, ns, name) = (self.client.clone(), &target.namespace, &target.name);
+        if let Patch::Json(ops) = patch
+            && let Some(result) = guarded_result(&serde_json::to_value(ops)?)
+        {
+            let now = match what {
+                Patched::Deployment => serde_json::to_value(
+                    Api::<Deployment>::namespaced(client, ns).get(name).await?,
+                )?,
+                Patched::Pod => {
+                    serde_json::to_value(Api::<Pod>::namespaced(client, ns).get(name).await?)?
+                }
+            };
+            let holds = result
+                .iter()
+                .all(|(path, want)| now.pointer(path).unwrap_or(&Value::Null) == want);
+            return Ok(holds.then(|| match what {
+                Patched::Deployment => now["spec"]["template"]["spec"].clone(),
+                Patched::Pod => now,
+            }));
+        }
         let (now, then) = match what {
             Patched::Deployment => {
                 let (now, then) =
@@ -107,6 +128,43 @@ impl Cluster {
     }
 }
 
+/// For a JSON patch that guards a value it changes with a `test`: every path it tests or sets, with the value the
+/// object holds there once the patch is in place (`Null`: absent). `None` for any other patch.
+pub(super) fn guarded_result(ops: &Value) -> Option<Vec<(String, Value)>> {
+    let ops = ops.as_array()?;
+    let path = |op: &Value| op["path"].as_str().map(String::from);
+    let tested: Vec<String> = ops
+        .iter()
+        .filter(|op| op["op"] == "test")
+        .filter_map(path)
+        .collect();
+    let guarded = ops
+        .iter()
+        .filter(|op| op["op"] != "test")
+        .filter_map(path)
+        .any(|p| tested.contains(&p));
+    if !guarded {
+        return None;
+    }
+    let mut result: Vec<(String, Value)> = Vec::new();
+    for op in ops {
+        let (Some(p), Some(kind)) = (path(op), op["op"].as_str()) else {
+            return None;
+        };
+        let value = match kind {
+            "test" | "add" | "replace" => op["value"].clone(),
+            "remove" => Value::Null,
+            // move and copy are never compiled; what they leave is not read back here.
+            _ => return None,
+        };
+        match result.iter_mut().find(|(q, _)| *q == p) {
+            Some(slot) => slot.1 = value,
+            None => result.push((p, value)),
+        }
+    }
+    Some(result)
+}
+
 /// The object as stored, and as the patch would leave it (a server-side dry run).
 async fn now_and_patched<K>(
     api: Api<K>,
@@ -119,4 +177,59 @@ where
     let now = serde_json::to_value(api.get(name).await?)?;
     let then = serde_json::to_value(api.patch(name, &patch_params(true), patch).await?)?;
     Ok((now, then))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded_result;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn a_guarded_patch_is_judged_by_what_it_leaves() {
+        let sel = "/spec/template/spec/nodeSelector";
+        let c0 = "/spec/template/spec/containers/0";
+        let cases: Vec<(Value, Option<Vec<(&str, Value)>>)> = vec![
+            // set_node_selector removing the only key: the selector must be gone.
+            (
+                json!([{"op": "test", "path": sel, "value": {"disktype": "ssd"}}, {"op": "remove", "path": sel}]),
+                Some(vec![(sel, Value::Null)]),
+            ),
+            // set_node_selector changing a value.
+            (
+                json!([{"op": "test", "path": sel, "value": {"zone": "a"}},
+                       {"op": "replace", "path": sel, "value": {"zone": "b"}}]),
+                Some(vec![(sel, json!({"zone": "b"}))]),
+            ),
+            // drop_command: the whole container as intended.
+            (
+                json!([{"op": "test", "path": c0, "value": {"name": "web", "command": ["x"]}},
+                       {"op": "replace", "path": c0, "value": {"name": "web"}}]),
+                Some(vec![(c0, json!({"name": "web"}))]),
+            ),
+            // set_probe: guarded by the container's name only; the dry run of the same patch tells.
+            (
+                json!([{"op": "test", "path": format!("{c0}/name"), "value": "web"},
+                       {"op": "add", "path": format!("{c0}/livenessProbe"), "value": {"tcpSocket": {"port": 80}}}]),
+                None,
+            ),
+            // rollout_undo: no guard.
+            (
+                json!([{"op": "replace", "path": "/spec/template", "value": {}}]),
+                None,
+            ),
+            // An added selector where there was none: no test, so no guard.
+            (
+                json!([{"op": "add", "path": sel, "value": {"zone": "b"}}]),
+                None,
+            ),
+        ];
+        for (ops, want) in cases {
+            let want = want.map(|w| {
+                w.into_iter()
+                    .map(|(p, v)| (p.to_string(), v))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(guarded_result(&ops), want, "{ops}");
+        }
+    }
 }
