@@ -35,6 +35,7 @@ ROOTS = [
     ("autoscaling/v1", "Scale", "api.autoscaling.v1"),
     ("storage.k8s.io/v1", "StorageClass", "api.storage.v1"),
     ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "api.networking.v1"),
 ] + [("rbac.authorization.k8s.io/v1", k, "api.rbac.v1")
      for k in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 

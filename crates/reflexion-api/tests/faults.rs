@@ -357,3 +357,103 @@ every_write! {
     read_back_set_probe: "bad-liveness.yaml", "probed", "set_probe";
     read_back_set_env: "missing-env.yaml", "demo-app", "set_env";
 }
+
+/// A bare pod whose memory limit is raised by recreating it (a pod's resources cannot change in place).
+async fn oom_bare_pod(stack: &Stack) -> Api<k8s_openapi::api::core::v1::Pod> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(stack.kube().await, "default");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "memory-app", "labels": {"run": "memory-app"}},
+        "spec": {"containers": [{"name": "memory-app", "image": "polinux/stress", "args": ["--vm", "1", "--vm-bytes", "100M"],
+                                 "resources": {"limits": {"memory": "10Mi"}}}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    pods
+}
+
+/// The recreated pod: a new uid, the raised limit, the rest of the spec as it was.
+async fn assert_recreated(pods: &Api<k8s_openapi::api::core::v1::Pod>, old_uid: &str, id: &str) {
+    let pod = pods.get("memory-app").await.unwrap();
+    assert_ne!(pod.metadata.uid.as_deref(), Some(old_uid), "a new pod");
+    assert_eq!(
+        pod.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("kube-reflexion.io/incident")
+            .map(String::as_str),
+        Some(id)
+    );
+    let c = &pod.spec.unwrap().containers[0];
+    let limit = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| q.0.clone());
+    assert_eq!(limit.as_deref(), Some("266Mi"));
+    assert_eq!(c.args.as_ref().unwrap().join(" "), "--vm 1 --vm-bytes 100M");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_between_a_recreations_delete_and_its_create_finishes_it_from_the_journal() {
+    let mut stack = Stack::start(Options::default()).await;
+    let pods = oom_bare_pod(&stack).await;
+    let old_uid = pods.get("memory-app").await.unwrap().metadata.uid.unwrap();
+    // The recreated pod's create is held 4 s and then refused: the API is SIGKILLed while it waits, the old pod
+    // already deleted.
+    inject(
+        &stack,
+        json!({"verb": "create", "resource": "pods", "delay_ms": 4000}),
+    )
+    .await;
+    let id = incident_in(&stack, "executing").await;
+    stack
+        .eventually("the old pod to be gone", support::FIX_TIMEOUT, async || {
+            (
+                pods.get_opt("memory-app")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(()),
+                String::new(),
+            )
+        })
+        .await;
+    stack.kill_and_restart_api().await;
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_resources"], "{detail}");
+    assert_eq!(
+        detail["audit"][0]["result"], "ok (finished from the journal)",
+        "{detail}"
+    );
+    let journal = &detail["audit"][0]["detail"]["journal"];
+    assert_eq!(
+        journal["kind"], "pod",
+        "the whole original pod was stored before the delete: {journal}"
+    );
+    assert_eq!(journal["original"]["metadata"]["uid"], old_uid.as_str());
+    assert_recreated(&pods, &old_uid, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_pods_create_answered_with_500_after_it_landed_is_read_back() {
+    let stack = Stack::start(Options::default()).await;
+    let pods = oom_bare_pod(&stack).await;
+    let old_uid = pods.get("memory-app").await.unwrap().metadata.uid.unwrap();
+    inject(
+        &stack,
+        json!({"verb": "create", "resource": "pods", "status": 500, "after_write": true}),
+    )
+    .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        pending_faults(&stack).await,
+        json!([]),
+        "the fault hit the recreation"
+    );
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_resources"], "{detail}");
+    assert_eq!(detail["audit"][0]["result"], "ok", "{detail}");
+    assert_recreated(&pods, &old_uid, detail["id"].as_str().unwrap()).await;
+}

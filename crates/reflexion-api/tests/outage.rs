@@ -34,6 +34,21 @@ async fn the_database_silent_for_30_s_mid_storm_loses_no_report_and_runs_no_acti
         health.as_ref().map_or(true, |r| r.status() == 503),
         "{health:?}"
     );
+    // Not ready (the Service sends nothing here), but alive: the outage does not get the pod restarted.
+    let probe = |path: &'static str| {
+        let url = format!("{}{path}", stack.api_url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let ready = probe("/readyz").await;
+    assert!(ready.as_ref().map_or(true, |s| *s == 503), "{ready:?}");
+    assert_eq!(probe("/livez").await.ok(), Some(200));
     tokio::time::sleep(std::time::Duration::from_secs(30).saturating_sub(frozen_at.elapsed()))
         .await;
     support::postgres::freeze(false);

@@ -18,6 +18,8 @@ use support::{Options, Stack};
 /// registered (routes only come through `routes!`); one added there but not here fails the comparison below.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/"),
     ("get", "/console/app.js"),
@@ -212,7 +214,7 @@ async fn with_auth_reads_only_health_metrics_and_the_console_page_stay_open() {
     .await;
     for (method, path) in ROUTES {
         let (status, _) = call(&stack, method, path, None).await;
-        if ["/health", "/metrics", "/", "/console/app.js", "/console/app.css"].contains(path) {
+        if ["/health", "/livez", "/readyz", "/metrics", "/", "/console/app.js", "/console/app.css"].contains(path) {
             assert_eq!(status, 200, "{path}");
         } else {
             assert_eq!(status, 401, "{method} {path}");

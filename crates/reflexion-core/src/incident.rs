@@ -92,6 +92,8 @@ impl IncidentState {
             (Executing, Verifying) => true,
             // A restart interrupted execution and the write, read back, never landed: look again.
             (Executing, Diagnosing) => true,
+            // A write whose outcome is unknown (a lost answer, a recreation not finished) is read back first.
+            (Executing, Executing) => true,
             // Verifying again after a restart interrupted execution or verification.
             (Verifying, Verifying) => true,
             (Verifying, Resolved) => true,
@@ -161,6 +163,7 @@ mod tests {
             (AwaitingApproval, Escalated),
             (Executing, Verifying),
             (Executing, Diagnosing),
+            (Executing, Executing),
             (Executing, Escalated),
             (Verifying, Resolved),
             (Verifying, Planning),

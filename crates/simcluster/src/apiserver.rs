@@ -305,6 +305,28 @@ async fn dispatch(
     Err(fault.error())
 }
 
+/// The ServiceAccount admission plugin waits for a new namespace's `default` account, which its controller creates a
+/// moment after the namespace (`kubectl apply -f` of a Namespace and a Pod in it in one file): up to 10 lookups,
+/// 100-200 ms apart, as kube-apiserver's plugin does, before the create is refused for a missing account.
+async fn default_service_account(store: &crate::store::Store, ns: &str, pod: &Value) {
+    let sa = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    if sa != "default" {
+        return;
+    }
+    for _ in 0..10 {
+        if store
+            .get(resources::service_accounts(), ns, "default")
+            .is_ok()
+        {
+            return;
+        }
+        let jitter = uuid::Uuid::new_v4().as_u128() % 100;
+        tokio::time::sleep(Duration::from_millis(100 + jitter as u64)).await;
+    }
+}
+
 async fn serve(
     c: &Cluster,
     group: &str,
@@ -445,6 +467,9 @@ async fn serve(
         (&Method::POST, None, None) => {
             let mut obj = object_body(&req)?;
             apply::record_update(None, &mut obj, &field_manager(&req), None);
+            if t.rt.kind == "Pod" {
+                default_service_account(store, &ns, &obj).await;
+            }
             let created = store.create(t.rt, &ns, obj, dry_run)?;
             Ok(json_response(StatusCode::CREATED, created))
         }

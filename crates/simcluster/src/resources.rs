@@ -331,6 +331,19 @@ pub static RESOURCES: &[ResourceType] = &[
         has_status: false,
         fields: &[],
     },
+    // Stored and served; not enforced (simcluster has no network between pods).
+    ResourceType {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        singular: "networkpolicy",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        short_names: &["netpol"],
+        subresources: &[],
+        has_status: false,
+        fields: &[],
+    },
     // The GitOps kinds, as Flux's and Argo CD's CRDs define them (served here without the CRDs).
     ResourceType {
         group: "source.toolkit.fluxcd.io",
@@ -528,6 +541,7 @@ mod tests {
                 "storage.k8s.io",
                 "discovery.k8s.io",
                 "rbac.authorization.k8s.io",
+                "networking.k8s.io",
                 "source.toolkit.fluxcd.io",
                 "kustomize.toolkit.fluxcd.io",
                 "argoproj.io"

@@ -90,8 +90,8 @@ pub fn run_script(script: &str, shell: Shell, argv0: &str, ctx: &Context<'_>, p:
             _ => false,
         };
     }
-    if script.contains("trap ") && script.contains("TERM") {
-        p.on_sigterm = Sigterm::Exits(0);
+    if let Some(on_term) = term_trap(script, ctx.env) {
+        p.on_sigterm = on_term;
     }
     p.outcome = if run.forever || (looping && !run.exited) {
         Outcome::RunsForever
@@ -101,6 +101,39 @@ pub fn run_script(script: &str, shell: Shell, argv0: &str, ctx: &Context<'_>, p:
             code: run.status,
         }
     };
+}
+
+/// What the script's last `trap` for SIGTERM makes of the signal, as sh does: `trap "" TERM` ignores it; `trap -
+/// TERM` (or a trap without an action) restores the default, which a shell running as PID 1 ignores too; a handler
+/// that exits ends the container with its code; one that does not exit runs and the script goes on.
+fn term_trap(script: &str, env: &BTreeMap<String, String>) -> Option<Sigterm> {
+    let mut on_term = None;
+    for (words, _, _) in statements(script, env) {
+        if words.first().map(String::as_str) != Some("trap") || words.len() < 2 {
+            continue;
+        }
+        let is_term = |w: &String| matches!(w.as_str(), "TERM" | "SIGTERM" | "15");
+        // `trap TERM`: one operand, a condition: reset to the default.
+        let (action, conditions) = if words.len() == 2 {
+            ("-", &words[1..])
+        } else {
+            (words[1].as_str(), &words[2..])
+        };
+        if !conditions.iter().any(is_term) {
+            continue;
+        }
+        let handler: Vec<&str> = action.split_whitespace().collect();
+        on_term = Some(match handler.iter().position(|w| *w == "exit") {
+            Some(i) => Sigterm::Exits(
+                handler
+                    .get(i + 1)
+                    .and_then(|c| c.trim_end_matches(';').parse().ok())
+                    .unwrap_or(0),
+            ),
+            None => Sigterm::Ignored,
+        });
+    }
+    on_term
 }
 
 /// Run a container's `command`/`args` that is not a shell: one command, without the shell's words for failure.
@@ -655,6 +688,37 @@ mod tests {
         );
         let (_, redirect, _) = &statements("head -c 10M /dev/zero > /tmp/big", &env)[0];
         assert_eq!(redirect.as_deref(), Some("/tmp/big"));
+    }
+
+    #[test]
+    fn a_term_trap_is_read_as_sh_reads_it() {
+        let env = BTreeMap::new();
+        let cases = [
+            (
+                "trap 'exit 0' TERM; while true; do sleep 1; done",
+                Some(Sigterm::Exits(0)),
+            ),
+            (
+                "trap \"exit 3\" SIGTERM INT; sleep 100",
+                Some(Sigterm::Exits(3)),
+            ),
+            (
+                "trap '' TERM; while true; do sleep 1; done",
+                Some(Sigterm::Ignored),
+            ),
+            ("trap \"\" TERM; sleep 3600", Some(Sigterm::Ignored)),
+            ("trap - TERM; sleep 3600", Some(Sigterm::Ignored)),
+            ("trap 'echo bye' TERM; sleep 3600", Some(Sigterm::Ignored)),
+            (
+                "trap 'echo bye; exit 0' 15; sleep 3600",
+                Some(Sigterm::Exits(0)),
+            ),
+            ("trap 'exit 0' INT; sleep 3600", None),
+            ("echo no traps; sleep 3600", None),
+        ];
+        for (script, want) in cases {
+            assert_eq!(term_trap(script, &env), want, "{script}");
+        }
     }
 
     #[test]

@@ -571,3 +571,77 @@ fn a_broken_rollout_of_a_one_replica_deployment_keeps_the_old_pod_running() {
         "{shown}"
     );
 }
+
+/// Found by running outside repair tasks against simcluster, each as a real cluster behaves: a Namespace and a Pod
+/// in it applied from one file (the ServiceAccount admission waits for the namespace's `default` account); a shell
+/// that traps SIGTERM with an empty action ignores it (the pod stays Terminating for its grace period); a command
+/// the image lacks crash-loops and is never Ready, so `kubectl wait --for=condition=Ready` times out.
+#[test]
+fn namespace_and_pod_in_one_file_trapped_sigterm_and_a_container_that_exits_at_once() {
+    let Some(sim) = start() else { return };
+    let file = sim.dir.path().join("both.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Pod\n\
+         metadata: {name: web, namespace: shop}\nspec:\n  containers: [{name: web, image: 'nginx:1.27'}]\n",
+    )
+    .unwrap();
+    let applied = sim.ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(applied.contains("pod/web created"), "{applied}");
+    sim.until(&["get", "pod", "web", "-n", "shop"], "Running", |t| {
+        t.contains("Running")
+    });
+
+    sim.ok(&[
+        "run",
+        "stubborn",
+        "--image=busybox:1.36",
+        "--overrides={\"spec\":{\"terminationGracePeriodSeconds\":120}}",
+        "--",
+        "sh",
+        "-c",
+        "trap \"\" TERM; while true; do sleep 1; done",
+    ]);
+    sim.until(&["get", "pod", "stubborn"], "Running", |t| {
+        t.contains("Running")
+    });
+    sim.ok(&["delete", "pod", "stubborn", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let still = sim.ok(&["get", "pod", "stubborn"]);
+    assert!(
+        still.contains("Terminating"),
+        "`trap \"\" TERM` ignores SIGTERM: the whole grace period (6 s here) passes first: {still}"
+    );
+
+    sim.ok(&[
+        "run",
+        "broken",
+        "--image=busybox:1.36",
+        "--",
+        "sh",
+        "-c",
+        "nonexistent_command",
+    ]);
+    let (ready, text) = sim.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/broken",
+        "--timeout=4s",
+    ]);
+    assert!(
+        !ready,
+        "a container that exits at once is never Ready: {text}"
+    );
+    let restarts = sim.until(
+        &[
+            "get",
+            "pod",
+            "broken",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        "a restart",
+        |t| t.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    assert!(!restarts.is_empty());
+}

@@ -2,7 +2,7 @@
 //! write replaces. The server-side dry run and the execution apply the same compiled change, so they cannot drift.
 
 use super::readback::{Patched, uncertain};
-use super::recreate::{ContainerEdit, PodEdit, fresh_pod};
+use super::recreate::{ContainerEdit, Journal, PodEdit, Recreated, fresh_pod};
 use super::revert::Snapshot;
 use super::template::{SPEC, json_patch, set_ops};
 use super::{Cluster, ClusterError, patch_params};
@@ -39,13 +39,22 @@ pub enum Write {
         patch: Patch<Value>,
         snapshot: Snapshot,
     },
-    /// A bare pod whose spec cannot change in place: deleted, and created again with its whole spec but the fix.
-    RecreatePod { original: Value, fresh: Value },
-    /// An unbound claim deleted and created again with another StorageClass.
-    RecreateClaim {
-        claim: String,
-        storage_class: String,
-    },
+    /// A bare pod whose spec cannot change in place (deleted, and created again with its whole spec but the fix),
+    /// or an unbound claim created again with another StorageClass: journaled before the delete.
+    Recreate(Journal),
+}
+
+impl Change {
+    /// What a recreation stores before its delete, to be finished by any process.
+    pub fn journal(&self) -> Option<&Journal> {
+        match self {
+            Change::Write {
+                write: Write::Recreate(j),
+                ..
+            } => Some(j),
+            _ => None,
+        }
+    }
 }
 
 /// The part of the stored pod spec a snapshot records as what the change left.
@@ -95,10 +104,7 @@ impl Cluster {
                     storage_class,
                     ..
                 },
-            ) => Write::RecreateClaim {
-                claim: claim.clone(),
-                storage_class: storage_class.clone(),
-            },
+            ) => Write::Recreate(self.claim_journal(&target, claim, storage_class).await?),
             (WorkloadKind::Deployment, _) => self.compile_deployment(action, &target).await?,
             (
                 WorkloadKind::Pod,
@@ -378,7 +384,12 @@ impl Cluster {
                 )));
             }
         };
-        Ok(Write::RecreatePod { original, fresh })
+        Ok(Write::Recreate(Journal {
+            kind: Recreated::Pod,
+            namespace: target.namespace.clone(),
+            original,
+            fresh,
+        }))
     }
 
     /// A server-side dry run of the compiled change: the API server validates and admits it without persisting.
@@ -397,18 +408,15 @@ impl Cluster {
                     .await?;
                 "patch accepted"
             }
-            // The pod cannot be created while it exists: the removal is validated now, the new pod on create.
-            Write::RecreatePod { .. } => {
-                self.dry_run_delete(target).await?;
-                "delete accepted; the recreated pod is validated on create"
-            }
-            Write::RecreateClaim {
-                claim,
-                storage_class,
-            } => {
-                self.recreate_claim(target, claim, storage_class, true)
-                    .await?;
-                "delete of the unbound claim accepted; the new claim is validated on create"
+            // The object cannot be created while it exists: the removal is validated now, the new one on create.
+            Write::Recreate(j) => {
+                self.dry_run_delete(j).await?;
+                match j.kind {
+                    Recreated::Pod => "delete accepted; the recreated pod is validated on create",
+                    Recreated::Claim => {
+                        "delete of the unbound claim accepted; the new claim is validated on create"
+                    }
+                }
             }
         };
         Ok(json!({"dry_run": said, "target": target.to_string()}))
@@ -458,22 +466,21 @@ impl Cluster {
                 }
                 Ok(snapshot)
             }
-            Write::RecreatePod { original, fresh } => {
-                let new_uid = self
-                    .replace_pod(&target.namespace, &original, fresh)
-                    .await?;
-                Ok(Snapshot::RecreatedPod {
-                    namespace: target.namespace.clone(),
-                    original,
-                    new_uid,
+            Write::Recreate(j) => {
+                let new_uid = self.recreate(&j).await?;
+                let (namespace, original) = (j.namespace, j.original);
+                Ok(match j.kind {
+                    Recreated::Pod => Snapshot::RecreatedPod {
+                        namespace,
+                        original,
+                        new_uid,
+                    },
+                    Recreated::Claim => Snapshot::RecreatedClaim {
+                        namespace,
+                        original,
+                        new_uid,
+                    },
                 })
-            }
-            Write::RecreateClaim {
-                claim,
-                storage_class,
-            } => {
-                self.recreate_claim(target, &claim, &storage_class, false)
-                    .await
             }
         }
     }

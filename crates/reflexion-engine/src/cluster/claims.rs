@@ -3,18 +3,14 @@
 //! the claim's resourceVersion, so a claim that bound meanwhile is not deleted. The storageClassName of a claim
 //! cannot change in place, hence delete and create.
 
-use super::revert::{Reverted, Snapshot};
-use super::{Cluster, ClusterError, FIELD_MANAGER};
+use super::recreate::{Journal, Recreated};
+use super::revert::Reverted;
+use super::{Cluster, ClusterError};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::wait::{await_condition, conditions};
 use reflexion_core::owner::WorkloadRef;
 use serde_json::{Value, json};
-use std::time::Duration;
-
-const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a claim must not be replaced, if it must not.
 pub fn refusal(claim: &Value) -> Option<String> {
@@ -87,14 +83,13 @@ impl Cluster {
             .collect())
     }
 
-    /// Replace an unbound claim the workload mounts with the same claim of `storage_class`.
-    pub(super) async fn recreate_claim(
+    /// The recreation of an unbound claim the workload mounts as the same claim of `storage_class`, journaled.
+    pub(super) async fn claim_journal(
         &self,
         target: &WorkloadRef,
         claim: &str,
         storage_class: &str,
-        dry_run: bool,
-    ) -> Result<Snapshot, ClusterError> {
+    ) -> Result<Journal, ClusterError> {
         if !self
             .mounted_claims(target)
             .await?
@@ -109,78 +104,21 @@ impl Cluster {
             .get_opt(storage_class)
             .await?
             .ok_or_else(|| ClusterError::NotFound(format!("storageclass {storage_class}")))?;
-        let api = self.claims(&target.namespace);
         let original = serde_json::to_value(
-            api.get_opt(claim)
+            self.claims(&target.namespace)
+                .get_opt(claim)
                 .await?
                 .ok_or_else(|| ClusterError::NotFound(format!("claim {claim}")))?,
         )?;
         if let Some(why) = refusal(&original) {
             return Err(ClusterError::Refused(why));
         }
-        let new_uid = self
-            .replace_claim(
-                &target.namespace,
-                &original,
-                fresh_claim(&original, storage_class),
-                dry_run,
-            )
-            .await?;
-        Ok(Snapshot::RecreatedClaim {
+        Ok(Journal {
+            kind: Recreated::Claim,
             namespace: target.namespace.clone(),
+            fresh: fresh_claim(&original, storage_class),
             original,
-            new_uid,
         })
-    }
-
-    /// Delete `old` (that very claim, at that very version) and create `fresh`; the new claim's uid.
-    async fn replace_claim(
-        &self,
-        ns: &str,
-        old: &Value,
-        fresh: Value,
-        dry_run: bool,
-    ) -> Result<String, ClusterError> {
-        let api = self.claims(ns);
-        let name = old["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let uid = old["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let dp = DeleteParams {
-            dry_run,
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: old["metadata"]["resourceVersion"]
-                    .as_str()
-                    .map(String::from),
-            }),
-            ..DeleteParams::default()
-        };
-        api.delete(&name, &dp).await?;
-        if dry_run {
-            return Ok(String::new());
-        }
-        tokio::time::timeout(
-            DELETE_TIMEOUT,
-            await_condition(api.clone(), &name, conditions::is_deleted(&uid)),
-        )
-        .await
-        .map_err(|_| {
-            ClusterError::Timeout(format!(
-                "claim {name} to go (a pod running on a node still holds it)"
-            ))
-        })?
-        .map_err(|e| ClusterError::Timeout(format!("claim {name} to be deleted: {e}")))?;
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        let created = api.create(&pp, &serde_json::from_value(fresh)?).await?;
-        Ok(created.metadata.uid.unwrap_or_default())
     }
 
     /// Put the original claim back, if the one created is still there and still unbound.
@@ -206,8 +144,13 @@ impl Cluster {
         let class = original["spec"]["storageClassName"]
             .as_str()
             .unwrap_or_default();
-        self.replace_claim(ns, &now, fresh_claim(original, class), false)
-            .await?;
+        self.recreate(&Journal {
+            kind: Recreated::Claim,
+            namespace: ns.to_string(),
+            fresh: fresh_claim(original, class),
+            original: now,
+        })
+        .await?;
         Ok(Reverted::Done(format!(
             "recreated claim {name} with its original class {class}"
         )))

@@ -21,7 +21,7 @@ pub use evidence::{Revision, WrittenEvent};
 pub use fleet::{Fleet, FleetError, Member};
 pub use owner::{Applied, Controller, OwnerRecord};
 pub use placement::NodeFacts;
-pub use recreate::{ContainerEdit, PodEdit, fresh_pod};
+pub use recreate::{ContainerEdit, Journal, PodEdit, Recreated, fresh_pod};
 pub use revert::{Reverted, Snapshot};
 
 use k8s_openapi::api::core::v1::Pod;

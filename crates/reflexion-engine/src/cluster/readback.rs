@@ -44,7 +44,7 @@ impl Cluster {
         let (what, patch) = match write {
             Write::Deployment { patch, .. } => (Patched::Deployment, patch),
             Write::PodImage { patch, .. } => (Patched::Pod, patch),
-            Write::RecreatePod { .. } | Write::RecreateClaim { .. } => return Ok(None),
+            Write::Recreate(_) => return Ok(None),
         };
         Ok(Some(self.in_place(target, what, patch).await?.is_some()))
     }

@@ -1,11 +1,12 @@
 //! A bare pod's spec cannot change in place except its images: resources and env change by recreating the pod with
-//! its whole spec preserved but the fix, after the old one has gone (its grace period, plus a margin).
+//! its whole spec preserved but the fix, after the old one has gone (its grace period, plus a margin). A claim's class
+//! the same way. Every recreation is journaled before its delete (`Journal`, stored with the action), so a process
+//! that dies, or an answer that is lost, between the delete and the create is finished from the journal.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions};
 use kube::runtime::wait::{await_condition, conditions};
-use reflexion_core::owner::WorkloadRef;
 
 use super::{Cluster, ClusterError, FIELD_MANAGER, INCIDENT_ANNOTATION};
 use serde_json::{Value, json};
@@ -15,85 +16,250 @@ use std::time::Duration;
 const DELETE_MARGIN: Duration = Duration::from_secs(30);
 
 impl Cluster {
-    /// A pod's spec cannot change in place, so for a recreation the API server validates the removal now and the
-    /// new pod when it is created.
-    pub(super) async fn dry_run_delete(&self, target: &WorkloadRef) -> Result<(), ClusterError> {
+    /// An object recreated cannot be created while it exists, so the API server validates the removal now (of that
+    /// very uid) and the new object when it is created.
+    pub(super) async fn dry_run_delete(&self, j: &Journal) -> Result<(), ClusterError> {
         let dp = DeleteParams {
             dry_run: true,
+            preconditions: Some(Preconditions {
+                uid: j.original["metadata"]["uid"].as_str().map(String::from),
+                resource_version: j.original["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(String::from),
+            }),
             ..DeleteParams::default()
         };
-        Api::<Pod>::namespaced(self.client.clone(), &target.namespace)
-            .delete(&target.name, &dp)
-            .await?;
+        let name = j.original["metadata"]["name"].as_str().unwrap_or_default();
+        self.dynamic(j.kind, &j.namespace).delete(name, &dp).await?;
         Ok(())
     }
     pub(super) fn dynamic_pods(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<Pod>(&()))
     }
-    /// Delete `old` (only that exact pod, by uid) and create `fresh` in its place. If the create fails, the old
-    /// pod is put back so nothing is lost.
-    pub(super) async fn replace_pod(
-        &self,
-        ns: &str,
-        old: &Value,
-        fresh: Value,
-    ) -> Result<String, ClusterError> {
-        let api = self.dynamic_pods(ns);
-        let name = old["metadata"]["name"]
+
+    fn dynamic(&self, kind: Recreated, ns: &str) -> Api<DynamicObject> {
+        match kind {
+            Recreated::Pod => self.dynamic_pods(ns),
+            Recreated::Claim => Api::namespaced_with(
+                self.client.clone(),
+                ns,
+                &ApiResource::erase::<PersistentVolumeClaim>(&()),
+            ),
+        }
+    }
+
+    /// Bring a recreation to its end from wherever it stopped — in this process, or in one that died or lost its
+    /// answer: the original (that very uid) still there → delete it and wait for it to go; gone and the new object
+    /// absent → create it from the journal; the new object there → done. Never both gone: a create the API server
+    /// refuses puts the original back. The new object's uid; `Timeout` or `Uncertain` leave the journal to be
+    /// resumed.
+    pub async fn recreate(&self, j: &Journal) -> Result<String, ClusterError> {
+        let api = self.dynamic(j.kind, &j.namespace);
+        let name = j.original["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let uid = old["metadata"]["uid"]
+        let old_uid = j.original["metadata"]["uid"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        // A real API server only marks the pod; its kubelet stops the containers within the grace period and then
-        // removes it. Wait as long as that may take, plus a margin.
-        let grace = api
-            .delete(&name, &dp)
-            .await?
-            .left()
-            .map_or(Some(0), |marked| {
-                marked.metadata.deletion_grace_period_seconds
-            })
-            .or(old["spec"]["terminationGracePeriodSeconds"].as_i64())
-            .unwrap_or(30)
-            .max(0) as u64;
-        let wait = Duration::from_secs(grace) + DELETE_MARGIN;
-        tokio::time::timeout(
-            wait,
-            await_condition(api.clone(), &name, conditions::is_deleted(&uid)),
-        )
-        .await
-        .map_err(|_| {
-            ClusterError::Timeout(format!(
-                "pod {name} to go: still there {}s after the delete (its grace period is {grace}s); its node may be gone",
-                wait.as_secs()
-            ))
-        })?
-        .map_err(|e| ClusterError::Timeout(format!("pod {name} to be deleted: {e}")))?;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        let obj: DynamicObject = serde_json::from_value(fresh)?;
-        match api.create(&pp, &obj).await {
-            Ok(created) => Ok(created.metadata.uid.unwrap_or_default()),
-            Err(e) => {
-                let back: DynamicObject = serde_json::from_value(fresh_pod(old, None, None)?)?;
-                if let Err(restore) = api.create(&pp, &back).await {
-                    tracing::error!(pod = %name, error = %restore, "could not restore the original pod after a failed recreate");
+        let mut last = String::from("no answer");
+        for round in 0..ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let now = match api.get_opt(&name).await {
+                Ok(now) => now,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
                 }
-                Err(e.into())
+            };
+            let Some(now) = now else {
+                match api
+                    .create(&pp, &serde_json::from_value(j.fresh.clone())?)
+                    .await
+                {
+                    Ok(created) => return Ok(created.metadata.uid.unwrap_or_default()),
+                    // Maybe made despite the error (read back next round), or made by someone meanwhile.
+                    Err(e) if answer_lost(&e) || status(&e) == Some(409) => last = e.to_string(),
+                    Err(refused) => {
+                        let back = restored(j)?;
+                        if let Err(restore) = api.create(&pp, &serde_json::from_value(back)?).await
+                        {
+                            tracing::error!(object = %name, error = %restore, "could not put the original back after a refused create");
+                        }
+                        return Err(refused.into());
+                    }
+                }
+                continue;
+            };
+            let uid = now.metadata.uid.clone().unwrap_or_default();
+            if uid != old_uid {
+                let now = serde_json::to_value(&now)?;
+                if j.made(&now) {
+                    return Ok(uid);
+                }
+                return Err(ClusterError::Refused(format!(
+                    "{} {name} was created again by someone else (uid {uid}): not touching it",
+                    j.kind.noun()
+                )));
+            }
+            let grace = match now.metadata.deletion_timestamp {
+                Some(_) => now.metadata.deletion_grace_period_seconds.unwrap_or(0),
+                None => {
+                    // A claim that bound meanwhile may hold data: checked on what is stored now, and deleted only
+                    // at that version.
+                    let resource_version = match j.kind {
+                        Recreated::Pod => None,
+                        Recreated::Claim => {
+                            if let Some(why) = super::claims::refusal(&serde_json::to_value(&now)?)
+                            {
+                                return Err(ClusterError::Refused(why));
+                            }
+                            now.metadata.resource_version.clone()
+                        }
+                    };
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: Some(old_uid.clone()),
+                            resource_version,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    match api.delete(&name, &dp).await {
+                        // A real API server only marks a pod; its kubelet stops the containers within the grace
+                        // period and then removes it.
+                        Ok(answer) => answer.left().map_or(0, |marked| {
+                            marked.metadata.deletion_grace_period_seconds.unwrap_or(0)
+                        }),
+                        Err(e) if answer_lost(&e) || matches!(status(&e), Some(404 | 409)) => {
+                            last = e.to_string();
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            let wait = match j.kind {
+                Recreated::Pod => {
+                    let grace = if grace > 0 {
+                        grace
+                    } else {
+                        j.original["spec"]["terminationGracePeriodSeconds"]
+                            .as_i64()
+                            .unwrap_or(30)
+                    };
+                    Duration::from_secs(grace.max(0) as u64) + DELETE_MARGIN
+                }
+                Recreated::Claim => CLAIM_DELETE_TIMEOUT,
+            };
+            let gone = tokio::time::timeout(
+                wait,
+                await_condition(api.clone(), &name, conditions::is_deleted(&old_uid)),
+            )
+            .await;
+            match gone {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => {
+                    return Err(ClusterError::Timeout(format!(
+                        "{} {name} to go: still there {}s after the delete{}; the object to create is journaled",
+                        j.kind.noun(),
+                        wait.as_secs(),
+                        match j.kind {
+                            Recreated::Pod => " (its node may be gone)",
+                            Recreated::Claim => " (a pod running on a node still holds it)",
+                        }
+                    )));
+                }
             }
         }
+        Err(ClusterError::Uncertain(format!(
+            "recreating {} {name}: {last}",
+            j.kind.noun()
+        )))
+    }
+}
+
+/// Rounds of read, act and read again before a recreation's outcome is called unknown.
+const ROUNDS: u32 = 8;
+/// How long the delete of an unbound claim may take (its protection finalizer waits for pods using it).
+const CLAIM_DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn status(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// A 5xx, a 429 or no answer: the request may have been carried out, or may pass if made again.
+fn answer_lost(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// What kind of object a recreation replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recreated {
+    Pod,
+    Claim,
+}
+
+impl Recreated {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Pod => "pod",
+            Self::Claim => "claim",
+        }
+    }
+}
+
+/// Everything a recreation needs to be finished by any process, stored with the action before the delete: the
+/// object as it was (its uid says which one may be deleted) and the object to create.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub kind: Recreated,
+    pub namespace: String,
+    pub original: Value,
+    pub fresh: Value,
+}
+
+impl Journal {
+    /// Whether `now` (another uid than the original's) is the object this recreation creates: a pod carries the
+    /// same incident annotation, a claim the same class.
+    fn made(&self, now: &Value) -> bool {
+        match self.kind {
+            Recreated::Pod => {
+                now["metadata"]["annotations"][INCIDENT_ANNOTATION]
+                    == self.fresh["metadata"]["annotations"][INCIDENT_ANNOTATION]
+            }
+            Recreated::Claim => {
+                now["spec"]["storageClassName"] == self.fresh["spec"]["storageClassName"]
+            }
+        }
+    }
+}
+
+/// The original, as it can be created again.
+fn restored(j: &Journal) -> Result<Value, ClusterError> {
+    match j.kind {
+        Recreated::Pod => fresh_pod(&j.original, None, None),
+        Recreated::Claim => Ok(super::claims::fresh_claim(
+            &j.original,
+            j.original["spec"]["storageClassName"]
+                .as_str()
+                .unwrap_or_default(),
+        )),
     }
 }
 

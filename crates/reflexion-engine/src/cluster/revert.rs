@@ -244,8 +244,13 @@ impl Cluster {
                     )));
                 }
                 let restored = fresh_pod(original, None, None)?;
-                self.replace_pod(namespace, &serde_json::to_value(&current)?, restored)
-                    .await?;
+                self.recreate(&super::recreate::Journal {
+                    kind: super::recreate::Recreated::Pod,
+                    namespace: namespace.clone(),
+                    original: serde_json::to_value(&current)?,
+                    fresh: restored,
+                })
+                .await?;
                 Ok(Reverted::Done(format!(
                     "recreated pod {name} with its original spec"
                 )))

@@ -224,6 +224,25 @@ impl Engine {
     /// An incident whose work stopped on an error ends failed, saying why.
     pub(super) async fn fail_on_error(&self, id: &str, worked: Result<(), super::EngineError>) {
         if let Err(e) = worked {
+            // After a write (executing or verifying) the change may be live: it is never left failed and
+            // unverified. The incident stays where it is, and is read back and verified (then kept or handed over)
+            // when taken up again — by any replica, once its claim has been idle for the claim TTL.
+            let state = self
+                .inner
+                .db
+                .incident(id)
+                .await
+                .ok()
+                .flatten()
+                .map(|i| i.state);
+            if matches!(
+                state,
+                Some(IncidentState::Executing | IncidentState::Verifying)
+            ) && !matches!(e, super::EngineError::NotServed(_))
+            {
+                tracing::error!(incident = %id, error = %e, "incident interrupted after its write; it is read back and verified when taken up again");
+                return;
+            }
             tracing::error!(incident = %id, error = %e, "incident stopped by an error");
             let _ = self
                 .inner

@@ -424,6 +424,39 @@ impl Engine {
                     tracing::warn!(incident = %id, error = %e, "reading back the commit failed")
                 }
             }
+        } else if let Some((slot, detail)) = &unsettled
+            && let Ok(journal) =
+                serde_json::from_value::<crate::cluster::Journal>(detail["journal"].clone())
+        {
+            // A recreation: finished from its journal, whatever step it stopped at.
+            match this.scope.cluster.recreate(&journal).await {
+                Ok(_) => {
+                    db.settle_action(*slot, "ok (finished from the journal)")
+                        .await?
+                }
+                Err(e @ (ClusterError::Timeout(_) | ClusterError::Uncertain(_))) => {
+                    // Still half made: the slot stays reserved, and the incident is taken up again (by any
+                    // replica) once its claim has been idle for the claim TTL.
+                    tracing::warn!(incident = %id, error = %e, "the journaled recreation is not finished yet");
+                    db.transition(
+                        id,
+                        IncidentState::Executing,
+                        &format!("the recreation is not finished ({e}); it is taken up again from its journal"),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    db.settle_action(*slot, &format!("error: {e}")).await?;
+                    db.finish(
+                        id,
+                        IncidentState::Escalated,
+                        &format!("finishing the journaled recreation failed: {e}; the original object is in the audit row's journal"),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            }
         } else if let Some((slot, detail)) = unsettled
             && let Ok(action) = serde_json::from_value::<Action>(detail["action"].clone())
         {

@@ -4,6 +4,7 @@
 use super::diagnose::Examined;
 use super::route::Route;
 use super::rules::{self, probe::ProbeResult};
+use super::write::Prepared;
 use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, PendingPlan, Plan, llm_planning};
 use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
@@ -248,7 +249,9 @@ impl Engine {
                 plan.action.name(),
                 &target.to_string(),
                 &json!({"command": command, "action": plan.action, "trial": trial,
-                        "route": if matches!(route, Route::Git { .. }) { "git" } else { "live" }}),
+                        "route": if matches!(route, Route::Git { .. }) { "git" } else { "live" },
+                        // A recreation's journal: stored before its delete, so any process can finish it.
+                        "journal": match &prepared { Prepared::Live(c) => c.journal(), _ => None }}),
                 &config.budget,
             )
             .await?
@@ -278,6 +281,23 @@ impl Engine {
             _ => String::new(),
         };
         let executed = self.execute(prepared, inc, trial, plan, &message).await;
+        if let Err(e) = &executed
+            && e.outcome_unknown()
+        {
+            // The write may be in place, half made (a recreation between its delete and its create) or not made:
+            // the slot stays reserved and the incident goes on through the read-back path, as after a restart.
+            tracing::warn!(incident = %inc.id, %command, error = %e, "the write's outcome is unknown; reading it back");
+            db.transition(
+                &inc.id,
+                IncidentState::Executing,
+                &format!(
+                    "trial {trial}: the outcome of `{command}` is unknown ({e}); reading it back"
+                ),
+            )
+            .await?;
+            Box::pin(self.reverify(&inc.id, IncidentState::Executing)).await?;
+            return Ok(TrialEnd::Finished);
+        }
         db.settle_action(
             slot,
             &executed

@@ -35,6 +35,41 @@ pub(in crate::engine) enum GitWrite {
     Undo(String),
 }
 
+/// A write that failed; `unknown` when it may be in place or half made (a lost answer, a recreation whose old
+/// object has not gone yet): then it is read back, never reported as not made.
+#[derive(Debug)]
+pub(in crate::engine) struct Failed {
+    why: String,
+    unknown: bool,
+}
+
+impl Failed {
+    pub(in crate::engine) fn outcome_unknown(&self) -> bool {
+        self.unknown
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Self {
+            why,
+            unknown: false,
+        }
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
+}
+
 /// A write that was made, and what undoing it needs.
 pub(in crate::engine) enum Done {
     Live(Snapshot),
@@ -218,7 +253,7 @@ impl Engine {
         trial: u32,
         plan: &Plan,
         message: &str,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, Failed> {
         let (source, controller, how) = match prepared {
             Prepared::Live(change) => {
                 return self
@@ -227,7 +262,14 @@ impl Engine {
                     .apply(change)
                     .await
                     .map(Done::Live)
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| Failed {
+                        unknown: matches!(
+                            e,
+                            crate::cluster::ClusterError::Uncertain(_)
+                                | crate::cluster::ClusterError::Timeout(_)
+                        ),
+                        why: e.to_string(),
+                    });
             }
             Prepared::Git {
                 source,

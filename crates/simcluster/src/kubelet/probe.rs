@@ -20,7 +20,11 @@ pub(super) fn probe(
     let secs = |p: &Value, field: &str, default: u64| {
         Duration::from_secs(p[field].as_u64().unwrap_or(default))
     };
-    if readiness.is_null() {
+    // Without a readiness probe a running container is ready — but one that exits at once (`sh -c
+    // nonexistent_command`) is gone before the kubelet's next look, and is never reported Ready, not for an instant.
+    let exits_at_once = matches!(r.program.outcome,
+        crate::process::Outcome::Exits { after, .. } if after <= crate::shell::IMMEDIATE);
+    if readiness.is_null() && !exits_at_once {
         r.ready = true;
     }
     if t < r.next_probe {
