@@ -457,3 +457,65 @@ async fn a_recreated_pods_create_answered_with_500_after_it_landed_is_read_back(
     assert_eq!(detail["audit"][0]["result"], "ok", "{detail}");
     assert_recreated(&pods, &old_uid, detail["id"].as_str().unwrap()).await;
 }
+
+/// An approval never holds the request while another replica holds the incident's claim (a replica that died holding
+/// it, with the default claim TTL): it answers 202 `queued` at once, and the plan runs here, once, when the claim
+/// is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waiting_on_another_replicas_claim_answers_at_once_and_runs_when_the_claim_is_free()
+ {
+    let stack = Stack::start(Options {
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        ..Options::default()
+    })
+    .await;
+    let api: Api<Deployment> = stack.create_deployment(BAD_TAG_WEB).await;
+    let id = incident_in(&stack, "awaiting_approval").await;
+    let db = reflexion_api::db::Db::connect(&format!(
+        "sqlite://{}",
+        stack.dir.path().join("reflexion.db").display()
+    ))
+    .await
+    .unwrap();
+    // A replica that died holding the claim for 40 s — longer than a router's 30 s request timeout.
+    let ghost = std::time::Duration::from_secs(40);
+    stack
+        .eventually(
+            "the other replica to hold the claim",
+            support::FIX_TIMEOUT,
+            async || {
+                (
+                    db.claim(&id, "ghost", ghost).await.unwrap().then_some(()),
+                    String::new(),
+                )
+            },
+        )
+        .await;
+    let (status, body) = stack
+        .post(
+            &format!("/api/v1/reflexion/incidents/{id}/approve"),
+            json!({"by": "sre"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("queued")),
+        "{body}"
+    );
+    let now = stack
+        .get(&format!("/api/v1/reflexion/incidents/{id}"))
+        .await;
+    assert_eq!(
+        now["state"], "awaiting_approval",
+        "nothing runs under another's claim: {now}"
+    );
+    assert_eq!(generation(&api.get("web").await.unwrap()), 1);
+    let detail = finished(&stack, &id).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_image"], "{detail}");
+    assert_eq!(
+        generation(&api.get("web").await.unwrap()),
+        2,
+        "written once"
+    );
+}

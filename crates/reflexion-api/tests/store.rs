@@ -421,7 +421,15 @@ async fn one_replica_holds_an_incident_until_its_claim_expires_or_it_lets_go() {
             vec![(id.clone(), Some("a".into()))]
         );
         // A claim renewed for a moment and then left to expire is anyone's.
-        assert_eq!(db.renew_claims("a", short).await.unwrap(), 1);
+        let held = [id.clone()];
+        assert_eq!(
+            db.renew_claims("a", long, &["another".to_string()])
+                .await
+                .unwrap(),
+            0,
+            "only what a live task holds is renewed"
+        );
+        assert_eq!(db.renew_claims("a", short, &held).await.unwrap(), 1);
         assert!(!db.claim(&id, "b", long).await.unwrap());
         tokio::time::sleep(short * 2).await;
         assert_eq!(
@@ -429,7 +437,11 @@ async fn one_replica_holds_an_incident_until_its_claim_expires_or_it_lets_go() {
             vec![(id.clone(), Some("a".into()))]
         );
         assert!(db.claim(&id, "b", long).await.unwrap(), "a's claim expired");
-        assert_eq!(db.renew_claims("a", long).await.unwrap(), 0, "a lost it");
+        assert_eq!(
+            db.renew_claims("a", long, &held).await.unwrap(),
+            0,
+            "a lost it"
+        );
         // Let go, it is free; a finished incident is nobody's to resume.
         db.release(&id, "a").await.unwrap();
         assert!(

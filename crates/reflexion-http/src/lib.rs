@@ -535,7 +535,7 @@ fn not_awaiting(id: &str) -> ApiError {
 #[utoipa::path(post, path = "/api/v1/reflexion/incidents/{id}/approve", tag = "incidents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Incident id")),
     request_body(content = Option<Value>, description = "Optional {\"by\"}", content_type = "application/json"),
-    responses((status = 202, description = "The pending plan runs", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    responses((status = 202, description = "The pending plan runs (`approved`), or runs as soon as another replica's claim on the incident is free (`queued`)", body = Value), (status = 400, description = "Bad JSON or query", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such incident", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid body", body = ErrorBody)))]
 async fn approve(
@@ -547,19 +547,19 @@ async fn approve(
     let d = decision(&headers, body).await?;
     ensure_incident(&state, &id).await?;
     let by = d.by.unwrap_or_else(|| "an operator".into());
-    if !state
+    use crate::engine::Approval;
+    let body = match state
         .engine
         .approve(&id, &by)
         .await
         .map_err(ApiError::internal)?
     {
-        return Err(not_awaiting(&id));
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"incident_id": id, "status": "approved"})),
-    )
-        .into_response())
+        Approval::NotWaiting => return Err(not_awaiting(&id)),
+        Approval::Running => json!({"incident_id": id, "status": "approved"}),
+        Approval::Queued => json!({"incident_id": id, "status": "queued",
+            "message": "another replica holds the incident's claim: the approved plan runs here as soon as it is free"}),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/reflexion/incidents/{id}/reject", tag = "incidents", security(("bearer" = [])),

@@ -1,6 +1,7 @@
 //! Claims: which replica works an incident. A claim is the replica's name and an expiry on the database's clock
-//! (so replicas' clocks do not matter); a replica renews all of its claims in one write, and an incident whose claim
-//! expired — its replica died or lost the database — is free for any replica to resume.
+//! (so replicas' clocks do not matter); a replica renews the claims its live tasks hold in one write, and an incident
+//! whose claim expired — its replica died, lost the database, or its task ended without letting go — is free for any
+//! replica to resume.
 
 use super::backend::{Arg, Dialect, on_pool};
 use super::{Db, Result, ago, parse_state, sql_states};
@@ -59,14 +60,32 @@ impl Db {
         Ok(n == 1)
     }
 
-    /// Extend every claim `replica` holds by `ttl` from now; how many it holds.
-    pub async fn renew_claims(&self, replica: &str, ttl: Duration) -> Result<u64> {
+    /// Extend by `ttl` from now the claims `replica` holds on `ids` — the incidents a live task of it works —
+    /// and no other: a claim whose task is gone expires, and any replica resumes its incident. How many it holds.
+    pub async fn renew_claims(&self, replica: &str, ttl: Duration, ids: &[String]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // The ids as one JSON array: one statement whatever their number.
         let sql = pick(
             self.dialect(),
-            at_now!("UPDATE incidents SET claimed_until = " NOW " + $2 WHERE claimed_by = $1"),
+            [
+                at_now!(
+                    "UPDATE incidents SET claimed_until = " NOW " + $2 WHERE claimed_by = $1
+                     AND id IN (SELECT value FROM json_each($3))"
+                )[0],
+                at_now!(
+                    "UPDATE incidents SET claimed_until = " NOW " + $2 WHERE claimed_by = $1
+                     AND id IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB)))"
+                )[1],
+            ],
         );
-        self.write(sql, &[Arg::Text(replica), Arg::Int(millis(ttl))])
-            .await
+        let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        self.write(
+            sql,
+            &[Arg::Text(replica), Arg::Int(millis(ttl)), Arg::Text(&ids)],
+        )
+        .await
     }
 
     /// Let the incident go, if `replica` holds it.

@@ -43,6 +43,11 @@ impl Claims {
         *self.held().entry(id.to_string()).or_default() += 1;
     }
 
+    /// The incidents held now: the claims a live task of this process needs renewed.
+    pub(super) fn ids(&self) -> Vec<String> {
+        self.held().keys().cloned().collect()
+    }
+
     pub(super) fn let_go(&self, id: &str) {
         let mut held = self.held();
         if let Some(n) = held.get_mut(id) {
@@ -68,7 +73,7 @@ impl Engine {
         match self
             .inner
             .db
-            .renew_claims(&config.replica, config.claim_ttl)
+            .renew_claims(&config.replica, config.claim_ttl, &self.inner.claims.ids())
             .await
         {
             Ok(_) => {

@@ -99,6 +99,46 @@ enum EngineError {
     NotServed(String),
 }
 
+/// What an approval did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// The incident was not awaiting approval.
+    NotWaiting,
+    /// The approved plan runs now.
+    Running,
+    /// Another replica holds the incident's claim: the plan runs here once it is free.
+    Queued,
+}
+
+/// This process works (or waits to work) an incident: its claim is renewed and no other task of this process takes
+/// it up. Let go when dropped — at the end of the work, on an error, on a panic's unwinding, or when an approval's
+/// request is dropped.
+pub(crate) struct Hold {
+    engine: Engine,
+    id: String,
+}
+
+impl Hold {
+    fn new(engine: &Engine, id: &str) -> Self {
+        engine.inner.claims.hold(id);
+        Self::held(engine, id)
+    }
+
+    /// For an id held already (`Claims::hold_new`).
+    fn held(engine: &Engine, id: &str) -> Self {
+        Self {
+            engine: engine.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.engine.inner.claims.let_go(&self.id);
+    }
+}
+
 /// A concrete plan for one trial.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Plan {
@@ -234,10 +274,10 @@ impl Engine {
         self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Work the incident under this replica's claim, from where it stands.
+    /// Work the incident under this replica's claim, from where it stands (held since `spawn`).
     async fn work(&self, id: &str) {
+        let _hold = Hold::held(self, id);
         self.claimed(id, self.take_up(id)).await;
-        self.inner.claims.let_go(id);
     }
 
     /// Resume what a restart interrupted, and from then on what any replica left (`claims`). Returns the incidents
@@ -249,45 +289,85 @@ impl Engine {
         Ok(n)
     }
 
-    /// An operator approved the pending plan: run exactly that trial. `Ok(false)` when the incident is not
-    /// awaiting approval.
-    pub async fn approve(&self, id: &str, by: &str) -> Result<bool, DbError> {
-        // The approved plan runs on this replica: claimed first, an approval is never taken and then left unrun.
-        // Held here meanwhile, else this replica's look for unclaimed incidents could plan it again.
-        self.inner.claims.hold(id);
-        let taken = match self.claim_patiently(id).await {
-            Ok(true) => {
-                self.inner
-                    .db
-                    .take_pending_plan::<PendingPlan>(
-                        id,
-                        IncidentState::Planning,
-                        &format!("approved by {by}"),
-                    )
-                    .await
+    /// An operator approved the pending plan: run exactly that trial, on this replica. Never waits on another
+    /// replica: when one holds the incident's claim (it is finishing its look, or died holding it), the approval is
+    /// accepted and runs in the background as soon as the claim is free (`Approval::Queued`).
+    pub async fn approve(&self, id: &str, by: &str) -> Result<Approval, DbError> {
+        // Held here meanwhile, else this replica's look for unclaimed incidents could plan it again; let go on every
+        // path, a dropped request and a panic included.
+        let hold = Hold::new(self, id);
+        let config = &self.inner.config;
+        if self
+            .inner
+            .db
+            .claim(id, &config.replica, config.claim_ttl)
+            .await?
+        {
+            return self.run_approval(hold, by).await;
+        }
+        let waiting = self
+            .inner
+            .db
+            .incident(id)
+            .await?
+            .is_some_and(|i| i.state == IncidentState::AwaitingApproval);
+        if !waiting {
+            return Ok(Approval::NotWaiting);
+        }
+        let engine = self.clone();
+        let by = by.to_string();
+        tokio::spawn(async move {
+            let id = hold.id.clone();
+            match engine.claim_patiently(&id).await {
+                Ok(true) => match engine.run_approval(hold, &by).await {
+                    Ok(Approval::Running) => {}
+                    Ok(_) => {
+                        tracing::info!(incident = %id, "the queued approval found nothing awaiting it")
+                    }
+                    Err(e) => {
+                        tracing::warn!(incident = %id, error = %e, "the queued approval did not run")
+                    }
+                },
+                Ok(false) => {
+                    tracing::warn!(incident = %id, "the queued approval did not run: another replica kept the incident's claim; approve again")
+                }
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "the queued approval did not run")
+                }
             }
-            Ok(false) => Ok(None),
-            Err(e) => Err(e),
-        };
+        });
+        Ok(Approval::Queued)
+    }
+
+    /// With the claim taken: take the pending plan and run it in the background.
+    async fn run_approval(&self, hold: Hold, by: &str) -> Result<Approval, DbError> {
+        let id = hold.id.clone();
+        let taken = self
+            .inner
+            .db
+            .take_pending_plan::<PendingPlan>(
+                &id,
+                IncidentState::Planning,
+                &format!("approved by {by}"),
+            )
+            .await;
         let pending = match taken {
             Ok(Some(pending)) => pending,
             other => {
-                let _ = self.inner.db.release(id, &self.inner.config.replica).await;
-                self.inner.claims.let_go(id);
-                return other.map(|_| false);
+                let _ = self.inner.db.release(&id, &self.inner.config.replica).await;
+                return other.map(|_| Approval::NotWaiting);
             }
         };
         let engine = self.clone();
-        let id = id.to_string();
         tokio::spawn(async move {
             let approved = async {
                 let worked = engine.run_approved(&id, pending).await;
                 engine.fail_on_error(&id, worked).await;
             };
             engine.claimed(&id, approved).await;
-            engine.inner.claims.let_go(&id);
+            drop(hold);
         });
-        Ok(true)
+        Ok(Approval::Running)
     }
 
     /// An operator rejected the pending plan: nothing is changed and the incident is handed over.
