@@ -516,3 +516,57 @@ async fn the_live_feed_announces_transitions_and_resumes_where_it_stopped() {
     assert_eq!(resp.status(), 400);
 }
 }
+
+/// `/process` names a pod, as a person would: the incident is its workload's (the owner chain read as the watcher
+/// reads it), so asking again — for that pod or another of the workload — joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_opens_the_incident_of_the_pods_workload_and_joins_it_after() {
+    let stack = Stack::start(Options {
+        watcher: false,
+        // The incident waits for a person: still open when asked again.
+        policy: Some(r#"{"default_mode": "approve"}"#),
+        ..Options::default()
+    })
+    .await;
+    stack.create_deployment(support::BAD_TAG_WEB).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(stack.kube().await, "default");
+    let pod = stack
+        .eventually(
+            "the web pod failing to pull",
+            support::FIX_TIMEOUT,
+            async || {
+                let list = pods.list(&Default::default()).await.unwrap();
+                let failing = list.items.iter().find(|p| {
+                    let waiting = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|c| c.first())
+                        .and_then(|c| c.state.as_ref())
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.clone());
+                    waiting.is_some_and(|r| r.contains("ImagePull"))
+                });
+                (
+                    failing.and_then(|p| p.metadata.name.clone()),
+                    format!("{:?}", list.items.first().map(|p| &p.status)),
+                )
+            },
+        )
+        .await;
+    let ask = json!({"pod_name": pod, "namespace": "default", "error_type": "ImagePullBackOff"});
+    let (status, first) = stack.post("/api/v1/reflexion/process", ask.clone()).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        first["workload"],
+        json!({"kind": "Deployment", "name": "web", "namespace": "default"}),
+        "{first}"
+    );
+    let (status, again) = stack.post("/api/v1/reflexion/process", ask).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(
+        (again["duplicate"].as_bool(), &again["incident_id"]),
+        (Some(true), &first["incident_id"]),
+        "{again}"
+    );
+}

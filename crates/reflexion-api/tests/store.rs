@@ -157,6 +157,7 @@ async fn with_one_action_left_in_the_hour_exactly_one_of_two_replicas_acts() {
                     &format!("deployment/w{i}"),
                     &json!({}),
                     &budget,
+                    std::time::Duration::ZERO,
                 )
                 .await
                 .unwrap()
@@ -180,6 +181,7 @@ async fn with_one_action_left_in_the_hour_exactly_one_of_two_replicas_acts() {
                         &format!("deployment/w-{i}"),
                         &json!({}),
                         &budget,
+                        std::time::Duration::ZERO,
                     )
                     .await
                     .unwrap()
@@ -197,6 +199,39 @@ async fn with_one_action_left_in_the_hour_exactly_one_of_two_replicas_acts() {
             }
         }
         assert_eq!(granted, 1, "{url}");
+        // Another incident's action on the same workload within the cooldown: refused in the reservation itself.
+        let roomy = reflexion_core::policy::Budget {
+            actions_per_hour: 100,
+            workload_actions_per_hour: 100,
+        };
+        let cooldown = std::time::Duration::from_secs(120);
+        let refused = db
+            .reserve_action(
+                "later",
+                "set_image",
+                "deployment/w0",
+                &json!({}),
+                &roomy,
+                cooldown,
+            )
+            .await
+            .unwrap()
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.contains("incident earlier changed deployment/w0 at"),
+            "{refused}"
+        );
+        assert!(refused.contains("within the 120s cooldown"), "{refused}");
+        for (incident, target) in [("earlier", "deployment/w0"), ("later", "deployment/w9")] {
+            assert!(
+                db.reserve_action(incident, "set_image", target, &json!({}), &roomy, cooldown)
+                    .await
+                    .unwrap()
+                    .is_ok(),
+                "its own earlier action, or another workload, is no cooldown: {incident} {target}"
+            );
+        }
     }
 }
 
@@ -389,6 +424,18 @@ async fn a_recalled_lesson_says_which_cluster_taught_it() {
             db.lessons("image_pull/not_found", 3).await.unwrap(),
             ["The closest existing tag fixed a mistyped one. (learned on cluster staging)"]
         );
+        // Clearing the memory keeps an open incident's trial trail; once it is finished, it goes too.
+        let cleared = db.clear(true, true).await.unwrap();
+        assert_eq!(cleared["episodes"], 0, "{cleared}");
+        assert_eq!(db.episode_actions(&id).await.unwrap().len(), 1);
+        db.transition(&id, Escalated, "test").await.unwrap();
+        let cleared = db.clear(true, true).await.unwrap();
+        assert_eq!(
+            (cleared["episodes"].as_u64(), cleared["lessons"].as_u64()),
+            (Some(1), Some(1)),
+            "{cleared}"
+        );
+        assert!(db.episode_actions(&id).await.unwrap().is_empty());
     }
 }
 

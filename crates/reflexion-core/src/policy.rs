@@ -35,13 +35,16 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "PolicyFile")]
 pub struct Policy {
     /// Mode for namespaces not listed in `namespaces`.
     pub default_mode: Mode,
     pub namespaces: BTreeMap<String, Mode>,
-    /// Namespaces that are never touched, whatever the mode.
+    /// Namespaces that are never touched, whatever the mode: the built-in ones (`BUILT_IN_PROTECTED`) and the
+    /// file's, or only the file's with `protected_namespaces_replace: true`.
     pub protected_namespaces: Vec<String>,
+    /// The file's list replaced the built-in one (kept, so the policy reads back as it was written).
+    pub protected_namespaces_replace: bool,
     /// In `auto` mode, actions above this risk still need approval.
     pub max_auto_risk: Risk,
     /// Where fixes to GitOps-owned workloads land, for namespaces not listed in `gitops_namespaces`.
@@ -49,19 +52,63 @@ pub struct Policy {
     pub gitops_namespaces: BTreeMap<String, GitopsMode>,
 }
 
+/// Namespaces no policy file unprotects by listing others: a file that names its own adds to these.
+pub const BUILT_IN_PROTECTED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
 impl Default for Policy {
+    fn default() -> Self {
+        PolicyFile::default().into()
+    }
+}
+
+/// A policy as its file says it: `protected_namespaces` adds to the built-in list, unless
+/// `protected_namespaces_replace` says the file's list is the whole list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PolicyFile {
+    default_mode: Mode,
+    namespaces: BTreeMap<String, Mode>,
+    protected_namespaces: Vec<String>,
+    protected_namespaces_replace: bool,
+    max_auto_risk: Risk,
+    gitops: GitopsMode,
+    gitops_namespaces: BTreeMap<String, GitopsMode>,
+}
+
+impl Default for PolicyFile {
     fn default() -> Self {
         Self {
             default_mode: Mode::Auto,
             namespaces: BTreeMap::new(),
-            protected_namespaces: vec![
-                "kube-system".into(),
-                "kube-public".into(),
-                "kube-node-lease".into(),
-            ],
+            protected_namespaces: Vec::new(),
+            protected_namespaces_replace: false,
             max_auto_risk: Risk::Medium,
             gitops: GitopsMode::Git,
             gitops_namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+impl From<PolicyFile> for Policy {
+    fn from(f: PolicyFile) -> Self {
+        let mut protected: Vec<String> = if f.protected_namespaces_replace {
+            Vec::new()
+        } else {
+            BUILT_IN_PROTECTED.iter().map(|s| s.to_string()).collect()
+        };
+        for ns in f.protected_namespaces {
+            if !protected.contains(&ns) {
+                protected.push(ns);
+            }
+        }
+        Self {
+            default_mode: f.default_mode,
+            namespaces: f.namespaces,
+            protected_namespaces: protected,
+            protected_namespaces_replace: f.protected_namespaces_replace,
+            max_auto_risk: f.max_auto_risk,
+            gitops: f.gitops,
+            gitops_namespaces: f.gitops_namespaces,
         }
     }
 }
@@ -304,6 +351,28 @@ mod tests {
             (Mode::Approve, 3)
         );
         assert!(serde_json::from_str::<Policy>(r#"{"default_mode":"yolo"}"#).is_err());
+        // A file's protected namespaces add to the built-in ones; replacing them must be said.
+        let cases: [(&str, &[&str]); 4] = [
+            (r#"{}"#, &["kube-system", "kube-public", "kube-node-lease"]),
+            (
+                r#"{"protected_namespaces": ["payments", "kube-system"]}"#,
+                &["kube-system", "kube-public", "kube-node-lease", "payments"],
+            ),
+            (
+                r#"{"protected_namespaces": ["payments"], "protected_namespaces_replace": true}"#,
+                &["payments"],
+            ),
+            (r#"{"protected_namespaces_replace": true}"#, &[]),
+        ];
+        for (text, want) in cases {
+            let p: Policy = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.protected_namespaces, want, "{text}");
+            let again: Policy =
+                serde_json::from_str(&serde_json::to_string(&p).unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(again, p, "reads back as written");
+        }
+        assert!(serde_json::from_str::<Policy>(r#"{"protected_namespace": ["x"]}"#).is_err());
         let live: Policy =
             serde_json::from_str(r#"{"gitops":"git","gitops_namespaces":{"lab":"live"}}"#)
                 .unwrap_or_else(|e| panic!("{e}"));

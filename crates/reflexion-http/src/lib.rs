@@ -178,10 +178,9 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(|req: Request, next: Next| {
+            answer_within(REQUEST_TIMEOUT, req, next)
+        }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // A bug must still answer in the one error shape, not drop the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -221,6 +220,23 @@ async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// A request not answered within `limit` gets 408 in the one error shape (the live feed's stream is not limited:
+/// only the time to its first byte is).
+async fn answer_within(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not answered within {} s",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -317,7 +333,7 @@ async fn process(
     body: Body,
 ) -> Result<Response, ApiError> {
     let r: ProcessRequest = json_body(&headers, body).await?;
-    let report = FailureReport {
+    let mut report = FailureReport {
         pod_name: r.pod_name,
         namespace: r.namespace,
         error_type: r.error_type,
@@ -325,6 +341,18 @@ async fn process(
         cluster: r.cluster,
         real_k8s_data: Default::default(),
     };
+    // The pod's owner chain, read as the watcher reads it, so that the incident is its workload's and one open
+    // incident per workload holds whichever way the failure came in. A pod that cannot be read stays its own.
+    if report.validate().is_ok()
+        && let Ok((_, member)) = state.engine.fleet().resolve(report.cluster.as_deref())
+        && let Ok(Some(pod)) = member
+            .cluster
+            .pod(&report.namespace, &report.pod_name)
+            .await
+        && let Ok(chain) = member.cluster.owner_chain(&pod).await
+    {
+        report.real_k8s_data.owner_chain = chain;
+    }
     accept(&state, report).await
 }
 
@@ -714,6 +742,48 @@ async fn checks(state: &AppState) -> (Checks, Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_not_answered_in_time_gets_408_with_the_error_body() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", axum::routing::get(|| async { "on time" }))
+            .layer(middleware::from_fn(|req: Request, next: Next| {
+                answer_within(Duration::from_millis(50), req, next)
+            }));
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = axum::http::Request::get(path)
+                    .body(Body::empty())
+                    .unwrap_or_default();
+                let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 4096)
+                    .await
+                    .unwrap_or_default();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        assert_eq!(call("/fast").await, (StatusCode::OK, "on time".to_string()));
+        let (status, body) = call("/slow").await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        let body: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("0.05 s")),
+            "{body}"
+        );
+    }
 
     #[test]
     fn constant_time_compare() {

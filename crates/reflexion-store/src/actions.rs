@@ -44,9 +44,33 @@ impl Db {
         target: &str,
         detail: &Value,
         budget: &reflexion_core::policy::Budget,
+        cooldown: std::time::Duration,
     ) -> Result<std::result::Result<i64, String>> {
         let hour_ago = ago(chrono::Duration::hours(1));
         let mut tx = self.begin_write().await?;
+        // The per-workload cooldown, in the transaction that takes the slot: two incidents cannot both pass it.
+        if !cooldown.is_zero() {
+            let since =
+                ago(chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::zero()));
+            let last: Option<(String, String)> = on_conn!(tx, c => {
+                sqlx::query_as(
+                    "SELECT at, incident_id FROM audit WHERE target = $1 AND incident_id != $2 AND verb != 'revert'
+                       AND at >= $3 AND cluster = COALESCE((SELECT cluster FROM incidents WHERE id = $2), '')
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .bind(target)
+                .bind(incident_id)
+                .bind(&since)
+                .fetch_optional(&mut *c)
+                .await?
+            });
+            if let Some((at, other)) = last {
+                return Ok(Err(format!(
+                    "incident {other} changed {target} at {at}, within the {}s cooldown",
+                    cooldown.as_secs()
+                )));
+            }
+        }
         let mut counts = [0u32; 2];
         for (n, target) in counts.iter_mut().zip([None, Some(target)]) {
             // The whole fleet's actions count against the hourly budget; a workload's, in its own cluster only.

@@ -325,9 +325,23 @@ impl Db {
     pub async fn clear(&self, episodes: bool, strategies: bool) -> Result<Value> {
         let mut tx = self.begin_write().await?;
         let (mut e, mut l, mut s) = (0, 0, 0);
+        // The episodes of incidents still open are their trial trail (what was tried, what was kept as progress,
+        // what a restart resumes from): only finished incidents' go.
         if episodes {
-            l = tx.execute("DELETE FROM lessons", &[]).await?;
-            e = tx.execute("DELETE FROM episodes", &[]).await?;
+            l = tx
+                .execute(
+                    "DELETE FROM lessons WHERE episode_id IN (SELECT e.id FROM episodes e JOIN incidents i
+                     ON i.id = e.incident_id WHERE i.state IN ('resolved', 'escalated', 'failed', 'dismissed'))",
+                    &[],
+                )
+                .await?;
+            e = tx
+                .execute(
+                    "DELETE FROM episodes WHERE incident_id IN (SELECT id FROM incidents
+                     WHERE state IN ('resolved', 'escalated', 'failed', 'dismissed'))",
+                    &[],
+                )
+                .await?;
         }
         if strategies {
             s = tx.execute("DELETE FROM strategies", &[]).await?;

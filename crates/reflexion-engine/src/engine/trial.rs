@@ -253,6 +253,7 @@ impl Engine {
                         // A recreation's journal: stored before its delete, so any process can finish it.
                         "journal": match &prepared { Prepared::Live(c) => c.journal(), _ => None }}),
                 &config.budget,
+                config.workload_cooldown,
             )
             .await?
         {
