@@ -553,7 +553,14 @@ impl Engine {
                     tracing::info!(incident = %id, %command, "the write did not land before the restart; diagnosing again");
                     return self.run(id).await;
                 }
-                None => {}
+                // Not readable back: the slot is settled as such, and verification says whether the workload holds.
+                None => {
+                    db.settle_action(
+                        slot,
+                        "outcome unknown (not readable back); the workload was verified as it stands",
+                    )
+                    .await?
+                }
             }
         }
         db.transition(
