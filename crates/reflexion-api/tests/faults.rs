@@ -519,3 +519,24 @@ async fn an_approval_waiting_on_another_replicas_claim_answers_at_once_and_runs_
         "written once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreations_delete_answered_with_500_after_it_landed_goes_on_to_the_create() {
+    let stack = Stack::start(Options::default()).await;
+    let pods = oom_bare_pod(&stack).await;
+    let old_uid = pods.get("memory-app").await.unwrap().metadata.uid.unwrap();
+    inject(
+        &stack,
+        json!({"verb": "delete", "resource": "pods", "name": "memory-app", "status": 500, "after_write": true}),
+    )
+    .await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(
+        pending_faults(&stack).await,
+        json!([]),
+        "the fault hit the recreation"
+    );
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(support::audit_verbs(&detail), ["set_resources"], "{detail}");
+    assert_recreated(&pods, &old_uid, detail["id"].as_str().unwrap()).await;
+}

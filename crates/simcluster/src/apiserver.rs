@@ -278,7 +278,14 @@ async fn dispatch(
             .get("watch")
             .is_some_and(|w| w == "true" || w == "1");
         let verb = crate::faults::verb(&req.method, t.name.is_some(), watch)?;
-        if req.params.contains_key("dryRun") {
+        // A dry run is never hit: asked in the query, or in a delete's DeleteOptions body (as kube-rs asks it).
+        let body_dry_run = req.method == Method::DELETE
+            && serde_json::from_slice::<Value>(&req.body).is_ok_and(|b| {
+                b["dryRun"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == "All"))
+            });
+        if req.params.contains_key("dryRun") || body_dry_run {
             return None;
         }
         c.faults
