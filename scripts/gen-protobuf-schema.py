@@ -26,7 +26,7 @@ OPENAPI = ("0.29.0", ["v1_37", "v1_36", "v1_35", "v1_34", "v1_33"])
 ROOTS = [
     ("v1", k, "api.core.v1")
     for k in ["Pod", "Namespace", "ConfigMap", "Secret", "Service", "ServiceAccount", "Node", "Event",
-              "PersistentVolumeClaim", "Binding", "Endpoints"]
+              "PersistentVolumeClaim", "Binding", "Endpoints", "ResourceQuota"]
 ] + [
     ("apps/v1", "Deployment", "api.apps.v1"), ("apps/v1", "ReplicaSet", "api.apps.v1"),
     ("batch/v1", "Job", "api.batch.v1"), ("batch/v1", "CronJob", "api.batch.v1"),

@@ -362,6 +362,11 @@ fn the_deployment_is_closed_by_default() {
             assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
         }
     }
+    let ns = typed("Namespace", "kube-reflexion");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+        "the namespace enforces the restricted Pod Security Standard"
+    );
     let deny: NetworkPolicy =
         serde_json::from_value(typed("NetworkPolicy", "default-deny-ingress")).unwrap();
     let deny = deny.spec.unwrap();

@@ -331,6 +331,19 @@ pub static RESOURCES: &[ResourceType] = &[
         has_status: false,
         fields: &[],
     },
+    // Enforced on pod creation (`quota`); its status kept by the quota controller.
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "resourcequotas",
+        singular: "resourcequota",
+        kind: "ResourceQuota",
+        namespaced: true,
+        short_names: &["quota"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
     // Stored and served; not enforced (simcluster has no network between pods).
     ResourceType {
         group: "networking.k8s.io",
@@ -444,6 +457,9 @@ pub fn applications() -> &'static ResourceType {
 }
 pub fn endpoint_slices() -> &'static ResourceType {
     &RESOURCES[16]
+}
+pub fn resource_quotas() -> &'static ResourceType {
+    by_kind("ResourceQuota").unwrap_or(&RESOURCES[0])
 }
 
 /// `APIResourceList` for one group version.
@@ -576,6 +592,7 @@ mod tests {
             (services().kind, pvcs().kind, leases().kind),
             ("Service", "PersistentVolumeClaim", "Lease")
         );
+        assert_eq!(resource_quotas().kind, "ResourceQuota");
         assert!(
             api_resource_list("", "v1")
                 .is_some_and(|v| v["resources"].as_array().is_some_and(|a| a.len() > 6))

@@ -645,3 +645,127 @@ fn namespace_and_pod_in_one_file_trapped_sigterm_and_a_container_that_exits_at_o
     );
     assert!(!restarts.is_empty());
 }
+
+/// A Deployment whose pods a ResourceQuota does not admit, as a real cluster shows it: one pod fits, the next is
+/// refused with the quota's numbers — a `FailedCreate` Event and the `ReplicaFailure` condition on its ReplicaSet and
+/// on the Deployment — and the quota's status counts what the namespace's pods use.
+#[test]
+fn a_quota_refuses_pods_past_it_and_the_deployment_says_so() {
+    let Some(sim) = start() else { return };
+    let file = sim.dir.path().join("quota.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+         apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: shop}\n\
+         spec: {hard: {requests.memory: 512Mi}}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n\
+         spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+         \x20   spec: {containers: [{name: web, image: 'nginx:1.27', resources: {requests: {memory: 300Mi}}}]}\n",
+    )
+    .unwrap();
+    sim.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let want = "exceeded quota: compute, requested: requests.memory=300Mi, used: requests.memory=300Mi, limited: requests.memory=512Mi";
+    let events = sim.until(
+        &[
+            "get",
+            "events",
+            "-n",
+            "shop",
+            "--field-selector",
+            "reason=FailedCreate",
+        ],
+        "a FailedCreate event",
+        |t| t.contains(want),
+    );
+    assert!(events.contains("Error creating: pods \"web-"), "{events}");
+    for kind in ["replicaset", "deployment"] {
+        sim.until(
+            &[
+                "get",
+                kind,
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.items[0].status.conditions[?(@.type==\"ReplicaFailure\")].message}",
+            ],
+            "the ReplicaFailure condition",
+            |t| t.contains(want),
+        );
+    }
+    let used = sim.until(
+        &[
+            "get",
+            "quota",
+            "compute",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.status.used.requests\\.memory}",
+        ],
+        "the quota's usage",
+        |t| t.trim() == "300Mi",
+    );
+    assert_eq!(used.trim(), "300Mi");
+    let pods = sim.ok(&["get", "pods", "-n", "shop", "-o", "name"]);
+    assert_eq!(pods.lines().count(), 1, "{pods}");
+}
+
+/// Pod Security admission: a namespace that enforces `restricted` refuses a pod running as root, naming every field
+/// (and a Deployment's ReplicaSet says so in its FailedCreate Event); the product's own manifests pass it.
+#[test]
+fn a_restricted_namespace_refuses_a_root_pod_naming_the_fields() {
+    let Some(sim) = start() else { return };
+    sim.ok(&["create", "namespace", "locked"]);
+    sim.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let (ok, text) = sim.kubectl(&["run", "web", "-n", "locked", "--image=nginx:1.27"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("pods \"web\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"web\" must set securityContext.allowPrivilegeEscalation=false)"),
+        "{text}"
+    );
+    assert!(text.contains("runAsNonRoot != true (pod or container \"web\" must set securityContext.runAsNonRoot=true)"), "{text}");
+    sim.ok(&[
+        "create",
+        "deployment",
+        "api",
+        "-n",
+        "locked",
+        "--image=nginx:1.27",
+    ]);
+    sim.until(
+        &[
+            "get",
+            "events",
+            "-n",
+            "locked",
+            "--field-selector",
+            "reason=FailedCreate",
+        ],
+        "a FailedCreate event naming PodSecurity",
+        |t| t.contains("violates PodSecurity"),
+    );
+    // kube-reflexion's own namespace enforces restricted, and its pods are admitted.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/deploy/base");
+    sim.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    for app in ["reflexion-api", "reflexion-watcher"] {
+        sim.until(
+            &[
+                "get",
+                "pods",
+                "-n",
+                "kube-reflexion",
+                "-l",
+                &format!("app.kubernetes.io/name={app}"),
+                "-o",
+                "name",
+            ],
+            "a pod admitted",
+            |t| t.contains("pod/"),
+        );
+    }
+}

@@ -15,6 +15,7 @@ pub mod gitops;
 mod job;
 mod namespace;
 pub mod node_lifecycle;
+mod replicaset;
 
 const RESYNC: Duration = Duration::from_millis(500);
 /// Changes arriving within this window are handled by one pass.
@@ -76,10 +77,22 @@ pub fn reconcile(
     }
     let (replicasets, _) = store.list(resources::replicasets(), None);
     for rs in &replicasets {
-        reconcile_replicaset(store, recorder, rs);
+        replicaset::reconcile(store, recorder, rs);
     }
     job::reconcile(store, recorder, clock);
     endpoints::reconcile(store);
+    // The quota controller: each ResourceQuota's usage.
+    let (quotas, _) = store.list(resources::resource_quotas(), None);
+    for q in &quotas {
+        let (pods, _) = store.list_shared(resources::pods(), Some(ns(q)));
+        let pods: Vec<&Value> = pods.iter().map(|p| p.as_ref()).collect();
+        write_status(
+            store,
+            resources::resource_quotas(),
+            q,
+            crate::quota::status(q, &pods),
+        );
+    }
     progress.retain(|uid, _| {
         deployments
             .iter()
@@ -221,92 +234,6 @@ fn owned_by<'a>(items: &'a [Value], owner: &Value) -> Vec<&'a Value> {
                 && !matches!(o["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))
         })
         .collect()
-}
-
-fn reconcile_replicaset(store: &Store, recorder: &Recorder, rs: &Value) {
-    if !rs["metadata"]["deletionTimestamp"].is_null() {
-        return;
-    }
-    let (pods, _) = store.list(resources::pods(), Some(ns(rs)));
-    let mine = owned_by(&pods, rs);
-    let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-    let src = source("replicaset-controller");
-    if mine.len() < want {
-        for _ in mine.len()..want {
-            let template = &rs["spec"]["template"];
-            let mut meta = template["metadata"].clone();
-            if !meta.is_object() {
-                meta = json!({});
-            }
-            meta["generateName"] = json!(format!("{}-", name(rs)));
-            meta["ownerReferences"] = json!([owner_ref(rs)]);
-            let pod = json!({"metadata": meta, "spec": template["spec"]});
-            match store.create(resources::pods(), ns(rs), pod, false) {
-                Ok(p) => recorder.record(
-                    store,
-                    &src,
-                    rs,
-                    None,
-                    (
-                        "Normal",
-                        "SuccessfulCreate",
-                        &format!("Created pod: {}", name(&p)),
-                    ),
-                ),
-                Err(e) => recorder.record(
-                    store,
-                    &src,
-                    rs,
-                    None,
-                    (
-                        "Warning",
-                        "FailedCreate",
-                        &format!("Error creating: {}", e.message),
-                    ),
-                ),
-            }
-        }
-    } else if mine.len() > want {
-        let mut doomed: Vec<&Value> = mine.clone();
-        // Not-ready pods go first, then the newest.
-        doomed.sort_by_key(|p| {
-            (
-                is_pod_ready(p),
-                std::cmp::Reverse(
-                    p["metadata"]["creationTimestamp"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                ),
-            )
-        });
-        for p in doomed.into_iter().take(mine.len() - want) {
-            if store
-                .delete(resources::pods(), ns(p), name(p), &DeleteOptions::default())
-                .is_ok()
-            {
-                recorder.record(
-                    store,
-                    &src,
-                    rs,
-                    None,
-                    (
-                        "Normal",
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {}", name(p)),
-                    ),
-                );
-            }
-        }
-    }
-    let (pods, _) = store.list(resources::pods(), Some(ns(rs)));
-    let mine = owned_by(&pods, rs);
-    let ready = mine.iter().filter(|p| is_pod_ready(p)).count();
-    let status = json!({
-        "replicas": mine.len(), "fullyLabeledReplicas": mine.len(), "readyReplicas": ready, "availableReplicas": ready,
-        "observedGeneration": rs["metadata"]["generation"],
-    });
-    write_status(store, resources::replicasets(), rs, status);
 }
 
 fn write_status(store: &Store, rt: &'static resources::ResourceType, obj: &Value, status: Value) {
@@ -712,6 +639,22 @@ fn update_deployment_status(
             true,
             "ReplicaSetUpdated",
             format!("ReplicaSet \"{new_name}\" is progressing."),
+        );
+    }
+    // A ReplicaSet that cannot create its pods: its ReplicaFailure condition, on the Deployment too.
+    let failure = owned.iter().find_map(|rs| {
+        rs["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")
+            .cloned()
+    });
+    if let Some(f) = failure {
+        cond(
+            "ReplicaFailure",
+            true,
+            f["reason"].as_str().unwrap_or("FailedCreate"),
+            f["message"].as_str().unwrap_or_default().to_string(),
         );
     }
     let status = json!({

@@ -64,6 +64,17 @@ impl Inner {
             .map(|v| v.as_ref())
     }
 
+    /// The objects of a type in one namespace.
+    fn in_namespace(&self, rt: &ResourceType, ns: &str) -> Vec<&Value> {
+        self.objects
+            .get(&key(rt))
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, v)| v.as_ref())
+            .collect()
+    }
+
     /// The StorageClass annotated as the cluster's default.
     fn default_storage_class(&self) -> Option<String> {
         self.objects
@@ -320,6 +331,19 @@ impl Store {
                         "error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
                     ),
                 ));
+            }
+        }
+        if rt.kind == "Pod" {
+            // The PodSecurity admission plugin, then ResourceQuota (the last, as in kube-apiserver's order).
+            if let Some(namespace) = inner.find(resources::namespaces(), "", ns) {
+                crate::podsecurity::admit(&namespace["metadata"]["labels"], &obj)
+                    .map_err(|why| ApiError::forbidden("pods", &name, &why))?;
+            }
+            let quotas = inner.in_namespace(resources::resource_quotas(), ns);
+            if !quotas.is_empty() {
+                let pods = inner.in_namespace(resources::pods(), ns);
+                crate::quota::admit(&quotas, &pods, &obj)
+                    .map_err(|why| ApiError::forbidden("pods", &name, &why))?;
             }
         }
         if dry_run {
