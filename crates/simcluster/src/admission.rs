@@ -83,11 +83,21 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
                 obj["status"] = json!({});
             }
         }
-        "CronJob" => validate_job_template(
-            &obj["spec"]["jobTemplate"]["spec"]["template"],
-            "spec.jobTemplate.spec.template",
-            &mut causes,
-        ),
+        "CronJob" => {
+            let schedule = obj["spec"]["schedule"].as_str().unwrap_or_default();
+            if let Err(why) = crate::cron::Schedule::parse(schedule) {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "spec.schedule",
+                    &format!("Invalid value: {schedule:?}: {why}"),
+                ));
+            }
+            validate_job_template(
+                &obj["spec"]["jobTemplate"]["spec"]["template"],
+                "spec.jobTemplate.spec.template",
+                &mut causes,
+            )
+        }
         "Service" => allocate_cluster_ip(obj, old),
         "Namespace" if old.is_none() => obj["status"] = json!({"phase": "Active"}),
         // TaintNodesByCondition: nothing is scheduled onto a new node until it is Ready.

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod catalog;
 pub mod clock;
 pub mod controllers;
+pub mod cron;
 pub mod defaults;
 pub mod error;
 pub mod events;

@@ -769,3 +769,97 @@ fn a_restricted_namespace_refuses_a_root_pod_naming_the_fields() {
         );
     }
 }
+
+/// CronJobs run on their schedule (a simulated minute is 3 s at --time-scale 20) and keep their status; a schedule
+/// that does not parse is refused; a Job past its activeDeadlineSeconds fails with DeadlineExceeded.
+#[test]
+fn cronjobs_run_on_schedule_and_jobs_stop_at_their_deadline() {
+    let Some(sim) = start() else { return };
+    let (ok, text) = sim.kubectl(&[
+        "create",
+        "cronjob",
+        "bad",
+        "--image=busybox:1.36",
+        "--schedule=61 * * * *",
+        "--",
+        "true",
+    ]);
+    assert!(!ok && text.contains("spec.schedule"), "{text}");
+    sim.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox:1.36",
+        "--schedule=*/1 * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ]);
+    let jobs = sim.until(
+        &["get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"],
+        "a job of the cronjob",
+        |t| t.contains("tick-"),
+    );
+    let first = jobs
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let minute: i64 = first.trim_start_matches("tick-").parse().unwrap();
+    assert!(
+        minute > 29_000_000,
+        "named after the scheduled minute since the epoch: {first}"
+    );
+    sim.until(
+        &[
+            "get",
+            "job",
+            &first,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Complete\")].status}",
+        ],
+        "the job to complete",
+        |t| t.trim() == "True",
+    );
+    sim.until(
+        &[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime} {.status.lastSuccessfulTime}",
+        ],
+        "the cronjob's status",
+        |t| t.split_whitespace().count() == 2,
+    );
+    sim.ok(&[
+        "create",
+        "job",
+        "slow",
+        "--image=busybox:1.36",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    sim.ok(&[
+        "patch",
+        "job",
+        "slow",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"activeDeadlineSeconds\":20}}",
+    ]);
+    let reason = sim.until(
+        &[
+            "get",
+            "job",
+            "slow",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ],
+        "the job to fail at its deadline",
+        |t| t.trim() == "DeadlineExceeded",
+    );
+    assert_eq!(reason.trim(), "DeadlineExceeded");
+}

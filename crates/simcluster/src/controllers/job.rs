@@ -1,6 +1,7 @@
 //! The job controller: a Job runs pods from its template until `completions` of them succeed (`parallelism` at a
 //! time), counts failed pods against `backoffLimit` with the back-off between them (10 s doubling, at most 6
-//! minutes), and ends `Complete` or `Failed` with the conditions and events a real one writes. Its pods stay when
+//! minutes) and its run against `activeDeadlineSeconds`, and ends `Complete` or `Failed` (`BackoffLimitExceeded`,
+//! `DeadlineExceeded`) with the conditions and events a real one writes. Its pods stay when
 //! it ends; deleting the Job deletes them (they are owned by it).
 
 use super::{controller_uid, name, ns, owner_ref, source, uid, write_status};
@@ -82,21 +83,39 @@ pub fn reconcile(store: &Store, recorder: &Recorder, clock: crate::Clock) {
         let src = source("job-controller");
         let mut conditions = Vec::new();
         let ts = now();
-        if failed > backoff_limit {
+        // activeDeadlineSeconds counts from the Job's start, whatever its pods do.
+        let past_deadline = spec["activeDeadlineSeconds"].as_u64().is_some_and(|d| {
+            job["status"]["startTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .and_then(|t| {
+                    (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                        .to_std()
+                        .ok()
+                })
+                .is_some_and(|ran| ran >= clock.real(Duration::from_secs(d)))
+        });
+        let failure = if failed > backoff_limit {
+            Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ))
+        } else if past_deadline {
+            Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = failure {
             for p in &active {
                 let _ = store.delete(resources::pods(), ns(p), name(p), &DeleteOptions::default());
             }
-            let message = "Job has reached the specified backoff limit";
-            recorder.record(
-                store,
-                &src,
-                job,
-                None,
-                ("Warning", "BackoffLimitExceeded", message),
-            );
-            conditions.push(json!({"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+            recorder.record(store, &src, job, None, ("Warning", reason, message));
+            conditions.push(json!({"type": "FailureTarget", "status": "True", "reason": reason,
                                    "message": message, "lastProbeTime": ts, "lastTransitionTime": ts}));
-            conditions.push(json!({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            conditions.push(json!({"type": "Failed", "status": "True", "reason": reason,
                                    "message": message, "lastProbeTime": ts, "lastTransitionTime": ts}));
         } else if completions.is_some_and(|c| succeeded >= c) {
             recorder.record(

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod cronjob;
 mod endpoints;
 pub mod gitops;
 mod job;
@@ -27,12 +28,13 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
     let recorder = Recorder::default();
     let mut scheduler = cluster.run_scheduler.then(Scheduler::default);
     let mut progress = Progress::default();
+    let mut cursors = cronjob::Cursors::default();
     loop {
         reconcile(
             &cluster.store,
             &recorder,
             scheduler.as_mut(),
-            &mut progress,
+            (&mut progress, &mut cursors),
             cluster.clock,
         );
         loop {
@@ -60,7 +62,7 @@ pub fn reconcile(
     store: &Store,
     recorder: &Recorder,
     scheduler: Option<&mut Scheduler>,
-    progress: &mut Progress,
+    (progress, cursors): (&mut Progress, &mut cronjob::Cursors),
     clock: crate::Clock,
 ) {
     collect_garbage(store);
@@ -79,6 +81,7 @@ pub fn reconcile(
     for rs in &replicasets {
         replicaset::reconcile(store, recorder, rs);
     }
+    cronjob::reconcile(store, recorder, cursors, clock);
     job::reconcile(store, recorder, clock);
     endpoints::reconcile(store);
     // The quota controller: each ResourceQuota's usage.
