@@ -36,7 +36,8 @@ ROOTS = [
     ("storage.k8s.io/v1", "StorageClass", "api.storage.v1"),
     ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1"),
     ("networking.k8s.io/v1", "NetworkPolicy", "api.networking.v1"),
-] + [("rbac.authorization.k8s.io/v1", k, "api.rbac.v1")
+] + [("authorization.k8s.io/v1", k, "api.authorization.v1")
+     for k in ["SubjectAccessReview", "SelfSubjectAccessReview", "LocalSubjectAccessReview"]] + [("rbac.authorization.k8s.io/v1", k, "api.rbac.v1")
      for k in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 
 # Messages the decoder reads itself (timestamps, quantities, int-or-string, raw JSON): their fields are not listed.
@@ -143,6 +144,9 @@ def main():
                 # An embedded Go struct (`json:",inline"`): its fields are the parent's in JSON.
                 json = "-"
                 inlined_into[target] = msg
+            if json is None and msg.endswith(".ExtraValue"):
+                # A Go []string in JSON, a message in protobuf: an access review's `extra`, which RBAC does not read.
+                continue
             if json is None:
                 sys.exit(f"{msg}.{field}: no JSON name in k8s-openapi")
             if kind == "btree_map":

@@ -201,6 +201,15 @@ async fn group_api(
             g["apiVersion"] = json!("v1");
             axum::Json(g).into_response()
         }
+        ["authorization.k8s.io", "v1", rest @ ..] => {
+            let req = Req {
+                method,
+                params,
+                headers,
+                body,
+            };
+            access_review(&c, rest, &req).unwrap_or_else(IntoResponse::into_response)
+        }
         [group, version, rest @ ..] => {
             let req = Req {
                 method,
@@ -214,6 +223,102 @@ async fn group_api(
         }
         _ => ApiError::unsupported_path(&format!("/apis/{rest}")).into_response(),
     }
+}
+
+/// `authorization.k8s.io/v1` access reviews, decided by RBAC over the stored Roles, ClusterRoles and bindings
+/// (`rbac`). Created, never stored, as on a real API server.
+fn access_review(c: &Cluster, segs: &[&str], req: &Req) -> Result<Response, ApiError> {
+    use crate::rbac;
+    if segs.is_empty() && req.method == Method::GET {
+        let resource = |plural: &str, kind: &str, namespaced: bool| json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["create"]});
+        return Ok(
+            axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "authorization.k8s.io/v1", "resources": [
+                resource("localsubjectaccessreviews", "LocalSubjectAccessReview", true),
+                resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+                resource("subjectaccessreviews", "SubjectAccessReview", false)]}))
+            .into_response(),
+        );
+    }
+    let (kind, namespace) = match segs {
+        ["subjectaccessreviews"] => ("SubjectAccessReview", None),
+        ["selfsubjectaccessreviews"] => ("SelfSubjectAccessReview", None),
+        ["namespaces", ns, "localsubjectaccessreviews"] => ("LocalSubjectAccessReview", Some(*ns)),
+        _ => return Err(ApiError::unsupported_path(&segs.join("/"))),
+    };
+    if req.method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} is not supported on {kind}",
+            req.method
+        )));
+    }
+    let review = object_body(req)?;
+    let spec = &review["spec"];
+    let mut attrs = rbac::Attributes::from_review(spec);
+    if let Some(ns) = namespace {
+        if !attrs.namespace.is_empty() && attrs.namespace != ns {
+            return Err(ApiError::bad_request(format!(
+                "spec.resourceAttributes.namespace must match the namespace {ns}"
+            )));
+        }
+        attrs.namespace = ns.to_string();
+    }
+    let header = |name: &str| -> Vec<String> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    };
+    let (user, asked_groups) = if kind == "SelfSubjectAccessReview" {
+        match header("impersonate-user").into_iter().next() {
+            Some(user) => (user, header("impersonate-group")),
+            // The kubeconfig's user: the cluster admin.
+            None => {
+                let mut out = review.clone();
+                out["status"] = json!({"allowed": true, "reason": "simcluster: the cluster admin may do anything"});
+                return Ok(json_response(StatusCode::CREATED, out));
+            }
+        }
+    } else {
+        let groups = spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(String::from))
+            .collect();
+        (
+            spec["user"].as_str().unwrap_or_default().to_string(),
+            groups,
+        )
+    };
+    let list = |k: &str| {
+        resources::by_kind(k)
+            .map(|rt| c.store.list(rt, None).0)
+            .unwrap_or_default()
+    };
+    let (roles, cluster_roles, role_bindings, cluster_role_bindings) = (
+        list("Role"),
+        list("ClusterRole"),
+        list("RoleBinding"),
+        list("ClusterRoleBinding"),
+    );
+    let objects = rbac::Objects {
+        roles: &roles,
+        cluster_roles: &cluster_roles,
+        role_bindings: &role_bindings,
+        cluster_role_bindings: &cluster_role_bindings,
+    };
+    let (allowed, reason) = rbac::decide(
+        &objects,
+        &user,
+        &rbac::groups_of(&user, &asked_groups),
+        &attrs,
+    );
+    let mut out = rbac::answer(&review, allowed, &reason);
+    out["apiVersion"] = json!("authorization.k8s.io/v1");
+    out["kind"] = json!(kind);
+    Ok(json_response(StatusCode::CREATED, out))
 }
 
 fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {

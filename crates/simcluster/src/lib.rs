@@ -24,6 +24,7 @@ pub mod process;
 pub mod protobuf;
 pub mod quantity;
 pub mod quota;
+pub mod rbac;
 pub mod registry;
 pub mod resources;
 pub mod rootfs;

@@ -863,3 +863,65 @@ fn cronjobs_run_on_schedule_and_jobs_stop_at_their_deadline() {
     );
     assert_eq!(reason.trim(), "DeadlineExceeded");
 }
+
+/// Access reviews decided by RBAC over the stored Roles and bindings: `kubectl auth can-i --as` a ServiceAccount
+/// answers yes for exactly what a RoleBinding grants it in its namespace, and no elsewhere or across namespaces.
+#[test]
+fn kubectl_auth_can_i_answers_as_rbac_decides() {
+    let Some(sim) = start() else { return };
+    sim.ok(&["create", "namespace", "shop"]);
+    sim.ok(&["create", "serviceaccount", "app", "-n", "shop"]);
+    sim.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "-n",
+        "shop",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    sim.ok(&[
+        "create",
+        "rolebinding",
+        "read-pods",
+        "-n",
+        "shop",
+        "--role=pod-reader",
+        "--serviceaccount=shop:app",
+    ]);
+    let as_app = "--as=system:serviceaccount:shop:app";
+    let can = |args: &[&str]| {
+        let mut argv = vec!["auth", "can-i"];
+        argv.extend_from_slice(args);
+        let (_, text) = sim.kubectl(&argv);
+        text.trim().to_string()
+    };
+    assert_eq!(can(&["list", "pods", "-n", "shop", as_app]), "yes");
+    assert_eq!(can(&["delete", "pods", "-n", "shop", as_app]), "no");
+    assert_eq!(can(&["list", "pods", "-n", "default", as_app]), "no");
+    assert_eq!(can(&["list", "pods", "-A", as_app]), "no");
+    assert_eq!(can(&["list", "secrets", "-n", "shop", as_app]), "no");
+    assert_eq!(
+        can(&["delete", "pods", "-n", "shop"]),
+        "yes",
+        "the kubeconfig's user is the admin"
+    );
+    let review = sim.dir.path().join("sar.yaml");
+    std::fs::write(
+        &review,
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: system:serviceaccount:shop:app\n\
+         \x20 resourceAttributes: {namespace: shop, verb: list, resource: pods}\n",
+    )
+    .unwrap();
+    let out = sim.ok(&[
+        "create",
+        "-f",
+        review.to_str().unwrap(),
+        "-o",
+        "jsonpath={.status.allowed} {.status.reason}",
+    ]);
+    assert_eq!(
+        out,
+        "true RBAC: allowed by RoleBinding \"read-pods/shop\" of Role \"pod-reader\" to system:serviceaccount:shop:app"
+    );
+}
