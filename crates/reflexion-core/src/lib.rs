@@ -18,6 +18,7 @@ pub mod policy;
 pub mod progress;
 pub mod quantity;
 pub mod reflect;
+pub mod refusal;
 pub mod report;
 pub mod revision;
 pub mod signature;

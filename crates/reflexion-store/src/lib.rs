@@ -44,6 +44,22 @@ pub enum DbError {
     Corrupt(String),
 }
 
+impl DbError {
+    /// The database could not be reached (a pool timeout, a lost connection): the same write may pass later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlx(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, DbError>;
 
 #[derive(Clone)]

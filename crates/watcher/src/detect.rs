@@ -64,13 +64,21 @@ impl Detector {
             .default_backoff()
             .applied_objects();
         let event_stream = watcher(
-            events,
+            events.clone(),
             watcher::Config::default().fields("reason=Unhealthy,involvedObject.kind=Pod"),
+        )
+        .default_backoff()
+        .applied_objects();
+        // A workload whose pods the API server refuses has no pod to watch: its ReplicaSet's FailedCreate says so.
+        let refusal_stream = watcher(
+            events,
+            watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=ReplicaSet"),
         )
         .default_backoff()
         .applied_objects();
         futures::pin_mut!(pod_stream);
         futures::pin_mut!(event_stream);
+        futures::pin_mut!(refusal_stream);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -83,6 +91,11 @@ impl Detector {
                 next = event_stream.next() => match next {
                     Some(Ok(event)) => self.observe_unhealthy(event).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "event watch error; retrying"),
+                    None => return,
+                },
+                next = refusal_stream.next() => match next {
+                    Some(Ok(event)) => self.observe_failed_create(event).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "FailedCreate event watch error; retrying"),
                     None => return,
                 },
             }
@@ -112,6 +125,101 @@ impl Detector {
         // pod's events, since the kubelet repeats this event on every failed probe.
         if let Some(failure) = classify(&pod, &[ev]) {
             self.report(&pod, failure).await;
+        }
+    }
+
+    /// A ReplicaSet the API server refuses pods to (a quota, Pod Security, a missing ServiceAccount): one report on
+    /// its Deployment per revision, named after the ReplicaSet (there is no pod).
+    async fn observe_failed_create(&mut self, event: Event) {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        use reflexion_core::owner::OwnerLink;
+        use reflexion_core::refusal::{FAILED_CREATE, Refusal};
+        let involved = event.involved_object.clone();
+        let ev = PodEvent::from(event);
+        let (Some(ns), Some(name)) = (involved.namespace, involved.name) else {
+            return;
+        };
+        let rs = match Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+        {
+            // Still this ReplicaSet, and still short of the pods it wants.
+            Ok(Some(rs))
+                if rs.uid() == involved.uid
+                    && rs.metadata.deletion_timestamp.is_none()
+                    && rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+                        > rs.status.as_ref().map_or(0, |s| s.replicas) =>
+            {
+                rs
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, replicaset = %name, "could not read a ReplicaSet that cannot create its pods");
+                return;
+            }
+        };
+        let mut chain = vec![OwnerLink {
+            kind: "ReplicaSet".into(),
+            name: name.clone(),
+            uid: rs.uid().unwrap_or_default(),
+        }];
+        if let Some(owner) = rs
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+        {
+            chain.push(OwnerLink {
+                kind: owner.kind.clone(),
+                name: owner.name.clone(),
+                uid: owner.uid.clone(),
+            });
+        }
+        let Some(target) = fix_target(&ns, &chain) else {
+            return;
+        };
+        let refusal = Refusal::of(&ev.message);
+        let key = FailureKey {
+            namespace: ns.clone(),
+            workload_kind: target.kind.to_string(),
+            workload_name: target.name.clone(),
+            container: String::new(),
+            family: format!("failed_create/{}", refusal.cause()),
+            revision: format!(
+                "{}/{}",
+                rs.labels()
+                    .get("pod-template-hash")
+                    .cloned()
+                    .unwrap_or_default(),
+                chain.last().map(|l| l.uid.as_str()).unwrap_or_default()
+            ),
+        };
+        if !self.dedup.should_report(&key, Instant::now()) {
+            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let report = FailureReport {
+            pod_name: name.clone(),
+            namespace: ns,
+            error_type: FAILED_CREATE.into(),
+            idempotency_key: Some(format!("{}-failed-create", rs.uid().unwrap_or_default())),
+            cluster: self.cluster.clone(),
+            real_k8s_data: K8sData {
+                events: vec![ev],
+                owner_chain: chain,
+                signature: Some(key.family.clone()),
+                detected_at: Some(chrono::Utc::now().to_rfc3339()),
+                ..K8sData::default()
+            },
+        };
+        tracing::info!(replicaset = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
+        match self.sender.send(&report) {
+            Ok(()) => {
+                self.metrics.detected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, workload = %target, "could not spool the report; will retry on the next event");
+                self.dedup.forget(&key);
+            }
         }
     }
 

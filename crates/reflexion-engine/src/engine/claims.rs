@@ -229,6 +229,15 @@ impl Engine {
     /// An incident whose work stopped on an error ends failed, saying why.
     pub(super) async fn fail_on_error(&self, id: &str, worked: Result<(), super::EngineError>) {
         if let Err(e) = worked {
+            // The database out of reach: nothing can be recorded now, and a "failed" written the moment it comes back
+            // would end an incident that only waited. It stays where it is, and is taken up again (by any replica)
+            // once its claim has been idle for the claim TTL.
+            if let super::EngineError::Db(db) = &e
+                && db.is_unreachable()
+            {
+                tracing::error!(incident = %id, error = %e, "incident interrupted: the database is out of reach; it is taken up again later");
+                return;
+            }
             // After a write (executing or verifying) the change may be live: it is never left failed and
             // unverified. The incident stays where it is, and is read back and verified (then kept or handed over)
             // when taken up again — by any replica, once its claim has been idle for the claim TTL.

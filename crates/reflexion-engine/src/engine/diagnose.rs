@@ -75,6 +75,10 @@ impl Engine {
             &inc.namespace,
             &inc.workload_name,
         );
+        if report.error_type == reflexion_core::refusal::FAILED_CREATE {
+            self.refused_pods(inc, &workload).await?;
+            return Ok(None);
+        }
         match self
             .examine(&workload, &inc.pod_name, reported.as_ref())
             .await?

@@ -7,6 +7,7 @@ mod llm_planning;
 mod options;
 mod plan;
 mod proposals;
+mod refused;
 mod route;
 mod rules;
 mod trial;

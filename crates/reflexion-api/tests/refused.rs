@@ -1,0 +1,117 @@
+//! Workloads whose pods the API server refuses — no pod fails, none exists: the watcher sees the ReplicaSet's
+//! `FailedCreate`, and the incident is handed over naming the quota's numbers or the Pod Security checks, with
+//! nothing changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use support::{Options, Stack, finished_incident};
+
+fn deployment(ns: &str, resources: Value) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "resources": resources}]}}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "compute"}, "spec": {"hard": {"requests.memory": "512Mi"}}
+    }))
+    .unwrap();
+    Api::<ResourceQuota>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("default", json!({"requests": {"memory": "300Mi"}})),
+        )
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert_eq!(detail["signature"], "failed_create/quota", "{detail}");
+    assert_eq!(
+        (
+            detail["workload"]["kind"].as_str(),
+            detail["workload"]["name"].as_str()
+        ),
+        (Some("Deployment"), Some("web"))
+    );
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains(
+            "deployment/web -n default cannot create its pods: ResourceQuota compute would be exceeded (requests.memory: a pod asks 300Mi, 300Mi is used of 512Mi)"
+        ),
+        "{outcome}"
+    );
+    assert!(outcome.contains("raise ResourceQuota compute"), "{outcome}");
+    assert_eq!(detail["evidence"]["refusal"]["kind"], "quota", "{detail}");
+    assert_eq!(detail["audit"], json!([]), "nothing changed");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.metadata.generation, Some(1), "the template is as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_deployment_in_a_restricted_namespace_is_handed_over_naming_the_fields() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": "locked", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "locked");
+    deployments
+        .create(&PostParams::default(), &deployment("locked", json!({})))
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert_eq!(
+        detail["signature"], "failed_create/pod_security",
+        "{detail}"
+    );
+    let outcome = detail["outcome"].as_str().unwrap();
+    for field in [
+        "the namespace enforces Pod Security \"restricted:latest\"",
+        "securityContext.allowPrivilegeEscalation=false",
+        "securityContext.runAsNonRoot=true",
+        "securityContext.capabilities.drop=[\"ALL\"]",
+        "never weakens a namespace's security level",
+    ] {
+        assert!(outcome.contains(field), "{field}: {outcome}");
+    }
+    assert_eq!(detail["audit"], json!([]), "nothing changed");
+    let labels = Api::<Namespace>::all(client)
+        .get("locked")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+}
