@@ -280,3 +280,32 @@ impl Engine {
         self.run(id).await
     }
 }
+
+/// This process works (or waits to work) an incident: its claim is renewed and no other task of this process takes
+/// it up. Let go when dropped — at the end of the work, on an error, on a panic's unwinding, or when an approval's
+/// request is dropped.
+pub(crate) struct Hold {
+    engine: Engine,
+    pub(super) id: String,
+}
+
+impl Hold {
+    pub(super) fn new(engine: &Engine, id: &str) -> Self {
+        engine.inner.claims.hold(id);
+        Self::held(engine, id)
+    }
+
+    /// For an id held already (`Claims::hold_new`).
+    pub(super) fn held(engine: &Engine, id: &str) -> Self {
+        Self {
+            engine: engine.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.engine.inner.claims.let_go(&self.id);
+    }
+}
