@@ -115,3 +115,51 @@ async fn a_root_deployment_in_a_restricted_namespace_is_handed_over_naming_the_f
         Some("restricted")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_whose_jobs_cannot_create_pods_is_handed_over_at_the_cronjob() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": "batch", "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    // Every minute (6 s at the stack's time scale), a Job whose pod asks for the host's network.
+    let cron: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "nightly", "namespace": "batch"},
+        "spec": {"schedule": "*/1 * * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "hostNetwork": true,
+            "containers": [{"name": "report", "image": "busybox:1.36", "command": ["true"]}]}}}}}
+    }))
+    .unwrap();
+    Api::<CronJob>::namespaced(client, "batch")
+        .create(&PostParams::default(), &cron)
+        .await
+        .unwrap();
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert_eq!(
+        (
+            detail["workload"]["kind"].as_str(),
+            detail["workload"]["name"].as_str()
+        ),
+        (Some("CronJob"), Some("nightly")),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["signature"], "failed_create/pod_security",
+        "{detail}"
+    );
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("cronjob/nightly -n batch cannot create its pods: the namespace enforces Pod Security \"baseline:latest\"")
+            && outcome.contains("host namespaces (hostNetwork=true)"),
+        "{outcome}"
+    );
+    assert_eq!(detail["audit"], json!([]), "nothing changed");
+}

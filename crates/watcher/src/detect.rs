@@ -72,7 +72,7 @@ impl Detector {
         // A workload whose pods the API server refuses has no pod to watch: its ReplicaSet's FailedCreate says so.
         let refusal_stream = watcher(
             events,
-            watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=ReplicaSet"),
+            watcher::Config::default().fields("reason=FailedCreate"),
         )
         .default_backoff()
         .applied_objects();
@@ -128,52 +128,24 @@ impl Detector {
         }
     }
 
-    /// A ReplicaSet the API server refuses pods to (a quota, Pod Security, a missing ServiceAccount): one report on
-    /// its Deployment per revision, named after the ReplicaSet (there is no pod).
+    /// A ReplicaSet or Job the API server refuses pods to (a quota, Pod Security, a missing ServiceAccount): one
+    /// report on the workload that owns it per revision, named after the object that cannot create its pods
+    /// (there is no pod).
     async fn observe_failed_create(&mut self, event: Event) {
-        use k8s_openapi::api::apps::v1::ReplicaSet;
-        use reflexion_core::owner::OwnerLink;
         use reflexion_core::refusal::{FAILED_CREATE, Refusal};
         let involved = event.involved_object.clone();
         let ev = PodEvent::from(event);
-        let (Some(ns), Some(name)) = (involved.namespace, involved.name) else {
+        let (Some(ns), Some(name)) = (involved.namespace.clone(), involved.name.clone()) else {
             return;
         };
-        let rs = match Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
-            .get_opt(&name)
-            .await
-        {
-            // Still this ReplicaSet, and still short of the pods it wants.
-            Ok(Some(rs))
-                if rs.uid() == involved.uid
-                    && rs.metadata.deletion_timestamp.is_none()
-                    && rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-                        > rs.status.as_ref().map_or(0, |s| s.replicas) =>
-            {
-                rs
-            }
-            Ok(_) => return,
+        let (chain, revision) = match crate::refused::owners(&self.client, &involved).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, replicaset = %name, "could not read a ReplicaSet that cannot create its pods");
+                tracing::warn!(error = %e, object = %name, "could not read an object that cannot create its pods");
                 return;
             }
         };
-        let mut chain = vec![OwnerLink {
-            kind: "ReplicaSet".into(),
-            name: name.clone(),
-            uid: rs.uid().unwrap_or_default(),
-        }];
-        if let Some(owner) = rs
-            .owner_references()
-            .iter()
-            .find(|r| r.controller == Some(true))
-        {
-            chain.push(OwnerLink {
-                kind: owner.kind.clone(),
-                name: owner.name.clone(),
-                uid: owner.uid.clone(),
-            });
-        }
         let Some(target) = fix_target(&ns, &chain) else {
             return;
         };
@@ -184,14 +156,7 @@ impl Detector {
             workload_name: target.name.clone(),
             container: String::new(),
             family: format!("failed_create/{}", refusal.cause()),
-            revision: format!(
-                "{}/{}",
-                rs.labels()
-                    .get("pod-template-hash")
-                    .cloned()
-                    .unwrap_or_default(),
-                chain.last().map(|l| l.uid.as_str()).unwrap_or_default()
-            ),
+            revision,
         };
         if !self.dedup.should_report(&key, Instant::now()) {
             self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +166,10 @@ impl Detector {
             pod_name: name.clone(),
             namespace: ns,
             error_type: FAILED_CREATE.into(),
-            idempotency_key: Some(format!("{}-failed-create", rs.uid().unwrap_or_default())),
+            idempotency_key: Some(format!(
+                "{}-failed-create",
+                chain.first().map(|l| l.uid.as_str()).unwrap_or_default()
+            )),
             cluster: self.cluster.clone(),
             real_k8s_data: K8sData {
                 events: vec![ev],
@@ -211,7 +179,7 @@ impl Detector {
                 ..K8sData::default()
             },
         };
-        tracing::info!(replicaset = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
+        tracing::info!(object = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
         match self.sender.send(&report) {
             Ok(()) => {
                 self.metrics.detected.fetch_add(1, Ordering::Relaxed);

@@ -9,4 +9,5 @@ pub mod detect;
 pub mod lease;
 pub mod metrics;
 pub mod projection;
+pub mod refused;
 pub mod spool;

@@ -1,5 +1,6 @@
 //! A workload whose pods the API server refuses (a ResourceQuota, Pod Security admission, a missing ServiceAccount):
-//! there is no pod to diagnose, only the `ReplicaFailure` condition its ReplicaSet and Deployment carry. None of these
+//! there is no pod to diagnose, only the `ReplicaFailure` condition its ReplicaSet and Deployment carry (or, for a
+//! Job, its newest `FailedCreate` Event while it has not finished). None of these
 //! is changed automatically — a quota or a namespace's security level is someone's decision, an identity is never
 //! created — so the incident is handed over naming the quota's numbers, the failed checks or the missing account
 //! (`reflexion_core::refusal`).
@@ -7,7 +8,10 @@
 use super::{Engine, EngineError};
 use crate::db::Incident;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Event;
 use kube::Api;
+use kube::api::ListParams;
 use reflexion_core::IncidentState;
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::refusal::Refusal;
@@ -31,6 +35,42 @@ fn replica_failure(conditions: Option<serde_json::Value>) -> Option<(String, Str
 }
 
 impl Engine {
+    /// A Job (of a CronJob, or bare) that cannot create its pods has no condition saying so: its newest
+    /// `FailedCreate` Event does, while the Job has not finished.
+    async fn unfinished_job_refused(
+        &self,
+        ns: &str,
+        job: &str,
+    ) -> Result<Option<(String, String)>, EngineError> {
+        let client = self.scope.cluster.client().clone();
+        let Some(j) = Api::<Job>::namespaced(client.clone(), ns)
+            .get_opt(job)
+            .await
+            .map_err(crate::cluster::ClusterError::from)?
+        else {
+            return Ok(None);
+        };
+        let finished = j.status.and_then(|s| s.conditions).is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        });
+        if finished {
+            return Ok(None);
+        }
+        let events = Api::<Event>::namespaced(client, ns)
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+            )))
+            .await
+            .map_err(crate::cluster::ClusterError::from)?;
+        Ok(events
+            .items
+            .into_iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+            .and_then(|e| e.message)
+            .map(|m| ("FailedCreate".to_string(), m)))
+    }
+
     /// Hand the incident over with what the API server refuses, or dismiss it when the workload creates its pods
     /// again.
     pub(in crate::engine) async fn refused_pods(
@@ -60,6 +100,9 @@ impl Engine {
                 .map_err(crate::cluster::ClusterError::from)?
                 .and_then(|rs| serde_json::to_value(rs.status?.conditions?).ok());
             failure = replica_failure(of_deployment).or_else(|| replica_failure(of_replicaset));
+            if failure.is_none() {
+                failure = self.unfinished_job_refused(ns, &inc.pod_name).await?;
+            }
             if failure.is_some() {
                 break;
             }
