@@ -12,7 +12,7 @@ pub mod pods;
 
 pub use events::pod_events;
 pub use owners::{OwnerChains, known_chain, next_owner_kind};
-pub use pods::{current_replicaset, scaled_away, workload_pods};
+pub use pods::{current_replicaset, job_finished, scaled_away, workload_pods};
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {

@@ -12,6 +12,17 @@ use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 use reflexion_core::revision::{self, POD_TEMPLATE_HASH, controller};
 use std::fmt::Debug;
 
+/// Whether a Job has ended (`Complete` or `Failed`): it makes no more pods.
+pub fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
 /// Whether the object's controller is the object with this uid.
 fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
     controller(obj.meta().owner_references.as_ref()).is_some_and(|o| o.uid == uid)

@@ -147,6 +147,13 @@ async fn openapi_group_version(Path(gv): Path<String>) -> Response {
     .into_response()
 }
 
+/// Whether a DeleteOptions body asks for a dry run (`dryRun: ["All"]`).
+fn asks_dry_run(delete_options: &Value) -> bool {
+    delete_options["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == "All"))
+}
+
 /// A parsed resource path.
 struct Target {
     rt: &'static ResourceType,
@@ -385,11 +392,7 @@ async fn dispatch(
         let verb = crate::faults::verb(&req.method, t.name.is_some(), watch)?;
         // A dry run is never hit: asked in the query, or in a delete's DeleteOptions body (as kube-rs asks it).
         let body_dry_run = req.method == Method::DELETE
-            && serde_json::from_slice::<Value>(&req.body).is_ok_and(|b| {
-                b["dryRun"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|v| v == "All"))
-            });
+            && serde_json::from_slice::<Value>(&req.body).is_ok_and(|b| asks_dry_run(&b));
         if req.params.contains_key("dryRun") || body_dry_run {
             return None;
         }
@@ -901,9 +904,7 @@ fn delete_options_from(
     }
     let orphan = policy == "Orphan" || b["orphanDependents"] == true;
     let foreground = policy == "Foreground";
-    let body_dry = b["dryRun"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let body_dry = asks_dry_run(b);
     Ok(DeleteOptions {
         uid: b["preconditions"]["uid"].as_str().map(String::from),
         resource_version: b["preconditions"]["resourceVersion"]

@@ -49,14 +49,27 @@ fn name(c: &Value) -> &str {
 }
 
 /// `container "a"` or `containers "a", "b"`, as the plugin writes them.
-fn named(prefix: &str, names: &[&str]) -> String {
+fn named(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
     let noun = if names.len() == 1 {
         "container"
     } else {
         "containers"
     };
-    format!("{prefix}{noun} {}", quoted.join(", "))
+    format!("{noun} {}", quoted.join(", "))
+}
+
+/// A check each container passes or fails: when some fail, `words` with `{}` naming them.
+fn per_container(
+    out: &mut Vec<String>,
+    all: &[&Value],
+    fails: impl Fn(&Value) -> bool,
+    words: &str,
+) {
+    let failing: Vec<&str> = all.iter().filter(|c| fails(c)).map(|c| name(c)).collect();
+    if !failing.is_empty() {
+        out.push(words.replace("{}", &named(&failing)));
+    }
 }
 
 /// The checks a pod fails at `level` (`baseline` or `restricted`), each as the plugin words it.
@@ -72,17 +85,12 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
     if !host.is_empty() {
         out.push(format!("host namespaces ({})", host.join(", ")));
     }
-    let privileged: Vec<&str> = all
-        .iter()
-        .filter(|c| c["securityContext"]["privileged"] == true)
-        .map(|c| name(c))
-        .collect();
-    if !privileged.is_empty() {
-        out.push(format!(
-            "privileged ({} must not set securityContext.privileged=true)",
-            named("", &privileged)
-        ));
-    }
+    per_container(
+        &mut out,
+        &all,
+        |c| c["securityContext"]["privileged"] == true,
+        "privileged ({} must not set securityContext.privileged=true)",
+    );
     let mut added: Vec<String> = Vec::new();
     let mut adders: Vec<&str> = Vec::new();
     for c in &all {
@@ -106,7 +114,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
     if !adders.is_empty() {
         out.push(format!(
             "non-default capabilities ({} must not include {} in securityContext.capabilities.add)",
-            named("", &adders),
+            named(&adders),
             added.join(", ")
         ));
     }
@@ -146,7 +154,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
     if !port_users.is_empty() {
         out.push(format!(
             "hostPort ({} uses hostPort {})",
-            named("", &port_users),
+            named(&port_users),
             ports.join(", ")
         ));
     }
@@ -173,20 +181,16 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
             restricted_volumes.join(", ")
         ));
     }
-    let escalating: Vec<&str> = all
-        .iter()
-        .filter(|c| c["securityContext"]["allowPrivilegeEscalation"] != false)
-        .map(|c| name(c))
-        .collect();
-    if !escalating.is_empty() {
-        out.push(format!(
-            "allowPrivilegeEscalation != false ({} must set securityContext.allowPrivilegeEscalation=false)",
-            named("", &escalating)
-        ));
-    }
-    let undropped: Vec<&str> = all
-        .iter()
-        .filter(|c| {
+    per_container(
+        &mut out,
+        &all,
+        |c| c["securityContext"]["allowPrivilegeEscalation"] != false,
+        "allowPrivilegeEscalation != false ({} must set securityContext.allowPrivilegeEscalation=false)",
+    );
+    per_container(
+        &mut out,
+        &all,
+        |c| {
             let caps = &c["securityContext"]["capabilities"];
             let drops_all = caps["drop"]
                 .as_array()
@@ -195,30 +199,19 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
                 .as_array()
                 .is_none_or(|a| a.iter().all(|x| x == "NET_BIND_SERVICE"));
             !(drops_all && adds_only_bind)
-        })
-        .map(|c| name(c))
-        .collect();
-    if !undropped.is_empty() {
-        out.push(format!(
-            "unrestricted capabilities ({} must set securityContext.capabilities.drop=[\"ALL\"])",
-            named("", &undropped)
-        ));
-    }
+        },
+        "unrestricted capabilities ({} must set securityContext.capabilities.drop=[\"ALL\"])",
+    );
     let pod_non_root = spec["securityContext"]["runAsNonRoot"] == true;
-    let root_capable: Vec<&str> = all
-        .iter()
-        .filter(|c| match c["securityContext"]["runAsNonRoot"].as_bool() {
+    per_container(
+        &mut out,
+        &all,
+        |c| match c["securityContext"]["runAsNonRoot"].as_bool() {
             Some(v) => !v,
             None => !pod_non_root,
-        })
-        .map(|c| name(c))
-        .collect();
-    if !root_capable.is_empty() {
-        out.push(format!(
-            "runAsNonRoot != true (pod or {} must set securityContext.runAsNonRoot=true)",
-            named("", &root_capable)
-        ));
-    }
+        },
+        "runAsNonRoot != true (pod or {} must set securityContext.runAsNonRoot=true)",
+    );
     let as_root: Vec<&str> = all
         .iter()
         .filter(|c| c["securityContext"]["runAsUser"] == 0)
@@ -229,7 +222,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
     } else if !as_root.is_empty() {
         out.push(format!(
             "runAsUser=0 ({} must not set runAsUser=0)",
-            named("", &as_root)
+            named(&as_root)
         ));
     }
     let confined = |sc: &Value| {
@@ -239,24 +232,19 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
         )
     };
     let pod_confined = confined(&spec["securityContext"]);
-    let unconfined: Vec<&str> = all
-        .iter()
-        .filter(|c| {
+    per_container(
+        &mut out,
+        &all,
+        |c| {
             let sc = &c["securityContext"];
             if sc["seccompProfile"].is_null() {
                 !pod_confined
             } else {
                 !confined(sc)
             }
-        })
-        .map(|c| name(c))
-        .collect();
-    if !unconfined.is_empty() {
-        out.push(format!(
-            "seccompProfile (pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
-            named("", &unconfined)
-        ));
-    }
+        },
+        "seccompProfile (pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
+    );
     out
 }
 

@@ -19,7 +19,7 @@ const TRACKED: [&str; 7] = [
 ];
 
 /// What one pod counts against `resource`, `None` when a container leaves it out (a quota tracking it refuses the
-/// pod). A container's request defaults to its limit, as the API server's defaulting does.
+/// pod).
 fn pod_amount(pod: &Value, resource: &str) -> Option<f64> {
     if resource == "pods" {
         return Some(1.0);
@@ -28,16 +28,19 @@ fn pod_amount(pod: &Value, resource: &str) -> Option<f64> {
         "cpu" | "memory" => ("requests", resource),
         other => other.split_once('.')?,
     };
-    let containers = pod["spec"]["containers"].as_array()?;
-    let mut sum = 0.0;
-    for c in containers {
+    // A container's request defaults to its limit, as the API server's defaulting does.
+    let amount = |c: &Value| -> Option<f64> {
         let r = &c["resources"];
         let q = r[kind][name].as_str().or_else(|| {
             (kind == "requests")
                 .then(|| r["limits"][name].as_str())
                 .flatten()
         })?;
-        sum += quantity::parse(q)?;
+        quantity::parse(q)
+    };
+    let mut sum = 0.0;
+    for c in pod["spec"]["containers"].as_array()? {
+        sum += amount(c)?;
     }
     // An init container runs alone: its own amount counts when it is larger than the app containers' sum.
     for c in pod["spec"]["initContainers"]
@@ -45,16 +48,7 @@ fn pod_amount(pod: &Value, resource: &str) -> Option<f64> {
         .into_iter()
         .flatten()
     {
-        let r = &c["resources"];
-        if let Some(q) = r[kind][name]
-            .as_str()
-            .or_else(|| {
-                (kind == "requests")
-                    .then(|| r["limits"][name].as_str())
-                    .flatten()
-            })
-            .and_then(quantity::parse)
-        {
+        if let Some(q) = amount(c) {
             sum = sum.max(q);
         }
     }

@@ -477,6 +477,9 @@ pub fn service_accounts() -> &'static ResourceType {
 pub fn jobs() -> &'static ResourceType {
     &RESOURCES[13]
 }
+pub fn cronjobs() -> &'static ResourceType {
+    &RESOURCES[14]
+}
 pub fn endpoints() -> &'static ResourceType {
     &RESOURCES[12]
 }
@@ -631,6 +634,7 @@ mod tests {
             ("Service", "PersistentVolumeClaim", "Lease")
         );
         assert_eq!(resource_quotas().kind, "ResourceQuota");
+        assert_eq!(cronjobs().kind, "CronJob");
         assert!(
             api_resource_list("", "v1")
                 .is_some_and(|v| v["resources"].as_array().is_some_and(|a| a.len() > 6))

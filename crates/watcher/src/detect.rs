@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use reflexion_core::classify::{Failure, PodEvent, is_ready, readiness_keeps_failing};
-use reflexion_core::owner::fix_target;
+use reflexion_core::owner::{WorkloadRef, fix_target};
 use reflexion_core::report::{FailureReport, K8sData, MAX_EVENTS};
 use reflexion_core::revision::terminating;
 use reflexion_core::{Signature, classify};
@@ -180,15 +180,7 @@ impl Detector {
             },
         };
         tracing::info!(object = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
-        match self.sender.send(&report) {
-            Ok(()) => {
-                self.metrics.detected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, workload = %target, "could not spool the report; will retry on the next event");
-                self.dedup.forget(&key);
-            }
-        }
+        self.spool(&report, &key, &target);
     }
 
     /// `pod` is the watch stream's projection ([`WatchedPod`]).
@@ -296,13 +288,19 @@ impl Detector {
             },
         };
         tracing::info!(pod = %report.pod_name, namespace = %report.namespace, workload = %target, signature = %signature, "failure detected");
-        match self.sender.send(&report) {
+        self.spool(&report, &key, &target);
+    }
+
+    /// Spool a report; one that cannot be spooled is forgotten by the dedup, so the failure's next sighting
+    /// reports it again.
+    fn spool(&mut self, report: &FailureReport, key: &FailureKey, target: &WorkloadRef) {
+        match self.sender.send(report) {
             Ok(()) => {
                 self.metrics.detected.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                tracing::error!(error = %e, workload = %target, "could not spool the report; will retry on the next update");
-                self.dedup.forget(&key);
+                tracing::error!(error = %e, workload = %target, "could not spool the report; will retry when the failure is seen again");
+                self.dedup.forget(key);
             }
         }
     }

@@ -52,16 +52,10 @@ pub async fn owners(
             else {
                 return Ok(None);
             };
-            let finished = job
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter().any(|c| {
-                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
-                    })
-                });
-            if job.uid() != involved.uid || job.metadata.deletion_timestamp.is_some() || finished {
+            if job.uid() != involved.uid
+                || job.metadata.deletion_timestamp.is_some()
+                || reflexion_k8s::job_finished(&job)
+            {
                 return Ok(None);
             }
             // Each Job of a CronJob is a run of its own.

@@ -43,18 +43,12 @@ impl Engine {
         job: &str,
     ) -> Result<Option<(String, String)>, EngineError> {
         let client = self.scope.cluster.client().clone();
-        let Some(j) = Api::<Job>::namespaced(client.clone(), ns)
+        let running = Api::<Job>::namespaced(client.clone(), ns)
             .get_opt(job)
             .await
             .map_err(crate::cluster::ClusterError::from)?
-        else {
-            return Ok(None);
-        };
-        let finished = j.status.and_then(|s| s.conditions).is_some_and(|c| {
-            c.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        });
-        if finished {
+            .is_some_and(|j| !reflexion_k8s::job_finished(&j));
+        if !running {
             return Ok(None);
         }
         let events = Api::<Event>::namespaced(client, ns)

@@ -34,8 +34,7 @@ pub(super) fn reconcile(
     cursors: &mut Cursors,
     clock: crate::Clock,
 ) {
-    let kind = resources::by_kind("CronJob").unwrap_or(resources::jobs());
-    let (cronjobs, _) = store.list(kind, None);
+    let (cronjobs, _) = store.list(resources::cronjobs(), None);
     cursors
         .0
         .retain(|u, _| cronjobs.iter().any(|c| uid(c) == u));
@@ -145,8 +144,7 @@ fn run(store: &Store, recorder: &Recorder, cj: &Value, at: DateTime<Utc>, active
             ),
         ),
     }
-    let kind = resources::by_kind("CronJob").unwrap_or(resources::jobs());
-    let _ = store.modify(kind, ns(cj), name(cj), true, false, |o| {
+    let _ = store.modify(resources::cronjobs(), ns(cj), name(cj), true, false, |o| {
         let mut o = o.clone();
         o["status"]["lastScheduleTime"] = json!(crate::store::now());
         o["metadata"]["resourceVersion"] = Value::Null;
@@ -179,11 +177,7 @@ fn keep_history(store: &Store, cj: &Value, mine: &[&Value]) {
 }
 
 fn update_status(store: &Store, cj: &Value) {
-    let Ok(now) = store.get(
-        resources::by_kind("CronJob").unwrap_or(resources::jobs()),
-        ns(cj),
-        name(cj),
-    ) else {
+    let Ok(now) = store.get(resources::cronjobs(), ns(cj), name(cj)) else {
         return;
     };
     let (jobs, _) = store.list(resources::jobs(), Some(ns(cj)));
@@ -215,10 +209,5 @@ fn update_status(store: &Store, cj: &Value) {
     {
         status["lastSuccessfulTime"] = json!(t);
     }
-    write_status(
-        store,
-        resources::by_kind("CronJob").unwrap_or(resources::jobs()),
-        &now,
-        status,
-    );
+    write_status(store, resources::cronjobs(), &now, status);
 }

@@ -152,7 +152,7 @@ fn collect_garbage(store: &Store) {
         resources::replicasets(),
         resources::pods(),
         resources::jobs(),
-        resources::by_kind("CronJob").unwrap_or(resources::jobs()),
+        resources::cronjobs(),
         resources::endpoint_slices(),
     ];
     let all: Vec<(&'static resources::ResourceType, std::sync::Arc<Value>)> = kinds
