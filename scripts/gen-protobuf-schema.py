@@ -29,6 +29,7 @@ ROOTS = [
               "PersistentVolumeClaim", "Binding", "Endpoints", "ResourceQuota"]
 ] + [
     ("apps/v1", "Deployment", "api.apps.v1"), ("apps/v1", "ReplicaSet", "api.apps.v1"),
+    ("apps/v1", "StatefulSet", "api.apps.v1"), ("apps/v1", "DaemonSet", "api.apps.v1"),
     ("batch/v1", "Job", "api.batch.v1"), ("batch/v1", "CronJob", "api.batch.v1"),
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1"),
     ("policy/v1", "Eviction", "api.policy.v1"),

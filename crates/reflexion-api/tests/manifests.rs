@@ -175,7 +175,11 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "/events:list",
             "/events:watch",
             "apps/replicasets:get",
-            "batch/jobs:get"
+            "batch/jobs:get",
+            "/services:list",
+            "/services:watch",
+            "discovery.k8s.io/endpointslices:list",
+            "discovery.k8s.io/endpointslices:watch"
         ]),
         "the watcher only reads"
     );
@@ -209,6 +213,11 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "apps/deployments:patch",
             "apps/replicasets:get",
             "apps/replicasets:list",
+            "/services:get",
+            "/services:patch",
+            "apps/statefulsets:list",
+            "apps/daemonsets:list",
+            "discovery.k8s.io/endpointslices:list",
             "kustomize.toolkit.fluxcd.io/kustomizations:get",
             "source.toolkit.fluxcd.io/gitrepositories:get",
             "argoproj.io/applications:get",

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
-use support::{Options, Stack, finished_incident};
+use support::{Options, Stack, awaiting_approval, finished_incident};
 
 fn deployment(ns: &str, resources: Value) -> Deployment {
     serde_json::from_value(json!({
@@ -23,10 +23,8 @@ fn deployment(ns: &str, resources: Value) -> Deployment {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers() {
-    let stack = Stack::start(Options::default()).await;
-    let client = stack.kube().await;
+/// ResourceQuota `compute` in `default`: 512Mi of memory requests.
+async fn quota(client: &kube::Client) {
     let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": {"name": "compute"}, "spec": {"hard": {"requests.memory": "512Mi"}}
     }))
@@ -35,6 +33,13 @@ async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers(
         .create(&PostParams::default(), &quota)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    quota(&client).await;
     let deployments: Api<Deployment> = Api::namespaced(client, "default");
     deployments
         .create(
@@ -61,10 +66,49 @@ async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers(
         "{outcome}"
     );
     assert!(outcome.contains("raise ResourceQuota compute"), "{outcome}");
+    // Two pods of 300Mi beside the one running would have to ask 106Mi each: not proposed.
+    assert!(
+        outcome.contains("lowering requests to fit is not proposed: 2 pods fit beside the 300Mi used of 512Mi only at 106Mi"),
+        "{outcome}"
+    );
     assert_eq!(detail["evidence"]["refusal"]["kind"], "quota", "{detail}");
     assert_eq!(detail["audit"], json!([]), "nothing changed");
     let d = deployments.get("web").await.unwrap();
     assert_eq!(d.metadata.generation, Some(1), "the template is as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_whose_pod_cannot_fit_its_quota_waits_for_approval_with_requests_that_fit() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    quota(&client).await;
+    let mut d = deployment("default", json!({"requests": {"memory": "600Mi"}}));
+    d.spec.as_mut().unwrap().replicas = Some(1);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let waiting = awaiting_approval(&stack).await;
+    assert_eq!(waiting["signature"], "failed_create/quota", "{waiting}");
+    let command = waiting["pending_plan"]["command"].as_str().unwrap();
+    assert!(
+        command == "kubectl set resources deployment/web -c web --requests=memory=512Mi -n default",
+        "{command}"
+    );
+    assert_eq!(
+        deployments.get("web").await.unwrap().metadata.generation,
+        Some(1),
+        "nothing changes before approval"
+    );
+    stack.approve(&waiting).await;
+    let done = finished_incident(&stack).await;
+    assert_eq!(done["state"], "resolved", "{done}");
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, "default")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1, "the pod is created at last");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

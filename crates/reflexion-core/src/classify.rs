@@ -23,6 +23,11 @@ pub enum FailureKind {
     Evicted,
     /// Running, but never Ready: the readiness probe keeps failing (`Unhealthy` events).
     NotReady,
+    /// A Service has no endpoints because its selector matches no pod (`crate::service`): no pod fails.
+    NoEndpoints,
+    /// The API server refuses a workload's pods (`FailedCreate`: a ResourceQuota, Pod Security, a missing
+    /// ServiceAccount; `crate::refusal`): no pod exists.
+    FailedCreate,
 }
 
 impl FailureKind {
@@ -36,6 +41,8 @@ impl FailureKind {
             Self::Unschedulable => "unschedulable",
             Self::Evicted => "evicted",
             Self::NotReady => "not_ready",
+            Self::NoEndpoints => "no_endpoints",
+            Self::FailedCreate => "failed_create",
         }
     }
 
@@ -50,6 +57,8 @@ impl FailureKind {
             Self::Unschedulable => "Unschedulable",
             Self::Evicted => "Evicted",
             Self::NotReady => "Unhealthy",
+            Self::NoEndpoints => crate::service::NO_ENDPOINTS,
+            Self::FailedCreate => crate::refusal::FAILED_CREATE,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod reflect;
 pub mod refusal;
 pub mod report;
 pub mod revision;
+pub mod service;
 pub mod signature;
 pub mod strategy;
 pub mod tags;

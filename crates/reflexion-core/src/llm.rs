@@ -179,6 +179,7 @@ rollout_undo {target, to_revision|null} (Deployments only); \
 set_node_selector {target, remove: [keys], set: {key: value}} (only keys no node has, or the one value nodes have for a key); \
 recreate_claim {target, claim, storage_class} (an unbound claim whose StorageClass does not exist, with a class that does); \
 drop_command {target, container} (a command override the image cannot run: the image's own entrypoint runs instead); \
+set_service_selector {target, remove: [keys], set: {key: value}} (a Service whose selector matches no pod: only to the labels of the workload the evidence names); \
 escalate {diagnosis, suggestion}. \
 Prefer what the option lines say exists. \
 End with a \"rationale\" of one short sentence. Never repeat a failed attempt. \
@@ -374,6 +375,9 @@ pub fn answer_schema() -> Value {
             ("remove", json!({"type": "array", "items": {"type": "string", "maxLength": 317}, "maxItems": 16})),
             ("set", json!({"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}, "maxProperties": 16}))]),
         variant("recreate_claim", vec![("target", target.clone()), ("claim", s.clone()), ("storage_class", s.clone())]),
+        variant("set_service_selector", vec![("target", target.clone()),
+            ("remove", json!({"type": "array", "items": {"type": "string", "maxLength": 317}, "maxItems": 16})),
+            ("set", json!({"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}, "maxProperties": 16}))]),
         variant("drop_command", vec![("target", target), ("container", s.clone())]),
         variant("escalate", vec![("diagnosis", text(400)), ("suggestion", text(300))]),
     ]})
@@ -405,6 +409,10 @@ pub fn applicable_actions(s: &Signature) -> &'static [&'static str] {
         (FailureKind::Unschedulable, Cause::VolumeClaim) => &["recreate_claim", "escalate"],
         (FailureKind::Unschedulable, _) => &["escalate"],
         (FailureKind::Evicted, _) => &["set_resources", "escalate"],
+        (FailureKind::NoEndpoints, _) => &["set_service_selector", "escalate"],
+        // Requests fitted to a quota are computed by the rules from the quota's numbers, or not proposed; a
+        // namespace's security level and identities are never changed automatically.
+        (FailureKind::FailedCreate, _) => &["escalate"],
     }
 }
 
@@ -740,6 +748,7 @@ mod tests {
                 "rollout_undo",
                 "set_node_selector",
                 "recreate_claim",
+                "set_service_selector",
                 "drop_command",
                 "escalate"
             ]
@@ -749,7 +758,7 @@ mod tests {
     #[test]
     fn each_family_is_offered_the_actions_that_can_fix_it() {
         use crate::classify::FailureKind as K;
-        let cases: [(K, Cause, &[&str]); 9] = [
+        let cases: [(K, Cause, &[&str]); 12] = [
             (
                 K::ImagePull,
                 Cause::NotFound,
@@ -791,6 +800,13 @@ mod tests {
                 &["recreate_claim", "escalate"],
             ),
             (K::Unschedulable, Cause::InsufficientCpu, &["escalate"]),
+            (
+                K::NoEndpoints,
+                Cause::SelectorMismatch,
+                &["set_service_selector", "escalate"],
+            ),
+            (K::FailedCreate, Cause::Quota, &["escalate"]),
+            (K::FailedCreate, Cause::PodSecurity, &["escalate"]),
         ];
         for (kind, cause, want) in cases {
             let s = Signature::new(kind, cause);

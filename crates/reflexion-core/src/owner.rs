@@ -13,6 +13,8 @@ pub enum WorkloadKind {
     DaemonSet,
     Job,
     CronJob,
+    /// Not a workload: a Service whose selector matches no pod is fixed at the Service.
+    Service,
 }
 
 impl WorkloadKind {
@@ -25,6 +27,7 @@ impl WorkloadKind {
             "DaemonSet" => Self::DaemonSet,
             "Job" => Self::Job,
             "CronJob" => Self::CronJob,
+            "Service" => Self::Service,
             _ => return None,
         })
     }
@@ -38,6 +41,7 @@ impl WorkloadKind {
             Self::DaemonSet => "DaemonSet",
             Self::Job => "Job",
             Self::CronJob => "CronJob",
+            Self::Service => "Service",
         }
     }
 
@@ -51,6 +55,7 @@ impl WorkloadKind {
             Self::DaemonSet => "daemonset",
             Self::Job => "job",
             Self::CronJob => "cronjob",
+            Self::Service => "service",
         }
     }
 }

@@ -32,13 +32,15 @@ pub enum Stage {
 /// The stage a cause stops a pod at.
 pub fn stage(s: &Signature) -> Stage {
     match s.kind {
-        FailureKind::Unschedulable => Stage::Scheduling,
+        // Refused at admission: not even scheduled.
+        FailureKind::Unschedulable | FailureKind::FailedCreate => Stage::Scheduling,
         FailureKind::ImagePull | FailureKind::InvalidImageName => Stage::Image,
         FailureKind::ConfigError => Stage::Start,
         // The runtime could not exec the command: the program never ran.
         FailureKind::CrashLoop if s.cause.is_command_not_found() => Stage::Start,
         FailureKind::CrashLoop | FailureKind::OomKilled | FailureKind::Evicted => Stage::Running,
-        FailureKind::NotReady => Stage::Ready,
+        // A Service selecting no pod: the pods may run and be Ready; nobody reaches them.
+        FailureKind::NotReady | FailureKind::NoEndpoints => Stage::Ready,
     }
 }
 

@@ -141,6 +141,121 @@ impl Refusal {
     }
 }
 
+/// One container of a pod template, with the requests it sets (bytes, millicores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requests {
+    pub container: String,
+    pub memory: Option<u64>,
+    pub cpu: Option<u64>,
+}
+
+/// Requests lowered so that every replica fits the quota beside what it already counts: one container's memory
+/// and/or cpu request, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Fit {
+    pub container: String,
+    pub memory: Option<String>,
+    pub cpu: Option<String>,
+    pub why: String,
+}
+
+/// A cut deeper than this share of a container's request is not proposed: nothing here measures what the container
+/// uses (no metrics API), and halving a request is already a bet an operator should see.
+const MAX_CUT: f64 = 0.5;
+
+/// Lower one container's requests so that all `replicas` pods fit the quota beside everything it counts now
+/// (`used` includes this workload's running pods: during a rolling update they stay until the new ones are
+/// ready). `Err` says why no fit is proposed.
+pub fn fit(
+    over: &[(String, String, String, String)],
+    replicas: u64,
+    containers: &[Requests],
+) -> Result<Fit, String> {
+    use crate::quantity::{format_bytes, format_millicores, parse_bytes, parse_millicores};
+    const MI: u64 = 1024 * 1024;
+    let replicas = replicas.max(1);
+    let (mut memory, mut cpu, mut chosen, mut why) = (None, None, None::<String>, Vec::new());
+    for (resource, _, used, limited) in over {
+        let is_memory = matches!(resource.as_str(), "requests.memory" | "memory");
+        let is_cpu = matches!(resource.as_str(), "requests.cpu" | "cpu");
+        if !is_memory && !is_cpu {
+            return Err(format!(
+                "the quota is over on {resource}, which lowering requests does not change"
+            ));
+        }
+        let parse = |q: &str| {
+            if is_memory {
+                parse_bytes(q)
+            } else {
+                parse_millicores(q)
+            }
+        };
+        let show = |n: u64| {
+            if is_memory {
+                format_bytes(n)
+            } else {
+                format_millicores(n)
+            }
+        };
+        let (Some(used), Some(limited)) = (parse(used), parse(limited)) else {
+            return Err(format!("the quota's {resource} numbers are unreadable"));
+        };
+        let request = |c: &Requests| if is_memory { c.memory } else { c.cpu };
+        let total: u64 = containers.iter().filter_map(request).sum();
+        let per_pod = limited.saturating_sub(used) / replicas;
+        let Some(biggest) = containers
+            .iter()
+            .filter(|c| request(c).is_some_and(|r| r > 0))
+            .max_by_key(|c| request(c))
+        else {
+            return Err(format!("no container sets a {resource} request to lower"));
+        };
+        let asked = request(biggest).unwrap_or(0);
+        let cut = total.saturating_sub(per_pod);
+        let mut new = asked.saturating_sub(cut);
+        if is_memory {
+            new = new / MI * MI;
+        }
+        if cut == 0 || new == 0 || (new as f64) < asked as f64 * (1.0 - MAX_CUT) {
+            return Err(format!(
+                "{replicas} pod{} fit beside the {} used of {} only at {} of {resource} each; container {}'s request would go from {} to {}, more than half",
+                if replicas == 1 { "" } else { "s" },
+                show(used),
+                show(limited),
+                show(per_pod),
+                biggest.container,
+                show(asked),
+                show(new)
+            ));
+        }
+        if chosen.as_ref().is_some_and(|c| *c != biggest.container) {
+            return Err("memory and cpu would have to be lowered on different containers".into());
+        }
+        chosen = Some(biggest.container.clone());
+        why.push(format!(
+            "{resource}: {} used of {}, so {replicas} pod{} fit at {} each; container {} from {} to {}",
+            show(used),
+            show(limited),
+            if replicas == 1 { "" } else { "s" },
+            show(per_pod),
+            biggest.container,
+            show(asked),
+            show(new)
+        ));
+        if is_memory {
+            memory = Some(show(new));
+        } else {
+            cpu = Some(show(new));
+        }
+    }
+    Ok(Fit {
+        container: chosen.ok_or("the quota names no resource")?,
+        memory,
+        cpu,
+        why: why.join("; "),
+    })
+}
+
 /// `exceeded quota: NAME, requested: a=1,b=2, used: a=0,b=1, limited: a=1,b=2`
 fn quota(rest: &str) -> Option<Refusal> {
     let (name, rest) = rest.split_once(", requested: ")?;
@@ -242,6 +357,97 @@ mod tests {
         );
         assert_eq!(q.cause(), "quota");
         assert!(q.suggestion().contains("raise ResourceQuota compute"));
+    }
+
+    #[test]
+    fn requests_are_lowered_only_where_every_replica_fits_and_the_cut_is_at_most_half() {
+        let mi = |n: u64| n * 1024 * 1024;
+        let over = |r: &str, used: &str, limited: &str| {
+            vec![(
+                r.to_string(),
+                String::new(),
+                used.to_string(),
+                limited.to_string(),
+            )]
+        };
+        let one = |memory: Option<u64>, cpu: Option<u64>| {
+            vec![Requests {
+                container: "web".into(),
+                memory,
+                cpu,
+            }]
+        };
+        // (over, replicas, containers, want: (memory, cpu) or the start of why not)
+        type Want<'a> = Result<(Option<&'a str>, Option<&'a str>), &'a str>;
+        let cases: Vec<(_, u64, Vec<Requests>, Want)> = vec![
+            (
+                over("requests.memory", "0", "512Mi"),
+                1,
+                one(Some(mi(600)), None),
+                Ok((Some("512Mi"), None)),
+            ),
+            (
+                over("requests.memory", "100Mi", "1Gi"),
+                2,
+                one(Some(mi(600)), None),
+                Ok((Some("462Mi"), None)),
+            ),
+            (
+                over("requests.cpu", "500m", "2"),
+                3,
+                one(None, Some(700)),
+                Ok((None, Some("500m"))),
+            ),
+            // The existing pod stays during the rollout: 2 x 106Mi, far below half of 300Mi.
+            (
+                over("requests.memory", "300Mi", "512Mi"),
+                2,
+                one(Some(mi(300)), None),
+                Err("2 pods fit beside the 300Mi used of 512Mi only at 106Mi"),
+            ),
+            (
+                over("limits.memory", "0", "1Gi"),
+                1,
+                one(Some(mi(300)), None),
+                Err("the quota is over on limits.memory"),
+            ),
+            (
+                over("requests.memory", "0", "1Gi"),
+                1,
+                one(None, Some(100)),
+                Err("no container sets a requests.memory request"),
+            ),
+        ];
+        for (over, replicas, containers, want) in cases {
+            let got = fit(&over, replicas, &containers);
+            match (&got, want) {
+                (Ok(f), Ok((m, c))) => {
+                    assert_eq!((f.memory.as_deref(), f.cpu.as_deref()), (m, c), "{over:?}");
+                    assert_eq!(f.container, "web");
+                }
+                (Err(why), Err(start)) => assert!(why.starts_with(start), "{why}"),
+                _ => panic!("{over:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        // Two containers: the biggest request absorbs the cut.
+        let two = vec![
+            Requests {
+                container: "sidecar".into(),
+                memory: Some(mi(100)),
+                cpu: None,
+            },
+            Requests {
+                container: "app".into(),
+                memory: Some(mi(500)),
+                cpu: None,
+            },
+        ];
+        let f =
+            fit(&over("requests.memory", "0", "512Mi"), 1, &two).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (f.container.as_str(), f.memory.as_deref()),
+            ("app", Some("412Mi"))
+        );
     }
 
     fn cases_first() -> &'static str {

@@ -49,11 +49,17 @@ pub enum Cause {
     EphemeralStorage,
     // not_ready
     ReadinessProbe,
+    // no_endpoints
+    SelectorMismatch,
+    // failed_create
+    Quota,
+    PodSecurity,
+    ServiceAccount,
     /// Anything a family's discriminators do not name.
     Other,
 }
 
-const NAMED: [(Cause, &str); 24] = [
+const NAMED: [(Cause, &str); 28] = [
     (Cause::InvalidReference, "invalid_reference"),
     (Cause::NeverPull, "never_pull"),
     (Cause::AccessDenied, "access_denied"),
@@ -77,6 +83,10 @@ const NAMED: [(Cause, &str); 24] = [
     (Cause::NodeMemoryPressure, "node_memory_pressure"),
     (Cause::EphemeralStorage, "ephemeral_storage"),
     (Cause::ReadinessProbe, "readiness_probe"),
+    (Cause::SelectorMismatch, "selector_mismatch"),
+    (Cause::Quota, "quota"),
+    (Cause::PodSecurity, "pod_security"),
+    (Cause::ServiceAccount, "service_account"),
     (Cause::Other, "other"),
 ];
 
@@ -147,6 +157,15 @@ impl Signature {
             FailureKind::Unschedulable => unschedulable_cause(&failure.message),
             FailureKind::Evicted => eviction_cause(&failure.message),
             FailureKind::NotReady => Cause::ReadinessProbe,
+            FailureKind::NoEndpoints => Cause::SelectorMismatch,
+            FailureKind::FailedCreate => {
+                match crate::refusal::Refusal::of(&failure.message).cause() {
+                    "quota" => Cause::Quota,
+                    "pod_security" => Cause::PodSecurity,
+                    "service_account" => Cause::ServiceAccount,
+                    _ => Cause::Other,
+                }
+            }
         };
         Self::new(failure.kind, cause)
     }

@@ -5,7 +5,7 @@ use crate::K8sError;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, Resource, ResourceExt};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
@@ -117,6 +117,21 @@ pub async fn workload_pods(client: &Client, target: &WorkloadRef) -> Result<Vec<
             .await?
             .into_iter()
             .collect(),
+        // A Service's pods are the ones its selector matches, whoever owns them.
+        WorkloadKind::Service => {
+            let selector = service_selector(client, ns, &target.name).await?;
+            if selector.is_empty() {
+                return Ok(Vec::new());
+            }
+            let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Ok(api
+                .list(&ListParams::default().labels(&labels.join(",")))
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| revision::proves(p, None))
+                .collect());
+        }
     };
     if owners.is_empty() {
         return Ok(Vec::new());
@@ -128,6 +143,19 @@ pub async fn workload_pods(client: &Client, target: &WorkloadRef) -> Result<Vec<
         .into_iter()
         .filter(|p| owners.iter().any(|uid| controlled_by(p, uid)) && revision::proves(p, None))
         .collect())
+}
+
+/// A Service's selector (empty when it has none, or the Service is gone).
+pub async fn service_selector(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, String>, K8sError> {
+    Ok(Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .and_then(|s| s.spec?.selector)
+        .unwrap_or_default())
 }
 
 /// Whether the pod's ReplicaSet has been scaled to zero (an old revision on its way out). Read live: a

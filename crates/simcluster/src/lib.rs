@@ -16,6 +16,7 @@ pub mod faults;
 pub mod git;
 pub mod kubelet;
 pub mod kustomize;
+pub mod network;
 pub mod node;
 pub mod paging;
 pub mod patch;

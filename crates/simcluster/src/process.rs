@@ -64,6 +64,7 @@ pub fn program(
     env: &BTreeMap<String, String>,
     annotations: &Value,
     memory_paths: &[String],
+    network: &dyn crate::network::Network,
 ) -> Program {
     let name = container["name"].as_str().unwrap_or_default();
     let strings = |v: &Value| -> Vec<String> {
@@ -101,6 +102,7 @@ pub fn program(
         behaviour,
         env,
         memory_paths,
+        network,
     };
     let mut p = Program {
         logs: Vec::new(),
@@ -191,7 +193,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        program(&c, &catalog.behaviour(image), &env, &ann, memory_paths)
+        program(
+            &c,
+            &catalog.behaviour(image),
+            &env,
+            &ann,
+            memory_paths,
+            &crate::network::Offline,
+        )
     }
 
     const MI: f64 = 1024.0 * 1024.0;

@@ -395,6 +395,31 @@ pub static RESOURCES: &[ResourceType] = &[
         fields: &[],
     },
     // The GitOps kinds, as Flux's and Argo CD's CRDs define them (served here without the CRDs).
+    // Served and stored as a real API server does; simcluster runs no controller for them (they make no pods).
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        singular: "statefulset",
+        kind: "StatefulSet",
+        namespaced: true,
+        short_names: &["sts"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        singular: "daemonset",
+        kind: "DaemonSet",
+        namespaced: true,
+        short_names: &["ds"],
+        subresources: &["status"],
+        has_status: true,
+        fields: &[],
+    },
     ResourceType {
         group: "source.toolkit.fluxcd.io",
         version: "v1",
@@ -526,6 +551,8 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<serde_json::Value
             "replicasets",
             "jobs",
             "cronjobs",
+            "statefulsets",
+            "daemonsets",
         ]
         .contains(&r.plural)
         {

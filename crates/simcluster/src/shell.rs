@@ -21,6 +21,8 @@ pub struct Context<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Mount paths of memory-backed volumes, besides /tmp and /dev/shm.
     pub memory_paths: &'a [String],
+    /// What the container reaches over the cluster network.
+    pub network: &'a dyn crate::network::Network,
 }
 
 impl Context<'_> {
@@ -256,13 +258,17 @@ fn command(
             Effect::Status(0)
         }
         "wget" => {
-            let url = words.iter().skip(1).find(|w| !w.starts_with('-'));
-            let host = url
-                .map(|u| u.split("://").last().unwrap_or(u))
-                .and_then(|u| u.split(['/', ':']).next())
-                .unwrap_or("");
-            p.logs.push(format!("wget: bad address '{host}'"));
-            Effect::Status(1)
+            let Some((host, port, path)) = crate::network::wget_url(words) else {
+                p.logs.push("BusyBox v1.36.1 multi-call binary.".into());
+                return Effect::Status(1);
+            };
+            match ctx.network.get(&host, port, &path) {
+                Ok(()) => Effect::Status(0),
+                Err(line) => {
+                    p.logs.push(line);
+                    Effect::Status(1)
+                }
+            }
         }
         "false" => Effect::Status(1),
         "env" | "printenv" if redirect.is_none() => {

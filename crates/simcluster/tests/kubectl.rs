@@ -925,3 +925,75 @@ fn kubectl_auth_can_i_answers_as_rbac_decides() {
         "true RBAC: allowed by RoleBinding \"read-pods/shop\" of Role \"pod-reader\" to system:serviceaccount:shop:app"
     );
 }
+
+/// busybox's `wget` reaches a Service by name through its ready endpoints: refused while the selector matches no
+/// pod (the issue's `app: web` Service in front of `app: nginx` pods), answered once it does.
+#[test]
+fn wget_reaches_a_service_by_name_only_through_pods_it_selects() {
+    let Some(sim) = start() else { return };
+    let file = sim.dir.path().join("svc.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nginx}\n\
+         spec:\n  selector: {matchLabels: {app: nginx}}\n  template:\n    metadata: {labels: {app: nginx}}\n\
+         \x20   spec: {containers: [{name: nginx, image: 'nginx:1.27', ports: [{containerPort: 80}]}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: nginx}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    sim.ok(&["apply", "-f", file.to_str().unwrap()]);
+    sim.ok(&["rollout", "status", "deployment/nginx", "--timeout=40s"]);
+    let probe = |name: &str, url: &str| {
+        sim.ok(&[
+            "run",
+            name,
+            "--image=busybox:1.36",
+            "--restart=Never",
+            "--",
+            "wget",
+            "-qO-",
+            url,
+        ]);
+        sim.until(
+            &["get", "pod", name, "-o", "jsonpath={.status.phase}"],
+            "the pod's end",
+            |t| t == "Succeeded" || t == "Failed",
+        )
+    };
+    assert_eq!(probe("before", "nginx"), "Failed");
+    let logs = sim.ok(&["logs", "before"]);
+    assert!(
+        logs.contains("wget: can't connect to remote host (10.")
+            && logs.contains("Connection refused"),
+        "{logs}"
+    );
+    assert_eq!(probe("unknown", "nowhere"), "Failed");
+    assert!(
+        sim.ok(&["logs", "unknown"])
+            .contains("wget: bad address 'nowhere'")
+    );
+    sim.ok(&[
+        "patch",
+        "service",
+        "nginx",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"app":"nginx"}}}"#,
+    ]);
+    sim.until(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=nginx",
+            "-o",
+            "jsonpath={.items[0].endpoints[0].conditions.ready}",
+        ],
+        "a ready endpoint",
+        |t| t == "true",
+    );
+    assert_eq!(
+        probe("after", "nginx.default.svc.cluster.local"),
+        "Succeeded"
+    );
+    assert_eq!(probe("wrong-port", "http://nginx:8080/"), "Failed");
+}

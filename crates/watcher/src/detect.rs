@@ -6,8 +6,9 @@ use crate::delivery::Sender;
 use crate::metrics::Metrics;
 use crate::projection::{REVISION_LABELS, WatchedPod};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::runtime::{WatchStreamExt, watcher};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use reflexion_core::classify::{Failure, PodEvent, is_ready, readiness_keeps_failing};
 use reflexion_core::owner::{WorkloadRef, fix_target};
@@ -26,7 +27,13 @@ pub struct Detector {
     sender: Sender,
     metrics: Arc<Metrics>,
     cluster: Option<String>,
+    /// How long a Service may have no endpoint before it is reported (`services`).
+    service_grace: Duration,
+    service_wait: crate::services::Grace,
 }
+
+/// How often Services are looked at for endpoints.
+const SERVICE_LOOK: Duration = Duration::from_secs(5);
 
 impl Detector {
     pub fn new(client: Client, sender: Sender, cooldown: Duration, metrics: Arc<Metrics>) -> Self {
@@ -37,7 +44,15 @@ impl Detector {
             sender,
             metrics,
             cluster: None,
+            service_grace: Duration::from_secs(30),
+            service_wait: Default::default(),
         }
+    }
+
+    /// How long a Service may select no pod before it is reported.
+    pub fn service_grace(mut self, grace: Duration) -> Self {
+        self.service_grace = grace;
+        self
     }
 
     /// Name the cluster in every report, so the API acts on this cluster only.
@@ -76,13 +91,39 @@ impl Detector {
         )
         .default_backoff()
         .applied_objects();
+        // Services and their EndpointSlices, mirrored: a Service that selects no pod shows in no pod.
+        let (services, slices) = match &namespace {
+            Some(ns) => (
+                Api::<Service>::namespaced(self.client.clone(), ns),
+                Api::<EndpointSlice>::namespaced(self.client.clone(), ns),
+            ),
+            None => (Api::all(self.client.clone()), Api::all(self.client.clone())),
+        };
+        let (service_store, writer) = reflector::store();
+        let service_stream = reflector(writer, watcher(services, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let (slice_store, writer) = reflector::store();
+        let slice_stream = reflector(writer, watcher(slices, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let mut service_look = tokio::time::interval(SERVICE_LOOK);
         futures::pin_mut!(pod_stream);
         futures::pin_mut!(event_stream);
         futures::pin_mut!(refusal_stream);
+        futures::pin_mut!(service_stream);
+        futures::pin_mut!(slice_stream);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
+                Some(next) = service_stream.next() => if let Err(e) = next {
+                    tracing::warn!(error = %e, "service watch error; retrying");
+                },
+                Some(next) = slice_stream.next() => if let Err(e) = next {
+                    tracing::warn!(error = %e, "EndpointSlice watch error; retrying");
+                },
+                _ = service_look.tick() => self.look_at_services(&service_store, &slice_store).await,
                 next = pod_stream.next() => match next {
                     Some(Ok(pod)) => self.observe(&pod.to_pod()).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying"),
@@ -181,6 +222,82 @@ impl Detector {
         };
         tracing::info!(object = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
         self.spool(&report, &key, &target);
+    }
+
+    /// Services that have selected no pod for the grace period: one report each per selector, on the Service.
+    async fn look_at_services(
+        &mut self,
+        services: &reflector::Store<Service>,
+        slices: &reflector::Store<EndpointSlice>,
+    ) {
+        use crate::services::without_endpoints;
+        use reflexion_core::owner::OwnerLink;
+        use reflexion_core::service::NO_ENDPOINTS;
+        let (services, slices) = (services.state(), slices.state());
+        let empty = without_endpoints(
+            &services.iter().map(|s| s.as_ref()).collect::<Vec<_>>(),
+            &slices.iter().map(|s| s.as_ref()).collect::<Vec<_>>(),
+        );
+        let now = Instant::now();
+        for e in self.service_wait.due(empty, self.service_grace, now) {
+            let key = FailureKey {
+                namespace: e.namespace.clone(),
+                workload_kind: "Service".into(),
+                workload_name: e.name.clone(),
+                container: String::new(),
+                family: "no_endpoints".into(),
+                revision: format!("{}/{}", e.uid, e.selector_text()),
+            };
+            if !self.dedup.should_report(&key, now) {
+                continue;
+            }
+            // No endpoint may still mean pods that have no address yet (Pending): those fail on their own.
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &e.namespace);
+            match pods
+                .list_metadata(
+                    &kube::api::ListParams::default()
+                        .labels(&e.selector_text())
+                        .limit(1),
+                )
+                .await
+            {
+                Ok(list) if list.items.is_empty() => {}
+                Ok(_) => {
+                    self.dedup.forget(&key);
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, service = %e.name, "could not list the pods a Service selects");
+                    self.dedup.forget(&key);
+                    continue;
+                }
+            }
+            let target =
+                WorkloadRef::new(reflexion_core::WorkloadKind::Service, &e.namespace, &e.name);
+            let report = FailureReport {
+                pod_name: e.name.clone(),
+                namespace: e.namespace.clone(),
+                error_type: NO_ENDPOINTS.into(),
+                idempotency_key: Some(format!(
+                    "{}-no-endpoints-{}",
+                    e.uid,
+                    short_hash(&e.selector_text())
+                )),
+                cluster: self.cluster.clone(),
+                real_k8s_data: K8sData {
+                    owner_chain: vec![OwnerLink {
+                        kind: "Service".into(),
+                        name: e.name.clone(),
+                        uid: e.uid.clone(),
+                    }],
+                    signature: Some("no_endpoints/selector_mismatch".into()),
+                    detected_at: Some(chrono::Utc::now().to_rfc3339()),
+                    ..K8sData::default()
+                },
+            };
+            tracing::info!(service = %e.name, namespace = %e.namespace, selector = %e.selector_text(), "service selects no pod");
+            self.spool(&report, &key, &target);
+        }
     }
 
     /// `pod` is the watch stream's projection ([`WatchedPod`]).
@@ -304,6 +421,14 @@ impl Detector {
             }
         }
     }
+}
+
+/// A short stable hash (FNV-1a) of a selector, for an idempotency key that stays within its bound.
+fn short_hash(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{h:016x}")
 }
 
 /// The pod without managedFields, which are large and say nothing about the failure.

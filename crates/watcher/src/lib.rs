@@ -10,4 +10,5 @@ pub mod lease;
 pub mod metrics;
 pub mod projection;
 pub mod refused;
+pub mod services;
 pub mod spool;

@@ -34,6 +34,10 @@ struct Args {
     /// Report the same failure of the same workload again only after this many seconds.
     #[arg(long, env = "REPORT_COOLDOWN_SECS", default_value_t = 300)]
     report_cooldown_secs: u64,
+    /// Report a Service whose selector matches no pod after it has had no endpoint for this many seconds (a
+    /// workload created after its Service is still starting).
+    #[arg(long, env = "WATCHER_SERVICE_GRACE_SECS", default_value_t = 30)]
+    service_grace_secs: u64,
     /// Directory of the on-disk spool: reports wait here until reflexion-api has stored them.
     #[arg(long, env = "WATCHER_SPOOL_DIR", default_value = "watcher-spool")]
     spool_dir: std::path::PathBuf,
@@ -128,6 +132,7 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let cooldown = Duration::from_secs(args.report_cooldown_secs);
+    let service_grace = Duration::from_secs(args.service_grace_secs);
     if args.leader_election {
         let identity = args.identity.clone().unwrap_or_else(|| {
             format!(
@@ -156,7 +161,8 @@ async fn run() -> anyhow::Result<()> {
             }
             metrics.leader.store(true, Ordering::Relaxed);
             let detector = Detector::new(client.clone(), sender.clone(), cooldown, metrics.clone())
-                .cluster(&cluster);
+                .cluster(&cluster)
+                .service_grace(service_grace);
             let mut lost = leading.clone();
             let mut stopped = false;
             detector
@@ -177,6 +183,7 @@ async fn run() -> anyhow::Result<()> {
         metrics.leader.store(true, Ordering::Relaxed);
         Detector::new(client, sender, cooldown, metrics.clone())
             .cluster(&cluster)
+            .service_grace(service_grace)
             .run(args.namespace, &mut shutdown)
             .await;
     }

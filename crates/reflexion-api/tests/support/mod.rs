@@ -319,6 +319,8 @@ impl Stack {
                     &format!("watcher{label}"),
                     watcher
                         .env("KUBECONFIG", &config)
+                        // A Service selecting no pod is reported after 3 s here, not 30.
+                        .env("WATCHER_SERVICE_GRACE_SECS", "3")
                         .arg("--api-url")
                         .arg(&api_url)
                         .arg("--spool-dir")

@@ -80,6 +80,13 @@ pub enum Action {
         target: WorkloadRef,
         container: String,
     },
+    /// Point a Service that selects no pod at the pods of the one workload it was meant for: remove selector keys
+    /// and set others (the result is never empty — an empty selector would stop the Service from being managed).
+    SetServiceSelector {
+        target: WorkloadRef,
+        remove: Vec<String>,
+        set: BTreeMap<String, String>,
+    },
     /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
     RolloutUndo {
         target: WorkloadRef,
@@ -195,8 +202,8 @@ pub enum ActionError {
     InvalidPath(String),
     #[error("set_requests must lower at least one of memory and cpu")]
     NothingToSet,
-    #[error("set_node_selector must remove or set at least one key")]
-    NoSelectorChange,
+    #[error("{0} must remove or set at least one key")]
+    NoSelectorChange(&'static str),
     #[error("{field}: {value:?} is not a valid label key or value")]
     InvalidLabel { field: &'static str, value: String },
 }
@@ -275,12 +282,14 @@ impl Action {
                 memory.as_deref().unwrap_or("-"),
                 cpu.as_deref().unwrap_or("-")
             ),
-            Self::SetNodeSelector { remove, set, .. } => {
+            Self::SetNodeSelector { remove, set, .. }
+            | Self::SetServiceSelector { remove, set, .. } => {
                 let mut remove = remove.clone();
                 remove.sort();
                 let set: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 format!(
-                    "{v}:set_node_selector:-{}:+{}",
+                    "{v}:{}:-{}:+{}",
+                    self.name(),
                     remove.join(","),
                     set.join(",")
                 )
@@ -310,6 +319,7 @@ impl Action {
             Self::SetNodeSelector { .. } => "set_node_selector",
             Self::RecreateClaim { .. } => "recreate_claim",
             Self::DropCommand { .. } => "drop_command",
+            Self::SetServiceSelector { .. } => "set_service_selector",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -317,7 +327,10 @@ impl Action {
     pub fn risk(&self) -> Risk {
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
-            Self::SetResources { .. } | Self::SetEnv { .. } | Self::SetProbe { .. } => Risk::Medium,
+            Self::SetResources { .. }
+            | Self::SetEnv { .. }
+            | Self::SetProbe { .. }
+            | Self::SetServiceSelector { .. } => Risk::Medium,
             Self::SetRequests { .. }
             | Self::SetNodeSelector { .. }
             | Self::RecreateClaim { .. }
@@ -337,7 +350,8 @@ impl Action {
             | Self::SetRequests { target, .. }
             | Self::SetNodeSelector { target, .. }
             | Self::RecreateClaim { target, .. }
-            | Self::DropCommand { target, .. } => Some(target),
+            | Self::DropCommand { target, .. }
+            | Self::SetServiceSelector { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }

@@ -105,15 +105,19 @@ impl Action {
                 remove,
                 set,
             } => {
-                let mut selector = serde_json::Map::new();
-                for k in remove {
-                    selector.insert(k.clone(), serde_json::Value::Null);
-                }
-                for (k, v) in set {
-                    selector.insert(k.clone(), serde_json::json!(v));
-                }
-                let spec = serde_json::json!({"nodeSelector": selector});
+                let spec = serde_json::json!({"nodeSelector": selector_patch(remove, set)});
                 pod_spec_patch(target, spec)
+            }
+            Self::SetServiceSelector {
+                target,
+                remove,
+                set,
+            } => {
+                let patch = serde_json::json!({"spec": {"selector": selector_patch(remove, set)}});
+                format!(
+                    "kubectl patch service/{} -n {} --type=merge -p '{patch}'",
+                    target.name, target.namespace
+                )
             }
             Self::DropCommand { target, container } => {
                 let spec = serde_json::json!({"containers": [{"name": container, "command": null, "args": null}]});
@@ -151,4 +155,19 @@ fn pod_spec_patch(target: &crate::owner::WorkloadRef, spec: serde_json::Value) -
         "kubectl patch {kind}/{} -n {} --type=strategic -p '{patch}'",
         target.name, target.namespace
     )
+}
+
+/// A merge patch of a label map: removed keys null, set keys their value.
+fn selector_patch(
+    remove: &[String],
+    set: &std::collections::BTreeMap<String, String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut selector = serde_json::Map::new();
+    for k in remove {
+        selector.insert(k.clone(), serde_json::Value::Null);
+    }
+    for (k, v) in set {
+        selector.insert(k.clone(), serde_json::json!(v));
+    }
+    selector
 }

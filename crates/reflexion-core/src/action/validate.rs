@@ -158,10 +158,19 @@ impl Action {
                 target,
                 remove,
                 set,
+            }
+            | Self::SetServiceSelector {
+                target,
+                remove,
+                set,
             } => {
-                check_target("set_node_selector", target, &WORKLOADS)?;
+                let allowed: &[WorkloadKind] = match self {
+                    Self::SetServiceSelector { .. } => &[WorkloadKind::Service],
+                    _ => &WORKLOADS,
+                };
+                check_target(self.name(), target, allowed)?;
                 if remove.is_empty() && set.is_empty() {
-                    return Err(ActionError::NoSelectorChange);
+                    return Err(ActionError::NoSelectorChange(self.name()));
                 }
                 for key in remove.iter().chain(set.keys()) {
                     if !is_label_key(key) {

@@ -39,6 +39,11 @@ pub enum Write {
         patch: Patch<Value>,
         snapshot: Snapshot,
     },
+    /// A Service's selector.
+    Service {
+        patch: Patch<Value>,
+        snapshot: Snapshot,
+    },
     /// A bare pod whose spec cannot change in place (deleted, and created again with its whole spec but the fix),
     /// or an unbound claim created again with another StorageClass: journaled before the delete.
     Recreate(Journal),
@@ -105,6 +110,9 @@ impl Cluster {
                     ..
                 },
             ) => Write::Recreate(self.claim_journal(&target, claim, storage_class).await?),
+            (WorkloadKind::Service, Action::SetServiceSelector { remove, set, .. }) => {
+                self.compile_service_selector(&target, remove, set).await?
+            }
             (WorkloadKind::Deployment, _) => self.compile_deployment(action, &target).await?,
             (
                 WorkloadKind::Pod,
@@ -276,7 +284,9 @@ impl Cluster {
                     Stored::Container(index),
                 )
             }
-            Action::RecreateClaim { .. } | Action::Escalate { .. } => {
+            Action::RecreateClaim { .. }
+            | Action::SetServiceSelector { .. }
+            | Action::Escalate { .. } => {
                 return Err(ClusterError::Unsupported(format!(
                     "{} as a Deployment patch",
                     action.name()
@@ -408,6 +418,10 @@ impl Cluster {
                     .await?;
                 "patch accepted"
             }
+            Write::Service { patch, .. } => {
+                self.patch_service(target, patch, true).await?;
+                "patch accepted"
+            }
             // The object cannot be created while it exists: the removal is validated now, the new one on create.
             Write::Recreate(j) => {
                 self.dry_run_delete(j).await?;
@@ -461,6 +475,16 @@ impl Cluster {
                     Ok(_) => {}
                     Err(e) if uncertain(&e) => {
                         self.read_back(target, Patched::Pod, &patch, e).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(snapshot)
+            }
+            Write::Service { patch, snapshot } => {
+                match self.patch_service(target, &patch, false).await {
+                    Ok(_) => {}
+                    Err(e) if uncertain(&e) => {
+                        self.read_back(target, Patched::Service, &patch, e).await?;
                     }
                     Err(e) => return Err(e),
                 }

@@ -12,6 +12,7 @@ mod placement;
 mod readback;
 mod recreate;
 mod revert;
+mod service;
 mod template;
 pub mod throttle;
 

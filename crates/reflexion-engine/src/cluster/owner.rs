@@ -77,6 +77,7 @@ fn workload_resource(kind: WorkloadKind) -> (ApiResource, &'static str) {
         WorkloadKind::DaemonSet => ("apps", "v1", "DaemonSet", "daemonsets"),
         WorkloadKind::Job => ("batch", "v1", "Job", "jobs"),
         WorkloadKind::CronJob => ("batch", "v1", "CronJob", "cronjobs"),
+        WorkloadKind::Service => ("", "v1", "Service", "services"),
     };
     (resource(g, v, k, p), g)
 }

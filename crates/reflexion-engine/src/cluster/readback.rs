@@ -6,7 +6,7 @@
 
 use super::{Cluster, ClusterError, patch_params};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
@@ -31,6 +31,7 @@ pub(super) fn uncertain(e: &ClusterError) -> bool {
 pub(super) enum Patched {
     Deployment,
     Pod,
+    Service,
 }
 
 impl Cluster {
@@ -44,6 +45,7 @@ impl Cluster {
         let (what, patch) = match write {
             Write::Deployment { patch, .. } => (Patched::Deployment, patch),
             Write::PodImage { patch, .. } => (Patched::Pod, patch),
+            Write::Service { patch, .. } => (Patched::Service, patch),
             Write::Recreate(_) => return Ok(None),
         };
         Ok(Some(self.in_place(target, what, patch).await?.is_some()))
@@ -97,13 +99,16 @@ impl Cluster {
                 Patched::Pod => {
                     serde_json::to_value(Api::<Pod>::namespaced(client, ns).get(name).await?)?
                 }
+                Patched::Service => {
+                    serde_json::to_value(Api::<Service>::namespaced(client, ns).get(name).await?)?
+                }
             };
             let holds = result
                 .iter()
                 .all(|(path, want)| now.pointer(path).unwrap_or(&Value::Null) == want);
             return Ok(holds.then(|| match what {
                 Patched::Deployment => now["spec"]["template"]["spec"].clone(),
-                Patched::Pod => now,
+                Patched::Pod | Patched::Service => now,
             }));
         }
         let (now, then) = match what {
@@ -120,10 +125,15 @@ impl Cluster {
                     now_and_patched(Api::<Pod>::namespaced(client, ns), name, patch).await?;
                 (now["spec"].clone(), then["spec"].clone())
             }
+            Patched::Service => {
+                let (now, then) =
+                    now_and_patched(Api::<Service>::namespaced(client, ns), name, patch).await?;
+                (now["spec"].clone(), then["spec"].clone())
+            }
         };
         Ok((now == then).then_some(match what {
             Patched::Deployment => now["spec"].clone(),
-            Patched::Pod => now,
+            Patched::Pod | Patched::Service => now,
         }))
     }
 }

@@ -64,6 +64,12 @@ pub enum Snapshot {
         old: Value,
         new: Value,
     },
+    /// A Service's selector before and after the change.
+    ServiceSelector {
+        target: WorkloadRef,
+        old: Value,
+        new: Value,
+    },
     /// An unbound claim replaced by the same claim of another class.
     RecreatedClaim {
         namespace: String,
@@ -272,6 +278,9 @@ impl Cluster {
                 original,
                 new_uid,
             } => self.revert_claim(namespace, original, new_uid).await,
+            Snapshot::ServiceSelector { target, old, new } => {
+                self.revert_service_selector(target, old, new).await
+            }
         }
     }
 }

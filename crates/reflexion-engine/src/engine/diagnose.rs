@@ -76,8 +76,7 @@ impl Engine {
             &inc.workload_name,
         );
         if report.error_type == reflexion_core::refusal::FAILED_CREATE {
-            self.refused_pods(inc, &workload).await?;
-            return Ok(None);
+            return self.refused_pods(inc, &workload).await;
         }
         match self
             .examine(&workload, &inc.pod_name, reported.as_ref())
@@ -86,6 +85,7 @@ impl Engine {
             Examined::Failing(d) => Ok(Some(*d)),
             Examined::NoPods => {
                 let why = match workload.kind {
+                    WorkloadKind::Service => format!("{workload} no longer exists"),
                     WorkloadKind::Pod => format!(
                         "pod {}/{} no longer exists or is being deleted",
                         inc.namespace, inc.pod_name
@@ -100,12 +100,13 @@ impl Engine {
             }
             Examined::Quiet { evidence, .. } => {
                 db.set_evidence(&inc.id, &inc.signature, &evidence).await?;
-                db.finish(
-                    &inc.id,
-                    IncidentState::Dismissed,
-                    "the pod shows no failure any more (recovered before any action)",
-                )
-                .await?;
+                let why = match workload.kind {
+                    WorkloadKind::Service => {
+                        format!("{workload} selects pods now (recovered before any action)")
+                    }
+                    _ => "the pod shows no failure any more (recovered before any action)".into(),
+                };
+                db.finish(&inc.id, IncidentState::Dismissed, &why).await?;
                 Ok(None)
             }
             Examined::Unmanaged(evidence) => {
@@ -125,6 +126,9 @@ impl Engine {
         preferred: &str,
         reported: Option<&Pod>,
     ) -> Result<Examined, EngineError> {
+        if workload.kind == WorkloadKind::Service {
+            return self.examine_service(workload).await;
+        }
         let cluster = &self.scope.cluster;
         let mut pods: Vec<(Pod, Vec<PodEvent>)> = Vec::new();
         for p in cluster

@@ -482,6 +482,9 @@ impl Engine {
             Action::SetNodeSelector { remove, set, .. } => {
                 self.vet_node_selector(target, remove, set).await?
             }
+            Action::SetServiceSelector { remove, set, .. } => {
+                self.vet_service_selector(target, remove, set).await?
+            }
             Action::RecreateClaim {
                 claim,
                 storage_class,

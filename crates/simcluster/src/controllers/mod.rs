@@ -153,6 +153,8 @@ fn collect_garbage(store: &Store) {
         resources::pods(),
         resources::jobs(),
         resources::cronjobs(),
+        // Owners only: without them here, an EndpointSlice's Service would look gone and the slice be collected.
+        resources::services(),
         resources::endpoint_slices(),
     ];
     let all: Vec<(&'static resources::ResourceType, std::sync::Arc<Value>)> = kinds

@@ -155,6 +155,7 @@ pub async fn run(cluster: Cluster, mut shutdown: tokio::sync::watch::Receiver<bo
         recorder: Recorder::default(),
         next_ip: 2,
         pulled: HashSet::new(),
+        serving: HashMap::new(),
     };
     let mut tick = tokio::time::interval(TICK);
     // A fake node renews its Lease on the API server it joined (`node::run`); the built-in one renews it here.
@@ -176,6 +177,8 @@ struct Kubelet {
     next_ip: u32,
     /// Images present on the node.
     pulled: HashSet<String>,
+    /// What each pod IP serves now (its running processes), for what containers reach over the network.
+    serving: HashMap<String, Vec<crate::catalog::Serves>>,
 }
 
 /// Events produced by one step, recorded after the step.
@@ -183,6 +186,22 @@ type Emitted = Vec<(String, &'static str, &'static str, String)>;
 
 impl Kubelet {
     fn sync(&mut self) {
+        self.serving = self
+            .pods
+            .values()
+            .map(|rt| {
+                let served = rt
+                    .containers
+                    .values()
+                    .filter_map(|c| match &c.state {
+                        State::Running(r) => Some(r.program.serves.iter().cloned()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                (rt.ip.clone(), served)
+            })
+            .collect();
         let (pods, _) = self.cluster.store.list_shared(resources::pods(), None);
         let mut alive = HashSet::with_capacity(pods.len());
         for pod in pods {
@@ -503,12 +522,18 @@ impl Kubelet {
                     }
                     Ok(env) => {
                         let behaviour = self.cluster.catalog.behaviour(&image);
+                        let network = crate::network::Cluster {
+                            store: &self.cluster.store,
+                            namespace: &ns,
+                            serving: &self.serving,
+                        };
                         let program = process::program(
                             spec,
                             &behaviour,
                             &env,
                             &pod["metadata"]["annotations"],
                             &memory_mounts(pod, spec),
+                            &network,
                         );
                         if std::mem::take(&mut c.restarting) {
                             c.restart_count += 1;

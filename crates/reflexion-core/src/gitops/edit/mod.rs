@@ -201,15 +201,11 @@ pub fn ops(action: &Action, kind: WorkloadKind, obj: &Value) -> Result<Vec<Assig
                     value: None,
                 }]
             } else {
-                remove
-                    .iter()
-                    .map(|k| Assign {
-                        path: at(&p, &[k]),
-                        value: None,
-                    })
-                    .chain(s.iter().map(|(k, v)| set(at(&p, &[k]), json!(v))))
-                    .collect()
+                label_ops(&p, remove, s)
             }
+        }
+        Action::SetServiceSelector { remove, set: s, .. } => {
+            label_ops(&[key("spec"), key("selector")], remove, s)
         }
         Action::DropCommand { container: c, .. } => {
             let c = container(c)?;
@@ -225,6 +221,30 @@ pub fn ops(action: &Action, kind: WorkloadKind, obj: &Value) -> Result<Vec<Assig
         Action::RecreateClaim { .. } => return Err(EditError::NotAnEdit("recreate_claim")),
         Action::Escalate { .. } => return Err(EditError::NotAnEdit("escalate")),
     })
+}
+
+/// A label map's keys removed and others set, one assignment each.
+fn label_ops(
+    map: &[Seg],
+    remove: &[String],
+    set: &std::collections::BTreeMap<String, String>,
+) -> Vec<Assign> {
+    let at = |k: &str| {
+        let mut p = map.to_vec();
+        p.push(key(k));
+        p
+    };
+    remove
+        .iter()
+        .map(|k| Assign {
+            path: at(k),
+            value: None,
+        })
+        .chain(set.iter().map(|(k, v)| Assign {
+            path: at(k),
+            value: Some(json!(v)),
+        }))
+        .collect()
 }
 
 /// The assignments applied to a value: what the edited document must read back as.

@@ -14,6 +14,7 @@ mod oom;
 pub(in crate::engine) mod probe;
 mod rollout;
 pub(in crate::engine) mod scheduling;
+mod service;
 mod storage;
 
 impl Engine {
@@ -93,6 +94,8 @@ impl Engine {
                 )
                 .await
             }
+            FailureKind::NoEndpoints => self.plan_service(failure, target, evidence, tried),
+            FailureKind::FailedCreate => self.plan_quota(failure, target, evidence, tried),
             FailureKind::Evicted => Planned::Escalate {
                 diagnosis: format!("the kubelet evicted a pod of {target}: {}", failure.message),
                 suggestion: next_step(&Signature::of(failure)).into(),
@@ -224,6 +227,15 @@ pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
         }
         (FailureKind::Unschedulable, _) => {
             "read the scheduler's message and adjust the pod or the nodes"
+        }
+        (FailureKind::FailedCreate, Cause::Quota) => {
+            "lower the pod template's requests (or replicas) to fit the ResourceQuota, or raise its hard limits"
+        }
+        (FailureKind::FailedCreate, _) => {
+            "read the workload's FailedCreate events and fix the pod template; kube-reflexion never weakens a namespace's security level or creates identities"
+        }
+        (FailureKind::NoEndpoints, _) => {
+            "set the Service's selector to the labels of the pods it should send traffic to"
         }
     }
 }

@@ -13,6 +13,8 @@ use serde::Serialize;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod service;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
     pub verified: bool,
@@ -82,6 +84,9 @@ pub async fn verify(
     window: Duration,
     timeout: Duration,
 ) -> Verification {
+    if target.kind == WorkloadKind::Service {
+        return service::verify_service(client, target, window, timeout).await;
+    }
     let start = Instant::now();
     let deadline = start + timeout;
     let fields = format!("metadata.name={}", target.name);
