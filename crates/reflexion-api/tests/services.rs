@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Options, Stack, finished_incident};
+use support::{Options, Stack, audit_commands, finished_incident};
 
 async fn deploy(client: &Client, name: &str, app: &str) {
     let d: Deployment = serde_json::from_value(json!({
@@ -93,14 +93,8 @@ async fn a_service_selecting_no_pod_is_pointed_at_its_workload_and_answers() {
         ),
         (Some("Service"), Some("nginx"))
     );
-    let commands: Vec<&str> = detail["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["detail"]["command"].as_str())
-        .collect();
     assert_eq!(
-        commands,
+        audit_commands(&detail),
         [
             r#"kubectl patch service/nginx -n default --type=merge -p '{"spec":{"selector":{"app":"nginx"}}}'"#
         ],

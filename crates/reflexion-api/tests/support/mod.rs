@@ -625,6 +625,16 @@ pub fn audit_verbs(detail: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The commands an incident's audit log records, in order.
+pub fn audit_commands(detail: &serde_json::Value) -> Vec<&str> {
+    detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["detail"]["command"].as_str())
+        .collect()
+}
+
 pub fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
     p.status
         .as_ref()

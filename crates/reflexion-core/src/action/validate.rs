@@ -17,6 +17,7 @@ impl Action {
             } => {
                 let allowed = [
                     WorkloadKind::Deployment,
+                    WorkloadKind::CronJob,
                     WorkloadKind::StatefulSet,
                     WorkloadKind::DaemonSet,
                     WorkloadKind::Pod,
@@ -32,6 +33,7 @@ impl Action {
             } => {
                 let allowed = [
                     WorkloadKind::Deployment,
+                    WorkloadKind::CronJob,
                     WorkloadKind::StatefulSet,
                     WorkloadKind::DaemonSet,
                     WorkloadKind::Pod,
@@ -71,6 +73,7 @@ impl Action {
             } => {
                 let allowed = [
                     WorkloadKind::Deployment,
+                    WorkloadKind::CronJob,
                     WorkloadKind::StatefulSet,
                     WorkloadKind::DaemonSet,
                     WorkloadKind::Pod,
@@ -256,8 +259,9 @@ fn check_target(
 }
 
 /// The workload kinds whose pod template (or, for a bare pod, whose spec) the executor edits.
-const WORKLOADS: [WorkloadKind; 4] = [
+const WORKLOADS: [WorkloadKind; 5] = [
     WorkloadKind::Deployment,
+    WorkloadKind::CronJob,
     WorkloadKind::StatefulSet,
     WorkloadKind::DaemonSet,
     WorkloadKind::Pod,

@@ -4,7 +4,8 @@
 use super::readback::{Patched, uncertain};
 use super::recreate::{ContainerEdit, Journal, PodEdit, Recreated, fresh_pod};
 use super::revert::Snapshot;
-use super::template::{SPEC, json_patch, set_ops};
+use super::template::{json_patch, set_ops};
+use super::workload::{in_template, spec_path};
 use super::{Cluster, ClusterError, patch_params};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -27,9 +28,10 @@ pub enum Change {
 }
 
 pub enum Write {
-    /// A patch of a Deployment. `stored` says which part of the stored pod spec the snapshot keeps as "new": the
-    /// API server defaults what a patch leaves out, and a revert must find the stored value unchanged.
-    Deployment {
+    /// A patch of a workload's pod template (a Deployment's, a CronJob's). `stored` says which part of the stored
+    /// pod spec the snapshot keeps as "new": the API server defaults what a patch leaves out, and a revert must find
+    /// the stored value unchanged.
+    Template {
         patch: Patch<Value>,
         snapshot: Snapshot,
         stored: Stored,
@@ -74,12 +76,12 @@ pub enum Stored {
     SpecField(&'static str),
 }
 
-fn strategic_containers(container: &str, fields: Value) -> Patch<Value> {
+fn strategic_containers(kind: WorkloadKind, container: &str, fields: Value) -> Patch<Value> {
     let mut c = json!({"name": container});
     if let (Some(c), Value::Object(f)) = (c.as_object_mut(), fields) {
         c.extend(f);
     }
-    Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [c]}}}}))
+    Patch::Strategic(in_template(kind, json!({"containers": [c]})))
 }
 
 /// A container's `env` entry that takes a variable from a ConfigMap or Secret key.
@@ -113,7 +115,10 @@ impl Cluster {
             (WorkloadKind::Service, Action::SetServiceSelector { remove, set, .. }) => {
                 self.compile_service_selector(&target, remove, set).await?
             }
-            (WorkloadKind::Deployment, _) => self.compile_deployment(action, &target).await?,
+            (WorkloadKind::CronJob, Action::RolloutUndo { .. }) => return Err(unsupported()),
+            (WorkloadKind::Deployment | WorkloadKind::CronJob, _) => {
+                self.compile_template(action, &target).await?
+            }
             (
                 WorkloadKind::Pod,
                 Action::SetImage {
@@ -140,7 +145,7 @@ impl Cluster {
         Ok(Change::Write { target, write })
     }
 
-    async fn compile_deployment(
+    async fn compile_template(
         &self,
         action: &Action,
         target: &WorkloadRef,
@@ -150,7 +155,7 @@ impl Cluster {
             Action::SetImage {
                 container, image, ..
             } => (
-                strategic_containers(container, json!({"image": image})),
+                strategic_containers(target.kind, container, json!({"image": image})),
                 Snapshot::Image {
                     target: t,
                     container: container.clone(),
@@ -171,7 +176,7 @@ impl Cluster {
                 }
                 let old = self.container_spec(target, container).await?.1["resources"].clone();
                 (
-                    strategic_containers(container, json!({"resources": resources})),
+                    strategic_containers(target.kind, container, json!({"resources": resources})),
                     Snapshot::Resources {
                         target: t,
                         container: container.clone(),
@@ -190,6 +195,7 @@ impl Cluster {
                 let old = self.container_spec(target, container).await?.1["env"].clone();
                 (
                     strategic_containers(
+                        target.kind,
                         container,
                         json!({"env": [{"name": name, "valueFrom": value_from(from)}]}),
                     ),
@@ -205,7 +211,7 @@ impl Cluster {
             Action::SetProbe { container, .. } | Action::SetRequests { container, .. } => {
                 let (index, spec) = self.container_spec(target, container).await?;
                 let (field, new) = field_value(action, &spec);
-                let base = format!("{SPEC}/containers/{index}");
+                let base = format!("{}/containers/{index}", spec_path(target)?);
                 let set = if new.is_null() {
                     json!({"op": "remove", "path": format!("{base}/{field}")})
                 } else {
@@ -252,7 +258,7 @@ impl Cluster {
                 } else {
                     Value::Object(selector)
                 };
-                let path = format!("{SPEC}/nodeSelector");
+                let path = format!("{}/nodeSelector", spec_path(target)?);
                 (
                     json_patch(set_ops(&path, &old, &new))?,
                     Snapshot::PodSpec {
@@ -272,7 +278,7 @@ impl Cluster {
                     c.remove("command");
                     c.remove("args");
                 }
-                let path = format!("{SPEC}/containers/{index}");
+                let path = format!("{}/containers/{index}", spec_path(target)?);
                 (
                     json_patch(set_ops(&path, &old, &new))?,
                     Snapshot::Container {
@@ -293,7 +299,7 @@ impl Cluster {
                 )));
             }
         };
-        Ok(Write::Deployment {
+        Ok(Write::Template {
             patch,
             snapshot,
             stored,
@@ -408,8 +414,8 @@ impl Cluster {
             return Ok(json!({"dry_run": "nothing to change"}));
         };
         let said = match write {
-            Write::Deployment { patch, .. } => {
-                self.patch_deployment(target, patch.clone(), true).await?;
+            Write::Template { patch, .. } => {
+                self.patch_workload(target, patch.clone(), true).await?;
                 "patch accepted"
             }
             Write::PodImage { patch, .. } => {
@@ -443,16 +449,15 @@ impl Cluster {
         };
         let target = &target;
         match write {
-            Write::Deployment {
+            Write::Template {
                 patch,
                 snapshot,
                 stored,
             } => {
-                let mut spec = match self.patch_deployment(target, patch.clone(), false).await {
+                let mut spec = match self.patch_workload(target, patch.clone(), false).await {
                     Ok(spec) => spec,
                     Err(e) if uncertain(&e) => {
-                        self.read_back(target, Patched::Deployment, &patch, e)
-                            .await?
+                        self.read_back(target, Patched::Template, &patch, e).await?
                     }
                     Err(e) => return Err(e),
                 };

@@ -110,11 +110,9 @@ impl Cluster {
         container: &str,
     ) -> Result<String, ClusterError> {
         let spec = match target.kind {
-            WorkloadKind::Deployment => self
-                .deployment(&target.namespace, &target.name)
-                .await?
-                .and_then(|d| d.spec)
-                .and_then(|s| s.template.spec),
+            WorkloadKind::Deployment | WorkloadKind::CronJob => {
+                serde_json::from_value(self.template_spec(target).await?).ok()
+            }
             WorkloadKind::Pod => self
                 .pod(&target.namespace, &target.name)
                 .await?
@@ -143,7 +141,9 @@ impl Cluster {
         container: &str,
     ) -> Result<Value, ClusterError> {
         match target.kind {
-            WorkloadKind::Deployment => Ok(self.container_spec(target, container).await?.1),
+            WorkloadKind::Deployment | WorkloadKind::CronJob => {
+                Ok(self.container_spec(target, container).await?.1)
+            }
             _ => {
                 let pod = self
                     .pod(&target.namespace, &target.name)
@@ -277,12 +277,7 @@ impl Cluster {
         target: &WorkloadRef,
         container: &str,
     ) -> Result<(usize, Value), ClusterError> {
-        let d = self
-            .deployment(&target.namespace, &target.name)
-            .await?
-            .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
-        let d = serde_json::to_value(d)?;
-        d["spec"]["template"]["spec"]["containers"]
+        self.template_spec(target).await?["containers"]
             .as_array()
             .into_iter()
             .flatten()

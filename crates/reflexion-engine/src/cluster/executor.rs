@@ -1,13 +1,13 @@
 //! What the engine writes: each typed action as a minimal patch at the owner (a server-side dry run first), and the
 //! Event that tells `kubectl describe` what was done. What a change replaced and its undoing are in `revert`.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::{Patch, PostParams};
 use reflexion_core::owner::{WorkloadKind, WorkloadRef};
 
+use super::workload::{in_template, spec_path};
 use super::{Cluster, ClusterError, FIELD_MANAGER, patch_params};
 use serde_json::{Value, json};
 
@@ -21,9 +21,9 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let containers = json!([{"name": container, "image": image}]);
         match target.kind {
-            WorkloadKind::Deployment => {
-                let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
-                self.patch_deployment(target, Patch::Strategic(patch), dry_run)
+            WorkloadKind::Deployment | WorkloadKind::CronJob => {
+                let patch = in_template(target.kind, json!({"containers": containers}));
+                self.patch_workload(target, Patch::Strategic(patch), dry_run)
                     .await?;
             }
             WorkloadKind::Pod => {
@@ -64,24 +64,11 @@ impl Cluster {
         let patch: json_patch::Patch = serde_json::from_value(
             json!([{"op": "replace", "path": "/spec/template", "value": template}]),
         )?;
-        self.patch_deployment(target, Patch::Json(patch), dry_run)
+        self.patch_workload(target, Patch::Json(patch), dry_run)
             .await?;
         Ok(())
     }
-    /// Patch a Deployment as kube-reflexion's field manager (a server-side dry run when `dry_run`).
-    pub(super) async fn patch_deployment(
-        &self,
-        target: &WorkloadRef,
-        patch: Patch<Value>,
-        dry_run: bool,
-    ) -> Result<Value, ClusterError> {
-        let d = Api::<Deployment>::namespaced(self.client.clone(), &target.namespace)
-            .patch(&target.name, &patch_params(dry_run), &patch)
-            .await?;
-        // The pod spec as stored, defaults included: what a revert later compares against.
-        Ok(serde_json::to_value(d)?["spec"]["template"]["spec"].take())
-    }
-    /// Set one field of one container of a Deployment's template, guarded by a test that the index still holds
+    /// Set one field of one container of a workload's template, guarded by a test that the index still holds
     /// that container. A null value removes the field.
     pub(super) async fn patch_field(
         &self,
@@ -92,7 +79,7 @@ impl Cluster {
         value: &Value,
         dry_run: bool,
     ) -> Result<Value, ClusterError> {
-        let base = format!("/spec/template/spec/containers/{index}");
+        let base = format!("{}/containers/{index}", spec_path(target)?);
         let set = if value.is_null() {
             json!({"op": "remove", "path": format!("{base}/{field}")})
         } else {
@@ -101,7 +88,7 @@ impl Cluster {
         let ops = json!([{"op": "test", "path": format!("{base}/name"), "value": container}, set]);
         let patch: json_patch::Patch = serde_json::from_value(ops)?;
         let mut spec = self
-            .patch_deployment(target, Patch::Json(patch), dry_run)
+            .patch_workload(target, Patch::Json(patch), dry_run)
             .await?;
         Ok(spec["containers"][index][field].take())
     }
@@ -113,24 +100,13 @@ impl Cluster {
         reason: &str,
         message: &str,
     ) {
-        let (api_version, uid) = match target.kind {
-            WorkloadKind::Deployment => (
-                "apps/v1",
-                self.deployment(&target.namespace, &target.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.metadata.uid),
-            ),
-            _ => (
-                "v1",
-                self.pod(&target.namespace, &target.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|p| p.metadata.uid),
-            ),
-        };
+        let (ar, _) = super::owner::workload_resource(target.kind);
+        let api_version = ar.api_version.clone();
+        let uid = self
+            .workload(target)
+            .await
+            .ok()
+            .and_then(|o| o["metadata"]["uid"].as_str().map(String::from));
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let event = Event {
             metadata: ObjectMeta {
@@ -145,7 +121,7 @@ impl Cluster {
                 ..Default::default()
             },
             involved_object: ObjectReference {
-                api_version: Some(api_version.into()),
+                api_version: Some(api_version),
                 kind: Some(target.kind.to_string()),
                 name: Some(target.name.clone()),
                 namespace: Some(target.namespace.clone()),

@@ -15,6 +15,7 @@ mod revert;
 mod service;
 mod template;
 pub mod throttle;
+mod workload;
 
 pub use change::{Change, field_value, value_from};
 pub use claims::{fresh_claim, refusal as claim_refusal};

@@ -68,7 +68,7 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-fn workload_resource(kind: WorkloadKind) -> (ApiResource, &'static str) {
+pub(super) fn workload_resource(kind: WorkloadKind) -> (ApiResource, &'static str) {
     let (g, v, k, p) = match kind {
         WorkloadKind::Pod => ("", "v1", "Pod", "pods"),
         WorkloadKind::ReplicaSet => ("apps", "v1", "ReplicaSet", "replicasets"),

@@ -23,15 +23,10 @@ pub struct NodeFacts {
 }
 
 impl Cluster {
-    /// The pod spec a workload's pods get: a Deployment's template, or the bare pod's own.
+    /// The pod spec a workload's pods get: a Deployment's or CronJob's template, or the bare pod's own.
     pub async fn pod_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
         Ok(match target.kind {
-            WorkloadKind::Deployment => serde_json::to_value(
-                self.deployment(&target.namespace, &target.name)
-                    .await?
-                    .ok_or_else(|| ClusterError::NotFound(target.to_string()))?,
-            )?["spec"]["template"]["spec"]
-                .clone(),
+            WorkloadKind::Deployment | WorkloadKind::CronJob => self.template_spec(target).await?,
             _ => serde_json::to_value(
                 self.pod(&target.namespace, &target.name)
                     .await?

@@ -4,8 +4,8 @@
 //! patch that guards the value it changes with a `test` (the old value) cannot be read back that way — once it landed
 //! its guard fails — so the object as stored is compared with what the patch leaves instead.
 
+use super::workload::{spec_path, template_path};
 use super::{Cluster, ClusterError, patch_params};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::Patch;
@@ -26,10 +26,10 @@ pub(super) fn uncertain(e: &ClusterError) -> bool {
     }
 }
 
-/// What a write patches: a Deployment's template, or a bare pod's spec.
+/// What a write patches: a workload's pod template, a bare pod's spec, or a Service.
 #[derive(Clone, Copy)]
 pub(super) enum Patched {
-    Deployment,
+    Template,
     Pod,
     Service,
 }
@@ -43,7 +43,7 @@ impl Cluster {
             return Ok(None);
         };
         let (what, patch) = match write {
-            Write::Deployment { patch, .. } => (Patched::Deployment, patch),
+            Write::Template { patch, .. } => (Patched::Template, patch),
             Write::PodImage { patch, .. } => (Patched::Pod, patch),
             Write::Service { patch, .. } => (Patched::Service, patch),
             Write::Recreate(_) => return Ok(None),
@@ -93,9 +93,7 @@ impl Cluster {
             && let Some(result) = guarded_result(&serde_json::to_value(ops)?)
         {
             let now = match what {
-                Patched::Deployment => serde_json::to_value(
-                    Api::<Deployment>::namespaced(client, ns).get(name).await?,
-                )?,
+                Patched::Template => self.workload(target).await?,
                 Patched::Pod => {
                     serde_json::to_value(Api::<Pod>::namespaced(client, ns).get(name).await?)?
                 }
@@ -107,18 +105,20 @@ impl Cluster {
                 .iter()
                 .all(|(path, want)| now.pointer(path).unwrap_or(&Value::Null) == want);
             return Ok(holds.then(|| match what {
-                Patched::Deployment => now["spec"]["template"]["spec"].clone(),
+                Patched::Template => template_path(target.kind)
+                    .and_then(|p| now.pointer(p))
+                    .cloned()
+                    .unwrap_or_default(),
                 Patched::Pod | Patched::Service => now,
             }));
         }
         let (now, then) = match what {
-            Patched::Deployment => {
-                let (now, then) =
-                    now_and_patched(Api::<Deployment>::namespaced(client, ns), name, patch).await?;
-                (
-                    now["spec"]["template"].clone(),
-                    then["spec"]["template"].clone(),
-                )
+            Patched::Template => {
+                // The whole template (its metadata too: a rollback replaces it), the pod spec returned.
+                let template = spec_path(target)?.trim_end_matches("/spec");
+                let (now, then) = now_and_patched(self.workload_api(target), name, patch).await?;
+                let at = |v: &Value| v.pointer(template).cloned().unwrap_or_default();
+                (at(&now), at(&then))
             }
             Patched::Pod => {
                 let (now, then) =
@@ -132,7 +132,7 @@ impl Cluster {
             }
         };
         Ok((now == then).then_some(match what {
-            Patched::Deployment => now["spec"].clone(),
+            Patched::Template => now["spec"].clone(),
             Patched::Pod | Patched::Service => now,
         }))
     }

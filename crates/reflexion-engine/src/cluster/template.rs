@@ -3,12 +3,11 @@
 //! patch guarded by a `test` of what it replaces, and undone only if nobody changed it since.
 
 use super::revert::Reverted;
+use super::workload::spec_path;
 use super::{Cluster, ClusterError};
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
 use serde_json::{Value, json};
-
-pub(super) const SPEC: &str = "/spec/template/spec";
 
 pub(super) fn json_patch(ops: Value) -> Result<Patch<Value>, ClusterError> {
     Ok(Patch::Json(serde_json::from_value(ops)?))
@@ -31,13 +30,15 @@ pub(super) fn set_ops(path: &str, old: &Value, new: &Value) -> Value {
 }
 
 impl Cluster {
-    /// The pod spec of a Deployment's template, as JSON.
+    /// The pod spec of a workload's template (a Deployment's, a CronJob's Jobs'), as JSON.
     pub(super) async fn template_spec(&self, target: &WorkloadRef) -> Result<Value, ClusterError> {
-        let d = self
-            .deployment(&target.namespace, &target.name)
+        let path = spec_path(target)?;
+        Ok(self
+            .workload(target)
             .await?
-            .ok_or_else(|| ClusterError::NotFound(target.to_string()))?;
-        Ok(serde_json::to_value(d)?["spec"]["template"]["spec"].clone())
+            .pointer(path)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Put a pod-spec field back, unless someone else changed it since.
@@ -54,8 +55,8 @@ impl Cluster {
                 "{target}'s {field} was changed by someone else"
             )));
         }
-        let path = format!("{SPEC}/{field}");
-        self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
+        let path = format!("{}/{field}", spec_path(target)?);
+        self.patch_workload(target, json_patch(set_ops(&path, new, old))?, false)
             .await?;
         Ok(Reverted::Done(format!(
             "reverted {target}'s {field} to {old}"
@@ -76,8 +77,8 @@ impl Cluster {
                 "{target} container {container} was changed by someone else"
             )));
         }
-        let path = format!("{SPEC}/containers/{index}");
-        self.patch_deployment(target, json_patch(set_ops(&path, new, old))?, false)
+        let path = format!("{}/containers/{index}", spec_path(target)?);
+        self.patch_workload(target, json_patch(set_ops(&path, new, old))?, false)
             .await?;
         Ok(Reverted::Done(format!(
             "restored {target} container {container} as it was"

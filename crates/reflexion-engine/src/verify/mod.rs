@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod cronjob;
 mod service;
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,8 +85,12 @@ pub async fn verify(
     window: Duration,
     timeout: Duration,
 ) -> Verification {
-    if target.kind == WorkloadKind::Service {
-        return service::verify_service(client, target, window, timeout).await;
+    match target.kind {
+        WorkloadKind::Service => {
+            return service::verify_service(client, target, window, timeout).await;
+        }
+        WorkloadKind::CronJob => return cronjob::verify_cronjob(client, target, timeout).await,
+        _ => {}
     }
     let start = Instant::now();
     let deadline = start + timeout;
