@@ -33,6 +33,7 @@ ROOTS = [
     ("batch/v1", "Job", "api.batch.v1"), ("batch/v1", "CronJob", "api.batch.v1"),
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1"),
     ("policy/v1", "Eviction", "api.policy.v1"),
+    ("authentication.k8s.io/v1", "TokenRequest", "api.authentication.v1"),
     ("autoscaling/v1", "Scale", "api.autoscaling.v1"),
     ("storage.k8s.io/v1", "StorageClass", "api.storage.v1"),
     ("discovery.k8s.io/v1", "EndpointSlice", "api.discovery.v1"),

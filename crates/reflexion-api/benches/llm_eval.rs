@@ -69,6 +69,16 @@ async fn stub() -> String {
         } else if prompt.contains("start-my-server") {
             json!({"action": "drop_command", "target": target, "container": "web",
                    "rationale": "the image has no such program; its own entrypoint serves"})
+        } else if prompt.contains("REPORT_BUCKET") {
+            json!({"action": "set_env", "target": {"kind": "CronJob", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"},
+                   "container": "report", "name": "REPORT_BUCKET",
+                   "from": {"kind": "config_map_key", "name": "reports", "key": "REPORT_BUCKET"}, "rationale": "the ConfigMap has it"})
+        } else if prompt.contains("no_endpoints") {
+            json!({"action": "set_service_selector", "target": {"kind": "Service", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"},
+                   "remove": [], "set": {"app": "nginx"}, "rationale": "the nginx pods are the ones one key away"})
+        } else if prompt.contains("cannot list resource") {
+            json!({"action": "grant_role_rule", "target": target, "role": "lister", "service_account": "lister",
+                   "verb": "list", "api_group": "", "resource": "pods", "rationale": "exactly the refused request"})
         } else if prompt.contains("/healthz") {
             json!({"action": "set_probe", "target": target, "container": "WORKLOAD_1", "probe": "liveness",
                    "handler": {"type": "http_get", "path": if reflected { "/" } else { "/health" }, "port": 80}, "rationale": "probe a served path"})

@@ -1250,7 +1250,12 @@ async fn a_new_pod_of_a_fixed_deployment_that_restarts_during_the_window_fails_v
 e2e_test! {
 async fn a_cronjobs_failing_pod_is_the_same_workload_for_the_watcher_and_the_engine() {
     use k8s_openapi::api::batch::v1::{CronJob, Job};
-    let stack = Stack::start(Options::default()).await;
+    // A daily CronJob: the fix is proven by a run the product starts, which this policy allows.
+    let stack = Stack::start(Options {
+        policy: Some(r#"{"trigger_cronjob_runs": true}"#),
+        ..Options::default()
+    })
+    .await;
     let client = stack.kube().await;
     let template = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "report", "image": "busybox:bu-tag-yok"}]}});
     let cron: CronJob = serde_json::from_value(json!({"metadata": {"name": "nightly"},
@@ -1280,7 +1285,17 @@ async fn a_cronjobs_failing_pod_is_the_same_workload_for_the_watcher_and_the_eng
     let outcome = detail["outcome"].as_str().unwrap();
     assert!(!outcome.contains("no live pod"), "{outcome}");
     assert_eq!(detail["evidence"]["owner_chain"][2]["kind"], "CronJob", "{detail}");
-    assert!(outcome.contains("CronJob") || outcome.contains("cronjob/nightly"), "{outcome}");
+    // Fixed at the CronJob's jobTemplate, proven by the run started for it.
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let commands = support::audit_commands(&detail);
+    assert_eq!(commands.len(), 2, "{detail}");
+    assert!(commands[0].starts_with("kubectl set image cronjob/nightly report=busybox:"), "{commands:?}");
+    let run = commands[1];
+    assert!(
+        run.starts_with("kubectl create job nightly-reflexion-") && run.ends_with(" --from=cronjob/nightly -n default"),
+        "{run}"
+    );
+    assert!(outcome.contains("the first run after the change, Job nightly-reflexion-"), "{outcome}");
 }
 }
 

@@ -563,6 +563,25 @@ fn adversarial_corpus() -> Vec<(&'static str, Reply)> {
             "drop_command of a container that is not there",
             c(r#"{"action":"drop_command","target":TARGET,"container":"bystander"}"#),
         ),
+        // RBAC: a grant is only ever the request a log shows refused, and never a wildcard.
+        (
+            "a grant no log asks for",
+            c(
+                r#"{"action":"grant_role_rule","target":TARGET,"role":"victim","service_account":"default","verb":"get","api_group":"","resource":"secrets"}"#,
+            ),
+        ),
+        (
+            "a wildcard grant",
+            c(
+                r#"{"action":"grant_role_rule","target":TARGET,"role":"victim","service_account":"default","verb":"*","api_group":"","resource":"*"}"#,
+            ),
+        ),
+        (
+            "an action that does not fit a crash",
+            c(
+                r#"{"action":"set_node_selector","target":TARGET,"remove":["kubernetes.io/os"],"set":{}}"#,
+            ),
+        ),
         // Oversized.
         (
             "oversized",

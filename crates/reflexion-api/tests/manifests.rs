@@ -158,6 +158,10 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
                             verb != "*" && res != "*" && group != "*",
                             "wildcard in {r:?}"
                         );
+                        assert!(
+                            !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
+                            "a verb that hands out power in {r:?}"
+                        );
                         g.insert(format!("{group}/{res}:{verb}"));
                     }
                 }
@@ -218,6 +222,20 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "apps/statefulsets:list",
             "apps/daemonsets:list",
             "discovery.k8s.io/endpointslices:list",
+            "batch/cronjobs:get",
+            "batch/cronjobs:patch",
+            "batch/jobs:get",
+            "batch/jobs:list",
+            "batch/jobs:create",
+            "/persistentvolumeclaims:get",
+            "/persistentvolumeclaims:delete",
+            "/persistentvolumeclaims:create",
+            "storage.k8s.io/storageclasses:list",
+            "rbac.authorization.k8s.io/roles:get",
+            "rbac.authorization.k8s.io/roles:list",
+            "rbac.authorization.k8s.io/roles:patch",
+            "rbac.authorization.k8s.io/rolebindings:list",
+            "authorization.k8s.io/subjectaccessreviews:create",
             "kustomize.toolkit.fluxcd.io/kustomizations:get",
             "source.toolkit.fluxcd.io/gitrepositories:get",
             "argoproj.io/applications:get",

@@ -17,6 +17,7 @@ pub mod owner;
 pub mod policy;
 pub mod progress;
 pub mod quantity;
+pub mod rbac;
 pub mod reflect;
 pub mod refusal;
 pub mod report;

@@ -180,6 +180,7 @@ set_node_selector {target, remove: [keys], set: {key: value}} (only keys no node
 recreate_claim {target, claim, storage_class} (an unbound claim whose StorageClass does not exist, with a class that does); \
 drop_command {target, container} (a command override the image cannot run: the image's own entrypoint runs instead); \
 set_service_selector {target, remove: [keys], set: {key: value}} (a Service whose selector matches no pod: only to the labels of the workload the evidence names); \
+grant_role_rule {target, role, service_account, verb, api_group, resource} (exactly the request a log line says is forbidden, to the Role the evidence names); \
 escalate {diagnosis, suggestion}. \
 Prefer what the option lines say exists. \
 End with a \"rationale\" of one short sentence. Never repeat a failed attempt. \
@@ -378,6 +379,8 @@ pub fn answer_schema() -> Value {
         variant("set_service_selector", vec![("target", target.clone()),
             ("remove", json!({"type": "array", "items": {"type": "string", "maxLength": 317}, "maxItems": 16})),
             ("set", json!({"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}, "maxProperties": 16}))]),
+        variant("grant_role_rule", vec![("target", target.clone()), ("role", s.clone()), ("service_account", s.clone()),
+            ("verb", json!({"type": "string", "enum": crate::rbac::GRANTABLE_VERBS})), ("api_group", s.clone()), ("resource", s.clone())]),
         variant("drop_command", vec![("target", target), ("container", s.clone())]),
         variant("escalate", vec![("diagnosis", text(400)), ("suggestion", text(300))]),
     ]})
@@ -401,7 +404,13 @@ pub fn applicable_actions(s: &Signature) -> &'static [&'static str] {
         (FailureKind::CrashLoop, c) if c.is_command_not_found() => {
             &["drop_command", "rollout_undo", "escalate"]
         }
-        (FailureKind::CrashLoop, _) => &["set_env", "set_image", "rollout_undo", "escalate"],
+        (FailureKind::CrashLoop, _) => &[
+            "set_env",
+            "set_image",
+            "grant_role_rule",
+            "rollout_undo",
+            "escalate",
+        ],
         (FailureKind::ConfigError, _) => &["set_env", "escalate"],
         (FailureKind::Unschedulable, Cause::NodeSelector | Cause::Taint) => {
             &["set_node_selector", "escalate"]
@@ -749,6 +758,7 @@ mod tests {
                 "set_node_selector",
                 "recreate_claim",
                 "set_service_selector",
+                "grant_role_rule",
                 "drop_command",
                 "escalate"
             ]
@@ -787,7 +797,13 @@ mod tests {
             (
                 K::CrashLoop,
                 Cause::Exit(1),
-                &["set_env", "set_image", "rollout_undo", "escalate"],
+                &[
+                    "set_env",
+                    "set_image",
+                    "grant_role_rule",
+                    "rollout_undo",
+                    "escalate",
+                ],
             ),
             (
                 K::Unschedulable,
@@ -821,22 +837,16 @@ mod tests {
                         .map(String::from)
                 })
                 .collect();
+            // Offered in the full schema's order.
+            let order = answer_schema();
+            let order: Vec<&str> = order["anyOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["properties"]["action"]["const"].as_str())
+                .collect();
             let mut sorted_want: Vec<&str> = want.to_vec();
-            sorted_want.sort_by_key(|a| {
-                [
-                    "set_image",
-                    "set_resources",
-                    "set_env",
-                    "set_probe",
-                    "rollout_undo",
-                    "set_node_selector",
-                    "recreate_claim",
-                    "drop_command",
-                    "escalate",
-                ]
-                .iter()
-                .position(|x| x == a)
-            });
+            sorted_want.sort_by_key(|a| order.iter().position(|x| x == a));
             assert_eq!(offered, sorted_want, "{s}");
         }
     }

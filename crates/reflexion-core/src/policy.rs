@@ -50,6 +50,9 @@ pub struct Policy {
     /// Where fixes to GitOps-owned workloads land, for namespaces not listed in `gitops_namespaces`.
     pub gitops: GitopsMode,
     pub gitops_namespaces: BTreeMap<String, GitopsMode>,
+    /// Whether a fix to a CronJob may be proven by a run kube-reflexion starts (`kubectl create job --from`), instead
+    /// of waiting for the next scheduled one: a run has whatever effects the job has, so only when this says so.
+    pub trigger_cronjob_runs: bool,
 }
 
 /// Namespaces no policy file unprotects by listing others: a file that names its own adds to these.
@@ -73,6 +76,7 @@ struct PolicyFile {
     max_auto_risk: Risk,
     gitops: GitopsMode,
     gitops_namespaces: BTreeMap<String, GitopsMode>,
+    trigger_cronjob_runs: bool,
 }
 
 impl Default for PolicyFile {
@@ -85,6 +89,7 @@ impl Default for PolicyFile {
             max_auto_risk: Risk::Medium,
             gitops: GitopsMode::Git,
             gitops_namespaces: BTreeMap::new(),
+            trigger_cronjob_runs: false,
         }
     }
 }
@@ -109,6 +114,7 @@ impl From<PolicyFile> for Policy {
             max_auto_risk: f.max_auto_risk,
             gitops: f.gitops,
             gitops_namespaces: f.gitops_namespaces,
+            trigger_cronjob_runs: f.trigger_cronjob_runs,
         }
     }
 }

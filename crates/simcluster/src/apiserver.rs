@@ -6,7 +6,7 @@ use crate::patch;
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Change, ChangeType, DeleteOptions};
-use crate::{Cluster, apply, protobuf, registry, table};
+use crate::{Cluster, access, apply, protobuf, registry, table};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -187,9 +187,30 @@ async fn core_api(
         headers,
         body,
     };
+    if let Err(e) = admit_caller(&c, "", version, rest, &req) {
+        return e.into_response();
+    }
     dispatch(&c, "", version, rest, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Authenticate and authorize a request (`access`); `Err` is the 401 or 403 to answer.
+fn admit_caller(
+    c: &Cluster,
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    req: &Req,
+) -> Result<access::Caller, ApiError> {
+    let caller = access::caller(c, &req.headers)?;
+    // Every authenticated user may ask what they themselves may do (the `system:basic-user` role).
+    if group == "authorization.k8s.io" && segs == ["selfsubjectaccessreviews"] {
+        return Ok(caller);
+    }
+    let asked = access::attributes(group, version, segs, &req.method, &req.params);
+    access::authorize(c, &caller, asked)?;
+    Ok(caller)
 }
 
 async fn group_api(
@@ -215,7 +236,9 @@ async fn group_api(
                 headers,
                 body,
             };
-            access_review(&c, rest, &req).unwrap_or_else(IntoResponse::into_response)
+            admit_caller(&c, "authorization.k8s.io", "v1", rest, &req)
+                .and_then(|caller| access_review(&c, rest, &req, &caller))
+                .unwrap_or_else(IntoResponse::into_response)
         }
         [group, version, rest @ ..] => {
             let req = Req {
@@ -224,6 +247,9 @@ async fn group_api(
                 headers,
                 body,
             };
+            if let Err(e) = admit_caller(&c, group, version, rest, &req) {
+                return e.into_response();
+            }
             dispatch(&c, group, version, rest, req)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
@@ -234,7 +260,12 @@ async fn group_api(
 
 /// `authorization.k8s.io/v1` access reviews, decided by RBAC over the stored Roles, ClusterRoles and bindings
 /// (`rbac`). Created, never stored, as on a real API server.
-fn access_review(c: &Cluster, segs: &[&str], req: &Req) -> Result<Response, ApiError> {
+fn access_review(
+    c: &Cluster,
+    segs: &[&str],
+    req: &Req,
+    caller: &access::Caller,
+) -> Result<Response, ApiError> {
     use crate::rbac;
     if segs.is_empty() && req.method == Method::GET {
         let resource = |plural: &str, kind: &str, namespaced: bool| json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["create"]});
@@ -270,18 +301,10 @@ fn access_review(c: &Cluster, segs: &[&str], req: &Req) -> Result<Response, ApiE
         }
         attrs.namespace = ns.to_string();
     }
-    let header = |name: &str| -> Vec<String> {
-        req.headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(String::from))
-            .collect()
-    };
     let (user, asked_groups) = if kind == "SelfSubjectAccessReview" {
-        match header("impersonate-user").into_iter().next() {
-            Some(user) => (user, header("impersonate-group")),
-            // The kubeconfig's user: the cluster admin.
-            None => {
+        match caller {
+            access::Caller::User { name, groups } => (name.clone(), groups.clone()),
+            access::Caller::Admin => {
                 let mut out = review.clone();
                 out["status"] = json!({"allowed": true, "reason": "simcluster: the cluster admin may do anything"});
                 return Ok(json_response(StatusCode::CREATED, out));
@@ -299,23 +322,8 @@ fn access_review(c: &Cluster, segs: &[&str], req: &Req) -> Result<Response, ApiE
             groups,
         )
     };
-    let list = |k: &str| {
-        resources::by_kind(k)
-            .map(|rt| c.store.list(rt, None).0)
-            .unwrap_or_default()
-    };
-    let (roles, cluster_roles, role_bindings, cluster_role_bindings) = (
-        list("Role"),
-        list("ClusterRole"),
-        list("RoleBinding"),
-        list("ClusterRoleBinding"),
-    );
-    let objects = rbac::Objects {
-        roles: &roles,
-        cluster_roles: &cluster_roles,
-        role_bindings: &role_bindings,
-        cluster_role_bindings: &cluster_role_bindings,
-    };
+    let stored = rbac::Stored::of(&c.store);
+    let objects = stored.objects();
     let (allowed, reason) = rbac::decide(
         &objects,
         &user,
@@ -521,6 +529,11 @@ async fn serve(
             Ok(json_response(StatusCode::OK, obj))
         }
         (&Method::GET, Some(name), Some("log")) => logs(c, &ns, name, &req.params).await,
+        (&Method::POST, Some(name), Some("token")) if t.rt.kind == "ServiceAccount" => {
+            let body = object_body(&req)?;
+            let out = c.tokens.token_request(store, &ns, name, &body)?;
+            Ok(json_response(StatusCode::CREATED, out))
+        }
         (&Method::GET, Some(name), Some("scale")) => Ok(json_response(
             StatusCode::OK,
             scale_of(&store.get(t.rt, &ns, name)?),

@@ -44,6 +44,10 @@ pub struct Behaviour {
     /// The default process runs as PID 1 without a SIGTERM handler: stopping it takes the whole grace period.
     #[serde(default)]
     pub ignores_sigterm: bool,
+    /// The default process lists this resource (`pods`, `deployments.apps`) in its namespace at start-up with the
+    /// pod's ServiceAccount token, as a controller does; refused, it logs the API server's message and exits 1.
+    #[serde(default)]
+    pub lists: Option<String>,
     /// The default process exits at once (an interpreter with no script and no terminal).
     #[serde(default)]
     pub exits_at_once: bool,

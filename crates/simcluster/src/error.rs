@@ -89,6 +89,26 @@ impl ApiError {
         Self::new(409, "Conflict", message)
             .with_details(json!({"name": name, "kind": kind, "causes": causes}))
     }
+    /// 401: the request's credentials authenticate no one.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+    /// 403 from the authorizer: `pods is forbidden: User ...` (no name for a list), as kube-apiserver words it.
+    pub fn denied(qualified_resource: &str, name: &str, why: &str) -> Self {
+        let message = if name.is_empty() {
+            format!("{qualified_resource} is forbidden: {why}")
+        } else {
+            format!("{qualified_resource} \"{name}\" is forbidden: {why}")
+        };
+        let mut details = json!({"kind": qualified_resource.split('.').next().unwrap_or_default()});
+        if let Some(group) = qualified_resource.split_once('.').map(|(_, g)| g) {
+            details["group"] = json!(group);
+        }
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        Self::new(403, "Forbidden", message).with_details(details)
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

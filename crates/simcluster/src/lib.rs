@@ -2,6 +2,7 @@
 //! Kubernetes. It serves the API over plain HTTP on loopback; a scheduler, deployment/replicaset/GC controllers
 //! and a kubelet drive objects the way a small real cluster does, including the failures an SRE meets.
 
+pub mod access;
 pub mod admission;
 pub mod apiserver;
 pub mod apply;
@@ -34,6 +35,7 @@ pub mod selector;
 pub mod shell;
 pub mod store;
 pub mod table;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,6 +67,8 @@ pub struct Cluster {
     pub faults: Arc<faults::Faults>,
     /// How often (simulated) Argo CD compares an Application with its source (`timeout.reconciliation`).
     pub argocd_reconcile: std::time::Duration,
+    /// Signs and checks ServiceAccount tokens.
+    pub tokens: Arc<tokens::Issuer>,
 }
 
 impl Cluster {
@@ -97,6 +101,7 @@ impl Cluster {
             local_kubelet: true,
             faults: Arc::default(),
             argocd_reconcile: std::time::Duration::from_secs(180),
+            tokens: Arc::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! What a container reaches over the cluster network, as busybox's `wget` sees it: a Service by its DNS name (in
 //! the pod's namespace, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.cluster.local`) or a pod by IP. A Service's port
 //! leads to a ready endpoint of its EndpointSlices, and that pod must serve the target port: kube-proxy rejects a
-//! connection to a Service with no ready endpoint, which the client sees as "Connection refused".
+//! connection to a Service with no ready endpoint, which the client sees as "Connection refused". And the API
+//! server, as an in-cluster client reaches it with the token the kubelet mounted for the pod (`tokens`): what it
+//! may list is what RBAC lets that ServiceAccount list (`rbac`).
 
 use crate::catalog::Serves;
 use crate::resources;
@@ -13,7 +15,13 @@ use std::collections::HashMap;
 pub trait Network {
     /// GET `http://host:port/path`: `Ok` if something answers 200, else busybox wget's error line.
     fn get(&self, host: &str, port: u16, path: &str) -> Result<(), String>;
+    /// List `resource` (`pods`, `deployments.apps`) in the pod's namespace as an in-cluster client does: how many
+    /// there are, or the error the client reports (the API server's message for a refusal).
+    fn list(&self, resource: &str) -> Result<usize, String>;
 }
+
+/// Where an in-cluster client finds its credentials.
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// No network at all: every name is unknown.
 pub struct Offline;
@@ -21,6 +29,9 @@ pub struct Offline;
 impl Network for Offline {
     fn get(&self, host: &str, _: u16, _: &str) -> Result<(), String> {
         Err(format!("wget: bad address '{host}'"))
+    }
+    fn list(&self, _: &str) -> Result<usize, String> {
+        Err("Get \"https://kubernetes.default.svc/api\": dial tcp: lookup kubernetes.default.svc: no such host".into())
     }
 }
 
@@ -30,6 +41,9 @@ pub struct Cluster<'a> {
     pub store: &'a Store,
     pub namespace: &'a str,
     pub serving: &'a HashMap<String, Vec<Serves>>,
+    pub tokens: &'a crate::tokens::Issuer,
+    /// The ServiceAccount token mounted in the pod, if any.
+    pub token: Option<String>,
 }
 
 fn refused(ip: &str) -> String {
@@ -65,6 +79,33 @@ impl Cluster<'_> {
 }
 
 impl Network for Cluster<'_> {
+    fn list(&self, resource: &str) -> Result<usize, String> {
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| format!("open {TOKEN_PATH}: no such file or directory"))?;
+        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+        let rt = resources::RESOURCES
+            .iter()
+            .find(|r| r.plural == plural && r.group == group)
+            .ok_or_else(|| {
+                format!("the server could not find the requested resource ({resource})")
+            })?;
+        let user = self
+            .tokens
+            .authenticate(self.store, token)
+            .map_err(|e| e.message)?;
+        let asked = crate::rbac::Attributes {
+            verb: "list".into(),
+            group: group.into(),
+            resource: plural.into(),
+            namespace: self.namespace.into(),
+            ..Default::default()
+        };
+        crate::rbac::authorize(self.store, &user, &asked).map_err(|e| e.message)?;
+        Ok(self.store.list(rt, Some(self.namespace)).0.len())
+    }
+
     fn get(&self, host: &str, port: u16, path: &str) -> Result<(), String> {
         if host.parse::<std::net::Ipv4Addr>().is_ok() {
             return self.at_pod(host, port, path);

@@ -185,6 +185,84 @@ pub fn decide(
     (false, String::new())
 }
 
+/// The RBAC objects of a store, for [`decide`].
+pub struct Stored {
+    roles: Vec<Value>,
+    cluster_roles: Vec<Value>,
+    role_bindings: Vec<Value>,
+    cluster_role_bindings: Vec<Value>,
+}
+
+impl Stored {
+    pub fn of(store: &crate::store::Store) -> Self {
+        use crate::resources::by_kind;
+        let list = |k: &str| {
+            by_kind(k)
+                .map(|rt| store.list(rt, None).0)
+                .unwrap_or_default()
+        };
+        Self {
+            roles: list("Role"),
+            cluster_roles: list("ClusterRole"),
+            role_bindings: list("RoleBinding"),
+            cluster_role_bindings: list("ClusterRoleBinding"),
+        }
+    }
+
+    pub fn objects(&self) -> Objects<'_> {
+        Objects {
+            roles: &self.roles,
+            cluster_roles: &self.cluster_roles,
+            role_bindings: &self.role_bindings,
+            cluster_role_bindings: &self.cluster_role_bindings,
+        }
+    }
+}
+
+/// Why the authorizer refuses `user` a request, worded as kube-apiserver's `forbiddenMessage`.
+pub fn forbidden_message(user: &str, a: &Attributes) -> String {
+    if let Some(path) = &a.non_resource_path {
+        return format!("User \"{user}\" cannot {} path \"{path}\"", a.verb);
+    }
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    format!(
+        "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        a.verb, a.group
+    )
+}
+
+/// Authorize a ServiceAccount's (or any non-admin user's) request against the store's RBAC objects: `Err` is
+/// the 403 kube-apiserver answers.
+pub fn authorize(
+    store: &crate::store::Store,
+    user: &str,
+    a: &Attributes,
+) -> Result<(), crate::error::ApiError> {
+    let stored = Stored::of(store);
+    if decide(&stored.objects(), user, &groups_of(user, &[]), a).0 {
+        return Ok(());
+    }
+    let qualified = if a.group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.group)
+    };
+    Err(crate::error::ApiError::denied(
+        &qualified,
+        &a.name,
+        &forbidden_message(user, a),
+    ))
+}
+
 /// A review answered: the request's spec, with the decision as its status.
 pub fn answer(review: &Value, allowed: bool, reason: &str) -> Value {
     let mut out = review.clone();

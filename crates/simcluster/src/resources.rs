@@ -219,7 +219,7 @@ pub static RESOURCES: &[ResourceType] = &[
         kind: "ServiceAccount",
         namespaced: true,
         short_names: &["sa"],
-        subresources: &[],
+        subresources: &["token"],
         has_status: false,
         fields: &[],
     },

@@ -332,6 +332,17 @@ fn image_program(name: &str, ctx: &Context<'_>, p: &mut Program) -> Effect {
         p.logs.extend(line.lines().map(String::from));
         return Effect::Exit(1);
     }
+    if let Some(resource) = &b.lists {
+        match ctx.network.list(resource) {
+            Ok(n) => p
+                .logs
+                .push(format!("listed {n} {resource}; watching for changes")),
+            Err(why) => {
+                p.logs.push(format!("failed to list {resource}: {why}"));
+                return Effect::Exit(1);
+            }
+        }
+    }
     p.logs.extend(b.logs.iter().cloned());
     p.serves.extend(b.serves.iter().cloned());
     p.memory_bytes += b.memory_bytes();

@@ -24,6 +24,33 @@ impl Sim {
         self.dir.path().join("k.cfg")
     }
 
+    /// GET `path` with a bearer token, as an in-cluster client sends it (kubectl sends credentials only over TLS,
+    /// and simcluster serves plain HTTP on loopback): the status code and the body.
+    fn get_with_token(&self, path: &str, token: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let config = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let server = config
+            .split("server: http://")
+            .nth(1)
+            .and_then(|r| r.lines().next())
+            .unwrap();
+        let mut conn = std::net::TcpStream::connect(server).unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (status, body.to_string())
+    }
+
     /// Run kubectl; (success, stdout + stderr).
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("kubectl")
@@ -923,6 +950,87 @@ fn kubectl_auth_can_i_answers_as_rbac_decides() {
     assert_eq!(
         out,
         "true RBAC: allowed by RoleBinding \"read-pods/shop\" of Role \"pod-reader\" to system:serviceaccount:shop:app"
+    );
+}
+
+/// A ServiceAccount's token is authorized by RBAC on every request: `kubectl create token` and `--token` (or
+/// `--as`) get the API server's real 403 for what no Role grants; a pod whose program lists pods with its mounted
+/// token crash-loops with that message in its log, and runs once one Role rule allows exactly that.
+#[test]
+fn a_service_accounts_token_gets_what_rbac_grants_and_a_real_403_otherwise() {
+    let Some(sim) = start() else { return };
+    sim.ok(&["create", "serviceaccount", "lister"]);
+    sim.ok(&["create", "role", "lister", "--verb=get", "--resource=pods"]);
+    sim.ok(&[
+        "create",
+        "rolebinding",
+        "lister",
+        "--role=lister",
+        "--serviceaccount=default:lister",
+    ]);
+    let denial = r#"pods is forbidden: User "system:serviceaccount:default:lister" cannot list resource "pods" in API group "" in the namespace "default""#;
+    let token = sim.ok(&["create", "token", "lister"]);
+    let token = token.trim();
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, body) = sim.get_with_token(pods, token);
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status["reason"].as_str(), status["message"].as_str()),
+        (Some("Forbidden"), Some(denial))
+    );
+    assert_eq!(
+        sim.get_with_token("/api/v1/namespaces/default/pods/nothing", token)
+            .0,
+        404,
+        "get is granted"
+    );
+    assert_eq!(sim.get_with_token(pods, "forged.token.value").0, 401);
+    let (ok, text) = sim.kubectl(&["get", "pods", "--as=system:serviceaccount:default:lister"]);
+    assert!(!ok);
+    assert!(text.contains(denial), "{text}");
+    sim.ok(&[
+        "run",
+        "reporter",
+        "--image=kubereflexion/pod-reporter:1.0.0",
+        "--overrides",
+        r#"{"spec": {"serviceAccountName": "lister"}}"#,
+    ]);
+    sim.until(&["logs", "reporter"], "the denial in the pod's log", |t| {
+        t.contains(denial)
+    });
+    sim.ok(&[
+        "patch",
+        "role/lister",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["pods"],"verbs":["list"]}}]"#,
+    ]);
+    let (code, body) = sim.get_with_token(pods, token);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"name\":\"reporter\""), "{body}");
+    let (code, body) = sim.get_with_token("/api/v1/pods", token);
+    assert_eq!(code, 403, "a Role grants nothing across namespaces: {body}");
+    assert!(body.contains("at the cluster scope"), "{body}");
+    let (ok, text) = sim.kubectl(&[
+        "auth",
+        "can-i",
+        "list",
+        "pods",
+        "-A",
+        "--as=system:serviceaccount:default:lister",
+    ]);
+    assert_eq!((ok, text.trim()), (false, "no"));
+    sim.until(
+        &[
+            "get",
+            "pod",
+            "reporter",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ],
+        "the pod to run once it may list pods",
+        |t| t == "true",
     );
 }
 

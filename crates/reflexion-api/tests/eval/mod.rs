@@ -24,6 +24,12 @@ pub struct Scenario {
     pub acceptable: &'static [&'static str],
     /// Whether the right outcome is an escalation (nothing our actions can fix).
     pub escalation_expected: bool,
+    /// More objects the scenario needs (a Service, a ServiceAccount and its Role, a quota, a CronJob), with their
+    /// `apiVersion` and `kind`: created in order before the Deployment, deleted after.
+    pub extra: Vec<Value>,
+    /// The name of the workload the incident is for when it is not the Deployment (a Service, a CronJob); a
+    /// scenario without a Deployment has `deployment: Value::Null`.
+    pub incident_of: Option<&'static str>,
 }
 
 fn deployment(name: &str, container: Value) -> Value {
@@ -44,6 +50,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_image"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "oom-two-raises",
@@ -56,6 +64,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_resources"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "missing-env-in-configmap",
@@ -68,6 +78,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_env"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "liveness-wrong-path",
@@ -80,6 +92,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_probe"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "crash-127-command-override",
@@ -91,6 +105,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["escalate"],
             escalation_expected: true,
+            extra: vec![],
+            incident_of: None,
         },
         // Added with re-diagnosis and the high-risk repairs (the operator approves each proposal, as below).
         Scenario {
@@ -105,6 +121,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_probe"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "node-selector-no-node",
@@ -120,6 +138,8 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["set_node_selector"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "pvc-missing-class",
@@ -140,6 +160,8 @@ pub fn scenarios() -> Vec<Scenario> {
             ),
             acceptable: &["recreate_claim"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
         },
         Scenario {
             name: "command-not-in-image",
@@ -151,6 +173,84 @@ pub fn scenarios() -> Vec<Scenario> {
             claim: None,
             acceptable: &["drop_command"],
             escalation_expected: false,
+            extra: vec![],
+            incident_of: None,
+        },
+        // Added with the families no failing pod shows (issue 28).
+        Scenario {
+            name: "service-selects-nothing",
+            deployment: deployment(
+                "nginx",
+                json!({"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}),
+            ),
+            config_map: None,
+            claim: None,
+            acceptable: &["set_service_selector"],
+            escalation_expected: false,
+            extra: vec![
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "storefront"},
+                               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+            ],
+            incident_of: Some("storefront"),
+        },
+        Scenario {
+            name: "role-lacks-list",
+            deployment: {
+                let mut d = deployment(
+                    "reporter",
+                    json!({"name": "reporter", "image": "kubereflexion/pod-reporter:1.0.0"}),
+                );
+                d["spec"]["template"]["spec"]["serviceAccountName"] = json!("lister");
+                d
+            },
+            config_map: None,
+            claim: None,
+            acceptable: &["grant_role_rule"],
+            escalation_expected: false,
+            extra: vec![
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "lister"}}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lister"},
+                       "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lister"},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lister"},
+                       "subjects": [{"kind": "ServiceAccount", "name": "lister", "namespace": "default"}]}),
+            ],
+            incident_of: None,
+        },
+        Scenario {
+            name: "cronjob-missing-env",
+            deployment: Value::Null,
+            config_map: Some(
+                json!({"metadata": {"name": "reports"}, "data": {"REPORT_BUCKET": "s3://reports"}}),
+            ),
+            claim: None,
+            acceptable: &["set_env"],
+            escalation_expected: false,
+            extra: vec![
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+                "spec": {"schedule": "*/1 * * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "report", "image": "kubereflexion/report-job:1.0.0"}]}}}}}}),
+            ],
+            incident_of: Some("nightly"),
+        },
+        Scenario {
+            name: "over-quota-by-far",
+            deployment: deployment(
+                "batch",
+                json!({"name": "batch", "image": "nginx:1.27", "resources": {"requests": {"memory": "2Gi"}}}),
+            ),
+            config_map: None,
+            claim: None,
+            // A quota a quarter of the request: no cut the rules would make fits, and a model may only hand over
+            // (a namespace's quota is never changed).
+            acceptable: &["escalate"],
+            escalation_expected: true,
+            extra: vec![
+                json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
+                               "spec": {"hard": {"requests.memory": "512Mi"}}}),
+            ],
+            incident_of: None,
         },
     ]
 }
@@ -295,16 +395,29 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
             .await
             .unwrap();
     }
+    let client = stack.kube().await;
+    for o in &s.extra {
+        dynamic(&client, o)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(o.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     let before: Vec<String> = ids(stack).await;
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(s.deployment.clone()).unwrap(),
-        )
-        .await
-        .unwrap();
-    let name = s.deployment["metadata"]["name"]
-        .as_str()
+    if !s.deployment.is_null() {
+        deployments
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(s.deployment.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let name = s
+        .incident_of
+        .or(s.deployment["metadata"]["name"].as_str())
         .unwrap()
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -352,7 +465,20 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = deployments.delete(&name, &DeleteParams::foreground()).await;
+    let deployment = s.deployment["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    let _ = deployments
+        .delete(deployment, &DeleteParams::foreground())
+        .await;
+    for o in s.extra.iter().rev() {
+        let _ = dynamic(&client, o)
+            .delete(
+                o["metadata"]["name"].as_str().unwrap(),
+                &DeleteParams::foreground(),
+            )
+            .await;
+    }
     if let Some(cm) = &s.config_map {
         let _ = cms
             .delete(
@@ -362,7 +488,7 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
             .await;
     }
     for _ in 0..120 {
-        if deployments.get_opt(&name).await.unwrap().is_none() {
+        if deployment.is_empty() || deployments.get_opt(deployment).await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -380,6 +506,20 @@ pub async fn run(stack: &Stack, s: &Scenario, arm: Arm, rep: usize) -> Run {
     let mut run = summarize(s, arm, rep, &detail, started.elapsed().as_secs_f64());
     run.approvals = approvals;
     run
+}
+
+/// The API of one object of a scenario, from its `apiVersion` and `kind`, in `default`.
+fn dynamic(client: &kube::Client, o: &Value) -> Api<kube::api::DynamicObject> {
+    let kind = o["kind"].as_str().unwrap();
+    let gvk = kube::api::GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: o["apiVersion"].as_str().unwrap().to_string(),
+        kind: kind.to_string(),
+    })
+    .unwrap();
+    // Every kind a scenario creates is pluralized by adding an s.
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+    Api::namespaced_with(client.clone(), "default", &resource)
 }
 
 async fn ids(stack: &Stack) -> Vec<String> {

@@ -452,11 +452,14 @@ impl Stack {
         api
     }
 
-    /// Create every object of a multi-document manifest (Deployments, Services, Pods, PersistentVolumeClaims) in
+    /// Create every object of a multi-document manifest (workloads, Services, claims, accounts and their RBAC) in
     /// `default`, in order.
     pub async fn create_all(&self, yaml: &str) {
         use k8s_openapi::api::apps::v1::Deployment;
-        use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+        use k8s_openapi::api::core::v1::{
+            ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+        };
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
         use serde::Deserialize;
         let client = self.kube().await;
         for doc in serde_yaml::Deserializer::from_str(yaml) {
@@ -467,6 +470,9 @@ impl Stack {
                 "ConfigMap" => create::<ConfigMap>(&client, v).await,
                 "Pod" => create::<Pod>(&client, v).await,
                 "PersistentVolumeClaim" => create::<PersistentVolumeClaim>(&client, v).await,
+                "ServiceAccount" => create::<ServiceAccount>(&client, v).await,
+                "Role" => create::<Role>(&client, v).await,
+                "RoleBinding" => create::<RoleBinding>(&client, v).await,
                 other => panic!("create_all does not create {other}"),
             }
         }

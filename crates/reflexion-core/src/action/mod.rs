@@ -87,6 +87,18 @@ pub enum Action {
         remove: Vec<String>,
         set: BTreeMap<String, String>,
     },
+    /// Allow a workload's ServiceAccount the one request its pods were refused: one rule (one verb on one resource
+    /// of one API group) added to the Role of the workload's namespace that is bound to the account. Never a
+    /// ClusterRole, never a wildcard (`rbac::grantable`); granting is high risk: by default it waits for approval.
+    GrantRoleRule {
+        /// The workload whose pods were refused.
+        target: WorkloadRef,
+        role: String,
+        service_account: String,
+        verb: String,
+        api_group: String,
+        resource: String,
+    },
     /// Roll a Deployment back to an earlier revision (the previous one when `to_revision` is absent).
     RolloutUndo {
         target: WorkloadRef,
@@ -204,6 +216,8 @@ pub enum ActionError {
     NothingToSet,
     #[error("{0} must remove or set at least one key")]
     NoSelectorChange(&'static str),
+    #[error("grant_role_rule: {0}")]
+    NotGrantable(String),
     #[error("{field}: {value:?} is not a valid label key or value")]
     InvalidLabel { field: &'static str, value: String },
 }
@@ -300,6 +314,16 @@ impl Action {
                 ..
             } => format!("{v}:recreate_claim:{claim}:{storage_class}"),
             Self::DropCommand { container, .. } => format!("{v}:drop_command:{container}"),
+            Self::GrantRoleRule {
+                role,
+                service_account,
+                verb,
+                api_group,
+                resource,
+                ..
+            } => format!(
+                "{v}:grant_role_rule:{role}:{service_account}:{verb}:{api_group}/{resource}"
+            ),
             Self::RolloutUndo { to_revision, .. } => format!(
                 "{v}:rollout_undo:{}",
                 to_revision.map_or("previous".to_string(), |r| r.to_string())
@@ -320,6 +344,7 @@ impl Action {
             Self::RecreateClaim { .. } => "recreate_claim",
             Self::DropCommand { .. } => "drop_command",
             Self::SetServiceSelector { .. } => "set_service_selector",
+            Self::GrantRoleRule { .. } => "grant_role_rule",
             Self::Escalate { .. } => "escalate",
         }
     }
@@ -334,9 +359,35 @@ impl Action {
             Self::SetRequests { .. }
             | Self::SetNodeSelector { .. }
             | Self::RecreateClaim { .. }
-            | Self::DropCommand { .. } => Risk::High,
+            | Self::DropCommand { .. }
+            | Self::GrantRoleRule { .. } => Risk::High,
             Self::Escalate { .. } => Risk::None,
         }
+    }
+
+    /// The request a `grant_role_rule` allows, as the denial it answers (in the workload's namespace), and the Role
+    /// it adds the rule to.
+    pub fn grant(&self) -> Option<(crate::rbac::Denial, &str)> {
+        let Self::GrantRoleRule {
+            target,
+            role,
+            service_account,
+            verb,
+            api_group,
+            resource,
+        } = self
+        else {
+            return None;
+        };
+        let d = crate::rbac::Denial {
+            namespace: target.namespace.clone(),
+            service_account: service_account.clone(),
+            verb: verb.clone(),
+            api_group: api_group.clone(),
+            resource: resource.clone(),
+            scope: Some(target.namespace.clone()),
+        };
+        Some((d, role))
     }
 
     /// The workload this action writes to, if any.
@@ -351,7 +402,8 @@ impl Action {
             | Self::SetNodeSelector { target, .. }
             | Self::RecreateClaim { target, .. }
             | Self::DropCommand { target, .. }
-            | Self::SetServiceSelector { target, .. } => Some(target),
+            | Self::SetServiceSelector { target, .. }
+            | Self::GrantRoleRule { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
     }

@@ -119,6 +119,21 @@ impl Action {
                     target.name, target.namespace
                 )
             }
+            Self::GrantRoleRule {
+                target,
+                role,
+                verb,
+                api_group,
+                resource,
+                ..
+            } => {
+                let op = serde_json::json!([{"op": "add", "path": "/rules/-",
+                    "value": crate::rbac::rule(verb, api_group, resource)}]);
+                format!(
+                    "kubectl patch role/{role} -n {} --type=json -p '{op}'",
+                    target.namespace
+                )
+            }
             Self::DropCommand { target, container } => {
                 let spec = serde_json::json!({"containers": [{"name": container, "command": null, "args": null}]});
                 pod_spec_patch(target, spec)

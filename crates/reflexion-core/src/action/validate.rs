@@ -191,6 +191,33 @@ impl Action {
                     None => Ok(()),
                 }
             }
+            Self::GrantRoleRule {
+                target,
+                role,
+                service_account,
+                verb,
+                api_group,
+                resource,
+            } => {
+                let pods_of = [
+                    WorkloadKind::Deployment,
+                    WorkloadKind::StatefulSet,
+                    WorkloadKind::DaemonSet,
+                    WorkloadKind::CronJob,
+                    WorkloadKind::Job,
+                    WorkloadKind::Pod,
+                ];
+                check_target("grant_role_rule", target, &pods_of)?;
+                for (field, value) in [("role", role), ("service_account", service_account)] {
+                    if !is_dns1123_subdomain(value) {
+                        return Err(ActionError::InvalidName {
+                            field,
+                            value: value.clone(),
+                        });
+                    }
+                }
+                crate::rbac::grantable(verb, api_group, resource).map_err(ActionError::NotGrantable)
+            }
             Self::RecreateClaim {
                 target,
                 claim,

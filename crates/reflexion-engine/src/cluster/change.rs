@@ -46,6 +46,12 @@ pub enum Write {
         patch: Patch<Value>,
         snapshot: Snapshot,
     },
+    /// A Role's rules, in the target's namespace.
+    Role {
+        name: String,
+        patch: Patch<Value>,
+        snapshot: Snapshot,
+    },
     /// A bare pod whose spec cannot change in place (deleted, and created again with its whole spec but the fix),
     /// or an unbound claim created again with another StorageClass: journaled before the delete.
     Recreate(Journal),
@@ -112,6 +118,21 @@ impl Cluster {
                     ..
                 },
             ) => Write::Recreate(self.claim_journal(&target, claim, storage_class).await?),
+            // The Role, whichever workload's pods were refused.
+            (
+                _,
+                Action::GrantRoleRule {
+                    role,
+                    verb,
+                    api_group,
+                    resource,
+                    ..
+                },
+            ) => {
+                let rule = reflexion_core::rbac::rule(verb, api_group, resource);
+                self.compile_role_rule(&target.namespace, role, rule)
+                    .await?
+            }
             (WorkloadKind::Service, Action::SetServiceSelector { remove, set, .. }) => {
                 self.compile_service_selector(&target, remove, set).await?
             }
@@ -292,6 +313,7 @@ impl Cluster {
             }
             Action::RecreateClaim { .. }
             | Action::SetServiceSelector { .. }
+            | Action::GrantRoleRule { .. }
             | Action::Escalate { .. } => {
                 return Err(ClusterError::Unsupported(format!(
                     "{} as a Deployment patch",
@@ -428,6 +450,11 @@ impl Cluster {
                 self.patch_service(target, patch, true).await?;
                 "patch accepted"
             }
+            Write::Role { name, patch, .. } => {
+                self.patch_role(&target.namespace, name, patch, true)
+                    .await?;
+                "patch of the Role accepted"
+            }
             // The object cannot be created while it exists: the removal is validated now, the new one on create.
             Write::Recreate(j) => {
                 self.dry_run_delete(j).await?;
@@ -490,6 +517,24 @@ impl Cluster {
                     Ok(_) => {}
                     Err(e) if uncertain(&e) => {
                         self.read_back(target, Patched::Service, &patch, e).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(snapshot)
+            }
+            Write::Role {
+                name,
+                patch,
+                snapshot,
+            } => {
+                match self
+                    .patch_role(&target.namespace, &name, &patch, false)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if uncertain(&e) => {
+                        self.read_back(target, Patched::Role(name), &patch, e)
+                            .await?;
                     }
                     Err(e) => return Err(e),
                 }

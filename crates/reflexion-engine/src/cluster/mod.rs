@@ -9,6 +9,7 @@ mod executor;
 mod fleet;
 mod owner;
 mod placement;
+mod rbac;
 mod readback;
 mod recreate;
 mod revert;

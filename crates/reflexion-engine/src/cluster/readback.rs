@@ -7,6 +7,7 @@
 use super::workload::{spec_path, template_path};
 use super::{Cluster, ClusterError, patch_params};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use kube::api::Patch;
 use reflexion_core::owner::WorkloadRef;
@@ -26,12 +27,13 @@ pub(super) fn uncertain(e: &ClusterError) -> bool {
     }
 }
 
-/// What a write patches: a workload's pod template, a bare pod's spec, or a Service.
-#[derive(Clone, Copy)]
+/// What a write patches: a workload's pod template, a bare pod's spec, a Service, or a Role of the namespace.
+#[derive(Clone)]
 pub(super) enum Patched {
     Template,
     Pod,
     Service,
+    Role(String),
 }
 
 impl Cluster {
@@ -46,6 +48,7 @@ impl Cluster {
             Write::Template { patch, .. } => (Patched::Template, patch),
             Write::PodImage { patch, .. } => (Patched::Pod, patch),
             Write::Service { patch, .. } => (Patched::Service, patch),
+            Write::Role { name, patch, .. } => (Patched::Role(name.clone()), patch),
             Write::Recreate(_) => return Ok(None),
         };
         Ok(Some(self.in_place(target, what, patch).await?.is_some()))
@@ -65,7 +68,7 @@ impl Cluster {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            match self.in_place(target, what, patch).await {
+            match self.in_place(target, what.clone(), patch).await {
                 Ok(Some(stored)) => {
                     tracing::warn!(workload = %target, error = %failed, "the write was answered with an error but is in place");
                     return Ok(stored);
@@ -100,6 +103,7 @@ impl Cluster {
                 Patched::Service => {
                     serde_json::to_value(Api::<Service>::namespaced(client, ns).get(name).await?)?
                 }
+                Patched::Role(ref role) => self.stored_role(ns, role).await?,
             };
             let holds = result
                 .iter()
@@ -109,7 +113,7 @@ impl Cluster {
                     .and_then(|p| now.pointer(p))
                     .cloned()
                     .unwrap_or_default(),
-                Patched::Pod | Patched::Service => now,
+                Patched::Pod | Patched::Service | Patched::Role(_) => now,
             }));
         }
         let (now, then) = match what {
@@ -130,10 +134,15 @@ impl Cluster {
                     now_and_patched(Api::<Service>::namespaced(client, ns), name, patch).await?;
                 (now["spec"].clone(), then["spec"].clone())
             }
+            Patched::Role(ref role) => {
+                let (now, then) =
+                    now_and_patched(Api::<Role>::namespaced(client, ns), role, patch).await?;
+                (now["rules"].clone(), then["rules"].clone())
+            }
         };
         Ok((now == then).then_some(match what {
             Patched::Template => now["spec"].clone(),
-            Patched::Pod | Patched::Service => now,
+            Patched::Pod | Patched::Service | Patched::Role(_) => now,
         }))
     }
 }

@@ -70,6 +70,13 @@ pub enum Snapshot {
         old: Value,
         new: Value,
     },
+    /// A Role's rules before and after a rule was added (null: absent).
+    RoleRules {
+        namespace: String,
+        role: String,
+        old: Value,
+        new: Value,
+    },
     /// An unbound claim replaced by the same claim of another class.
     RecreatedClaim {
         namespace: String,
@@ -281,6 +288,12 @@ impl Cluster {
             Snapshot::ServiceSelector { target, old, new } => {
                 self.revert_service_selector(target, old, new).await
             }
+            Snapshot::RoleRules {
+                namespace,
+                role,
+                old,
+                new,
+            } => self.revert_role_rules(namespace, role, old, new).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The workloads whose pod template kube-reflexion patches: a Deployment's `spec.template`, and a CronJob's
 //! `spec.jobTemplate.spec.template` (its Jobs' template is immutable; the next run proves the fix). Both are read
-//! and patched here, through one dynamic API, so that every templated write goes through one place.
+//! and patched here, through one dynamic API, so that every templated write goes through one place. A CronJob's run
+//! started by kube-reflexion (to prove a fix, when the policy allows it) is created here too.
 
 use super::{Cluster, ClusterError, patch_params};
 use kube::api::{Api, DynamicObject, Patch};
@@ -67,5 +68,59 @@ impl Cluster {
             .pointer_mut(path)
             .map(Value::take)
             .unwrap_or_default())
+    }
+}
+
+impl Cluster {
+    /// Start a run of a CronJob now, as `kubectl create job NAME --from=cronjob/CRON` does: a Job from its
+    /// jobTemplate, owned by the CronJob and marked `cronjob.kubernetes.io/instantiate: manual`. Returns its name.
+    pub async fn trigger_run(
+        &self,
+        target: &WorkloadRef,
+        incident: &str,
+    ) -> Result<String, ClusterError> {
+        use k8s_openapi::api::batch::v1::{CronJob, Job};
+        let cron = Api::<CronJob>::namespaced(self.client.clone(), &target.namespace)
+            .get(&target.name)
+            .await?;
+        let template = cron
+            .spec
+            .as_ref()
+            .map(|s| s.job_template.clone())
+            .ok_or_else(|| ClusterError::NotFound(format!("{target}'s jobTemplate")))?;
+        // A Job's name is a label value too: 63 characters at most.
+        let suffix: String = incident
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        let mut base: String = target.name.chars().take(63 - 10 - suffix.len()).collect();
+        base = base.trim_end_matches('-').to_string();
+        let name = format!("{base}-reflexion-{suffix}").to_ascii_lowercase();
+        let mut meta = template.metadata.unwrap_or_default();
+        meta.name = Some(name.clone());
+        meta.namespace = Some(target.namespace.clone());
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
+        meta.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name: target.name.clone(),
+                uid: cron.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]);
+        let job = Job {
+            metadata: meta,
+            spec: template.spec,
+            ..Default::default()
+        };
+        Api::<Job>::namespaced(self.client.clone(), &target.namespace)
+            .create(&kube::api::PostParams::default(), &job)
+            .await?;
+        Ok(name)
     }
 }

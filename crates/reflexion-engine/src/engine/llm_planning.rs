@@ -131,11 +131,10 @@ impl Engine {
         let user = build_prompt(&input, &prompt_redaction);
         let choices: Choices =
             serde_json::from_value(ctx.evidence["choices"].clone()).unwrap_or_default();
+        let offered = applicable_actions(&Signature::of(failure));
         let schema = choices
             .redacted(&prompt_redaction)
-            .narrow(answer_schema_for(applicable_actions(&Signature::of(
-                failure,
-            ))));
+            .narrow(answer_schema_for(offered));
         let mut calls = Vec::new();
         let mut repair: Option<String> = None;
         for attempt in 1..=2 {
@@ -151,6 +150,12 @@ impl Engine {
                 Err(e) => Err(e.clone()),
                 Ok(text) => match parse_answer(text, &prompt_redaction) {
                     Err(e) => Err(e.to_string()),
+                    // An endpoint that ignores the schema cannot widen what fits the failure.
+                    Ok(answer) if !offered.contains(&answer.action.name()) => Err(format!(
+                        "{} does not fit this failure: only {} were offered",
+                        answer.action.name(),
+                        offered.join(", ")
+                    )),
                     Ok(answer) => self
                         .vet(&answer.action, target, ctx.tried)
                         .await
@@ -530,6 +535,7 @@ impl Engine {
                     ));
                 }
             }
+            Action::GrantRoleRule { .. } => self.vet_grant(target, action).await?,
             Action::RolloutUndo { .. } | Action::SetRequests { .. } | Action::Escalate { .. } => {}
         }
         Ok(())

@@ -8,6 +8,7 @@ mod llm_planning;
 mod options;
 mod plan;
 mod proposals;
+mod prove;
 mod refused;
 mod route;
 mod rules;
@@ -381,7 +382,7 @@ impl Engine {
         let v = verify(
             this.scope.cluster.client(),
             &target,
-            None,
+            crate::verify::Expected::default(),
             self.inner.config.verify_window,
             self.inner.config.verify_timeout,
         )

@@ -8,7 +8,7 @@ use super::write::Prepared;
 use super::{Diagnosis, Engine, EngineError, MEMORY_LIMIT_KEY, PendingPlan, Plan, llm_planning};
 use crate::cluster::Reverted;
 use crate::db::{Incident, NewEpisode};
-use crate::verify::{Verification, verify};
+use crate::verify::{Expected, Verification, verify};
 use reflexion_core::IncidentState;
 use reflexion_core::policy::Decision;
 use reflexion_core::progress::{Verdict, judge};
@@ -338,18 +338,29 @@ impl Engine {
         };
         db.transition(&inc.id, IncidentState::Verifying, &waiting)
             .await?;
-        let v = match self.synced(&done).await {
-            Ok(applied) => {
+        let checked = match self.synced(&done).await {
+            Ok(applied) => self
+                .before_verifying(inc, &plan.action, target)
+                .await
+                .map(|b| (applied, b)),
+            Err(why) => Err(why),
+        };
+        let v = match checked {
+            Ok((applied, before)) => {
+                let expected = Expected {
+                    pod_uid: done.new_uid(),
+                    run: before.run.as_deref(),
+                };
                 let mut v = verify(
                     cluster.client(),
                     target,
-                    done.new_uid(),
+                    expected,
                     config.verify_window,
-                    config.verify_timeout,
+                    config.verify_timeout + before.extra,
                 )
                 .await;
-                if let Some(applied) = applied {
-                    v.detail = format!("{applied}; {}", v.detail);
+                for said in [before.said, applied].into_iter().flatten() {
+                    v.detail = format!("{said}; {}", v.detail);
                 }
                 v
             }

@@ -211,6 +211,11 @@ impl Engine {
                     Err(e) => return Err(e.to_string()),
                 }
             }
+            (Action::GrantRoleRule { role, .. }, None) => {
+                return Err(format!(
+                    "{target} is deployed from Git: add the rule to role/{role} there, where a live change would be undone by the next sync"
+                ));
+            }
             (Action::RecreateClaim { .. }, None) => {
                 return Err("a claim's storage class cannot change in place: change the claim's storageClassName in Git and let the controller replace it".into());
             }

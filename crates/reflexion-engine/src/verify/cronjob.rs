@@ -1,7 +1,8 @@
 //! A CronJob is fixed when the first Job it starts after the change completes: its Jobs' template cannot change, so
 //! only a new run proves the new jobTemplate. A run that fails (or whose pod fails or restarts) is not verified, nor
 //! is no run before the deadline: the timeout plus the CronJob's interval as its last runs show it (capped), so
-//! that a run due soon after the change is waited for.
+//! that a run due soon after the change is waited for. A run kube-reflexion started for the change (when the policy
+//! allows it) counts as the first one.
 
 use super::Verification;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -60,6 +61,7 @@ pub(super) async fn verify_cronjob(
     client: &Client,
     target: &WorkloadRef,
     timeout: Duration,
+    started: Option<&str>,
 ) -> Verification {
     let start = Instant::now();
     let not = |detail: String| Verification {
@@ -86,7 +88,12 @@ pub(super) async fn verify_cronjob(
                 .iter()
                 .filter(|j| controlled_by(*j, &uid))
                 .collect();
-            let names: HashSet<String> = own.iter().map(|j| j.name_any()).collect();
+            // The run started for this change, before verification began, is the one that proves it.
+            let names: HashSet<String> = own
+                .iter()
+                .map(|j| j.name_any())
+                .filter(|n| Some(n.as_str()) != started)
+                .collect();
             (names, interval(&own).unwrap_or_default().min(MAX_INTERVAL))
         }
         Err(e) => return not(format!("listing {target}'s Jobs failed: {e}")),

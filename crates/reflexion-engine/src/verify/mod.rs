@@ -78,18 +78,28 @@ impl ReadinessFailures {
     }
 }
 
+/// What proves the change besides the workload's state: the recreated pod's uid, or the CronJob run started for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    pub pod_uid: Option<&'a str>,
+    pub run: Option<&'a str>,
+}
+
 pub async fn verify(
     client: &Client,
     target: &WorkloadRef,
-    expected_pod_uid: Option<&str>,
+    expected: Expected<'_>,
     window: Duration,
     timeout: Duration,
 ) -> Verification {
+    let expected_pod_uid = expected.pod_uid;
     match target.kind {
         WorkloadKind::Service => {
             return service::verify_service(client, target, window, timeout).await;
         }
-        WorkloadKind::CronJob => return cronjob::verify_cronjob(client, target, timeout).await,
+        WorkloadKind::CronJob => {
+            return cronjob::verify_cronjob(client, target, timeout, expected.run).await;
+        }
         _ => {}
     }
     let start = Instant::now();

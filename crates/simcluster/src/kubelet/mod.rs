@@ -526,6 +526,12 @@ impl Kubelet {
                             store: &self.cluster.store,
                             namespace: &ns,
                             serving: &self.serving,
+                            tokens: &self.cluster.tokens,
+                            token: crate::tokens::for_pod(
+                                &self.cluster.tokens,
+                                &self.cluster.store,
+                                pod,
+                            ),
                         };
                         let program = process::program(
                             spec,

@@ -219,6 +219,7 @@ pub fn ops(action: &Action, kind: WorkloadKind, obj: &Value) -> Result<Vec<Assig
         }
         Action::RolloutUndo { .. } => return Err(EditError::NotAnEdit("rollout_undo")),
         Action::RecreateClaim { .. } => return Err(EditError::NotAnEdit("recreate_claim")),
+        Action::GrantRoleRule { .. } => return Err(EditError::NotAnEdit("grant_role_rule")),
         Action::Escalate { .. } => return Err(EditError::NotAnEdit("escalate")),
     })
 }

@@ -2,7 +2,8 @@
 //! ConfigMap or Secret key of that name; a `command` override the image cannot run (exit 127, or the runtime's
 //! StartError 128) is dropped so that the image's own entrypoint runs — unless the registry says that entrypoint
 //! runs nothing (a bare shell, as in busybox), when the program is simply not in the image and a person must
-//! choose the image that has it; other crashes are handed over with the exit code and the last lines.
+//! choose the image that has it; a 403 the program logs for its own ServiceAccount is an RBAC denial (`rbac.rs`);
+//! other crashes are handed over with the exit code and the last lines.
 
 use crate::db::Incident;
 use crate::engine::{Engine, Plan, Planned};
@@ -221,6 +222,9 @@ impl Engine {
             .unwrap_or_default();
         if let Some(var) = missing_env_var(&logs) {
             return self.plan_missing_env(failure, target, &var, tried).await;
+        }
+        if let Some(denied) = reflexion_core::rbac::denial(&logs) {
+            return self.plan_grant(failure, target, &denied, tried).await;
         }
         let excerpt = if logs.is_empty() {
             "no log output".to_string()

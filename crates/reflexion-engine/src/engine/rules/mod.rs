@@ -12,6 +12,7 @@ mod crash;
 mod image;
 mod oom;
 pub(in crate::engine) mod probe;
+pub(in crate::engine) mod rbac;
 mod rollout;
 pub(in crate::engine) mod scheduling;
 mod service;
