@@ -179,6 +179,8 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "/events:list",
             "/events:watch",
             "apps/replicasets:get",
+            "apps/deployments:list",
+            "apps/deployments:watch",
             "batch/jobs:get",
             "/services:list",
             "/services:watch",

@@ -28,6 +28,8 @@ pub enum FailureKind {
     /// The API server refuses a workload's pods (`FailedCreate`: a ResourceQuota, Pod Security, a missing
     /// ServiceAccount; `crate::refusal`): no pod exists.
     FailedCreate,
+    /// A workload stopped at a deadline with no failing pod to show why (`crate::stalled`).
+    Stalled,
 }
 
 impl FailureKind {
@@ -43,6 +45,7 @@ impl FailureKind {
             Self::NotReady => "not_ready",
             Self::NoEndpoints => "no_endpoints",
             Self::FailedCreate => "failed_create",
+            Self::Stalled => "stalled",
         }
     }
 
@@ -59,6 +62,7 @@ impl FailureKind {
             Self::NotReady => "Unhealthy",
             Self::NoEndpoints => crate::service::NO_ENDPOINTS,
             Self::FailedCreate => crate::refusal::FAILED_CREATE,
+            Self::Stalled => crate::stalled::PROGRESS_DEADLINE,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod report;
 pub mod revision;
 pub mod service;
 pub mod signature;
+pub mod stalled;
 pub mod strategy;
 pub mod tags;
 

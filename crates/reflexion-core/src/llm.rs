@@ -422,6 +422,8 @@ pub fn applicable_actions(s: &Signature) -> &'static [&'static str] {
         // Requests fitted to a quota are computed by the rules from the quota's numbers, or not proposed; a
         // namespace's security level and identities are never changed automatically.
         (FailureKind::FailedCreate, _) => &["escalate"],
+        // A deadline is a person's decision.
+        (FailureKind::Stalled, _) => &["escalate"],
     }
 }
 

@@ -120,8 +120,10 @@ impl From<PolicyFile> for Policy {
 }
 
 /// The part of the never-list the action types do not already make unrepresentable (there is no action that
-/// deletes namespaces, nodes, volumes or RBAC objects, execs, or grants privileges): an action may only touch the
-/// incident's own workload, never another object, and never one in a protected namespace.
+/// deletes namespaces, nodes, volumes or RBAC objects, execs, or changes a pod's privileges; the one RBAC write,
+/// `grant_role_rule`, adds one rule to a Role of the workload's own namespace, `rbac::grantable` bounding it): an
+/// action may only touch the incident's own workload, never another object, and never one in a protected
+/// namespace.
 pub fn check_scope(
     action: &Action,
     workload: &WorkloadRef,

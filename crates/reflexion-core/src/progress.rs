@@ -41,6 +41,8 @@ pub fn stage(s: &Signature) -> Stage {
         FailureKind::CrashLoop | FailureKind::OomKilled | FailureKind::Evicted => Stage::Running,
         // A Service selecting no pod: the pods may run and be Ready; nobody reaches them.
         FailureKind::NotReady | FailureKind::NoEndpoints => Stage::Ready,
+        // Stopped by a deadline while running.
+        FailureKind::Stalled => Stage::Running,
     }
 }
 

@@ -55,11 +55,14 @@ pub enum Cause {
     Quota,
     PodSecurity,
     ServiceAccount,
+    // stalled
+    ProgressDeadline,
+    ActiveDeadline,
     /// Anything a family's discriminators do not name.
     Other,
 }
 
-const NAMED: [(Cause, &str); 28] = [
+const NAMED: [(Cause, &str); 30] = [
     (Cause::InvalidReference, "invalid_reference"),
     (Cause::NeverPull, "never_pull"),
     (Cause::AccessDenied, "access_denied"),
@@ -87,6 +90,8 @@ const NAMED: [(Cause, &str); 28] = [
     (Cause::Quota, "quota"),
     (Cause::PodSecurity, "pod_security"),
     (Cause::ServiceAccount, "service_account"),
+    (Cause::ProgressDeadline, "progress_deadline"),
+    (Cause::ActiveDeadline, "active_deadline"),
     (Cause::Other, "other"),
 ];
 
@@ -158,6 +163,10 @@ impl Signature {
             FailureKind::Evicted => eviction_cause(&failure.message),
             FailureKind::NotReady => Cause::ReadinessProbe,
             FailureKind::NoEndpoints => Cause::SelectorMismatch,
+            FailureKind::Stalled if failure.reason == crate::stalled::ACTIVE_DEADLINE => {
+                Cause::ActiveDeadline
+            }
+            FailureKind::Stalled => Cause::ProgressDeadline,
             FailureKind::FailedCreate => {
                 match crate::refusal::Refusal::of(&failure.message).cause() {
                     "quota" => Cause::Quota,

@@ -6,6 +6,7 @@ use crate::delivery::Sender;
 use crate::metrics::Metrics;
 use crate::projection::{REVISION_LABELS, WatchedPod};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -91,6 +92,24 @@ impl Detector {
         )
         .default_backoff()
         .applied_objects();
+        // A Job stopped at its deadline has no pod left; a rollout past its deadline may have none failing.
+        let deadline_events: Api<Event> = match &namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let deadline_stream = watcher(
+            deadline_events,
+            watcher::Config::default().fields("reason=DeadlineExceeded,involvedObject.kind=Job"),
+        )
+        .default_backoff()
+        .applied_objects();
+        let deployments: Api<Deployment> = match &namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let deployment_stream = watcher(deployments, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
         // Services and their EndpointSlices, mirrored: a Service that selects no pod shows in no pod.
         let (services, slices) = match &namespace {
             Some(ns) => (
@@ -113,6 +132,8 @@ impl Detector {
         futures::pin_mut!(refusal_stream);
         futures::pin_mut!(service_stream);
         futures::pin_mut!(slice_stream);
+        futures::pin_mut!(deadline_stream);
+        futures::pin_mut!(deployment_stream);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -133,6 +154,14 @@ impl Detector {
                     Some(Ok(event)) => self.observe_unhealthy(event).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "event watch error; retrying"),
                     None => return,
+                },
+                Some(next) = deadline_stream.next() => match next {
+                    Ok(event) => self.observe_deadline(event).await,
+                    Err(e) => tracing::warn!(error = %e, "DeadlineExceeded event watch error; retrying"),
+                },
+                Some(next) = deployment_stream.next() => match next {
+                    Ok(d) => self.observe_deployment(&d).await,
+                    Err(e) => tracing::warn!(error = %e, "deployment watch error; retrying"),
                 },
                 next = refusal_stream.next() => match next {
                     Some(Ok(event)) => self.observe_failed_create(event).await,
@@ -187,16 +216,90 @@ impl Detector {
                 return;
             }
         };
-        let Some(target) = fix_target(&ns, &chain) else {
+        let family = format!("failed_create/{}", Refusal::of(&ev.message).cause());
+        self.report_object(&name, &ns, chain, revision, FAILED_CREATE, family, vec![ev])
+            .await;
+    }
+
+    /// A Job the job controller stopped at its `activeDeadlineSeconds`: one report on its CronJob (or itself) per
+    /// run; its pods are deleted, so nothing else says so.
+    async fn observe_deadline(&mut self, event: Event) {
+        use reflexion_core::stalled::ACTIVE_DEADLINE;
+        let involved = event.involved_object.clone();
+        let ev = PodEvent::from(event);
+        let (Some(ns), Some(name)) = (involved.namespace.clone(), involved.name.clone()) else {
             return;
         };
-        let refusal = Refusal::of(&ev.message);
+        let (chain, revision) = match crate::stalled::job_owners(&self.client, &involved).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, job = %name, "could not read a Job stopped at its deadline");
+                return;
+            }
+        };
+        let family = "stalled/active_deadline".to_string();
+        self.report_object(
+            &name,
+            &ns,
+            chain,
+            revision,
+            ACTIVE_DEADLINE,
+            family,
+            vec![ev],
+        )
+        .await;
+    }
+
+    /// A Deployment whose rollout passed its progress deadline: one report per revision.
+    async fn observe_deployment(&mut self, d: &Deployment) {
+        use reflexion_core::stalled::PROGRESS_DEADLINE;
+        let Some(message) = crate::stalled::timed_out(d) else {
+            return;
+        };
+        let (name, ns) = (d.name_any(), d.namespace().unwrap_or_default());
+        let (chain, revision) = crate::stalled::deployment_chain(d);
+        let ev = PodEvent {
+            type_: "Warning".into(),
+            reason: PROGRESS_DEADLINE.into(),
+            message,
+            count: 1,
+        };
+        let family = "stalled/progress_deadline".to_string();
+        self.report_object(
+            &name,
+            &ns,
+            chain,
+            revision,
+            PROGRESS_DEADLINE,
+            family,
+            vec![ev],
+        )
+        .await;
+    }
+
+    /// One report for a workload whose failure shows on an object, not in a pod (`object` names it), once per
+    /// revision and family.
+    #[allow(clippy::too_many_arguments)]
+    async fn report_object(
+        &mut self,
+        object: &str,
+        ns: &str,
+        chain: Vec<reflexion_core::owner::OwnerLink>,
+        revision: String,
+        error_type: &str,
+        family: String,
+        events: Vec<PodEvent>,
+    ) {
+        let Some(target) = fix_target(ns, &chain) else {
+            return;
+        };
         let key = FailureKey {
-            namespace: ns.clone(),
+            namespace: ns.to_string(),
             workload_kind: target.kind.to_string(),
             workload_name: target.name.clone(),
             container: String::new(),
-            family: format!("failed_create/{}", refusal.cause()),
+            family,
             revision,
         };
         if !self.dedup.should_report(&key, Instant::now()) {
@@ -204,23 +307,25 @@ impl Detector {
             return;
         }
         let report = FailureReport {
-            pod_name: name.clone(),
-            namespace: ns,
-            error_type: FAILED_CREATE.into(),
+            pod_name: object.to_string(),
+            namespace: ns.to_string(),
+            error_type: error_type.into(),
             idempotency_key: Some(format!(
-                "{}-failed-create",
-                chain.first().map(|l| l.uid.as_str()).unwrap_or_default()
+                "{}-{}-{}",
+                chain.first().map(|l| l.uid.as_str()).unwrap_or_default(),
+                error_type.to_ascii_lowercase(),
+                key.revision.split('/').next().unwrap_or_default()
             )),
             cluster: self.cluster.clone(),
             real_k8s_data: K8sData {
-                events: vec![ev],
+                events,
                 owner_chain: chain,
                 signature: Some(key.family.clone()),
                 detected_at: Some(chrono::Utc::now().to_rfc3339()),
                 ..K8sData::default()
             },
         };
-        tracing::info!(object = %name, namespace = %report.namespace, workload = %target, cause = refusal.cause(), "workload cannot create its pods");
+        tracing::info!(object, namespace = %report.namespace, workload = %target, family = %key.family, "workload failing with no failing pod");
         self.spool(&report, &key, &target);
     }
 

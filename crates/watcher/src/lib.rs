@@ -12,3 +12,4 @@ pub mod projection;
 pub mod refused;
 pub mod services;
 pub mod spool;
+pub mod stalled;

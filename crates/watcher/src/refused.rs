@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Api, Client, Resource, ResourceExt};
 use reflexion_core::owner::OwnerLink;
 
-fn link<K: Resource<DynamicType = ()>>(o: &K) -> OwnerLink {
+pub(crate) fn link<K: Resource<DynamicType = ()>>(o: &K) -> OwnerLink {
     OwnerLink {
         kind: K::kind(&()).to_string(),
         name: o.name_any(),
@@ -64,6 +64,16 @@ pub async fn owners(
         }
         _ => return Ok(None),
     };
+    Ok(Some(chain(first, &owners, &revision)))
+}
+
+/// The chain from an object up to its controller, and the revision a failure of it belongs to (with the top
+/// owner's uid: a workload deleted and created again is another).
+pub(crate) fn chain(
+    first: OwnerLink,
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    revision: &str,
+) -> (Vec<OwnerLink>, String) {
     let mut chain = vec![first];
     if let Some(owner) = owners.iter().find(|r| r.controller == Some(true)) {
         chain.push(OwnerLink {
@@ -76,5 +86,5 @@ pub async fn owners(
         "{revision}/{}",
         chain.last().map(|l| l.uid.as_str()).unwrap_or_default()
     );
-    Ok(Some((chain, revision)))
+    (chain, revision)
 }

@@ -78,6 +78,9 @@ impl Engine {
         if report.error_type == reflexion_core::refusal::FAILED_CREATE {
             return self.refused_pods(inc, &workload).await;
         }
+        if reflexion_core::stalled::is_stalled(&report.error_type) {
+            return self.stalled(inc, &workload, &report).await;
+        }
         match self
             .examine(&workload, &inc.pod_name, reported.as_ref())
             .await?

@@ -12,6 +12,7 @@ mod prove;
 mod refused;
 mod route;
 mod rules;
+mod stalled;
 mod trial;
 mod write;
 

@@ -180,12 +180,25 @@ impl Engine {
     ) -> Result<(Prepared, Value), String> {
         let cluster = &self.scope.cluster;
         let Route::Git { source, controller } = route else {
-            let change = cluster
-                .compile(&plan.action, &inc.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            let dry = cluster.dry_run(&change).await.map_err(|e| e.to_string())?;
-            return Ok((Prepared::Live(change), dry));
+            // A write compiled against an object that changed before the dry run (a kubelet's status update
+            // between the read and a delete's resourceVersion precondition) is compiled again.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let change = cluster
+                    .compile(&plan.action, &inc.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match cluster.dry_run(&change).await {
+                    Ok(dry) => return Ok((Prepared::Live(change), dry)),
+                    Err(crate::cluster::ClusterError::Kube(kube::Error::Api(s)))
+                        if s.code == 409 && attempt < 3 =>
+                    {
+                        tracing::info!(incident = %inc.id, attempt, "the object changed before the dry run; compiling again");
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         };
         let gitops = &self.inner.config.gitops;
         let Some(target) = plan.action.target() else {

@@ -97,6 +97,11 @@ impl Engine {
             }
             FailureKind::NoEndpoints => self.plan_service(failure, target, evidence, tried),
             FailureKind::FailedCreate => self.plan_quota(failure, target, evidence, tried),
+            // Stalled workloads with a failing pod are diagnosed as that failure (`engine/stalled.rs`).
+            FailureKind::Stalled => Planned::Escalate {
+                diagnosis: format!("{target} stopped at a deadline: {}", failure.message),
+                suggestion: next_step(&Signature::of(failure)).into(),
+            },
             FailureKind::Evicted => Planned::Escalate {
                 diagnosis: format!("the kubelet evicted a pod of {target}: {}", failure.message),
                 suggestion: next_step(&Signature::of(failure)).into(),
@@ -237,6 +242,12 @@ pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
         }
         (FailureKind::NoEndpoints, _) => {
             "set the Service's selector to the labels of the pods it should send traffic to"
+        }
+        (FailureKind::Stalled, Cause::ActiveDeadline) => {
+            reflexion_core::stalled::suggestion(reflexion_core::stalled::ACTIVE_DEADLINE)
+        }
+        (FailureKind::Stalled, _) => {
+            reflexion_core::stalled::suggestion(reflexion_core::stalled::PROGRESS_DEADLINE)
         }
     }
 }
