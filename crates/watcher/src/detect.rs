@@ -33,6 +33,13 @@ pub struct Detector {
     service_wait: crate::services::Grace,
 }
 
+/// Which Event an object-level report comes from.
+#[derive(Clone, Copy)]
+enum ObjectEvent {
+    FailedCreate,
+    Deadline,
+}
+
 /// How often Services are looked at for endpoints.
 const SERVICE_LOOK: Duration = Duration::from_secs(5);
 
@@ -156,7 +163,7 @@ impl Detector {
                     None => return,
                 },
                 Some(next) = deadline_stream.next() => match next {
-                    Ok(event) => self.observe_deadline(event).await,
+                    Ok(event) => self.observe_object_event(event, ObjectEvent::Deadline).await,
                     Err(e) => tracing::warn!(error = %e, "DeadlineExceeded event watch error; retrying"),
                 },
                 Some(next) = deployment_stream.next() => match next {
@@ -164,7 +171,7 @@ impl Detector {
                     Err(e) => tracing::warn!(error = %e, "deployment watch error; retrying"),
                 },
                 next = refusal_stream.next() => match next {
-                    Some(Ok(event)) => self.observe_failed_create(event).await,
+                    Some(Ok(event)) => self.observe_object_event(event, ObjectEvent::FailedCreate).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "FailedCreate event watch error; retrying"),
                     None => return,
                 },
@@ -198,57 +205,39 @@ impl Detector {
         }
     }
 
-    /// A ReplicaSet or Job the API server refuses pods to (a quota, Pod Security, a missing ServiceAccount): one
-    /// report on the workload that owns it per revision, named after the object that cannot create its pods
-    /// (there is no pod).
-    async fn observe_failed_create(&mut self, event: Event) {
+    /// An Event that says a workload fails with no pod to show it — a ReplicaSet or Job the API server refuses pods
+    /// to (a quota, Pod Security, a missing ServiceAccount), or a Job the job controller stopped at its
+    /// `activeDeadlineSeconds` (its pods deleted): one report on the workload that owns the object per revision or
+    /// run, named after the object.
+    async fn observe_object_event(&mut self, event: Event, said: ObjectEvent) {
         use reflexion_core::refusal::{FAILED_CREATE, Refusal};
-        let involved = event.involved_object.clone();
-        let ev = PodEvent::from(event);
-        let (Some(ns), Some(name)) = (involved.namespace.clone(), involved.name.clone()) else {
-            return;
-        };
-        let (chain, revision) = match crate::refused::owners(&self.client, &involved).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, object = %name, "could not read an object that cannot create its pods");
-                return;
-            }
-        };
-        let family = format!("failed_create/{}", Refusal::of(&ev.message).cause());
-        self.report_object(&name, &ns, chain, revision, FAILED_CREATE, family, vec![ev])
-            .await;
-    }
-
-    /// A Job the job controller stopped at its `activeDeadlineSeconds`: one report on its CronJob (or itself) per
-    /// run; its pods are deleted, so nothing else says so.
-    async fn observe_deadline(&mut self, event: Event) {
         use reflexion_core::stalled::ACTIVE_DEADLINE;
         let involved = event.involved_object.clone();
         let ev = PodEvent::from(event);
         let (Some(ns), Some(name)) = (involved.namespace.clone(), involved.name.clone()) else {
             return;
         };
-        let (chain, revision) = match crate::stalled::job_owners(&self.client, &involved).await {
+        let owners = match said {
+            ObjectEvent::FailedCreate => crate::refused::owners(&self.client, &involved).await,
+            ObjectEvent::Deadline => crate::stalled::job_owners(&self.client, &involved).await,
+        };
+        let (chain, revision) = match owners {
             Ok(Some(found)) => found,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, job = %name, "could not read a Job stopped at its deadline");
+                tracing::warn!(error = %e, object = %name, reason = %ev.reason, "could not read the object an event is about");
                 return;
             }
         };
-        let family = "stalled/active_deadline".to_string();
-        self.report_object(
-            &name,
-            &ns,
-            chain,
-            revision,
-            ACTIVE_DEADLINE,
-            family,
-            vec![ev],
-        )
-        .await;
+        let (error_type, family) = match said {
+            ObjectEvent::FailedCreate => (
+                FAILED_CREATE,
+                format!("failed_create/{}", Refusal::of(&ev.message).cause()),
+            ),
+            ObjectEvent::Deadline => (ACTIVE_DEADLINE, "stalled/active_deadline".to_string()),
+        };
+        self.report_object(&name, &ns, chain, revision, error_type, family, vec![ev])
+            .await;
     }
 
     /// A Deployment whose rollout passed its progress deadline: one report per revision.

@@ -20,7 +20,7 @@ const RULES: &str = "/rules";
 
 impl Cluster {
     /// The Role as stored, as JSON.
-    async fn role(&self, namespace: &str, name: &str) -> Result<Value, ClusterError> {
+    pub(super) async fn role(&self, namespace: &str, name: &str) -> Result<Value, ClusterError> {
         let r = Api::<Role>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await?
@@ -38,23 +38,19 @@ impl Cluster {
         rule: Value,
     ) -> Result<Write, ClusterError> {
         let rules = self.role(namespace, role).await?["rules"].clone();
-        let mut old: Vec<Value> = rules.as_array().cloned().unwrap_or_default();
-        let at = old.iter().position(|r| *r == rule);
-        let new = match at {
-            Some(_) => rules.clone(),
-            None => {
-                let mut new = old.clone();
-                new.push(rule);
-                Value::Array(new)
+        let mut without: Vec<Value> = rules.as_array().cloned().unwrap_or_default();
+        let new = match without.iter().position(|r| *r == rule) {
+            Some(i) => {
+                without.remove(i);
+                rules.clone()
             }
+            None => Value::Array(without.iter().cloned().chain([rule]).collect()),
         };
-        if let Some(i) = at {
-            old.remove(i);
-        }
-        let old = if old.is_empty() && rules.is_null() {
+        // A Role without `rules` stays without them when the write is undone.
+        let old = if rules.is_null() {
             Value::Null
         } else {
-            Value::Array(old)
+            Value::Array(without)
         };
         Ok(Write::Role {
             name: role.to_string(),
@@ -79,15 +75,6 @@ impl Cluster {
             .patch(name, &patch_params(dry_run), patch)
             .await?;
         Ok(serde_json::to_value(r)?)
-    }
-
-    /// The Role as stored.
-    pub(super) async fn stored_role(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Value, ClusterError> {
-        self.role(namespace, name).await
     }
 
     /// Put the rules back, unless someone else changed them since.

@@ -103,7 +103,7 @@ impl Cluster {
                 Patched::Service => {
                     serde_json::to_value(Api::<Service>::namespaced(client, ns).get(name).await?)?
                 }
-                Patched::Role(ref role) => self.stored_role(ns, role).await?,
+                Patched::Role(ref role) => self.role(ns, role).await?,
             };
             let holds = result
                 .iter()

@@ -38,41 +38,42 @@ impl Engine {
         if target.kind != WorkloadKind::CronJob || !self.scope.policy.trigger_cronjob_runs {
             return Ok(Before::default());
         }
-        let cluster = &self.scope.cluster;
-        let run = cluster.trigger_run(target, &inc.id).await;
-        let command = |job: &str| {
-            format!(
-                "kubectl create job {job} --from=cronjob/{} -n {}",
-                target.name, target.namespace
-            )
-        };
-        let (detail, result) = match &run {
-            Ok(job) => (
-                json!({"job": job, "command": command(job)}),
-                "created".to_string(),
+        let (detail, result, before) = match self.scope.cluster.trigger_run(target, &inc.id).await {
+            Ok(job) => {
+                let command = format!(
+                    "kubectl create job {job} --from=cronjob/{} -n {}",
+                    target.name, target.namespace
+                );
+                let said = format!(
+                    "started Job {job} from {target} to prove the fix (the policy allows triggered runs)"
+                );
+                (
+                    json!({"job": job, "command": command}),
+                    "created".to_string(),
+                    Before {
+                        said: Some(said),
+                        extra: Duration::ZERO,
+                        run: Some(job),
+                    },
+                )
+            }
+            // The next scheduled run still proves it.
+            Err(e) => (
+                json!({"job": null}),
+                format!("error: {e}"),
+                Before {
+                    said: Some(format!(
+                        "starting a run of {target} failed ({e}); waiting for the next scheduled one"
+                    )),
+                    ..Before::default()
+                },
             ),
-            Err(e) => (json!({"job": null}), format!("error: {e}")),
         };
         self.inner
             .db
             .audit(&inc.id, "trigger", &target.to_string(), &detail, &result)
             .await
             .map_err(|e| e.to_string())?;
-        match run {
-            Ok(job) => Ok(Before {
-                said: Some(format!(
-                    "started Job {job} from {target} to prove the fix (the policy allows triggered runs)"
-                )),
-                extra: Duration::ZERO,
-                run: Some(job),
-            }),
-            // The next scheduled run still proves it.
-            Err(e) => Ok(Before {
-                said: Some(format!(
-                    "starting a run of {target} failed ({e}); waiting for the next scheduled one"
-                )),
-                ..Before::default()
-            }),
-        }
+        Ok(before)
     }
 }

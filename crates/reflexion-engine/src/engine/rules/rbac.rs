@@ -57,11 +57,7 @@ impl Engine {
                 target.namespace
             ));
         }
-        let (roles, bindings) = match self.scope.cluster.role_bindings(&target.namespace).await {
-            Ok(found) => found,
-            Err(e) => return hand_over(format!("cannot read the namespace's Roles: {e}")),
-        };
-        let role = match choose_role(denied, &bindings, &roles) {
+        let role = match self.role_for(denied, target).await {
             Ok(role) => role,
             Err(why) => return hand_over(why),
         };
@@ -132,7 +128,7 @@ impl Engine {
                 granted.request()
             ));
         };
-        match self.plan_grant_role(d, target).await {
+        match self.role_for(d, target).await {
             Ok(r) if r == role => Ok(()),
             Ok(r) => Err(format!(
                 "the Role bound to {} is {r}, not {role}",
@@ -167,13 +163,14 @@ impl Engine {
         }
     }
 
-    async fn plan_grant_role(&self, d: &Denial, target: &WorkloadRef) -> Result<String, String> {
+    /// The one Role of the target's namespace a rule for this denial goes to, or why there is none.
+    async fn role_for(&self, d: &Denial, target: &WorkloadRef) -> Result<String, String> {
         let (roles, bindings) = self
             .scope
             .cluster
             .role_bindings(&target.namespace)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("cannot read the namespace's Roles: {e}"))?;
         choose_role(d, &bindings, &roles)
     }
 }
