@@ -73,6 +73,9 @@ async fn stub() -> String {
             json!({"action": "set_env", "target": {"kind": "CronJob", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"},
                    "container": "report", "name": "REPORT_BUCKET",
                    "from": {"kind": "config_map_key", "name": "reports", "key": "REPORT_BUCKET"}, "rationale": "the ConfigMap has it"})
+        } else if prompt.contains("targets port") {
+            json!({"action": "set_service_target_port", "target": {"kind": "Service", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"},
+                   "port": 80, "target_port": "http", "rationale": "the pods declare http, not web"})
         } else if prompt.contains("no_endpoints") {
             json!({"action": "set_service_selector", "target": {"kind": "Service", "namespace": "NAMESPACE_1", "name": "WORKLOAD_1"},
                    "remove": [], "set": {"app": "nginx"}, "rationale": "the nginx pods are the ones one key away"})

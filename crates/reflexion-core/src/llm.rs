@@ -180,6 +180,7 @@ set_node_selector {target, remove: [keys], set: {key: value}} (only keys no node
 recreate_claim {target, claim, storage_class} (an unbound claim whose StorageClass does not exist, with a class that does); \
 drop_command {target, container} (a command override the image cannot run: the image's own entrypoint runs instead); \
 set_service_selector {target, remove: [keys], set: {key: value}} (a Service whose selector matches no pod: only to the labels of the workload the evidence names); \
+set_service_target_port {target, port, target_port} (a Service port whose target its pods do not declare: the port name the evidence shows they declare); \
 grant_role_rule {target, role, service_account, verb, api_group, resource} (exactly the request a log line says is forbidden, to the Role the evidence names); \
 escalate {diagnosis, suggestion}. \
 Prefer what the option lines say exists. \
@@ -379,6 +380,8 @@ pub fn answer_schema() -> Value {
         variant("set_service_selector", vec![("target", target.clone()),
             ("remove", json!({"type": "array", "items": {"type": "string", "maxLength": 317}, "maxItems": 16})),
             ("set", json!({"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}, "maxProperties": 16}))]),
+        variant("set_service_target_port", vec![("target", target.clone()), ("port", port.clone()),
+            ("target_port", json!({"type": "string", "maxLength": 15}))]),
         variant("grant_role_rule", vec![("target", target.clone()), ("role", s.clone()), ("service_account", s.clone()),
             ("verb", json!({"type": "string", "enum": crate::rbac::GRANTABLE_VERBS})), ("api_group", s.clone()), ("resource", s.clone())]),
         variant("drop_command", vec![("target", target), ("container", s.clone())]),
@@ -418,6 +421,7 @@ pub fn applicable_actions(s: &Signature) -> &'static [&'static str] {
         (FailureKind::Unschedulable, Cause::VolumeClaim) => &["recreate_claim", "escalate"],
         (FailureKind::Unschedulable, _) => &["escalate"],
         (FailureKind::Evicted, _) => &["set_resources", "escalate"],
+        (FailureKind::NoEndpoints, Cause::TargetPort) => &["set_service_target_port", "escalate"],
         (FailureKind::NoEndpoints, _) => &["set_service_selector", "escalate"],
         // Requests fitted to a quota are computed by the rules from the quota's numbers, or not proposed; a
         // namespace's security level and identities are never changed automatically.
@@ -760,6 +764,7 @@ mod tests {
                 "set_node_selector",
                 "recreate_claim",
                 "set_service_selector",
+                "set_service_target_port",
                 "grant_role_rule",
                 "drop_command",
                 "escalate"
@@ -770,7 +775,7 @@ mod tests {
     #[test]
     fn each_family_is_offered_the_actions_that_can_fix_it() {
         use crate::classify::FailureKind as K;
-        let cases: [(K, Cause, &[&str]); 12] = [
+        let cases: [(K, Cause, &[&str]); 13] = [
             (
                 K::ImagePull,
                 Cause::NotFound,
@@ -822,6 +827,11 @@ mod tests {
                 K::NoEndpoints,
                 Cause::SelectorMismatch,
                 &["set_service_selector", "escalate"],
+            ),
+            (
+                K::NoEndpoints,
+                Cause::TargetPort,
+                &["set_service_target_port", "escalate"],
             ),
             (K::FailedCreate, Cause::Quota, &["escalate"]),
             (K::FailedCreate, Cause::PodSecurity, &["escalate"]),

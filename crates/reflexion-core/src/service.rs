@@ -2,6 +2,10 @@
 //! "connection refused". Which workload it was meant for is read from the workloads of its namespace: one whose pod
 //! labels would match if one selector key changed (a value, or a key the pods do not carry), or else one named like
 //! the Service. Exactly one such workload is a fix; several, or none, are handed over naming them.
+//!
+//! A Service that selects pods but names a target port they do not declare (`targetPort: web` where the containers
+//! call their port `http`) has endpoints and still routes nothing: the EndpointSlice controller cannot resolve the
+//! name and leaves the port out. The port the pods do declare is the fix when there is exactly one to choose.
 
 use crate::owner::WorkloadKind;
 use serde::{Deserialize, Serialize};
@@ -9,6 +13,134 @@ use std::collections::BTreeMap;
 
 /// The watcher's `error_type` for a Service whose selector matches no pod.
 pub const NO_ENDPOINTS: &str = "NoEndpoints";
+
+/// The failure reason (and the watcher's `error_type`) of a Service port whose named target no selected pod declares.
+pub const TARGET_PORT_NOT_FOUND: &str = "TargetPortNotFound";
+
+/// A container port a pod declares.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeclaredPort {
+    pub name: Option<String>,
+    pub number: u16,
+    pub protocol: String,
+}
+
+impl DeclaredPort {
+    /// What a Service's `targetPort` says to reach it: its name when it has one (resolved per pod by Kubernetes,
+    /// so it follows the pods if the number changes), else its number.
+    pub fn as_target(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.number.to_string())
+    }
+}
+
+/// One port of a Service, as far as routing goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+    /// `targetPort` as written: a name, or a number as text.
+    pub target: String,
+}
+
+/// Which port of the pods a Service port was meant for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum PortFinding {
+    /// Point Service port `port` at `target`.
+    Fix {
+        port: u16,
+        target: String,
+        why: String,
+    },
+    /// The pods declare several ports and none is named or numbered like the Service port.
+    Ambiguous { ports: Vec<String> },
+    /// The pods declare no port of this protocol (every selected pod must declare it).
+    NoCandidate,
+}
+
+/// A `targetPort` written as a number (`"8080"`), or `None` for a name.
+pub fn port_number(target: &str) -> Option<u16> {
+    target
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| target.parse().ok())
+        .flatten()
+        .filter(|n| *n > 0)
+}
+
+/// Whether `s` is a port name (IANA_SVC_NAME, as Kubernetes validates it): 1–15 lowercase letters, digits and
+/// hyphens, at least one letter, no hyphen at either end or next to another.
+pub fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+/// A `targetPort` as the API writes it: a number, or a name.
+pub fn target_value(target: &str) -> serde_json::Value {
+    match port_number(target) {
+        Some(n) => serde_json::json!(n),
+        None => serde_json::json!(target),
+    }
+}
+
+/// Whether `target` (a Service port's `targetPort`) is declared by a pod declaring `ports`. A number is always
+/// reached on the pod's address, declared or not; this asks only whether it is declared.
+pub fn declares(ports: &[DeclaredPort], target: &str, protocol: &str) -> bool {
+    ports.iter().any(|p| {
+        p.protocol == protocol
+            && (p.name.as_deref() == Some(target) || p.number.to_string() == target)
+    })
+}
+
+/// The port of the selected pods (`pods`: each pod's declared ports) a Service port whose target they do not declare
+/// was meant for: the one port every pod declares with its protocol, or among several the one named or numbered like
+/// the Service port.
+pub fn diagnose_port(sp: &ServicePort, pods: &[Vec<DeclaredPort>]) -> PortFinding {
+    let Some((first, rest)) = pods.split_first() else {
+        return PortFinding::NoCandidate;
+    };
+    let mut common: Vec<&DeclaredPort> = first
+        .iter()
+        .filter(|p| p.protocol == sp.protocol && rest.iter().all(|other| other.contains(p)))
+        .collect();
+    common.sort();
+    common.dedup();
+    let shown = |p: &DeclaredPort| match &p.name {
+        Some(n) => format!("{n} ({})", p.number),
+        None => p.number.to_string(),
+    };
+    let fix = |p: &DeclaredPort, how: &str| PortFinding::Fix {
+        port: sp.port,
+        target: p.as_target(),
+        why: format!(
+            "the pods declare no port {:?}; {how} {}",
+            sp.target,
+            shown(p)
+        ),
+    };
+    match common.as_slice() {
+        [] => PortFinding::NoCandidate,
+        [only] => fix(only, "the one port they declare is"),
+        several => {
+            let alike: Vec<&&DeclaredPort> = several
+                .iter()
+                .filter(|p| (p.name.is_some() && p.name == sp.name) || p.number == sp.port)
+                .collect();
+            match alike.as_slice() {
+                [p] => fix(p, "the port they declare like the Service port is"),
+                _ => PortFinding::Ambiguous {
+                    ports: several.iter().map(|p| shown(p)).collect(),
+                },
+            }
+        }
+    }
+}
 
 /// A workload of the Service's namespace, as far as selection goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +416,103 @@ mod tests {
             why,
             "selector app=web is one key from the pods of deployment/nginx: its pods have app=nginx, not app=web"
         );
+    }
+
+    #[test]
+    fn the_port_a_service_port_was_meant_for() {
+        let dp = |name: Option<&str>, number: u16| DeclaredPort {
+            name: name.map(str::to_string),
+            number,
+            protocol: "TCP".into(),
+        };
+        let sp = |name: Option<&str>, port: u16, target: &str| ServicePort {
+            name: name.map(str::to_string),
+            port,
+            protocol: "TCP".into(),
+            target: target.into(),
+        };
+        let udp = DeclaredPort {
+            protocol: "UDP".into(),
+            ..dp(Some("dns"), 53)
+        };
+        let cases: Vec<(
+            &str,
+            ServicePort,
+            Vec<Vec<DeclaredPort>>,
+            Option<(u16, &str)>,
+        )> = vec![
+            (
+                "the one port, by its name",
+                sp(Some("web"), 80, "web"),
+                vec![vec![dp(Some("http"), 80)], vec![dp(Some("http"), 80)]],
+                Some((80, "http")),
+            ),
+            (
+                "the one port has no name: its number",
+                sp(None, 80, "web"),
+                vec![vec![dp(None, 8080)]],
+                Some((80, "8080")),
+            ),
+            (
+                "another protocol's port is not a candidate",
+                sp(None, 80, "web"),
+                vec![vec![dp(Some("http"), 8080), udp.clone()]],
+                Some((80, "http")),
+            ),
+            (
+                "several: the one named like the Service port",
+                sp(Some("metrics"), 9000, "prom"),
+                vec![vec![dp(Some("http"), 8080), dp(Some("metrics"), 9090)]],
+                Some((9000, "metrics")),
+            ),
+            (
+                "several: the one numbered like the Service port",
+                sp(None, 8080, "web"),
+                vec![vec![dp(Some("http"), 8080), dp(Some("admin"), 9090)]],
+                Some((8080, "http")),
+            ),
+            (
+                "several and none alike",
+                sp(None, 80, "web"),
+                vec![vec![dp(Some("http"), 8080), dp(Some("admin"), 9090)]],
+                None,
+            ),
+            (
+                "a port only some pods declare is not one to route to",
+                sp(None, 80, "web"),
+                vec![vec![dp(Some("http"), 8080)], vec![dp(Some("http2"), 8081)]],
+                None,
+            ),
+            ("no pods", sp(None, 80, "web"), vec![], None),
+            (
+                "pods that declare nothing",
+                sp(None, 80, "web"),
+                vec![vec![]],
+                None,
+            ),
+        ];
+        for (what, service_port, pods, want) in cases {
+            match (diagnose_port(&service_port, &pods), want) {
+                (PortFinding::Fix { port, target, .. }, Some((p, t))) => {
+                    assert_eq!((port, target.as_str()), (p, t), "{what}")
+                }
+                (PortFinding::Ambiguous { .. } | PortFinding::NoCandidate, None) => {}
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+        let PortFinding::Fix { why, .. } =
+            diagnose_port(&sp(Some("web"), 80, "web"), &[vec![dp(Some("http"), 80)]])
+        else {
+            panic!("a fix")
+        };
+        assert_eq!(
+            why,
+            "the pods declare no port \"web\"; the one port they declare is http (80)"
+        );
+        assert!(declares(&[dp(Some("http"), 80)], "http", "TCP"));
+        assert!(declares(&[dp(Some("http"), 80)], "80", "TCP"));
+        assert!(!declares(&[dp(Some("http"), 80)], "web", "TCP"));
+        assert!(!declares(&[udp], "dns", "TCP"));
     }
 
     #[test]

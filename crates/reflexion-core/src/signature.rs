@@ -51,6 +51,7 @@ pub enum Cause {
     ReadinessProbe,
     // no_endpoints
     SelectorMismatch,
+    TargetPort,
     // failed_create
     Quota,
     PodSecurity,
@@ -62,7 +63,7 @@ pub enum Cause {
     Other,
 }
 
-const NAMED: [(Cause, &str); 30] = [
+const NAMED: [(Cause, &str); 31] = [
     (Cause::InvalidReference, "invalid_reference"),
     (Cause::NeverPull, "never_pull"),
     (Cause::AccessDenied, "access_denied"),
@@ -87,6 +88,7 @@ const NAMED: [(Cause, &str); 30] = [
     (Cause::EphemeralStorage, "ephemeral_storage"),
     (Cause::ReadinessProbe, "readiness_probe"),
     (Cause::SelectorMismatch, "selector_mismatch"),
+    (Cause::TargetPort, "target_port"),
     (Cause::Quota, "quota"),
     (Cause::PodSecurity, "pod_security"),
     (Cause::ServiceAccount, "service_account"),
@@ -162,6 +164,9 @@ impl Signature {
             FailureKind::Unschedulable => unschedulable_cause(&failure.message),
             FailureKind::Evicted => eviction_cause(&failure.message),
             FailureKind::NotReady => Cause::ReadinessProbe,
+            FailureKind::NoEndpoints if failure.reason == crate::service::TARGET_PORT_NOT_FOUND => {
+                Cause::TargetPort
+            }
             FailureKind::NoEndpoints => Cause::SelectorMismatch,
             FailureKind::Stalled if failure.reason == crate::stalled::ACTIVE_DEADLINE => {
                 Cause::ActiveDeadline

@@ -392,6 +392,20 @@ fn cases() -> Vec<Case> {
             )],
         ),
         ok(
+            "several documents: the Service's port found by its number, its target added in flow style",
+            only(m),
+            Action::SetServiceTargetPort {
+                target: target(WorkloadKind::Service, "web"),
+                port: 80,
+                target_port: "http".into(),
+            },
+            vec![(
+                m,
+                vec!["  ports: [{port: 80}]"],
+                vec!["  ports: [{port: 80, targetPort: http}]"],
+            )],
+        ),
+        ok(
             "several documents: resources added before the comment that follows",
             only(m),
             Action::SetResources {

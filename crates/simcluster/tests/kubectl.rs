@@ -1034,39 +1034,69 @@ fn a_service_accounts_token_gets_what_rbac_grants_and_a_real_403_otherwise() {
     );
 }
 
+/// A busybox pod running `wget -qO- URL`: its phase once it ended.
+fn wget_pod(sim: &Sim, name: &str, url: &str) -> String {
+    sim.ok(&[
+        "run",
+        name,
+        "--image=busybox:1.36",
+        "--restart=Never",
+        "--",
+        "wget",
+        "-qO-",
+        url,
+    ]);
+    sim.until(
+        &["get", "pod", name, "-o", "jsonpath={.status.phase}"],
+        "the pod's end",
+        |t| t == "Succeeded" || t == "Failed",
+    )
+}
+
+/// An nginx Deployment (`app: nginx`, declaring `port`) rolled out behind Service `nginx` with `spec`.
+fn nginx_behind_a_service(sim: &Sim, port: &str, spec: &str) {
+    let file = sim.dir.path().join("svc.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: nginx}}\n\
+             spec:\n  selector: {{matchLabels: {{app: nginx}}}}\n  template:\n    metadata: {{labels: {{app: nginx}}}}\n\
+             \x20   spec: {{containers: [{{name: nginx, image: 'nginx:1.27', ports: [{port}]}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: nginx}}\nspec: {spec}\n"
+        ),
+    )
+    .unwrap();
+    sim.ok(&["apply", "-f", file.to_str().unwrap()]);
+    sim.ok(&["rollout", "status", "deployment/nginx", "--timeout=40s"]);
+}
+
+/// Wait until a field of a Service's first EndpointSlice reads `want`.
+fn until_slice(sim: &Sim, service: &str, path: &str, what: &str, want: &str) {
+    sim.until(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+            "-o",
+            &format!("jsonpath={path}"),
+        ],
+        what,
+        |t| t == want,
+    );
+}
+
 /// busybox's `wget` reaches a Service by name through its ready endpoints: refused while the selector matches no
 /// pod (the issue's `app: web` Service in front of `app: nginx` pods), answered once it does.
 #[test]
 fn wget_reaches_a_service_by_name_only_through_pods_it_selects() {
     let Some(sim) = start() else { return };
-    let file = sim.dir.path().join("svc.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nginx}\n\
-         spec:\n  selector: {matchLabels: {app: nginx}}\n  template:\n    metadata: {labels: {app: nginx}}\n\
-         \x20   spec: {containers: [{name: nginx, image: 'nginx:1.27', ports: [{containerPort: 80}]}]}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {name: nginx}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
-    )
-    .unwrap();
-    sim.ok(&["apply", "-f", file.to_str().unwrap()]);
-    sim.ok(&["rollout", "status", "deployment/nginx", "--timeout=40s"]);
-    let probe = |name: &str, url: &str| {
-        sim.ok(&[
-            "run",
-            name,
-            "--image=busybox:1.36",
-            "--restart=Never",
-            "--",
-            "wget",
-            "-qO-",
-            url,
-        ]);
-        sim.until(
-            &["get", "pod", name, "-o", "jsonpath={.status.phase}"],
-            "the pod's end",
-            |t| t == "Succeeded" || t == "Failed",
-        )
-    };
+    nginx_behind_a_service(
+        &sim,
+        "{containerPort: 80}",
+        "{selector: {app: web}, ports: [{port: 80}]}",
+    );
+    let probe = |name: &str, url: &str| wget_pod(&sim, name, url);
     assert_eq!(probe("before", "nginx"), "Failed");
     let logs = sim.ok(&["logs", "before"]);
     assert!(
@@ -1087,21 +1117,77 @@ fn wget_reaches_a_service_by_name_only_through_pods_it_selects() {
         "-p",
         r#"{"spec":{"selector":{"app":"nginx"}}}"#,
     ]);
-    sim.until(
-        &[
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=nginx",
-            "-o",
-            "jsonpath={.items[0].endpoints[0].conditions.ready}",
-        ],
+    until_slice(
+        &sim,
+        "nginx",
+        "{.items[0].endpoints[0].conditions.ready}",
         "a ready endpoint",
-        |t| t == "true",
+        "true",
     );
     assert_eq!(
         probe("after", "nginx.default.svc.cluster.local"),
         "Succeeded"
     );
     assert_eq!(probe("wrong-port", "http://nginx:8080/"), "Failed");
+}
+
+/// A named targetPort the pods do not declare: the EndpointSlice lists the pod but no port for it (the real
+/// controller skips a port `FindPort` cannot resolve), so the Service refuses connections; pointing the port at the
+/// name the pods declare (a strategic merge patch keyed by `port`, as `kubectl patch` sends it) routes it.
+#[test]
+fn a_named_target_port_no_pod_declares_routes_nothing() {
+    let Some(sim) = start() else { return };
+    nginx_behind_a_service(
+        &sim,
+        "{name: http, containerPort: 80}",
+        "{selector: {app: nginx}, ports: [{name: web, port: 80, targetPort: web}]}",
+    );
+    let slice = |path: &str| {
+        sim.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=nginx",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    until_slice(
+        &sim,
+        "nginx",
+        "{.items[0].endpoints[0].conditions.ready}",
+        "a ready endpoint",
+        "true",
+    );
+    assert_eq!(slice("{.items[0].ports}"), "null", "no port resolved");
+    let endpoints = sim.ok(&["get", "endpoints", "nginx", "-o", "jsonpath={.subsets}"]);
+    assert_eq!(endpoints, "", "no address without a port");
+    let probe = |name: &str| wget_pod(&sim, name, "nginx");
+    assert_eq!(probe("before"), "Failed");
+    assert!(sim.ok(&["logs", "before"]).contains("Connection refused"));
+    sim.ok(&[
+        "patch",
+        "service/nginx",
+        "-p",
+        r#"{"spec":{"ports":[{"port":80,"targetPort":"http"}]}}"#,
+    ]);
+    assert_eq!(
+        sim.ok(&[
+            "get",
+            "service",
+            "nginx",
+            "-o",
+            "jsonpath={.spec.ports[0].name}"
+        ]),
+        "web",
+        "the patch merged into the port (keyed by port), not replaced it"
+    );
+    until_slice(
+        &sim,
+        "nginx",
+        "{.items[0].ports[0].port}",
+        "the port resolved",
+        "80",
+    );
+    assert_eq!(probe("after"), "Succeeded");
 }

@@ -31,6 +31,7 @@ pub struct Detector {
     /// How long a Service may have no endpoint before it is reported (`services`).
     service_grace: Duration,
     service_wait: crate::services::Grace,
+    port_wait: crate::services::Grace,
 }
 
 /// Which Event an object-level report comes from.
@@ -38,6 +39,30 @@ pub struct Detector {
 enum ObjectEvent {
     FailedCreate,
     Deadline,
+}
+
+/// What is wrong with a Service, as a report says it.
+struct ServiceSaid<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    error_type: &'static str,
+    signature: &'static str,
+    /// What is wrong about it now (its selector, or its port and target): reported once per value.
+    what: String,
+}
+
+impl ServiceSaid<'_> {
+    fn key(&self) -> FailureKey {
+        FailureKey {
+            namespace: self.namespace.to_string(),
+            workload_kind: "Service".into(),
+            workload_name: self.name.to_string(),
+            container: String::new(),
+            family: self.signature.to_string(),
+            revision: format!("{}/{}", self.uid, self.what),
+        }
+    }
 }
 
 /// How often Services are looked at for endpoints.
@@ -54,6 +79,7 @@ impl Detector {
             cluster: None,
             service_grace: Duration::from_secs(30),
             service_wait: Default::default(),
+            port_wait: Default::default(),
         }
     }
 
@@ -318,30 +344,31 @@ impl Detector {
         self.spool(&report, &key, &target);
     }
 
-    /// Services that have selected no pod for the grace period: one report each per selector, on the Service.
+    /// Services that have selected no pod, or whose named target port no pod declares, for the grace period: one
+    /// report each per selector (or port and target), on the Service.
     async fn look_at_services(
         &mut self,
         services: &reflector::Store<Service>,
         slices: &reflector::Store<EndpointSlice>,
     ) {
-        use crate::services::without_endpoints;
-        use reflexion_core::owner::OwnerLink;
-        use reflexion_core::service::NO_ENDPOINTS;
+        use crate::services::{unrouted_ports, without_endpoints};
+        use reflexion_core::service::{NO_ENDPOINTS, TARGET_PORT_NOT_FOUND};
         let (services, slices) = (services.state(), slices.state());
-        let empty = without_endpoints(
-            &services.iter().map(|s| s.as_ref()).collect::<Vec<_>>(),
-            &slices.iter().map(|s| s.as_ref()).collect::<Vec<_>>(),
-        );
+        let services: Vec<&Service> = services.iter().map(|s| s.as_ref()).collect();
+        let slices: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
+        let empty = without_endpoints(&services, &slices);
+        let unrouted = unrouted_ports(&services, &slices);
         let now = Instant::now();
         for e in self.service_wait.due(empty, self.service_grace, now) {
-            let key = FailureKey {
-                namespace: e.namespace.clone(),
-                workload_kind: "Service".into(),
-                workload_name: e.name.clone(),
-                container: String::new(),
-                family: "no_endpoints".into(),
-                revision: format!("{}/{}", e.uid, e.selector_text()),
+            let said = ServiceSaid {
+                namespace: &e.namespace,
+                name: &e.name,
+                uid: &e.uid,
+                error_type: NO_ENDPOINTS,
+                signature: "no_endpoints/selector_mismatch",
+                what: e.selector_text(),
             };
+            let key = said.key();
             if !self.dedup.should_report(&key, now) {
                 continue;
             }
@@ -366,32 +393,58 @@ impl Detector {
                     continue;
                 }
             }
-            let target =
-                WorkloadRef::new(reflexion_core::WorkloadKind::Service, &e.namespace, &e.name);
-            let report = FailureReport {
-                pod_name: e.name.clone(),
-                namespace: e.namespace.clone(),
-                error_type: NO_ENDPOINTS.into(),
-                idempotency_key: Some(format!(
-                    "{}-no-endpoints-{}",
-                    e.uid,
-                    short_hash(&e.selector_text())
-                )),
-                cluster: self.cluster.clone(),
-                real_k8s_data: K8sData {
-                    owner_chain: vec![OwnerLink {
-                        kind: "Service".into(),
-                        name: e.name.clone(),
-                        uid: e.uid.clone(),
-                    }],
-                    signature: Some("no_endpoints/selector_mismatch".into()),
-                    detected_at: Some(chrono::Utc::now().to_rfc3339()),
-                    ..K8sData::default()
-                },
-            };
             tracing::info!(service = %e.name, namespace = %e.namespace, selector = %e.selector_text(), "service selects no pod");
-            self.spool(&report, &key, &target);
+            self.report_service(&said, &key);
         }
+        for u in self.port_wait.due(unrouted, self.service_grace, now) {
+            let said = ServiceSaid {
+                namespace: &u.namespace,
+                name: &u.name,
+                uid: &u.uid,
+                error_type: TARGET_PORT_NOT_FOUND,
+                signature: "no_endpoints/target_port",
+                what: format!("{}:{}", u.port, u.target),
+            };
+            let key = said.key();
+            if !self.dedup.should_report(&key, now) {
+                continue;
+            }
+            tracing::info!(service = %u.name, namespace = %u.namespace, port = u.port, target = %u.target, "service port targets a port no pod declares");
+            self.report_service(&said, &key);
+        }
+    }
+
+    /// Spool a report on a Service.
+    fn report_service(&mut self, said: &ServiceSaid<'_>, key: &FailureKey) {
+        use reflexion_core::owner::OwnerLink;
+        let target = WorkloadRef::new(
+            reflexion_core::WorkloadKind::Service,
+            said.namespace,
+            said.name,
+        );
+        let report = FailureReport {
+            pod_name: said.name.to_string(),
+            namespace: said.namespace.to_string(),
+            error_type: said.error_type.into(),
+            idempotency_key: Some(format!(
+                "{}-{}-{}",
+                said.uid,
+                said.signature.replace(['_', '/'], "-"),
+                short_hash(&said.what)
+            )),
+            cluster: self.cluster.clone(),
+            real_k8s_data: K8sData {
+                owner_chain: vec![OwnerLink {
+                    kind: "Service".into(),
+                    name: said.name.to_string(),
+                    uid: said.uid.to_string(),
+                }],
+                signature: Some(said.signature.into()),
+                detected_at: Some(chrono::Utc::now().to_rfc3339()),
+                ..K8sData::default()
+            },
+        };
+        self.spool(&report, key, &target);
     }
 
     /// `pod` is the watch stream's projection ([`WatchedPod`]).

@@ -194,6 +194,22 @@ pub fn scenarios() -> Vec<Scenario> {
             incident_of: Some("storefront"),
         },
         Scenario {
+            name: "service-targets-undeclared-port",
+            deployment: deployment(
+                "nginx",
+                json!({"name": "nginx", "image": "nginx:1.27", "ports": [{"name": "http", "containerPort": 80}]}),
+            ),
+            config_map: None,
+            claim: None,
+            acceptable: &["set_service_target_port"],
+            escalation_expected: false,
+            extra: vec![
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "storefront"},
+                       "spec": {"selector": {"app": "nginx"}, "ports": [{"name": "web", "port": 80, "targetPort": "web"}]}}),
+            ],
+            incident_of: Some("storefront"),
+        },
+        Scenario {
             name: "role-lacks-list",
             deployment: {
                 let mut d = deployment(

@@ -87,6 +87,14 @@ pub enum Action {
         remove: Vec<String>,
         set: BTreeMap<String, String>,
     },
+    /// Point one port of a Service (`port`, its number) at a port its pods declare: `target_port` is the pods' port
+    /// name, or a number. A name is resolved by Kubernetes against what each pod declares (medium risk); a number is
+    /// a promise about a process's socket that only a person can check (high risk: by default it waits for approval).
+    SetServiceTargetPort {
+        target: WorkloadRef,
+        port: u16,
+        target_port: String,
+    },
     /// Allow a workload's ServiceAccount the one request its pods were refused: one rule (one verb on one resource
     /// of one API group) added to the Role of the workload's namespace that is bound to the account. Never a
     /// ClusterRole, never a wildcard (`rbac::grantable`); granting is high risk: by default it waits for approval.
@@ -208,8 +216,10 @@ pub enum ActionError {
     Empty { field: &'static str },
     #[error("{field} is longer than {max} characters")]
     TooLong { field: &'static str, max: usize },
-    #[error("probe port must be between 1 and 65535")]
+    #[error("port must be between 1 and 65535")]
     InvalidPort,
+    #[error("target_port: {0:?} is neither a port number nor a port name (IANA_SVC_NAME)")]
+    InvalidPortName(String),
     #[error("probe path {0:?} must start with / and contain no spaces or control characters")]
     InvalidPath(String),
     #[error("set_requests must lower at least one of memory and cpu")]
@@ -313,6 +323,9 @@ impl Action {
                 storage_class,
                 ..
             } => format!("{v}:recreate_claim:{claim}:{storage_class}"),
+            Self::SetServiceTargetPort {
+                port, target_port, ..
+            } => format!("{v}:set_service_target_port:{port}:{target_port}"),
             Self::DropCommand { container, .. } => format!("{v}:drop_command:{container}"),
             Self::GrantRoleRule {
                 role,
@@ -344,6 +357,7 @@ impl Action {
             Self::RecreateClaim { .. } => "recreate_claim",
             Self::DropCommand { .. } => "drop_command",
             Self::SetServiceSelector { .. } => "set_service_selector",
+            Self::SetServiceTargetPort { .. } => "set_service_target_port",
             Self::GrantRoleRule { .. } => "grant_role_rule",
             Self::Escalate { .. } => "escalate",
         }
@@ -361,6 +375,13 @@ impl Action {
             | Self::RecreateClaim { .. }
             | Self::DropCommand { .. }
             | Self::GrantRoleRule { .. } => Risk::High,
+            Self::SetServiceTargetPort { target_port, .. } => {
+                if crate::service::is_port_name(target_port) {
+                    Risk::Medium
+                } else {
+                    Risk::High
+                }
+            }
             Self::Escalate { .. } => Risk::None,
         }
     }
@@ -403,6 +424,7 @@ impl Action {
             | Self::RecreateClaim { target, .. }
             | Self::DropCommand { target, .. }
             | Self::SetServiceSelector { target, .. }
+            | Self::SetServiceTargetPort { target, .. }
             | Self::GrantRoleRule { target, .. } => Some(target),
             Self::Escalate { .. } => None,
         }
@@ -688,6 +710,75 @@ mod tests {
                 "kubectl set image pod/test-nginx test-nginx=nginx:1.27 -n default",
                 Risk::Low
             )
+        );
+    }
+
+    #[test]
+    fn a_service_target_port_is_a_number_or_a_port_name_and_a_number_waits_for_a_person() {
+        let tp = |port: u16, t: &str| Action::SetServiceTargetPort {
+            target: WorkloadRef::new(WorkloadKind::Service, "shop", "web"),
+            port,
+            target_port: t.into(),
+        };
+        let cases: Vec<(Action, Result<(), ActionError>, Risk)> = vec![
+            (tp(80, "http"), Ok(()), Risk::Medium),
+            (tp(80, "8080"), Ok(()), Risk::High),
+            (tp(0, "http"), Err(ActionError::InvalidPort), Risk::Medium),
+            (tp(80, "0"), Err(ActionError::InvalidPort), Risk::High),
+            (tp(80, "70000"), Err(ActionError::InvalidPort), Risk::High),
+            (
+                tp(80, "HTTP"),
+                Err(ActionError::InvalidPortName("HTTP".into())),
+                Risk::High,
+            ),
+            (
+                tp(80, "a-very-long-port-name"),
+                Err(ActionError::InvalidPortName("a-very-long-port-name".into())),
+                Risk::High,
+            ),
+            (
+                tp(80, "web--x"),
+                Err(ActionError::InvalidPortName("web--x".into())),
+                Risk::High,
+            ),
+            (
+                tp(80, "-web"),
+                Err(ActionError::InvalidPortName("-web".into())),
+                Risk::High,
+            ),
+            (
+                tp(80, "http; rm"),
+                Err(ActionError::InvalidPortName("http; rm".into())),
+                Risk::High,
+            ),
+        ];
+        for (action, want, risk) in cases {
+            assert_eq!(
+                (action.validate(), action.risk()),
+                (want, risk),
+                "{action:?}"
+            );
+        }
+        let wrong = Action::SetServiceTargetPort {
+            target: deploy("web"),
+            port: 80,
+            target_port: "http".into(),
+        };
+        assert!(matches!(
+            wrong.validate(),
+            Err(ActionError::WrongTarget { .. })
+        ));
+        assert_eq!(
+            tp(80, "http").render(),
+            r#"kubectl patch service/web -n shop -p '{"spec":{"ports":[{"port":80,"targetPort":"http"}]}}'"#
+        );
+        assert_eq!(
+            tp(80, "8080").render(),
+            r#"kubectl patch service/web -n shop -p '{"spec":{"ports":[{"port":80,"targetPort":8080}]}}'"#
+        );
+        assert_eq!(
+            tp(80, "http").strategy_key(),
+            "v1:set_service_target_port:80:http"
         );
     }
 

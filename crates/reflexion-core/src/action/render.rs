@@ -119,6 +119,19 @@ impl Action {
                     target.name, target.namespace
                 )
             }
+            Self::SetServiceTargetPort {
+                target,
+                port,
+                target_port,
+            } => {
+                // A strategic merge patch: Service ports merge on `port`, so only that port's target changes.
+                let patch = serde_json::json!({"spec": {"ports": [{"port": port,
+                    "targetPort": crate::service::target_value(target_port)}]}});
+                format!(
+                    "kubectl patch service/{} -n {} -p '{patch}'",
+                    target.name, target.namespace
+                )
+            }
             Self::GrantRoleRule {
                 target,
                 role,

@@ -191,6 +191,23 @@ impl Action {
                     None => Ok(()),
                 }
             }
+            Self::SetServiceTargetPort {
+                target,
+                port,
+                target_port,
+            } => {
+                check_target(self.name(), target, &[WorkloadKind::Service])?;
+                if *port == 0 {
+                    return Err(ActionError::InvalidPort);
+                }
+                let digits = target_port.bytes().all(|b| b.is_ascii_digit());
+                match (digits, crate::service::port_number(target_port)) {
+                    (true, Some(_)) => Ok(()),
+                    (true, None) => Err(ActionError::InvalidPort),
+                    (false, _) if crate::service::is_port_name(target_port) => Ok(()),
+                    (false, _) => Err(ActionError::InvalidPortName(target_port.clone())),
+                }
+            }
             Self::GrantRoleRule {
                 target,
                 role,

@@ -136,6 +136,15 @@ impl Cluster {
             (WorkloadKind::Service, Action::SetServiceSelector { remove, set, .. }) => {
                 self.compile_service_selector(&target, remove, set).await?
             }
+            (
+                WorkloadKind::Service,
+                Action::SetServiceTargetPort {
+                    port, target_port, ..
+                },
+            ) => {
+                self.compile_service_target_port(&target, *port, target_port)
+                    .await?
+            }
             (WorkloadKind::CronJob, Action::RolloutUndo { .. }) => return Err(unsupported()),
             (WorkloadKind::Deployment | WorkloadKind::CronJob, _) => {
                 self.compile_template(action, &target).await?
@@ -313,6 +322,7 @@ impl Cluster {
             }
             Action::RecreateClaim { .. }
             | Action::SetServiceSelector { .. }
+            | Action::SetServiceTargetPort { .. }
             | Action::GrantRoleRule { .. }
             | Action::Escalate { .. } => {
                 return Err(ClusterError::Unsupported(format!(

@@ -70,6 +70,12 @@ pub enum Snapshot {
         old: Value,
         new: Value,
     },
+    /// A Service's ports before and after one port's target changed.
+    ServicePorts {
+        target: WorkloadRef,
+        old: Value,
+        new: Value,
+    },
     /// A Role's rules before and after a rule was added (null: absent).
     RoleRules {
         namespace: String,
@@ -286,7 +292,10 @@ impl Cluster {
                 new_uid,
             } => self.revert_claim(namespace, original, new_uid).await,
             Snapshot::ServiceSelector { target, old, new } => {
-                self.revert_service_selector(target, old, new).await
+                self.revert_service(target, false, old, new).await
+            }
+            Snapshot::ServicePorts { target, old, new } => {
+                self.revert_service(target, true, old, new).await
             }
             Snapshot::RoleRules {
                 namespace,

@@ -1,5 +1,5 @@
-//! A Service's selector: the one write that is not made to a workload. One JSON patch guarded by a `test` of the
-//! selector it replaces (read back like the other guarded patches), undone only if nobody changed it since.
+//! A Service's selector or ports: the writes made to a Service, not a workload. One JSON patch guarded by a `test`
+//! of the field it replaces (read back like the other guarded patches), undone only if nobody changed it since.
 
 use super::change::Write;
 use super::revert::{Reverted, Snapshot};
@@ -14,6 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 const SELECTOR: &str = "/spec/selector";
+const PORTS: &str = "/spec/ports";
 
 impl Cluster {
     /// The Service as stored, as JSON.
@@ -51,6 +52,34 @@ impl Cluster {
         })
     }
 
+    /// `set_service_target_port` compiled against the Service as it is now: its whole `ports` list guarded and
+    /// replaced with one port's `targetPort` changed (ports are a list; an index alone could name another port if
+    /// someone edited the list meanwhile).
+    pub(super) async fn compile_service_target_port(
+        &self,
+        target: &WorkloadRef,
+        port: u16,
+        target_port: &str,
+    ) -> Result<Write, ClusterError> {
+        let old = self.service(target).await?["spec"]["ports"].clone();
+        let mut new = old.clone();
+        let found = new
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"].as_u64() == Some(u64::from(port)))
+            .ok_or_else(|| ClusterError::Refused(format!("{target} has no port {port}")))?;
+        found["targetPort"] = reflexion_core::service::target_value(target_port);
+        Ok(Write::Service {
+            patch: json_patch(set_ops(PORTS, &old, &new))?,
+            snapshot: Snapshot::ServicePorts {
+                target: target.clone(),
+                old,
+                new,
+            },
+        })
+    }
+
     pub(super) async fn patch_service(
         &self,
         target: &WorkloadRef,
@@ -63,23 +92,29 @@ impl Cluster {
         Ok(serde_json::to_value(s)?)
     }
 
-    /// Put the selector back, unless someone else changed it since.
-    pub(super) async fn revert_service_selector(
+    /// Put the selector (`ports` false) or the ports back, unless someone else changed them since.
+    pub(super) async fn revert_service(
         &self,
         target: &WorkloadRef,
+        ports: bool,
         old: &Value,
         new: &Value,
     ) -> Result<Reverted, ClusterError> {
-        let now = self.service(target).await?["spec"]["selector"].clone();
+        let (path, field) = if ports {
+            (PORTS, "ports")
+        } else {
+            (SELECTOR, "selector")
+        };
+        let now = self.service(target).await?["spec"][field].clone();
         if now != *new {
             return Ok(Reverted::Skipped(format!(
-                "{target}'s selector was changed by someone else"
+                "{target}'s {field} was changed by someone else"
             )));
         }
-        self.patch_service(target, &json_patch(set_ops(SELECTOR, new, old))?, false)
+        self.patch_service(target, &json_patch(set_ops(path, new, old))?, false)
             .await?;
         Ok(Reverted::Done(format!(
-            "reverted {target}'s selector to {old}"
+            "reverted {target}'s {field} to {old}"
         )))
     }
 }

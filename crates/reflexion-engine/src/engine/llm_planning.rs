@@ -490,6 +490,12 @@ impl Engine {
             Action::SetServiceSelector { remove, set, .. } => {
                 self.vet_service_selector(target, remove, set).await?
             }
+            Action::SetServiceTargetPort {
+                port, target_port, ..
+            } => {
+                self.vet_service_target_port(target, *port, target_port)
+                    .await?
+            }
             Action::RecreateClaim {
                 claim,
                 storage_class,

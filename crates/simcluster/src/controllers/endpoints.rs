@@ -1,6 +1,8 @@
 //! The endpoints and EndpointSlice controllers: a Service with a selector gets the addresses of the pods it selects —
 //! ready ones as `addresses`, the others as `notReadyAddresses` (a slice's `conditions`) — with its ports resolved
-//! against each pod's named container ports. A Service's endpoints go with it.
+//! against each pod's named container ports. A named target port no selected pod declares is left out, as the real
+//! controllers do (`podutil.FindPort` fails, the port is skipped): the slice has endpoints but no such port, and
+//! kube-proxy routes nothing for it. A Service's endpoints go with it.
 
 use super::{name, ns, uid};
 use crate::resources;
@@ -82,17 +84,14 @@ pub fn reconcile(store: &Store) {
         let svc_ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
         let ports: Vec<Value> = svc_ports
             .iter()
-            .map(|sp| {
-                let port = selected
-                    .iter()
-                    .find_map(|p| target_port(sp, p))
-                    .or(sp["port"].as_i64());
+            .filter_map(|sp| {
+                let port = selected.iter().find_map(|p| target_port(sp, p))?;
                 let mut out =
                     json!({"port": port, "protocol": sp["protocol"].as_str().unwrap_or("TCP")});
                 if let Some(n) = sp["name"].as_str().filter(|n| !n.is_empty()) {
                     out["name"] = json!(n);
                 }
-                out
+                Some(out)
             })
             .collect();
         let address = |p: &Value| {
@@ -108,14 +107,13 @@ pub fn reconcile(store: &Store) {
             subset["notReadyAddresses"] =
                 json!(down.iter().map(|p| address(p)).collect::<Vec<_>>());
         }
-        let subsets = if selected.is_empty() {
-            json!([])
-        } else {
-            json!([subset])
-        };
-        let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name(svc), "namespace": namespace, "labels": svc["metadata"]["labels"]},
-            "subsets": subsets});
+        // A pod is an address of the ports found on it; with no port found, of none.
+        let mut endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name(svc), "namespace": namespace, "labels": svc["metadata"]["labels"]}});
+        // `subsets` is omitempty: an Endpoints with no address has none.
+        if !selected.is_empty() && !ports.is_empty() {
+            endpoints["subsets"] = json!([subset]);
+        }
         put(store, resources::endpoints(), namespace, endpoints);
         let slice_endpoints: Vec<Value> = selected
             .iter()
@@ -130,7 +128,9 @@ pub fn reconcile(store: &Store) {
             "metadata": {"name": format!("{}-{}", name(svc), &uid(svc).get(..5).unwrap_or("slice")), "namespace": namespace,
                          "labels": {"kubernetes.io/service-name": name(svc), "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
                          "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name(svc), "uid": uid(svc), "controller": true, "blockOwnerDeletion": true}]},
-            "endpoints": slice_endpoints, "ports": ports});
+            "endpoints": slice_endpoints,
+            // No port resolved: `null`, as a slice reads back from etcd (an empty repeated field is nil).
+            "ports": if ports.is_empty() { Value::Null } else { json!(ports) }});
         put(store, resources::endpoint_slices(), namespace, slice);
     }
     // Endpoints of a Service that is gone go too (slices go with their owner, through the garbage collector).

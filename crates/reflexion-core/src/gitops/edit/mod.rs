@@ -84,15 +84,22 @@ pub fn pod_spec_path(kind: WorkloadKind) -> Vec<Seg> {
     p.iter().map(|k| key(k)).collect()
 }
 
+/// Whether a list item's `key` field is `value`: a string, or a number written as `value` (Service ports are
+/// keyed by their number).
+fn item_is(item: &Value, key: &str, value: &str) -> bool {
+    match item.get(key) {
+        Some(Value::String(s)) => s == value,
+        Some(Value::Number(n)) => n.to_string() == value,
+        _ => false,
+    }
+}
+
 /// The value at a path of an object, if it is there.
 pub fn get<'a>(mut v: &'a Value, path: &[Seg]) -> Option<&'a Value> {
     for seg in path {
         v = match seg {
             Seg::Key(k) => v.get(k)?,
-            Seg::Item { key, value } => v
-                .as_array()?
-                .iter()
-                .find(|i| i.get(key).and_then(Value::as_str) == Some(value))?,
+            Seg::Item { key, value } => v.as_array()?.iter().find(|i| item_is(i, key, value))?,
         };
     }
     Some(v)
@@ -207,6 +214,28 @@ pub fn ops(action: &Action, kind: WorkloadKind, obj: &Value) -> Result<Vec<Assig
         Action::SetServiceSelector { remove, set: s, .. } => {
             label_ops(&[key("spec"), key("selector")], remove, s)
         }
+        Action::SetServiceTargetPort {
+            port, target_port, ..
+        } => {
+            let p = vec![
+                key("spec"),
+                key("ports"),
+                Seg::Item {
+                    key: "port".into(),
+                    value: port.to_string(),
+                },
+            ];
+            if get(obj, &p).is_none() {
+                return Err(EditError::Unsupported(
+                    path_text(&p),
+                    "the Service port is not in the manifest",
+                ));
+            }
+            vec![set(
+                at(&p, &["targetPort"]),
+                crate::service::target_value(target_port),
+            )]
+        }
         Action::DropCommand { container: c, .. } => {
             let c = container(c)?;
             ["command", "args"]
@@ -290,9 +319,7 @@ pub(super) fn assign_json(v: &mut Value, path: &[Seg], value: Option<&Value>) {
             let Some(items) = v.as_array_mut() else {
                 return;
             };
-            let found = items
-                .iter()
-                .position(|i| i.get(key).and_then(Value::as_str) == Some(name));
+            let found = items.iter().position(|i| item_is(i, key, name));
             match (found, value) {
                 (Some(i), None) if rest.is_empty() => {
                     items.remove(i);

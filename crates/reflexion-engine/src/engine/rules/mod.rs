@@ -240,6 +240,9 @@ pub(in crate::engine) fn next_step(s: &Signature) -> &'static str {
         (FailureKind::FailedCreate, _) => {
             "read the workload's FailedCreate events and fix the pod template; kube-reflexion never weakens a namespace's security level or creates identities"
         }
+        (FailureKind::NoEndpoints, Cause::TargetPort) => {
+            "point the Service port's targetPort at a port name or number its pods declare"
+        }
         (FailureKind::NoEndpoints, _) => {
             "set the Service's selector to the labels of the pods it should send traffic to"
         }
@@ -272,6 +275,10 @@ mod tests {
                 "readiness probe",
             ),
             (sig(FailureKind::Unschedulable, Cause::Taint), "toleration"),
+            (
+                sig(FailureKind::NoEndpoints, Cause::TargetPort),
+                "targetPort",
+            ),
             (
                 sig(FailureKind::Unschedulable, Cause::VolumeClaim),
                 "PersistentVolumeClaim",
