@@ -10,13 +10,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use support::{Options, Stack, audit_commands, finished_incident};
+use support::{Options, Stack, audit_commands, awaiting_approval, finished_incident};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cronjob_whose_runs_miss_a_variable_gets_it_in_its_job_template_and_the_next_run_completes()
- {
-    let stack = Stack::start(Options::default()).await;
-    let client = stack.kube().await;
+/// The only ConfigMap holding `REPORT_BUCKET`.
+async fn reports_config_map(client: &kube::Client) {
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "reports"}, "data": {"REPORT_BUCKET": "s3://reports"}
     }))
@@ -25,6 +22,14 @@ async fn a_cronjob_whose_runs_miss_a_variable_gets_it_in_its_job_template_and_th
         .create(&PostParams::default(), &cm)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_whose_runs_miss_a_variable_gets_it_in_its_job_template_and_the_next_run_completes()
+ {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    reports_config_map(&client).await;
     // Every minute (6 s at the stack's time scale), a run that exits 1: REPORT_BUCKET is not set.
     let cron: CronJob = serde_json::from_value(json!({
         "metadata": {"name": "nightly"},
@@ -91,5 +96,72 @@ async fn a_cronjob_whose_runs_miss_a_variable_gets_it_in_its_job_template_and_th
                 .iter()
                 .any(|c| c.type_ == "Complete" && c.status == "True"))),
         "a run completed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_job_missing_a_variable_is_recreated_with_it_after_approval_and_completes() {
+    let stack = Stack::start(Options::default()).await;
+    let client = stack.kube().await;
+    reports_config_map(&client).await;
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "report", "labels": {"team": "data"}},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"app": "report"}}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "report", "image": "kubereflexion/report-job:1.0.0"}]}}}
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let first = jobs.create(&PostParams::default(), &job).await.unwrap();
+    let waiting = awaiting_approval(&stack).await;
+    assert_eq!(
+        (
+            waiting["workload"]["kind"].as_str(),
+            waiting["workload"]["name"].as_str()
+        ),
+        (Some("Job"), Some("report")),
+        "{waiting}"
+    );
+    let command = waiting["pending_plan"]["command"].as_str().unwrap();
+    assert!(
+        command.starts_with(
+            "kubectl get job/report -n default -o json | kubectl set env --local -f - -c report --from=configmap/reports --keys=REPORT_BUCKET -o json | jq"
+        ) && command.ends_with("| kubectl replace --force -f -"),
+        "{command}"
+    );
+    assert_eq!(
+        jobs.get("report").await.unwrap().metadata.uid,
+        first.metadata.uid,
+        "nothing changes before approval"
+    );
+    stack.approve(&waiting).await;
+    let detail = finished_incident(&stack).await;
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    let outcome = detail["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("recreated with the change, completed"),
+        "{outcome}"
+    );
+    let now = jobs.get("report").await.unwrap();
+    assert_ne!(now.metadata.uid, first.metadata.uid, "a new Job");
+    assert_eq!(
+        now.metadata.labels.as_ref().unwrap()["team"],
+        "data",
+        "its metadata kept"
+    );
+    let spec = now.spec.unwrap();
+    assert_eq!(spec.backoff_limit, Some(0), "its spec kept");
+    let env = spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert_eq!(env[0].name, "REPORT_BUCKET");
+    assert!(
+        now.status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
     );
 }

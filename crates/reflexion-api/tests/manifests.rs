@@ -229,6 +229,7 @@ fn manifests_match_the_api_schema_and_are_least_privilege() {
             "batch/jobs:get",
             "batch/jobs:list",
             "batch/jobs:create",
+            "batch/jobs:delete",
             "/persistentvolumeclaims:get",
             "/persistentvolumeclaims:delete",
             "/persistentvolumeclaims:create",

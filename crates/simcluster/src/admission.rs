@@ -67,7 +67,7 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
         "Deployment" | "ReplicaSet" => validate_workload(obj, old, &mut causes),
         "Job" => {
             if old.is_none() {
-                select_own_pods(obj);
+                select_own_pods(obj, &mut causes);
             }
             validate_job_template(&obj["spec"]["template"], "spec.template", &mut causes);
             if let Some(old) = old
@@ -147,24 +147,52 @@ fn protect_claim(claim: &mut Value) {
     }
 }
 
-/// The job registry gives a Job a selector of its own uid (unless `manualSelector`) and labels its template so.
-fn select_own_pods(job: &mut Value) {
+/// The job registry gives a Job a selector of its own uid (unless `manualSelector`) and labels its template so:
+/// each label and the selector's key only where absent (`generateSelector`), and then every one must name this Job
+/// (`validateGeneratedSelector`): a Job created from another's JSON with its generated labels is refused.
+fn select_own_pods(job: &mut Value, causes: &mut Causes) {
     if job["spec"]["manualSelector"] == true {
         return;
     }
-    let uid = job["metadata"]["uid"].clone();
-    let name = job["metadata"]["name"].clone();
-    let labels = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                        "controller-uid": uid, "job-name": name});
-    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let wanted = [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ];
     if !job["spec"]["template"]["metadata"]["labels"].is_object() {
         job["spec"]["template"]["metadata"]["labels"] = json!({});
     }
-    if let (Some(l), Some(add)) = (
-        job["spec"]["template"]["metadata"]["labels"].as_object_mut(),
-        labels.as_object(),
-    ) {
-        l.extend(add.clone());
+    if let Some(l) = job["spec"]["template"]["metadata"]["labels"].as_object_mut() {
+        for (k, v) in wanted {
+            l.entry(k).or_insert_with(|| json!(v));
+        }
+    }
+    if !job["spec"]["selector"]["matchLabels"].is_object() {
+        job["spec"]["selector"] = json!({"matchLabels": {}});
+    }
+    if let Some(m) = job["spec"]["selector"]["matchLabels"].as_object_mut() {
+        m.entry("batch.kubernetes.io/controller-uid")
+            .or_insert_with(|| json!(uid));
+    }
+    let labels = &job["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in wanted {
+        let has = labels[k].as_str().unwrap_or_default();
+        if has != v.as_str() {
+            causes.push(cause(
+                "FieldValueInvalid",
+                &format!("spec.template.metadata.labels[{k}]"),
+                &format!("Invalid value: \"{has}\": must be '{v}'"),
+            ));
+        }
     }
 }
 
@@ -473,6 +501,28 @@ mod tests {
                 "spec.containers[0].image",
                 "spec.containers[1].name"
             ]
+        );
+
+        // A Job created from another Job's JSON, its generated labels kept: refused, as kube-apiserver does.
+        let mut copy = json!({"metadata": {"name": "report", "uid": "new-uid"}, "spec": {
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "old-uid"}},
+            "template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "old-uid", "controller-uid": "old-uid",
+                                                 "batch.kubernetes.io/job-name": "report", "job-name": "report"}},
+                         "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+        let err = admit(resources::jobs(), None, &mut copy).err();
+        assert!(
+            err.as_ref().is_some_and(|e| e.message.contains(
+                "spec.template.metadata.labels[batch.kubernetes.io/controller-uid]: Invalid value: \"old-uid\": must be 'new-uid'"
+            )),
+            "{err:?}"
+        );
+        let mut fresh = json!({"metadata": {"name": "report", "uid": "new-uid"}, "spec": {
+            "template": {"metadata": {"labels": {"job-name": "report"}},
+                         "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+        assert_eq!(admit(resources::jobs(), None, &mut fresh), Ok(()));
+        assert_eq!(
+            fresh["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "new-uid"}})
         );
 
         let mut d = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},

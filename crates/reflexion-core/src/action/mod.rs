@@ -364,6 +364,11 @@ impl Action {
     }
 
     pub fn risk(&self) -> Risk {
+        // A Job's template is immutable: it is recreated, which runs it again from the start (whatever its
+        // earlier pods already did), so a person decides.
+        if self.target().is_some_and(|t| t.kind == WorkloadKind::Job) {
+            return Risk::High;
+        }
         match self {
             Self::SetImage { .. } | Self::RolloutUndo { .. } => Risk::Low,
             Self::SetResources { .. }
@@ -453,8 +458,8 @@ mod tests {
             (set_image(deploy("web"), "web", "nginx:1.27"), Ok(())),
             (set_image(pod("p"), "web", "nginx:1.27"), Ok(())),
             (
-                set_image(WorkloadRef::new(WorkloadKind::Job, "default", "j"), "c", "nginx"),
-                Err(ActionError::WrongTarget { action: "set_image", kind: WorkloadKind::Job }),
+                set_image(WorkloadRef::new(WorkloadKind::Service, "default", "j"), "c", "nginx"),
+                Err(ActionError::WrongTarget { action: "set_image", kind: WorkloadKind::Service }),
             ),
             (set_image(deploy("Web"), "web", "nginx"), Err(ActionError::InvalidName { field: "target.name", value: "Web".into() })),
             (
@@ -512,13 +517,13 @@ mod tests {
             ),
             (
                 set(
-                    WorkloadRef::new(WorkloadKind::Job, "default", "j"),
+                    WorkloadRef::new(WorkloadKind::ReplicaSet, "default", "j"),
                     "1Gi",
                     None,
                 ),
                 Err(ActionError::WrongTarget {
                     action: "set_resources",
-                    kind: WorkloadKind::Job,
+                    kind: WorkloadKind::ReplicaSet,
                 }),
             ),
         ];
@@ -779,6 +784,52 @@ mod tests {
         assert_eq!(
             tp(80, "http").strategy_key(),
             "v1:set_service_target_port:80:http"
+        );
+    }
+
+    #[test]
+    fn a_bare_jobs_fix_recreates_it_and_waits_for_a_person() {
+        let job = WorkloadRef::new(WorkloadKind::Job, "default", "report");
+        let env = Action::SetEnv {
+            target: job.clone(),
+            container: "report".into(),
+            name: "REPORT_BUCKET".into(),
+            from: EnvSource::ConfigMapKey {
+                name: "reports".into(),
+                key: "REPORT_BUCKET".into(),
+            },
+        };
+        let image = Action::SetImage {
+            target: job.clone(),
+            container: "report".into(),
+            image: "busybox:1.36".into(),
+        };
+        let probe_like = Action::DropCommand {
+            target: job,
+            container: "report".into(),
+        };
+        for a in [&env, &image, &probe_like] {
+            assert_eq!((a.validate(), a.risk()), (Ok(()), Risk::High), "{a:?}");
+        }
+        let tail = " | jq 'del(.spec.selector, .spec.template.metadata.labels[\"controller-uid\", \"batch.kubernetes.io/controller-uid\"])' | kubectl replace --force -f -";
+        assert_eq!(
+            env.render(),
+            format!(
+                "kubectl get job/report -n default -o json | kubectl set env --local -f - -c report --from=configmap/reports --keys=REPORT_BUCKET -o json{tail}"
+            )
+        );
+        assert_eq!(
+            image.render(),
+            format!(
+                "kubectl get job/report -n default -o json | kubectl set image --local -f - report=busybox:1.36 -o json{tail}"
+            )
+        );
+        assert!(
+            probe_like
+                .render()
+                .starts_with("kubectl get job/report -n default -o json | kubectl patch --local -f - --type=strategic -p '{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"args\":null,\"command\":null,\"name\":\"report\"}]}}}}' -o json | jq"),
+            "{}",
+            probe_like.render()
         );
     }
 

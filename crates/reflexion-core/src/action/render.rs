@@ -10,12 +10,7 @@ impl Action {
                 target,
                 container,
                 image,
-            } => format!(
-                "kubectl set image {}/{} {container}={image} -n {}",
-                target.kind.kubectl_name(),
-                target.name,
-                target.namespace
-            ),
+            } => kubectl_set(target, "image", &format!("{container}={image}")),
             Self::SetResources {
                 target,
                 container,
@@ -26,11 +21,10 @@ impl Action {
                     .as_ref()
                     .map(|r| format!(" --requests=memory={r}"))
                     .unwrap_or_default();
-                format!(
-                    "kubectl set resources {}/{} -c {container} --limits=memory={memory_limit}{requests} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace
+                kubectl_set(
+                    target,
+                    "resources",
+                    &format!("-c {container} --limits=memory={memory_limit}{requests}"),
                 )
             }
             Self::SetEnv {
@@ -45,11 +39,10 @@ impl Action {
                 } else {
                     format!(" (as {name})")
                 };
-                format!(
-                    "kubectl set env {}/{} -c {container} --from={kind}/{object} --keys={key}{alias} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace
+                kubectl_set(
+                    target,
+                    "env",
+                    &format!("-c {container} --from={kind}/{object} --keys={key}{alias}"),
                 )
             }
             Self::RolloutUndo {
@@ -70,14 +63,12 @@ impl Action {
                 probe,
                 handler,
             } => {
-                let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                let spec = serde_json::json!({"containers": [
                     {"name": container, probe.field(): handler.to_api()}
-                ]}}}});
+                ]});
                 format!(
-                    "kubectl patch {}/{} -n {} --type=strategic -p '{patch}'  # {} probe: {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    target.namespace,
+                    "{}  # {} probe: {}",
+                    pod_spec_patch(target, spec),
                     probe.field().trim_end_matches("Probe"),
                     handler.describe()
                 )
@@ -92,12 +83,10 @@ impl Action {
                     .into_iter()
                     .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
                     .collect();
-                format!(
-                    "kubectl set resources {}/{} -c {container} --requests={} -n {}",
-                    target.kind.kubectl_name(),
-                    target.name,
-                    requests.join(","),
-                    target.namespace
+                kubectl_set(
+                    target,
+                    "resources",
+                    &format!("-c {container} --requests={}", requests.join(",")),
                 )
             }
             Self::SetNodeSelector {
@@ -179,9 +168,42 @@ fn pod_spec_patch(target: &crate::owner::WorkloadRef, spec: serde_json::Value) -
         );
     }
     let patch = serde_json::json!({"spec": {"template": {"spec": spec}}});
+    if target.kind == crate::owner::WorkloadKind::Job {
+        return recreated_job(
+            target,
+            &format!("kubectl patch --local -f - --type=strategic -p '{patch}' -o json"),
+        );
+    }
     format!(
         "kubectl patch {kind}/{} -n {} --type=strategic -p '{patch}'",
         target.name, target.namespace
+    )
+}
+
+/// `kubectl set VERB` on the workload; a Job's template is immutable, so there the edit is made to the Job's JSON
+/// and the Job recreated with it.
+fn kubectl_set(target: &crate::owner::WorkloadRef, verb: &str, args: &str) -> String {
+    if target.kind == crate::owner::WorkloadKind::Job {
+        return recreated_job(
+            target,
+            &format!("kubectl set {verb} --local -f - {args} -o json"),
+        );
+    }
+    format!(
+        "kubectl set {verb} {}/{} {args} -n {}",
+        target.kind.kubectl_name(),
+        target.name,
+        target.namespace
+    )
+}
+
+/// A Job recreated with an edit: its JSON, edited offline, the selector and labels the API server generated for
+/// the old Job dropped (it generates them again), replaced.
+fn recreated_job(target: &crate::owner::WorkloadRef, edit: &str) -> String {
+    format!(
+        "kubectl get job/{name} -n {ns} -o json | {edit} | jq 'del(.spec.selector, .spec.template.metadata.labels[\"controller-uid\", \"batch.kubernetes.io/controller-uid\"])' | kubectl replace --force -f -",
+        name = target.name,
+        ns = target.namespace
     )
 }
 

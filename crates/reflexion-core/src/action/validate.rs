@@ -15,14 +15,7 @@ impl Action {
                 container,
                 image,
             } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::CronJob,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_image", target, &allowed)?;
+                check_target("set_image", target, &WORKLOADS)?;
                 check_container_and_image(container, image)
             }
             Self::SetResources {
@@ -31,14 +24,7 @@ impl Action {
                 memory_limit,
                 memory_request,
             } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::CronJob,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_resources", target, &allowed)?;
+                check_target("set_resources", target, &WORKLOADS)?;
                 if !is_dns1123_label(container) {
                     return Err(ActionError::InvalidName {
                         field: "container",
@@ -71,14 +57,7 @@ impl Action {
                 name,
                 from,
             } => {
-                let allowed = [
-                    WorkloadKind::Deployment,
-                    WorkloadKind::CronJob,
-                    WorkloadKind::StatefulSet,
-                    WorkloadKind::DaemonSet,
-                    WorkloadKind::Pod,
-                ];
-                check_target("set_env", target, &allowed)?;
+                check_target("set_env", target, &WORKLOADS)?;
                 if !is_dns1123_label(container) {
                     return Err(ActionError::InvalidName {
                         field: "container",
@@ -303,9 +282,10 @@ fn check_target(
 }
 
 /// The workload kinds whose pod template (or, for a bare pod, whose spec) the executor edits.
-const WORKLOADS: [WorkloadKind; 5] = [
+const WORKLOADS: [WorkloadKind; 6] = [
     WorkloadKind::Deployment,
     WorkloadKind::CronJob,
+    WorkloadKind::Job,
     WorkloadKind::StatefulSet,
     WorkloadKind::DaemonSet,
     WorkloadKind::Pod,

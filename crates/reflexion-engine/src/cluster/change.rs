@@ -2,7 +2,7 @@
 //! write replaces. The server-side dry run and the execution apply the same compiled change, so they cannot drift.
 
 use super::readback::{Patched, uncertain};
-use super::recreate::{ContainerEdit, Journal, PodEdit, Recreated, fresh_pod};
+use super::recreate::{ContainerEdit, Journal, PodEdit, Recreated, fresh_job, fresh_pod};
 use super::revert::Snapshot;
 use super::template::{json_patch, set_ops};
 use super::workload::{in_template, spec_path};
@@ -166,7 +166,7 @@ impl Cluster {
                 },
             },
             (WorkloadKind::Pod, Action::RolloutUndo { .. }) => return Err(unsupported()),
-            (WorkloadKind::Pod, _) => {
+            (WorkloadKind::Pod | WorkloadKind::Job, _) => {
                 self.compile_recreation(action, &target, incident_id)
                     .await?
             }
@@ -338,20 +338,29 @@ impl Cluster {
         })
     }
 
-    /// A bare pod's change the API refuses in place: the whole pod as it will be created again.
+    /// A bare pod's change the API refuses in place, or a bare Job's (its template is immutable): the whole object
+    /// as it will be created again.
     async fn compile_recreation(
         &self,
         action: &Action,
         target: &WorkloadRef,
         incident_id: &str,
     ) -> Result<Write, ClusterError> {
+        let kind = match target.kind {
+            WorkloadKind::Job => Recreated::Job,
+            _ => Recreated::Pod,
+        };
         let original = serde_json::to_value(
-            self.dynamic_pods(&target.namespace)
+            self.dynamic(kind, &target.namespace)
                 .get(&target.name)
                 .await?,
         )?;
+        let spec = match kind {
+            Recreated::Job => &original["spec"]["template"]["spec"],
+            _ => &original["spec"],
+        };
         let container_of = |name: &str| {
-            original["spec"]["containers"]
+            spec["containers"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -362,7 +371,15 @@ impl Cluster {
                     container: name.into(),
                 })
         };
+        let fresh = |edit: PodEdit<'_>| match kind {
+            Recreated::Job => fresh_job(&original, Some(edit), Some(incident_id)),
+            _ => fresh_pod(&original, Some(edit), Some(incident_id)),
+        };
         let fresh = match action {
+            // A Job's image too: only a pod's image changes in place.
+            Action::SetImage {
+                container, image, ..
+            } => fresh(PodEdit::Container(container, ContainerEdit::Image(image)))?,
             Action::SetResources {
                 container,
                 memory_limit,
@@ -373,11 +390,7 @@ impl Cluster {
                     limit: memory_limit,
                     request: memory_request.as_deref(),
                 };
-                fresh_pod(
-                    &original,
-                    Some(PodEdit::Container(container, edit)),
-                    Some(incident_id),
-                )?
+                fresh(PodEdit::Container(container, edit))?
             }
             Action::SetEnv {
                 container,
@@ -390,11 +403,7 @@ impl Cluster {
                     name,
                     value_from: &value_from,
                 };
-                fresh_pod(
-                    &original,
-                    Some(PodEdit::Container(container, edit)),
-                    Some(incident_id),
-                )?
+                fresh(PodEdit::Container(container, edit))?
             }
             Action::SetProbe { container, .. } | Action::SetRequests { container, .. } => {
                 let (field, value) = field_value(action, &container_of(container)?);
@@ -402,27 +411,17 @@ impl Cluster {
                     field,
                     value: &value,
                 };
-                fresh_pod(
-                    &original,
-                    Some(PodEdit::Container(container, edit)),
-                    Some(incident_id),
-                )?
+                fresh(PodEdit::Container(container, edit))?
             }
             Action::SetNodeSelector { remove, set, .. } => {
-                let value = Value::Object(edited_selector(
-                    &original["spec"]["nodeSelector"],
-                    remove,
-                    set,
-                ));
-                let edit = PodEdit::Spec {
+                let value = Value::Object(edited_selector(&spec["nodeSelector"], remove, set));
+                fresh(PodEdit::Spec {
                     field: "nodeSelector",
                     value: &value,
-                };
-                fresh_pod(&original, Some(edit), Some(incident_id))?
+                })?
             }
             Action::DropCommand { container, .. } => {
-                let edit = PodEdit::Container(container, ContainerEdit::DropCommand);
-                fresh_pod(&original, Some(edit), Some(incident_id))?
+                fresh(PodEdit::Container(container, ContainerEdit::DropCommand))?
             }
             _ => {
                 return Err(ClusterError::Unsupported(format!(
@@ -433,7 +432,7 @@ impl Cluster {
             }
         };
         Ok(Write::Recreate(Journal {
-            kind: Recreated::Pod,
+            kind,
             namespace: target.namespace.clone(),
             original,
             fresh,
@@ -472,6 +471,9 @@ impl Cluster {
                     Recreated::Pod => "delete accepted; the recreated pod is validated on create",
                     Recreated::Claim => {
                         "delete of the unbound claim accepted; the new claim is validated on create"
+                    }
+                    Recreated::Job => {
+                        "delete of the Job and its pods accepted; the new Job is validated on create"
                     }
                 }
             }
@@ -560,6 +562,11 @@ impl Cluster {
                         new_uid,
                     },
                     Recreated::Claim => Snapshot::RecreatedClaim {
+                        namespace,
+                        original,
+                        new_uid,
+                    },
+                    Recreated::Job => Snapshot::RecreatedJob {
                         namespace,
                         original,
                         new_uid,

@@ -1,11 +1,15 @@
 //! A bare pod's spec cannot change in place except its images: resources and env change by recreating the pod with
 //! its whole spec preserved but the fix, after the old one has gone (its grace period, plus a margin). A claim's class
-//! the same way. Every recreation is journaled before its delete (`Journal`, stored with the action), so a process
+//! the same way, and a bare Job's pod template (immutable: the Job is deleted with its pods and created again, which
+//! runs it again). Every recreation is journaled before its delete (`Journal`, stored with the action), so a process
 //! that dies, or an answer that is lost, between the delete and the create is finished from the journal.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::wait::{await_condition, conditions};
 
 use super::{Cluster, ClusterError, FIELD_MANAGER, INCIDENT_ANNOTATION};
@@ -37,7 +41,7 @@ impl Cluster {
         Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<Pod>(&()))
     }
 
-    fn dynamic(&self, kind: Recreated, ns: &str) -> Api<DynamicObject> {
+    pub(super) fn dynamic(&self, kind: Recreated, ns: &str) -> Api<DynamicObject> {
         match kind {
             Recreated::Pod => self.dynamic_pods(ns),
             Recreated::Claim => Api::namespaced_with(
@@ -45,6 +49,9 @@ impl Cluster {
                 ns,
                 &ApiResource::erase::<PersistentVolumeClaim>(&()),
             ),
+            Recreated::Job => {
+                Api::namespaced_with(self.client.clone(), ns, &ApiResource::erase::<Job>(&()))
+            }
         }
     }
 
@@ -115,7 +122,7 @@ impl Cluster {
                     // A claim that bound meanwhile may hold data: checked on what is stored now, and deleted only
                     // at that version.
                     let resource_version = match j.kind {
-                        Recreated::Pod => None,
+                        Recreated::Pod | Recreated::Job => None,
                         Recreated::Claim => {
                             if let Some(why) = super::claims::refusal(&serde_json::to_value(&now)?)
                             {
@@ -129,6 +136,9 @@ impl Cluster {
                             uid: Some(old_uid.clone()),
                             resource_version,
                         }),
+                        // A Job's pods go with it (the API's default for Jobs orphans them, to run on).
+                        propagation_policy: (j.kind == Recreated::Job)
+                            .then_some(PropagationPolicy::Background),
                         ..DeleteParams::default()
                     };
                     match api.delete(&name, &dp).await {
@@ -156,7 +166,7 @@ impl Cluster {
                     };
                     Duration::from_secs(grace.max(0) as u64) + DELETE_MARGIN
                 }
-                Recreated::Claim => CLAIM_DELETE_TIMEOUT,
+                Recreated::Claim | Recreated::Job => CLAIM_DELETE_TIMEOUT,
             };
             let gone = tokio::time::timeout(
                 wait,
@@ -174,6 +184,7 @@ impl Cluster {
                         match j.kind {
                             Recreated::Pod => " (its node may be gone)",
                             Recreated::Claim => " (a pod running on a node still holds it)",
+                            Recreated::Job => " (a finalizer holds it)",
                         }
                     )));
                 }
@@ -188,7 +199,7 @@ impl Cluster {
 
 /// Rounds of read, act and read again before a recreation's outcome is called unknown.
 const ROUNDS: u32 = 8;
-/// How long the delete of an unbound claim may take (its protection finalizer waits for pods using it).
+/// How long the delete of an unbound claim (its protection finalizer waits for pods using it) or a Job may take.
 const CLAIM_DELETE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn status(e: &kube::Error) -> Option<u16> {
@@ -213,6 +224,7 @@ fn answer_lost(e: &kube::Error) -> bool {
 pub enum Recreated {
     Pod,
     Claim,
+    Job,
 }
 
 impl Recreated {
@@ -220,6 +232,7 @@ impl Recreated {
         match self {
             Self::Pod => "pod",
             Self::Claim => "claim",
+            Self::Job => "job",
         }
     }
 }
@@ -239,7 +252,7 @@ impl Journal {
     /// same incident annotation, a claim the same class.
     fn made(&self, now: &Value) -> bool {
         match self.kind {
-            Recreated::Pod => {
+            Recreated::Pod | Recreated::Job => {
                 now["metadata"]["annotations"][INCIDENT_ANNOTATION]
                     == self.fresh["metadata"]["annotations"][INCIDENT_ANNOTATION]
             }
@@ -254,6 +267,7 @@ impl Journal {
 fn restored(j: &Journal) -> Result<Value, ClusterError> {
     match j.kind {
         Recreated::Pod => fresh_pod(&j.original, None, None),
+        Recreated::Job => fresh_job(&j.original, None, None),
         Recreated::Claim => Ok(super::claims::fresh_claim(
             &j.original,
             j.original["spec"]["storageClassName"]
@@ -324,17 +338,13 @@ impl ContainerEdit<'_> {
     }
 }
 
-/// A pod object to create in place of `original`: the whole spec and user metadata preserved, server-populated
-/// fields and status removed, and optionally one container edited.
-pub fn fresh_pod(
-    original: &Value,
-    edit: Option<PodEdit<'_>>,
-    incident: Option<&str>,
-) -> Result<Value, ClusterError> {
-    let mut pod = original.clone();
-    let meta = pod["metadata"]
+/// `obj` (a pod or a Job) as it can be created again: server-populated metadata and status removed, and the
+/// incident's annotation when one is given.
+fn created_again(original: &Value, incident: Option<&str>) -> Result<Value, ClusterError> {
+    let mut obj = original.clone();
+    let meta = obj["metadata"]
         .as_object_mut()
-        .ok_or_else(|| ClusterError::NotFound("pod metadata".into()))?;
+        .ok_or_else(|| ClusterError::NotFound("metadata".into()))?;
     for server_field in [
         "uid",
         "resourceVersion",
@@ -354,46 +364,101 @@ pub fn fresh_pod(
         }
         annotations[INCIDENT_ANNOTATION] = json!(id);
     }
-    if let Some(obj) = pod.as_object_mut() {
-        obj.remove("status");
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
     }
+    Ok(obj)
+}
+
+/// One change made to a pod spec (a pod's, or a template's) in place. `whose` names the object for the error.
+fn edit_spec(spec: &mut Value, edit: PodEdit<'_>, whose: &str) -> Result<(), ClusterError> {
+    match edit {
+        PodEdit::Spec { field, value } => {
+            if let Some(spec) = spec.as_object_mut() {
+                if value.is_null() || value.as_object().is_some_and(|m| m.is_empty()) {
+                    spec.remove(field);
+                } else {
+                    spec.insert(field.to_string(), value.clone());
+                }
+            }
+            Ok(())
+        }
+        PodEdit::Container(container, edit) => {
+            let mut found = false;
+            for list in ["containers", "initContainers"] {
+                // get_mut, not indexing: IndexMut would insert a null `initContainers` into the new spec.
+                let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+                for c in containers.into_iter().flatten() {
+                    if c["name"] == container {
+                        edit.apply(c);
+                        found = true;
+                    }
+                }
+            }
+            if found {
+                Ok(())
+            } else {
+                Err(ClusterError::NoContainer {
+                    workload: whose.to_string(),
+                    container: container.into(),
+                })
+            }
+        }
+    }
+}
+
+/// A pod object to create in place of `original`: the whole spec and user metadata preserved, server-populated
+/// fields and status removed, and optionally one container edited.
+pub fn fresh_pod(
+    original: &Value,
+    edit: Option<PodEdit<'_>>,
+    incident: Option<&str>,
+) -> Result<Value, ClusterError> {
+    let mut pod = created_again(original, incident)?;
     // The scheduler places the new pod: the old one's node may not fit it.
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         spec.remove("nodeName");
     }
-    if let Some(PodEdit::Spec { field, value }) = edit
-        && let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut)
-    {
-        if value.is_null() || value.as_object().is_some_and(|m| m.is_empty()) {
-            spec.remove(field);
-        } else {
-            spec.insert(field.to_string(), value.clone());
-        }
-    }
-    if let Some(PodEdit::Container(container, edit)) = edit {
-        let mut found = false;
-        for list in ["containers", "initContainers"] {
-            // get_mut, not indexing: IndexMut would insert a null `initContainers` into the new pod.
-            let containers = pod
-                .get_mut("spec")
-                .and_then(|s| s.get_mut(list))
-                .and_then(Value::as_array_mut);
-            for c in containers.into_iter().flatten() {
-                if c["name"] == container {
-                    edit.apply(c);
-                    found = true;
-                }
-            }
-        }
-        if !found {
-            let name = original["metadata"]["name"].as_str().unwrap_or_default();
-            return Err(ClusterError::NoContainer {
-                workload: format!("pod/{name}"),
-                container: container.into(),
-            });
-        }
+    if let Some(edit) = edit {
+        let name = original["metadata"]["name"].as_str().unwrap_or_default();
+        edit_spec(&mut pod["spec"], edit, &format!("pod/{name}"))?;
     }
     Ok(pod)
+}
+
+/// The labels the API server puts on a Job's pod template (and selects by) when it generates the selector: they
+/// name the old Job's uid, and a Job created with them and no `manualSelector` is refused.
+const GENERATED_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
+
+/// A Job to create in place of `original`: its spec preserved but the selector and labels the API server generated
+/// for the old one (unless the Job selects its pods by hand), and optionally one change to its pod template.
+pub fn fresh_job(
+    original: &Value,
+    edit: Option<PodEdit<'_>>,
+    incident: Option<&str>,
+) -> Result<Value, ClusterError> {
+    let mut job = created_again(original, incident)?;
+    if job["spec"]["manualSelector"] != json!(true) {
+        if let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("selector");
+        }
+        if let Some(labels) = job
+            .pointer_mut("/spec/template/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            for l in GENERATED_LABELS {
+                labels.remove(l);
+            }
+        }
+    }
+    if let Some(edit) = edit {
+        let name = original["metadata"]["name"].as_str().unwrap_or_default();
+        let spec = job
+            .pointer_mut("/spec/template/spec")
+            .ok_or_else(|| ClusterError::NotFound(format!("job/{name}'s pod template")))?;
+        edit_spec(spec, edit, &format!("job/{name}"))?;
+    }
+    Ok(job)
 }
 
 #[cfg(test)]
@@ -440,6 +505,61 @@ mod tests {
         assert!(fresh.get("status").is_none());
         assert!(matches!(
             fresh_pod(
+                &original,
+                Some(PodEdit::Container("nope", ContainerEdit::Image("x"))),
+                None
+            ),
+            Err(ClusterError::NoContainer { .. })
+        ));
+    }
+
+    #[test]
+    fn fresh_job_drops_what_the_api_server_generated_and_keeps_the_rest() {
+        let original = json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "report", "namespace": "default", "uid": "u1", "resourceVersion": "7",
+                         "labels": {"team": "data"}},
+            "spec": {"backoffLimit": 2, "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                     "template": {"metadata": {"labels": {"controller-uid": "u1", "batch.kubernetes.io/controller-uid": "u1",
+                                                          "job-name": "report", "app": "report"}},
+                                  "spec": {"restartPolicy": "Never", "containers": [{"name": "report", "image": "r:1"}]}}},
+            "status": {"failed": 1}
+        });
+        let value_from = json!({"configMapKeyRef": {"name": "reports", "key": "REPORT_BUCKET"}});
+        let fresh = fresh_job(
+            &original,
+            Some(PodEdit::Container(
+                "report",
+                ContainerEdit::Env {
+                    name: "REPORT_BUCKET",
+                    value_from: &value_from,
+                },
+            )),
+            Some("inc-9"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(fresh["spec"].get("selector").is_none());
+        assert_eq!(
+            fresh["spec"]["template"]["metadata"]["labels"],
+            json!({"job-name": "report", "app": "report"})
+        );
+        assert_eq!(fresh["spec"]["backoffLimit"], 2);
+        assert_eq!(
+            fresh["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "REPORT_BUCKET", "valueFrom": value_from}])
+        );
+        assert_eq!(
+            fresh["metadata"]["annotations"][INCIDENT_ANNOTATION],
+            "inc-9"
+        );
+        assert!(fresh.get("status").is_none() && fresh["metadata"].get("uid").is_none());
+        // A Job that selects its pods by hand keeps its selector and labels.
+        let mut manual = original.clone();
+        manual["spec"]["manualSelector"] = json!(true);
+        let kept = fresh_job(&manual, None, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept["spec"]["selector"], original["spec"]["selector"]);
+        assert!(matches!(
+            fresh_job(
                 &original,
                 Some(PodEdit::Container("nope", ContainerEdit::Image("x"))),
                 None

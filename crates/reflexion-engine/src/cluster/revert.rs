@@ -1,7 +1,7 @@
 //! What an executed action replaced (the snapshot) and how it is undone: only if the object is still as the action
 //! left it — a change someone else made since is left alone, and the revert says so.
 
-use super::recreate::fresh_pod;
+use super::recreate::{Journal, Recreated, fresh_job, fresh_pod};
 use super::{Cluster, ClusterError};
 use reflexion_core::owner::WorkloadRef;
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,12 @@ pub enum Snapshot {
         role: String,
         old: Value,
         new: Value,
+    },
+    /// A bare Job recreated with a changed pod template.
+    RecreatedJob {
+        namespace: String,
+        original: Value,
+        new_uid: String,
     },
     /// An unbound claim replaced by the same claim of another class.
     RecreatedClaim {
@@ -252,27 +258,16 @@ impl Cluster {
                 original,
                 new_uid,
             } => {
-                let name = original["metadata"]["name"].as_str().unwrap_or_default();
-                let api = self.dynamic_pods(namespace);
-                let Some(current) = api.get_opt(name).await? else {
-                    return Ok(Reverted::Skipped(format!("pod {name} no longer exists")));
-                };
-                if current.metadata.uid.as_deref() != Some(new_uid) {
-                    return Ok(Reverted::Skipped(format!(
-                        "pod {name} was replaced by someone else"
-                    )));
-                }
-                let restored = fresh_pod(original, None, None)?;
-                self.recreate(&super::recreate::Journal {
-                    kind: super::recreate::Recreated::Pod,
-                    namespace: namespace.clone(),
-                    original: serde_json::to_value(&current)?,
-                    fresh: restored,
-                })
-                .await?;
-                Ok(Reverted::Done(format!(
-                    "recreated pod {name} with its original spec"
-                )))
+                self.recreate_original(Recreated::Pod, namespace, original, new_uid)
+                    .await
+            }
+            Snapshot::RecreatedJob {
+                namespace,
+                original,
+                new_uid,
+            } => {
+                self.recreate_original(Recreated::Job, namespace, original, new_uid)
+                    .await
             }
             Snapshot::PodSpec {
                 target,
@@ -304,5 +299,44 @@ impl Cluster {
                 new,
             } => self.revert_role_rules(namespace, role, old, new).await,
         }
+    }
+}
+
+impl Cluster {
+    /// Undo a recreation: the object made by it (that very uid) recreated as the original was. Run again, for a Job.
+    async fn recreate_original(
+        &self,
+        kind: Recreated,
+        namespace: &str,
+        original: &Value,
+        new_uid: &str,
+    ) -> Result<Reverted, ClusterError> {
+        let name = original["metadata"]["name"].as_str().unwrap_or_default();
+        let noun = match kind {
+            Recreated::Job => "job",
+            _ => "pod",
+        };
+        let Some(current) = self.dynamic(kind, namespace).get_opt(name).await? else {
+            return Ok(Reverted::Skipped(format!("{noun} {name} no longer exists")));
+        };
+        if current.metadata.uid.as_deref() != Some(new_uid) {
+            return Ok(Reverted::Skipped(format!(
+                "{noun} {name} was replaced by someone else"
+            )));
+        }
+        let restored = match kind {
+            Recreated::Job => fresh_job(original, None, None)?,
+            _ => fresh_pod(original, None, None)?,
+        };
+        self.recreate(&Journal {
+            kind,
+            namespace: namespace.to_string(),
+            original: serde_json::to_value(&current)?,
+            fresh: restored,
+        })
+        .await?;
+        Ok(Reverted::Done(format!(
+            "recreated {noun} {name} with its original spec"
+        )))
     }
 }

@@ -91,10 +91,12 @@ impl Done {
         }
     }
 
-    /// A recreated pod's uid: only its pods can prove the fix.
+    /// A recreated pod's (or bare Job's) uid: only it can prove the fix.
     pub(in crate::engine) fn new_uid(&self) -> Option<&str> {
         match self {
-            Done::Live(Snapshot::RecreatedPod { new_uid, .. }) => Some(new_uid),
+            Done::Live(
+                Snapshot::RecreatedPod { new_uid, .. } | Snapshot::RecreatedJob { new_uid, .. },
+            ) => Some(new_uid),
             _ => None,
         }
     }

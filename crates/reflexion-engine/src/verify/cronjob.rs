@@ -2,7 +2,8 @@
 //! only a new run proves the new jobTemplate. A run that fails (or whose pod fails or restarts) is not verified, nor
 //! is no run before the deadline: the timeout plus the CronJob's interval as its last runs show it (capped), so
 //! that a run due soon after the change is waited for. A run kube-reflexion started for the change (when the policy
-//! allows it) counts as the first one.
+//! allows it) counts as the first one. A bare Job recreated with its fix is fixed when that Job (its new uid)
+//! completes, by the same rules.
 
 use super::Verification;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -64,20 +65,14 @@ pub(super) async fn verify_cronjob(
     started: Option<&str>,
 ) -> Verification {
     let start = Instant::now();
-    let not = |detail: String| Verification {
-        verified: false,
-        detail,
-        ready_after_ms: None,
-        stable_for_secs: 0.0,
-    };
     let ns = &target.namespace;
     let uid = match Api::<CronJob>::namespaced(client.clone(), ns)
         .get_opt(&target.name)
         .await
     {
         Ok(Some(c)) => c.metadata.uid.unwrap_or_default(),
-        Ok(None) => return not(format!("{target} no longer exists")),
-        Err(e) => return not(format!("reading {target} failed: {e}")),
+        Ok(None) => return not_verified(format!("{target} no longer exists")),
+        Err(e) => return not_verified(format!("reading {target} failed: {e}")),
     };
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -96,13 +91,13 @@ pub(super) async fn verify_cronjob(
                 .collect();
             (names, interval(&own).unwrap_or_default().min(MAX_INTERVAL))
         }
-        Err(e) => return not(format!("listing {target}'s Jobs failed: {e}")),
+        Err(e) => return not_verified(format!("listing {target}'s Jobs failed: {e}")),
     };
     let deadline = start + timeout + wait;
     let mut last = "no run since the change".to_string();
     loop {
         if Instant::now() >= deadline {
-            return not(format!(
+            return not_verified(format!(
                 "{target} completed no run within {}s of the change: {last}",
                 (deadline - start).as_secs()
             ));
@@ -127,28 +122,15 @@ pub(super) async fn verify_cronjob(
                             };
                         }
                         Some(Err(why)) => {
-                            return not(format!(
+                            return not_verified(format!(
                                 "the first run after the change, Job {name}, failed ({why})"
                             ));
                         }
                         None => last = format!("Job {name} is running"),
                     }
-                    // A pod of the new run that fails or restarts: the fix did not hold, whatever the Job retries.
-                    let job_uid = job.metadata.uid.clone().unwrap_or_default();
-                    if let Ok(list) = pods.list(&ListParams::default()).await
-                        && let Some(p) = list.items.iter().find(|p| {
-                            controlled_by(*p, &job_uid)
-                                && (p.status.as_ref().and_then(|s| s.phase.as_deref())
-                                    == Some("Failed")
-                                    || p.status
-                                        .iter()
-                                        .flat_map(|s| s.container_statuses.iter().flatten())
-                                        .any(|c| c.restart_count > 0))
-                        })
-                    {
-                        return not(format!(
-                            "pod {} of the first run after the change, Job {name}, failed",
-                            p.name_any()
+                    if let Some(pod) = failed_pod(&pods, job).await {
+                        return not_verified(format!(
+                            "pod {pod} of the first run after the change, Job {name}, failed"
                         ));
                     }
                 }
@@ -157,6 +139,86 @@ pub(super) async fn verify_cronjob(
         }
         tokio::time::sleep(LOOK_EVERY).await;
     }
+}
+
+fn not_verified(detail: String) -> Verification {
+    Verification {
+        verified: false,
+        detail,
+        ready_after_ms: None,
+        stable_for_secs: 0.0,
+    }
+}
+
+/// A pod of the run that failed or restarted: the fix did not hold, whatever the Job retries.
+async fn failed_pod(pods: &Api<Pod>, job: &Job) -> Option<String> {
+    let job_uid = job.metadata.uid.clone().unwrap_or_default();
+    let list = pods.list(&ListParams::default()).await.ok()?;
+    list.items
+        .iter()
+        .find(|p| {
+            controlled_by(*p, &job_uid)
+                && (p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+                    || p.status
+                        .iter()
+                        .flat_map(|s| s.container_statuses.iter().flatten())
+                        .any(|c| c.restart_count > 0))
+        })
+        .map(|p| p.name_any())
+}
+
+/// A bare Job recreated with its fix: verified when that Job (`uid`) completes; not when it fails, one of its pods
+/// fails, it is replaced, or it is still running at the timeout.
+pub(super) async fn verify_job(
+    client: &Client,
+    target: &WorkloadRef,
+    timeout: Duration,
+    uid: Option<&str>,
+) -> Verification {
+    let start = Instant::now();
+    let Some(uid) = uid else {
+        return not_verified(format!(
+            "{target} was not recreated: no run proves the change"
+        ));
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &target.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
+    let mut last = "not read yet".to_string();
+    while start.elapsed() < timeout {
+        match jobs.get_opt(&target.name).await {
+            Ok(Some(job)) if job.metadata.uid.as_deref() == Some(uid) => {
+                match outcome(&job) {
+                    Some(Ok(())) => {
+                        return Verification {
+                            verified: true,
+                            detail: format!("{target}, recreated with the change, completed"),
+                            ready_after_ms: Some(start.elapsed().as_millis() as u64),
+                            stable_for_secs: 0.0,
+                        };
+                    }
+                    Some(Err(why)) => {
+                        return not_verified(format!(
+                            "{target}, recreated with the change, failed ({why})"
+                        ));
+                    }
+                    None => last = "running".into(),
+                }
+                if let Some(pod) = failed_pod(&pods, &job).await {
+                    return not_verified(format!(
+                        "pod {pod} of {target}, recreated with the change, failed"
+                    ));
+                }
+            }
+            Ok(Some(_)) => return not_verified(format!("{target} was replaced by someone else")),
+            Ok(None) => return not_verified(format!("{target} no longer exists")),
+            Err(e) => last = format!("reading it failed: {e}"),
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+    not_verified(format!(
+        "{target} did not complete within {}s of the change ({last})",
+        timeout.as_secs()
+    ))
 }
 
 #[cfg(test)]

@@ -78,7 +78,8 @@ impl ReadinessFailures {
     }
 }
 
-/// What proves the change besides the workload's state: the recreated pod's uid, or the CronJob run started for it.
+/// What proves the change besides the workload's state: the recreated pod's (or bare Job's) uid, or the CronJob run
+/// started for it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Expected<'a> {
     pub pod_uid: Option<&'a str>,
@@ -99,6 +100,9 @@ pub async fn verify(
         }
         WorkloadKind::CronJob => {
             return cronjob::verify_cronjob(client, target, timeout, expected.run).await;
+        }
+        WorkloadKind::Job => {
+            return cronjob::verify_job(client, target, timeout, expected.pod_uid).await;
         }
         _ => {}
     }
