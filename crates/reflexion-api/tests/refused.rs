@@ -49,16 +49,7 @@ async fn a_deployment_over_its_namespaces_quota_is_handed_over_with_the_numbers(
         .await
         .unwrap();
     let detail = finished_incident(&stack).await;
-    assert_eq!(detail["state"], "escalated", "{detail}");
-    assert_eq!(detail["signature"], "failed_create/quota", "{detail}");
-    assert_eq!(
-        (
-            detail["workload"]["kind"].as_str(),
-            detail["workload"]["name"].as_str()
-        ),
-        (Some("Deployment"), Some("web"))
-    );
-    let outcome = detail["outcome"].as_str().unwrap();
+    let outcome = support::escalated(&detail, "failed_create/quota", ("Deployment", "web"));
     assert!(
         outcome.contains(
             "deployment/web -n default cannot create its pods: ResourceQuota compute would be exceeded (requests.memory: a pod asks 300Mi, 300Mi is used of 512Mi)"

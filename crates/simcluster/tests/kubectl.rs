@@ -1191,3 +1191,66 @@ fn a_named_target_port_no_pod_declares_routes_nothing() {
     );
     assert_eq!(probe("after"), "Succeeded");
 }
+
+/// A readiness gate: the containers are ready, the pod is not until someone sets the gate's condition (in the
+/// kubelet's words meanwhile), and the kubelet keeps that condition when it writes the status again.
+#[test]
+fn a_pod_with_a_readiness_gate_is_ready_only_once_its_condition_is_true() {
+    let Some(sim) = start() else { return };
+    let file = sim.dir.path().join("gated.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gated}\n\
+         spec:\n  readinessGates: [{conditionType: example.com/lb-ready}]\n\
+         \x20 containers: [{name: web, image: 'nginx:1.27'}]\n",
+    )
+    .unwrap();
+    sim.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let condition = |t: &str, field: &str| {
+        sim.ok(&[
+            "get",
+            "pod",
+            "gated",
+            "-o",
+            &format!("jsonpath={{.status.conditions[?(@.type==\"{t}\")].{field}}}"),
+        ])
+    };
+    sim.until(
+        &[
+            "get",
+            "pod",
+            "gated",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ContainersReady\")].status}",
+        ],
+        "the containers to be ready",
+        |t| t == "True",
+    );
+    assert_eq!(condition("Ready", "status"), "False");
+    assert_eq!(condition("Ready", "reason"), "ReadinessGatesNotReady");
+    assert_eq!(
+        condition("Ready", "message"),
+        "corresponding condition of pod readiness gate \"example.com/lb-ready\" does not exist."
+    );
+    sim.ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/status/conditions/-","value":{"type":"example.com/lb-ready","status":"True"}}]"#,
+    ]);
+    sim.until(
+        &[
+            "get",
+            "pod",
+            "gated",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "the pod to be ready",
+        |t| t == "True",
+    );
+    assert_eq!(condition("example.com/lb-ready", "status"), "True");
+}

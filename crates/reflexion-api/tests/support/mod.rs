@@ -668,6 +668,25 @@ pub async fn finished_incident(stack: &Stack) -> serde_json::Value {
     incident_detail(stack, &summary).await
 }
 
+/// Assert an incident was handed over with `signature` on the workload `(kind, name)`; its outcome.
+pub fn escalated<'a>(
+    detail: &'a serde_json::Value,
+    signature: &str,
+    workload: (&str, &str),
+) -> &'a str {
+    assert_eq!(detail["state"], "escalated", "{detail}");
+    assert_eq!(detail["signature"], signature, "{detail}");
+    assert_eq!(
+        (
+            detail["workload"]["kind"].as_str(),
+            detail["workload"]["name"].as_str()
+        ),
+        (Some(workload.0), Some(workload.1)),
+        "{detail}"
+    );
+    detail["outcome"].as_str().unwrap_or_default()
+}
+
 /// Wait until the single incident awaits approval; return it in full.
 pub async fn awaiting_approval(stack: &Stack) -> serde_json::Value {
     let summary = stack

@@ -78,6 +78,15 @@ pub(super) fn container_status(c: Option<&Container>, spec: &Value) -> (Value, b
     (s, ready, terminated_ok)
 }
 
+/// The pod conditions the kubelet computes on every status write.
+const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+];
+
 pub(super) fn pod_status(
     rt: &mut PodRuntime,
     pod: &Value,
@@ -166,7 +175,34 @@ pub(super) fn pod_status(
         .filter_map(|s| s["name"].as_str())
         .filter(|n| !rt.containers.get(*n).is_some_and(|c| matches!(&c.state, State::Terminated { t, restart: false, .. } if t.exit_code == 0)))
         .collect();
-    let conditions = vec![
+    // Readiness gates: with its containers ready, a pod is Ready only once every gate's condition (set by someone
+    // else, e.g. a load balancer controller) is True, in the kubelet's words (`GeneratePodReadyCondition`).
+    let current = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let gates: Vec<String> = pod["spec"]["readinessGates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["conditionType"].as_str())
+        .filter_map(|t| match current.iter().find(|c| c["type"] == t) {
+            None => Some(format!(
+                "corresponding condition of pod readiness gate \"{t}\" does not exist."
+            )),
+            Some(c) if c["status"] != "True" => Some(format!(
+                "the status of pod readiness gate \"{t}\" is not \"True\", but {}",
+                c["status"].as_str().unwrap_or_default()
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    let (pod_ready, pod_reason, pod_msg) = if all_ready && !gates.is_empty() {
+        (false, "ReadinessGatesNotReady", gates.join(", "))
+    } else {
+        (all_ready, ready_reason, unready_msg.clone())
+    };
+    let mut conditions = vec![
         condition("PodReadyToStartContainers", true, None, None),
         condition(
             "Initialized",
@@ -177,12 +213,7 @@ pub(super) fn pod_status(
                 pending_inits.join(" ")
             )),
         ),
-        condition(
-            "Ready",
-            all_ready,
-            Some(ready_reason),
-            Some(unready_msg.clone()),
-        ),
+        condition("Ready", pod_ready, Some(pod_reason), Some(pod_msg)),
         condition(
             "ContainersReady",
             all_ready,
@@ -191,6 +222,12 @@ pub(super) fn pod_status(
         ),
         condition("PodScheduled", true, None, None),
     ];
+    // Conditions the kubelet does not own (a readiness gate's, a disruption target) are kept as they are.
+    conditions.extend(
+        current
+            .into_iter()
+            .filter(|c| !KUBELET_CONDITIONS.contains(&c["type"].as_str().unwrap_or_default())),
+    );
     let mut status = json!({
         "phase": phase,
         "conditions": conditions,
