@@ -1,6 +1,8 @@
 //! Classification against realistic pod objects (as `kubectl get pod -o json` shows them) and their events: every
 //! waiting reason, OOM kills in state and lastState, init containers, Pending, evictions and readiness failures,
-//! and the precedence between them.
+//! and the precedence between them. Every crash and OOM fixture also comes as a current kubelet shows it (the last
+//! exit as `terminated` between restarts, not `CrashLoopBackOff`) and as a cgroup v1 node shows an OOM kill (exit 1),
+//! and classifies the same.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,4 +43,37 @@ fn every_fixture_classifies_as_expected() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn crash_and_oom_fixtures_come_in_every_kubelets_form_and_classify_the_same() {
+    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/pods.json")).unwrap();
+    let by_name = |n: &str| cases.iter().find(|c| c["name"] == n).unwrap();
+    for case in &cases {
+        let kind = case["expect"]["kind"].as_str().unwrap_or_default();
+        let name = case["name"].as_str().unwrap();
+        if case["expect"]["init_container"] == true || case.get("twin_of").is_some() {
+            continue;
+        }
+        let restarts = case["pod"]["spec"]["restartPolicy"] != "Never";
+        let wanted: Vec<String> = match kind {
+            "crash_loop" if restarts => vec![format!("{name}@current_kubelet")],
+            "oom_killed" if restarts => vec![
+                format!("{name}@current_kubelet"),
+                format!("{name}@cgroup_v1"),
+                format!("{name}@current_kubelet@cgroup_v1"),
+            ],
+            "oom_killed" => vec![format!("{name}@cgroup_v1")],
+            _ => continue,
+        };
+        for twin in wanted {
+            let t = by_name(&twin);
+            assert_eq!(t["twin_of"], name, "{twin}");
+            // The same family and signature; only the reason (CrashLoopBackOff or Error) and an OOM's exit code
+            // say which kubelet it was.
+            for k in ["kind", "signature", "container"] {
+                assert_eq!(t["expect"][k], case["expect"][k], "{twin}: {k}");
+            }
+        }
+    }
 }

@@ -69,6 +69,8 @@ pub struct Cluster {
     pub argocd_reconcile: std::time::Duration,
     /// Signs and checks ServiceAccount tokens.
     pub tokens: Arc<tokens::Issuer>,
+    /// Which kubelet (crash timeline) and node (cgroup version) the kubelet behaves as.
+    pub kubelet: kubelet::Flavor,
 }
 
 impl Cluster {
@@ -102,6 +104,7 @@ impl Cluster {
             faults: Arc::default(),
             argocd_reconcile: std::time::Duration::from_secs(180),
             tokens: Arc::default(),
+            kubelet: kubelet::Flavor::default(),
         }
     }
 

@@ -42,6 +42,27 @@ struct Args {
     /// `timeout.reconciliation`.
     #[arg(long, env = "SIMCLUSTER_ARGOCD_RECONCILE_SECS", default_value_t = 180)]
     argocd_reconcile_secs: u64,
+    /// How crash-looping containers show between restarts: `current` (a v1.36 kubelet with containerd 2: the last
+    /// exit, `Error`, until a periodic resync lands inside a back-off) or `classic` (`CrashLoopBackOff` from the
+    /// first back-off on).
+    #[arg(
+        long,
+        env = "SIMCLUSTER_KUBELET_TIMELINE",
+        value_enum,
+        default_value = "current",
+        global = true
+    )]
+    kubelet_timeline: simcluster::kubelet::CrashTimeline,
+    /// The node's cgroup version, which decides what an OOM kill shows: `v2` (exit 137) or `v1` (the container's
+    /// PID 1 survives the kill of its largest process and exits 1). Both say `OOMKilled`.
+    #[arg(
+        long,
+        env = "SIMCLUSTER_CGROUP",
+        value_enum,
+        default_value = "v2",
+        global = true
+    )]
+    cgroup: simcluster::kubelet::Cgroup,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SIMCLUSTER_LOG_JSON", global = true)]
     log_json: bool,
@@ -94,6 +115,10 @@ async fn run() -> anyhow::Result<()> {
         None => Catalog::builtin(),
     };
     let clock = Clock::new(args.time_scale);
+    let flavor = simcluster::kubelet::Flavor {
+        crash: args.kubelet_timeline,
+        cgroup: args.cgroup,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(Command::Node {
         kubeconfig,
@@ -121,7 +146,8 @@ async fn run() -> anyhow::Result<()> {
             .await
             .context("loading the kubeconfig")?;
         let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-        let cluster = Cluster::empty(catalog, clock, node_name);
+        let mut cluster = Cluster::empty(catalog, clock, node_name);
+        cluster.kubelet = flavor;
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -136,6 +162,7 @@ async fn run() -> anyhow::Result<()> {
         Cluster::new(catalog, clock)
     };
     cluster.run_scheduler = !args.no_scheduler;
+    cluster.kubelet = flavor;
     cluster.argocd_reconcile = std::time::Duration::from_secs(args.argocd_reconcile_secs.max(1));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -147,7 +174,7 @@ async fn run() -> anyhow::Result<()> {
     if !args.no_kubelet {
         cluster.spawn_kubelet(stop_rx);
     }
-    tracing::info!(%addr, kubeconfig = %args.kubeconfig_out.display(), time_scale = args.time_scale, kubelet = !args.no_kubelet, "simcluster serving");
+    tracing::info!(%addr, kubeconfig = %args.kubeconfig_out.display(), time_scale = args.time_scale, kubelet = !args.no_kubelet, timeline = ?args.kubelet_timeline, cgroup = ?args.cgroup, "simcluster serving");
     // As Go's net/http does for the real API server: a watch event or a response is not held back by Nagle's
     // algorithm waiting for the client's delayed ACK (every other event of a stream arrived up to 40 ms late).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

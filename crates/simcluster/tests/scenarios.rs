@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::pods::*;
-use common::{start, start_split};
+use common::{start, start_split, start_split_with, start_with};
 
 async fn bad_image_pod_and_deployment_back_off_pulling(split: bool) {
     let sim = if split {
@@ -60,7 +60,7 @@ async fn bad_image_pod_and_deployment_back_off_pulling(split: bool) {
 }
 
 /// Every state the pod's first container showed, as (waiting reason or state, restartCount), until `until` holds.
-async fn timeline(
+async fn timeline_of(
     client: &Client,
     selector: &str,
     until: impl Fn(&Pod) -> bool,
@@ -97,43 +97,118 @@ async fn timeline(
     }
 }
 
-async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it(split: bool) {
-    let sim = if split {
-        start_split().await
+/// simcluster with a kubelet flavor's flags, in either topology.
+async fn start_flavored(split: bool, flags: &[&str]) -> common::Sim {
+    if split {
+        start_split_with(flags).await
     } else {
-        start().await
-    };
+        start_with(flags).await
+    }
+}
+
+async fn the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it(split: bool) {
+    for timeline in ["classic", "current"] {
+        let sim = start_flavored(split, &["--kubelet-timeline", timeline]).await;
+        apply(&sim.client, "crash-pod.yaml").await;
+        let seen = timeline_of(&sim.client, "run=crash-app", |p| {
+            last_terminated(p).is_some_and(|_| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .is_some_and(|c| c.restart_count >= 3)
+            })
+        })
+        .await;
+        // A real kubelet restarts a container at once after its first exit; its back-off comes after the second,
+        // so `kubectl logs --previous` always has the last run's lines.
+        assert!(
+            !seen
+                .iter()
+                .any(|(state, restarts)| state == "CrashLoopBackOff" && *restarts == 0),
+            "{timeline}: {seen:?}"
+        );
+        assert_eq!(
+            seen.first().map(|(s, r)| (s.as_str(), *r)),
+            Some(("ContainerCreating", 0)),
+            "{timeline}: {seen:?}"
+        );
+        assert!(
+            seen.contains(&("terminated:1".into(), 0)),
+            "{timeline}: {seen:?}"
+        );
+        let first_restart = seen.iter().position(|(s, r)| s == "running" && *r == 1);
+        let first_back_off = seen.iter().position(|(s, _)| s == "CrashLoopBackOff");
+        match timeline {
+            // CrashLoopBackOff one second after the second exit, and after each one from then on.
+            "classic" => assert!(
+                first_restart.is_some()
+                    && first_back_off.is_some()
+                    && first_restart < first_back_off,
+                "{timeline}: {seen:?}"
+            ),
+            // The exit stays shown (`Error`, RESTARTS n) through the back-off; CrashLoopBackOff, if at all, only
+            // once a periodic resync lands inside one.
+            _ => {
+                assert!(
+                    seen.contains(&("terminated:1".into(), 1)),
+                    "{timeline}: {seen:?}"
+                );
+                if let Some(b) = first_back_off {
+                    assert!(
+                        seen[..b]
+                            .iter()
+                            .any(|(s, r)| s == "terminated:1" && *r >= 1),
+                        "{timeline}: {seen:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// In the current timeline the exit shown between restarts is attempt n, and `lastState` attempt n-1.
+async fn between_restarts_a_current_kubelet_shows_the_last_exit_and_the_one_before(split: bool) {
+    let sim = start_flavored(split, &["--kubelet-timeline", "current"]).await;
     apply(&sim.client, "crash-pod.yaml").await;
-    let seen = timeline(&sim.client, "run=crash-app", |p| {
-        last_terminated(p).is_some_and(|_| {
+    let p = pod_where(
+        &sim.client,
+        "run=crash-app",
+        "an exit shown in back-off",
+        |p| {
             p.status
                 .as_ref()
                 .and_then(|s| s.container_statuses.as_ref())
                 .and_then(|c| c.first())
-                .is_some_and(|c| c.restart_count >= 2)
-        })
-    })
+                .is_some_and(|c| {
+                    c.restart_count >= 2
+                        && c.state.as_ref().is_some_and(|s| s.terminated.is_some())
+                        && c.last_state
+                            .as_ref()
+                            .is_some_and(|s| s.terminated.is_some())
+                })
+        },
+    )
     .await;
-    // A real kubelet restarts a container at once after its first exit; CrashLoopBackOff (10 s) comes after the
-    // second, so `kubectl logs --previous` always has the last run's lines while it shows.
-    assert!(
-        !seen
-            .iter()
-            .any(|(state, restarts)| state == "CrashLoopBackOff" && *restarts == 0),
-        "{seen:?}"
-    );
-    let first_back_off = seen.iter().position(|(s, _)| s == "CrashLoopBackOff");
-    let first_restart = seen.iter().position(|(s, r)| s == "running" && *r == 1);
-    assert!(
-        first_restart.is_some() && first_back_off.is_some() && first_restart < first_back_off,
-        "{seen:?}"
-    );
+    let cs = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let now = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    let before = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((now.exit_code, now.reason.as_deref()), (1, Some("Error")));
     assert_eq!(
-        seen.first().map(|(s, r)| (s.as_str(), *r)),
-        Some(("ContainerCreating", 0)),
-        "{seen:?}"
+        (before.exit_code, before.reason.as_deref()),
+        (1, Some("Error"))
     );
-    assert!(seen.contains(&("terminated:1".into(), 0)), "{seen:?}");
+    assert_ne!(now.container_id, before.container_id, "two attempts");
+    assert!(
+        before.finished_at <= now.started_at,
+        "{before:?} then {now:?}"
+    );
 }
 
 async fn crashing_containers_loop_with_back_off_and_keep_previous_logs(split: bool) {
@@ -178,7 +253,19 @@ async fn crashing_containers_loop_with_back_off_and_keep_previous_logs(split: bo
     }
 }
 
-async fn memory_above_the_limit_is_oom_killed_with_137(split: bool) {
+async fn memory_above_the_limit_is_oom_killed_137_on_cgroup_v2_and_1_on_v1(split: bool) {
+    // cgroup v1: the container's PID 1 survives the kill of its largest process and exits 1, still `OOMKilled`.
+    let sim = start_flavored(split, &["--cgroup", "v1"]).await;
+    apply(&sim.client, "oom-pod.yaml").await;
+    let p = pod_where(
+        &sim.client,
+        "run=memory-app",
+        "OOM-killed and restarted",
+        |p| last_terminated(p).is_some(),
+    )
+    .await;
+    assert_eq!(last_terminated(&p), Some((1, "OOMKilled".to_string())));
+    drop(sim);
     let sim = if split {
         start_split().await
     } else {
@@ -726,7 +813,7 @@ both_topologies!(
     bad_image_pod_and_deployment_back_off_pulling,
     the_first_restart_is_immediate_and_crash_loop_back_off_comes_after_it,
     crashing_containers_loop_with_back_off_and_keep_previous_logs,
-    memory_above_the_limit_is_oom_killed_with_137,
+    memory_above_the_limit_is_oom_killed_137_on_cgroup_v2_and_1_on_v1,
     unschedulable_pods_say_why,
     configuration_failures_name_what_is_missing,
     a_liveness_probe_on_the_wrong_port_restarts_the_container,
@@ -735,5 +822,6 @@ both_topologies!(
     restart_policies_and_init_containers,
     evicted_pods_fail_with_the_kubelets_reason_and_are_replaced,
     jobs_run_to_completion_or_fail_at_their_backoff_limit,
-    services_have_the_ready_pods_they_select_as_endpoints
+    services_have_the_ready_pods_they_select_as_endpoints,
+    between_restarts_a_current_kubelet_shows_the_last_exit_and_the_one_before
 );

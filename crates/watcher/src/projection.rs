@@ -221,6 +221,45 @@ mod tests {
         assert_eq!(pod.status, whole.status);
     }
 
+    /// The watcher reports what it classifies from the projection: every crash and OOM fixture, in the classic and
+    /// the current kubelet's form and a cgroup v1 node's, is detected as from the whole pod.
+    #[test]
+    fn crashes_and_oom_kills_are_detected_in_every_kubelets_form() {
+        let cases: Vec<serde_json::Value> = serde_json::from_str(include_str!(
+            "../../reflexion-core/tests/fixtures/pods.json"
+        ))
+        .unwrap_or_default();
+        let mut forms = std::collections::BTreeSet::new();
+        for case in &cases {
+            let kind = case["expect"]["kind"].as_str().unwrap_or_default();
+            if kind != "crash_loop" && kind != "oom_killed" {
+                continue;
+            }
+            let name = case["name"].as_str().unwrap_or_default();
+            let whole: Pod = serde_json::from_value(case["pod"].clone()).unwrap_or_default();
+            let watched: WatchedPod =
+                serde_json::from_value(case["pod"].clone()).unwrap_or_default();
+            let (from_watch, from_pod) = (classify(&watched.to_pod(), &[]), classify(&whole, &[]));
+            assert_eq!(from_watch, from_pod, "{name}");
+            let f = from_watch.unwrap_or_else(|| panic!("{name}: not detected"));
+            assert_eq!(f.kind.as_str(), kind, "{name}");
+            forms.insert(
+                name.split_once('@')
+                    .map_or("classic", |(_, form)| form)
+                    .to_string(),
+            );
+        }
+        assert_eq!(
+            forms.into_iter().collect::<Vec<_>>(),
+            [
+                "cgroup_v1",
+                "classic",
+                "current_kubelet",
+                "current_kubelet@cgroup_v1"
+            ]
+        );
+    }
+
     #[test]
     fn absent_or_null_parts_stay_absent() {
         for v in [

@@ -149,6 +149,9 @@ pub struct Options {
     pub replicas: usize,
     /// More simcluster flags.
     pub sim_args: &'static [&'static str],
+    /// Flags of the kubelet, wherever it runs (`--kubelet-timeline`, `--cgroup`): simcluster's own, or the split
+    /// topology's node.
+    pub kubelet_args: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -164,6 +167,7 @@ impl Default for Options {
             database_url: None,
             replicas: 1,
             sim_args: &[],
+            kubelet_args: Vec::new(),
         }
     }
 }
@@ -188,6 +192,8 @@ impl Stack {
                 let mut c = simcluster_command(port, &kubeconfig);
                 if split {
                     c.arg("--no-kubelet");
+                } else {
+                    c.args(&opts.kubelet_args);
                 }
                 c.args(opts.sim_args);
                 c
@@ -198,14 +204,9 @@ impl Stack {
             stack.spawn(
                 "simcluster-node",
                 Command::new(bin("simcluster"))
-                    .args([
-                        "node",
-                        "--node-name",
-                        "sim-node-1",
-                        "--time-scale",
-                        "10",
-                        "--kubeconfig",
-                    ])
+                    .args(["node", "--node-name", "sim-node-1", "--time-scale", "10"])
+                    .args(&opts.kubelet_args)
+                    .arg("--kubeconfig")
                     .arg(&kubeconfig),
             );
             stack.wait_node_ready("sim-node-1").await;

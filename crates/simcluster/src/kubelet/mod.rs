@@ -18,6 +18,9 @@ const PULL_TIME: Duration = Duration::from_millis(800);
 const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(2);
 /// How long a terminated container shows before the kubelet restarts it or puts it into `CrashLoopBackOff`.
 const TERMINATED_SHOWN: Duration = Duration::from_secs(1);
+/// The kubelet's periodic pod sync (`--sync-frequency`): in the current timeline, the only moment a container in
+/// back-off is shown as `CrashLoopBackOff`.
+const RESYNC: Duration = Duration::from_secs(60);
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A process using more memory than its limit is killed this long after it starts.
@@ -57,6 +60,34 @@ impl Terminated {
     }
 }
 
+/// How a crash-looping container shows between restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CrashTimeline {
+    /// A current kubelet (v1.36, containerd 2): `terminated` (`Error`, RESTARTS n, `lastState` of attempt n-1)
+    /// between restarts; `waiting: CrashLoopBackOff` only once a periodic resync lands inside a back-off.
+    #[default]
+    Current,
+    /// `waiting: CrashLoopBackOff` from the first back-off on, one second after each exit.
+    Classic,
+}
+
+/// What a container whose memory cgroup kills a process shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Cgroup {
+    /// cgroup v2: the whole container is killed, exit code 137, reason `OOMKilled`.
+    #[default]
+    V2,
+    /// cgroup v1: the largest process is killed, PID 1 survives it and exits 1; reason `OOMKilled`.
+    V1,
+}
+
+/// Which kubelet and node this simulated kubelet behaves as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flavor {
+    pub crash: CrashTimeline,
+    pub cgroup: Cgroup,
+}
+
 #[derive(Debug, Clone)]
 enum State {
     Waiting {
@@ -84,6 +115,10 @@ enum State {
     CrashBackOff {
         retry_at: Instant,
         message: String,
+        /// When the back-off began (the exit was shown).
+        since: Instant,
+        /// Whether the status says `CrashLoopBackOff` yet (else the last exit, as `terminated`).
+        shown: bool,
     },
 }
 
@@ -106,6 +141,8 @@ struct Container {
     pull_attempts: u32,
     crashes: u32,
     last_terminated: Option<Terminated>,
+    /// The exit before `last_terminated`: `lastState` while the current timeline still shows the last exit.
+    prior_terminated: Option<Terminated>,
     /// The back-off has expired: the next start is a restart (restartCount and logs move together).
     restarting: bool,
 }
@@ -383,6 +420,7 @@ impl Kubelet {
             return;
         };
         let (ns, pod_name, pod_uid) = (rt.ns.clone(), rt.name.clone(), rt.uid.clone());
+        let (admitted, flavor) = (rt.admitted, self.cluster.kubelet);
         let fresh = match rt.containers.get(&name) {
             None => Some(0),
             // A changed image (the one in-place pod update) makes the kubelet kill and restart the container.
@@ -433,6 +471,7 @@ impl Kubelet {
                     pull_attempts: 0,
                     crashes: 0,
                     last_terminated: None,
+                    prior_terminated: None,
                     restarting: false,
                 },
             );
@@ -564,7 +603,11 @@ impl Kubelet {
                     _ if limit.is_some_and(|l| r.program.memory_bytes > l)
                         && t >= r.since + clock.real(OOM_AFTER) =>
                     {
-                        Some((137, "OOMKilled".to_string(), None))
+                        let code = match flavor.cgroup {
+                            Cgroup::V2 => 137,
+                            Cgroup::V1 => 1,
+                        };
+                        Some((code, "OOMKilled".to_string(), None))
                     }
                     Outcome::Exits { after, code } if t >= r.since + clock.real(*after) => Some((
                         *code,
@@ -614,7 +657,7 @@ impl Kubelet {
                 at,
                 restart: true,
             } if t >= at + clock.real(TERMINATED_SHOWN) => {
-                c.last_terminated = Some(term);
+                c.prior_terminated = c.last_terminated.replace(term);
                 // The first restart is immediate; from the second on, the back-off doubles from 10 s, counted from
                 // the exit (kubelet's `doBackOff`).
                 let Some(backoff) = crash_backoff(c.crashes) else {
@@ -640,6 +683,21 @@ impl Kubelet {
                 c.state = State::CrashBackOff {
                     retry_at: at + clock.real(backoff),
                     message,
+                    since: t,
+                    shown: flavor.crash == CrashTimeline::Classic,
+                };
+            }
+            State::CrashBackOff {
+                retry_at,
+                message,
+                since,
+                shown: false,
+            } if t < retry_at && resynced(admitted, since, t, clock) => {
+                c.state = State::CrashBackOff {
+                    retry_at,
+                    message,
+                    since,
+                    shown: true,
                 };
             }
             State::CrashBackOff { retry_at, .. } if t >= retry_at => {
@@ -658,6 +716,14 @@ impl Kubelet {
             _ => {}
         }
     }
+}
+
+/// Whether a periodic pod sync (every `RESYNC` from the pod's admission) fell between `since` and `t`.
+fn resynced(admitted: Instant, since: Instant, t: Instant, clock: crate::Clock) -> bool {
+    let period = clock.real(RESYNC).as_secs_f64().max(f64::EPSILON);
+    let syncs =
+        |at: Instant| (at.saturating_duration_since(admitted).as_secs_f64() / period).floor();
+    syncs(t) > syncs(since)
 }
 
 /// The back-off before restarting a container that has exited `crashes` times in a row: none after the first exit.

@@ -48,12 +48,30 @@ pub(super) fn container_status(c: Option<&Container>, spec: &Value) -> (Value, b
             false,
             Some(t.container_id.clone()),
         ),
-        State::CrashBackOff { message, .. } => (
+        State::CrashBackOff {
+            message,
+            shown: true,
+            ..
+        } => (
             waiting("CrashLoopBackOff", Some(message)),
             false,
             false,
             None,
         ),
+        // The current kubelet shows the last exit until a resync lands inside the back-off.
+        State::CrashBackOff { shown: false, .. } => match &c.last_terminated {
+            Some(t) => (
+                json!({"terminated": t.json()}),
+                false,
+                false,
+                Some(t.container_id.clone()),
+            ),
+            None => (waiting("CrashLoopBackOff", None), false, false, None),
+        },
+    };
+    let last = match &c.state {
+        State::CrashBackOff { shown: false, .. } => c.prior_terminated.as_ref(),
+        _ => c.last_terminated.as_ref(),
     };
     let pulled = !matches!(
         c.state,
@@ -68,7 +86,7 @@ pub(super) fn container_status(c: Option<&Container>, spec: &Value) -> (Value, b
     let mut s = json!({
         "name": name, "image": image, "imageID": image_id, "ready": ready, "restartCount": c.restart_count,
         "started": running, "state": state,
-        "lastState": c.last_terminated.as_ref().map(|t| json!({"terminated": t.json()})).unwrap_or(json!({})),
+        "lastState": last.map(|t| json!({"terminated": t.json()})).unwrap_or(json!({})),
     });
     if let Some(id) = container_id {
         s["containerID"] = json!(id);

@@ -96,16 +96,16 @@ pub async fn start_with(extra: &[&str]) -> Sim {
 /// The split topology a real cluster has: a control plane (`--no-kubelet`) and `simcluster node` in another process,
 /// started once the node is Ready and untainted.
 pub async fn start_split() -> Sim {
+    start_split_with(&[]).await
+}
+
+/// The split topology with more flags for the node's kubelet (`--kubelet-timeline`, `--cgroup`).
+pub async fn start_split_with(node_flags: &[&str]) -> Sim {
     let mut sim = start_with(&["--no-kubelet"]).await;
     let node = Command::new(env!("CARGO_BIN_EXE_simcluster"))
-        .args([
-            "node",
-            "--node-name",
-            "sim-node-1",
-            "--time-scale",
-            "20",
-            "--kubeconfig",
-        ])
+        .args(["node", "--node-name", "sim-node-1", "--time-scale", "20"])
+        .args(node_flags)
+        .arg("--kubeconfig")
         .arg(sim.kubeconfig())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
