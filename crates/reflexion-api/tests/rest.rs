@@ -46,6 +46,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/memory/statistics"),
     ("get", "/api/v1/memory/learned-values"),
     ("get", "/api/v1/memory/learning-progression"),
+    ("post", "/api/v1/alerts/alertmanager"),
+    ("get", "/api/v1/alerts"),
 ];
 
 async fn scrape(stack: &Stack) -> String {
@@ -131,6 +133,7 @@ async fn every_route_is_documented_answers_and_is_guarded() {
         ("/api/v1/memory/statistics", "StatisticsBody"),
         ("/api/v1/memory/learning-progression", "Progression"),
         ("/api/v1/reflexion/metrics", "ReflexionMetrics"),
+        ("/api/v1/alerts", "AlertList"),
     ] {
         let body = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
         assert_eq!(

@@ -5,6 +5,7 @@
 //! teaches ([`reflect`]), whether a change made progress ([`progress`]) and how strategies are scored ([`strategy`]).
 
 pub mod action;
+pub mod alert;
 pub mod choices;
 pub mod classify;
 pub mod gitops;

@@ -1,5 +1,6 @@
 //! The REST API. Errors have one shape everywhere: `{"error": {"code", "message", "details"}}`.
 
+mod alerts;
 mod console;
 mod health;
 mod memory;
@@ -82,6 +83,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
     let mutating = OpenApiRouter::new()
         .routes(routes!(report))
         .routes(routes!(process))
+        .routes(routes!(alerts::alertmanager))
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(clear_all))
@@ -103,6 +105,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(console::events))
         .routes(routes!(console::incident_events))
         .routes(routes!(console::settings))
+        .routes(routes!(alerts::received))
         .routes(routes!(openapi_document));
     if state.auth_reads {
         reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -250,7 +253,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Read a bounded JSON body: 415 without a JSON content type, 413 over the limit, 400 for bad JSON, 422 for JSON
 /// of the wrong shape.
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
@@ -342,8 +345,13 @@ async fn process(
         cluster: r.cluster,
         real_k8s_data: Default::default(),
     };
-    // The pod's owner chain, read as the watcher reads it, so that the incident is its workload's and one open
-    // incident per workload holds whichever way the failure came in. A pod that cannot be read stays its own.
+    with_owner_chain(&state, &mut report).await;
+    accept(&state, report).await
+}
+
+/// The pod's owner chain, read as the watcher reads it, so that the incident is its workload's and one open incident
+/// per workload holds whichever way the failure came in. A pod that cannot be read stays its own.
+pub(crate) async fn with_owner_chain(state: &AppState, report: &mut FailureReport) {
     if report.validate().is_ok()
         && let Ok((_, member)) = state.engine.fleet().resolve(report.cluster.as_deref())
         && let Ok(Some(pod)) = member
@@ -354,10 +362,15 @@ async fn process(
     {
         report.real_k8s_data.owner_chain = chain;
     }
-    accept(&state, report).await
 }
 
 async fn accept(state: &AppState, report: FailureReport) -> Result<Response, ApiError> {
+    let body = open(state, report).await?;
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Store a report: a new incident on its workload, or the open one it joins. The answer's body.
+pub(crate) async fn open(state: &AppState, report: FailureReport) -> Result<Value, ApiError> {
     report.validate().map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -367,18 +380,7 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
         .details(json!({"field": e.field}))
     })?;
     // A report from a cluster this API does not serve is stored nowhere: nothing could act on it.
-    let (cluster, _) = state
-        .engine
-        .fleet()
-        .resolve(report.cluster.as_deref())
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_cluster",
-                e.to_string(),
-            )
-            .details(json!({"field": "cluster"}))
-        })?;
+    let cluster = served_cluster(state, report.cluster.as_deref())?;
     // Keys are the watcher's per cluster: the same key from another cluster is another report.
     let key = report
         .idempotency_key
@@ -415,9 +417,10 @@ async fn accept(state: &AppState, report: FailureReport) -> Result<Response, Api
     if created {
         state.engine.spawn(id.clone());
     }
-    let body = json!({"incident_id": id, "status": if created { "accepted" } else { "duplicate" }, "duplicate": !created,
-                      "cluster": cluster, "workload": {"kind": kind, "name": name, "namespace": report.namespace}});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok(
+        json!({"incident_id": id, "status": if created { "accepted" } else { "duplicate" }, "duplicate": !created,
+              "cluster": cluster, "workload": {"kind": kind, "name": name, "namespace": report.namespace}}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -429,16 +432,37 @@ struct ListQuery {
 
 impl ListQuery {
     fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(l) if (1..=1000).contains(&l) => Ok(l),
-            Some(l) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("limit must be between 1 and 1000, got {l}"),
-            )),
-        }
+        list_limit(self.limit)
     }
+}
+
+/// A list's `limit`: 1-1000, 100 when absent.
+pub(crate) fn list_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(l) if (1..=1000).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and 1000, got {l}"),
+        )),
+    }
+}
+
+/// The name of the cluster asked for (the only one when none is named), if this API serves it.
+pub(crate) fn served_cluster<'a>(
+    state: &'a AppState,
+    asked: Option<&str>,
+) -> Result<&'a str, ApiError> {
+    let (cluster, _) = state.engine.fleet().resolve(asked).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_cluster",
+            e.to_string(),
+        )
+        .details(json!({"field": "cluster"}))
+    })?;
+    Ok(cluster)
 }
 
 fn timestamp() -> String {

@@ -2,6 +2,7 @@
 //! or PostgreSQL (`backend`). Every state transition is committed before the side effect it announces.
 
 mod actions;
+mod alerts;
 mod backend;
 mod claims;
 mod ingest;
@@ -10,9 +11,10 @@ pub mod metrics;
 mod rows;
 mod views;
 
+pub use alerts::NewAlert;
 pub use rows::{
-    AuditEntry, Day, Doc, Episode, IncidentDetail, IncidentSummary, LearnedValue, LlmCall,
-    Statistics, Strategy, Transition, TransitionEvent, Workload,
+    AlertRow, AuditEntry, Day, Doc, Episode, IncidentDetail, IncidentSummary, LearnedValue,
+    LlmCall, Statistics, Strategy, Transition, TransitionEvent, Workload,
 };
 
 use crate::metrics::Counters;

@@ -64,6 +64,27 @@ pub struct IncidentSummary {
     pub git: Doc,
 }
 
+/// An Alertmanager alert as received, and what became of it.
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct AlertRow {
+    pub id: i64,
+    pub received_at: String,
+    pub cluster: String,
+    pub alertname: String,
+    pub status: String,
+    pub fingerprint: String,
+    pub namespace: Option<String>,
+    pub workload_kind: Option<String>,
+    pub workload_name: Option<String>,
+    /// `reported` (a report on the workload), `resolved` (recorded), or `ignored` (with `why`).
+    pub outcome: String,
+    pub why: Option<String>,
+    pub incident_id: Option<String>,
+    #[schema(value_type = Object)]
+    #[sqlx(try_from = "Option<String>")]
+    pub labels: Doc,
+}
+
 /// One move of an incident's state machine.
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct Transition {
