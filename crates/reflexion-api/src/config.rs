@@ -58,6 +58,8 @@ pub enum ConfigError {
     },
     #[error("--git-author-name and --git-author-email must be one line each, without <>")]
     Author,
+    #[error("{0}")]
+    Notify(String),
 }
 
 /// A cluster to serve, as `--cluster` names it; its policy is `--cluster-policy`'s for it, else `--policy-file`'s.
@@ -274,6 +276,24 @@ pub struct Args {
     /// The namespace Argo CD's Applications live in, for workloads whose tracking id does not name one.
     #[arg(long, env = "REFLEXION_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// Send the moves a person must see (awaiting approval, escalated, resolved after more than one trial or an
+    /// approval, reverted, failed) to `slack=URL` (an incoming webhook) or `webhook=URL` (signed JSON); repeatable.
+    #[arg(
+        long = "notify",
+        env = "REFLEXION_NOTIFY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub notify: Vec<String>,
+    /// The shared secret webhooks are signed with (at least 16 bytes).
+    #[arg(long, env = "REFLEXION_NOTIFY_SECRET", hide_env_values = true)]
+    pub notify_secret: Option<String>,
+    /// A file holding the webhooks' shared secret.
+    #[arg(long, env = "REFLEXION_NOTIFY_SECRET_FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+    /// The console's address as people reach it (e.g. https://reflexion.example.com): notifications link to it.
+    #[arg(long, env = "REFLEXION_CONSOLE_URL")]
+    pub console_url: Option<String>,
 }
 
 /// What the flags configure, validated.
@@ -287,6 +307,8 @@ pub struct Settings {
     pub registry_url: Option<String>,
     /// The Kubernetes client's rate limit: (requests a second, burst).
     pub kube_rate: (f64, u32),
+    /// Where notifications go; None without `--notify`.
+    pub notify: Option<reflexion_notify::Settings>,
 }
 
 impl TryFrom<&Args> for Settings {
@@ -354,6 +376,7 @@ impl TryFrom<&Args> for Settings {
                 range("--kube-qps", args.kube_qps, 0.1, 100_000.0)?,
                 args.kube_burst,
             ),
+            notify: crate::notify::settings(args)?,
         })
     }
 }
@@ -473,7 +496,7 @@ fn range(name: &'static str, value: f64, min: f64, max: f64) -> Result<f64, Conf
     }
 }
 
-fn url(name: &'static str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn url(name: &'static str, value: &str) -> Result<(), ConfigError> {
     reqwest::Url::parse(value)
         .map(|_| ())
         .map_err(|_| ConfigError::Url {
@@ -686,6 +709,35 @@ mod tests {
                     "prod=/nonexistent/p.json",
                 ],
                 "policy file /nonexistent/p.json",
+            ),
+            (
+                &["--notify", "teams=https://example.com"],
+                "--notify \"teams\": unknown kind",
+            ),
+            (
+                &["--notify", "webhook=ftp://example.com/x"],
+                "scheme \"ftp\"",
+            ),
+            (
+                &["--notify", "webhook=https://example.com/x"],
+                "needs --notify-secret or --notify-secret-file",
+            ),
+            (
+                &[
+                    "--notify",
+                    "slack=https://hooks.slack.com/x",
+                    "--notify-secret",
+                    "short",
+                ],
+                "at least 16 bytes, got 5",
+            ),
+            (
+                &["--notify-secret-file", "/nonexistent/secret"],
+                "--notify-secret-file /nonexistent/secret",
+            ),
+            (
+                &["--console-url", "::"],
+                "--console-url \"::\" is not a URL",
             ),
         ];
         for (argv, want) in cases {

@@ -4,6 +4,7 @@
 //! by the names the binary and the tests use.
 
 pub mod config;
+mod notify;
 
 pub use reflexion_engine::{cluster, engine, llm, registry, verify};
 pub use reflexion_http as http;

@@ -52,6 +52,17 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     let resumed = engine.resume().await.context("resuming incidents")?;
+    // Notifications read what the engine stored, on their own tasks: a slow receiver never holds a fix back.
+    let notifier = match settings.notify {
+        Some(n) => {
+            let targets: Vec<String> = n.targets.iter().map(|t| t.redacted()).collect();
+            tracing::info!(?targets, "notifying");
+            reflexion_notify::Notifier::new(engine.db().clone(), n)
+                .context("building the notifications' HTTP client")?
+                .spawn()
+        }
+        None => Vec::new(),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -71,6 +82,9 @@ async fn run() -> anyhow::Result<()> {
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    for task in notifier {
+        task.abort();
+    }
     tracing::info!("reflexion-api stopped");
     if let Some(p) = traces
         && let Err(e) = tokio::task::spawn_blocking(move || p.shutdown()).await

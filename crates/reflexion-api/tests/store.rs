@@ -534,3 +534,73 @@ async fn a_postgres_url_that_requires_tls_is_served_over_tls() {
             .unwrap();
     assert!(ssl, "the connection is not encrypted");
 }
+
+/// Notifications (issue 29): two replicas' notifiers offer the same moves and send together; the outbox keeps each
+/// move once per target and each is sent by one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_notify_each_move_once_per_target() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let sink = sink.clone();
+        async move {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            sink.lock()
+                .unwrap()
+                .push(v["id"].as_str().unwrap().to_string());
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("webhook=http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = reflexion_notify::Target::parse(&url).unwrap();
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        got.lock().unwrap().clear();
+        let replicas = [db.clone(), Db::connect(&url).await.unwrap()].map(|db| {
+            let settings = reflexion_notify::Settings::new(
+                vec![target.clone()],
+                Some(b"a-secret-of-sixteen-bytes".to_vec()),
+                None,
+            );
+            reflexion_notify::Notifier::new(db, settings).unwrap()
+        });
+        // A target's first look starts it at the newest move: the history before it is not news.
+        let before = incident_in(&db, &[Diagnosing, Planning]).await;
+        db.await_approval(&before, &json!({"command": "kubectl old"}), "asked before")
+            .await
+            .unwrap();
+        assert_eq!(replicas[0].offer(&target).await.unwrap(), 0);
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let id = incident_in(&db, &[Diagnosing, Planning]).await;
+            db.await_approval(&id, &json!({"command": format!("kubectl {i}")}), "asked")
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        // A move nobody needs to see is not offered.
+        incident_in(&db, &[Diagnosing, Planning, Executing, Verifying, Resolved]).await;
+        let (a, b) = tokio::join!(replicas[0].offer(&target), replicas[1].offer(&target));
+        assert_eq!(a.unwrap() + b.unwrap(), 5, "five moves, each stored once");
+        let (a, b) = tokio::join!(replicas[0].send_due(&target), replicas[1].send_due(&target));
+        a.unwrap();
+        b.unwrap();
+        let mut sent = got.lock().unwrap().clone();
+        sent.sort();
+        let mut unique = sent.clone();
+        unique.dedup();
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert_eq!(unique, sent, "none sent twice");
+        let stored = db.notifications(100).await.unwrap();
+        assert_eq!(stored.len(), 5);
+        assert!(
+            stored.iter().all(|n| n.state == "sent" && n.attempts == 1),
+            "{stored:?}"
+        );
+        assert!(stored.iter().all(|n| ids.contains(&n.incident_id)));
+    }
+}

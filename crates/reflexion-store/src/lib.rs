@@ -8,10 +8,12 @@ mod claims;
 mod ingest;
 mod memory;
 pub mod metrics;
+mod notify;
 mod rows;
 mod views;
 
 pub use alerts::NewAlert;
+pub use notify::{NewNotification, Notification, RevertEvent, now_ms};
 pub use rows::{
     AlertRow, AuditEntry, Day, Doc, Episode, IncidentDetail, IncidentSummary, LearnedValue,
     LlmCall, Statistics, Strategy, Transition, TransitionEvent, Workload,
