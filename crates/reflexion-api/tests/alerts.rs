@@ -35,16 +35,7 @@ async fn alerts_join_the_watchers_incident_and_the_rest_are_recorded_with_why() 
     stack.create_deployment(BAD_TAG_WEB).await;
     let waiting = awaiting_approval(&stack).await;
     let id = waiting["id"].as_str().unwrap();
-    let pods: Api<Pod> = Api::namespaced(stack.kube().await, "default");
-    let pod = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let pod = support::a_pod_of(&stack, "web").await;
     let (status, body) = stack
         .post(
             "/api/v1/alerts/alertmanager",

@@ -688,6 +688,21 @@ pub fn escalated<'a>(
     detail["outcome"].as_str().unwrap_or_default()
 }
 
+/// The name of one pod labelled `app=<app>` in `default`.
+#[allow(dead_code)]
+pub async fn a_pod_of(stack: &Stack, app: &str) -> String {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(stack.kube().await, "default");
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("list pods");
+    list.items
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_else(|| panic!("no pod labelled app={app}"))
+}
+
 /// Wait until the single incident awaits approval; return it in full.
 pub async fn awaiting_approval(stack: &Stack) -> serde_json::Value {
     let summary = stack
