@@ -43,7 +43,7 @@ async fn alerts_join_the_watchers_incident_and_the_rest_are_recorded_with_why() 
                 alert(
                     "firing",
                     "a1",
-                    json!({"alertname": "KubePodNotReady", "namespace": "default", "pod": pod,
+                    json!({"alertname": "KubePodCrashLooping", "namespace": "default", "pod": pod,
                                              "job": "kube-state-metrics", "severity": "warning"}),
                 ),
                 alert(
@@ -55,7 +55,7 @@ async fn alerts_join_the_watchers_incident_and_the_rest_are_recorded_with_why() 
                 alert(
                     "resolved",
                     "a3",
-                    json!({"alertname": "KubePodCrashLooping", "namespace": "default", "pod": pod}),
+                    json!({"alertname": "KubePodNotReady", "namespace": "default", "pod": pod}),
                 ),
                 alert(
                     "firing",
@@ -101,9 +101,9 @@ async fn alerts_join_the_watchers_incident_and_the_rest_are_recorded_with_why() 
         rows,
         [
             ("KubeNodeNotReady", "ignored", Some("no namespace label")),
-            ("KubePodCrashLooping", "resolved", None),
+            ("KubePodNotReady", "resolved", None),
             ("KubeDeploymentReplicasMismatch", "reported", None),
-            ("KubePodNotReady", "reported", None),
+            ("KubePodCrashLooping", "reported", None),
         ]
     );
     assert_eq!(stored["alerts"][2]["workload_kind"], "Deployment");
