@@ -241,11 +241,12 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
     for (url, db) in stores {
         eprintln!("on {url}");
         let report = json!({});
-        // 60 reports at once, stored in shared transactions: 20 workloads x 3 reports, the first two of each
-        // workload re-sends of one key.
+        // 60 reports at once, stored in shared transactions by two writers (replicas) on the same database: 20
+        // workloads x 3 reports, the first two of each workload re-sends of one key.
+        let writers = [db.clone(), Db::connect(&url).await.unwrap()];
         let tasks: Vec<_> = (0..60)
             .map(|i| {
-                let (db, report) = (db.clone(), report.clone());
+                let (db, report) = (writers[i % 2].clone(), report.clone());
                 tokio::spawn(async move {
                     let (workload, key) = (
                         format!("w-{}", i % 20),

@@ -297,6 +297,45 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
         "LLM tokens, prompt and completion.",
         counter(&c.llm_tokens),
     );
+    let seconds = |n: &std::sync::atomic::AtomicU64| crate::metrics::Counters::get(n) as f64 / 1e6;
+    metric(
+        "reflexion_store_write_transactions_total",
+        "counter",
+        "Write transactions begun on the store.",
+        counter(&c.write_txs),
+    );
+    metric(
+        "reflexion_store_write_wait_seconds_total",
+        "counter",
+        "Time spent getting write transactions: a connection, BEGIN and the writer lock.",
+        vec![(String::new(), seconds(&c.write_wait_us))],
+    );
+    metric(
+        "reflexion_store_ingest_batches_total",
+        "counter",
+        "Batches of reports stored together.",
+        counter(&c.ingest_batches),
+    );
+    metric(
+        "reflexion_store_ingest_reports_total",
+        "counter",
+        "Reports stored in batches.",
+        counter(&c.ingest_reports),
+    );
+    metric(
+        "reflexion_store_ingest_seconds_total",
+        "counter",
+        "Time storing report batches, by phase: wait (connection, BEGIN, lock), lookup, insert, commit.",
+        [
+            ("wait", &c.ingest_wait_us),
+            ("lookup", &c.ingest_lookup_us),
+            ("insert", &c.ingest_insert_us),
+            ("commit", &c.ingest_commit_us),
+        ]
+        .into_iter()
+        .map(|(phase, n)| (format!("{{phase=\"{phase}\"}}"), seconds(n)))
+        .collect(),
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -68,14 +68,63 @@ pub enum Dialect {
 }
 
 /// Every write transaction on PostgreSQL takes this transaction-scoped advisory lock first, so that writes are as
-/// serial across replicas as SQLite's one writer makes them in one process: a budget counted and a slot reserved, a
-/// batch of reports read and stored, see no other writer in between. Reads never wait for it.
+/// serial across replicas as SQLite's one writer makes them in one process: a budget counted and a slot reserved, an
+/// incident moved, see no other writer in between. Reads never wait for it. A batch of reports takes it shared,
+/// with an exclusive lock on each workload and idempotency key it touches (`Scope::Keys`): batches of different
+/// replicas on different workloads are stored side by side, and each stays serial with every other write.
 const WRITER_LOCK: i64 = 0x6b72_6566_6c78; // "krefl x"
 
+/// What a write transaction locks on PostgreSQL.
+pub(crate) enum Scope<'a> {
+    /// Every other write: `WRITER_LOCK`, exclusive.
+    All,
+    /// `WRITER_LOCK` shared: one incident's own row moved by compare-and-set (a transition, its evidence). Such
+    /// writes never wait for each other or for report batches, and stay serial with every exclusive write.
+    Shared,
+    /// `WRITER_LOCK` shared, then these keys (`key_lock`) exclusively, in ascending order so that two batches
+    /// wanting the same keys never wait on each other crosswise.
+    Keys(&'a [i64]),
+}
+
+/// The advisory-lock key of a text (a workload, an idempotency key): FNV-1a, the same in every replica and release.
+pub(crate) fn key_lock(parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+fn pg_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("reflexion-api")
+        .options([("jit", "off")]))
+}
+
 impl Pool {
+    /// On PostgreSQL, the report writer's own connections, opened by the first task that uses them (see
+    /// `ingest::start_ingest`); None on SQLite.
+    pub(crate) fn writer_pool(&self, url: &str) -> Result<Option<Self>> {
+        Ok(match self {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(_) => Some(Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .min_connections(1)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect_lazy_with(pg_options(url)?),
+            )),
+        })
+    }
+
     pub(crate) async fn connect(url: &str) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)?.application_name("reflexion-api");
+            // JIT compilation pays off for long analytical queries; for the store's short ones, which PostgreSQL's
+            // estimates for JSON set functions often push past jit_above_cost, it added tens of milliseconds each.
+            let opts = pg_options(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(std::time::Duration::from_secs(10))
@@ -142,14 +191,19 @@ enum Tx {
 }
 
 /// A write transaction: on SQLite it holds the in-process writer lock and SQLite's write lock (BEGIN IMMEDIATE)
-/// from its start; on PostgreSQL the fleet-wide advisory lock (`WRITER_LOCK`). Rolled back when dropped.
+/// from its start; on PostgreSQL the fleet-wide advisory lock (`WRITER_LOCK`), or its `Scope`. Rolled back when
+/// dropped.
 pub(crate) struct WriteTx {
     tx: Tx,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
-    pub(crate) async fn begin(pool: &Pool, writer: &Arc<tokio::sync::Mutex<()>>) -> Result<Self> {
+    pub(crate) async fn begin(
+        pool: &Pool,
+        writer: &Arc<tokio::sync::Mutex<()>>,
+        scope: Scope<'_>,
+    ) -> Result<Self> {
         match pool {
             Pool::Sqlite(p) => {
                 let writer = writer.clone().lock_owned().await;
@@ -160,10 +214,35 @@ impl WriteTx {
             }
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITER_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
+                match scope {
+                    Scope::All => {
+                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                            .bind(WRITER_LOCK)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Scope::Shared => {
+                        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                            .bind(WRITER_LOCK)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Scope::Keys(keys) => {
+                        let mut keys = keys.to_vec();
+                        keys.sort_unstable();
+                        keys.dedup();
+                        // The shared lock first, in the same round trip; then the keys, the subquery ordering them.
+                        sqlx::query(
+                            "SELECT pg_advisory_xact_lock_shared($1),
+                                    (SELECT COUNT(pg_advisory_xact_lock(k))
+                                       FROM (SELECT k FROM UNNEST($2::bigint[]) AS k ORDER BY k) AS ordered)",
+                        )
+                        .bind(WRITER_LOCK)
+                        .bind(&keys)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
                 Ok(WriteTx {
                     tx: Tx::Postgres(tx),
                     _writer: None,
@@ -209,3 +288,23 @@ pub(crate) enum Conn<'a> {
 }
 
 pub(crate) use {bind_all, on_conn, on_pool};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_locks_are_stable_and_keep_parts_apart() {
+        // Replicas of different releases must agree: the values are fixed.
+        assert_eq!(
+            key_lock(&[]),
+            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325_u64.to_ne_bytes())
+        );
+        assert_eq!(key_lock(&["a", "b"]), key_lock(&["a", "b"]));
+        assert_ne!(key_lock(&["ab", ""]), key_lock(&["a", "b"]));
+        assert_ne!(
+            key_lock(&["prod", "default", "Deployment", "web"]),
+            key_lock(&["prod", "default", "Deployment", "web2"])
+        );
+    }
+}

@@ -52,7 +52,7 @@ impl Db {
             ),
         );
         let n = self
-            .write(
+            .write_atomic(
                 sql,
                 &[Arg::Text(id), Arg::Text(replica), Arg::Int(millis(ttl))],
             )
@@ -81,7 +81,7 @@ impl Db {
             ],
         );
         let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        self.write(
+        self.write_atomic(
             sql,
             &[Arg::Text(replica), Arg::Int(millis(ttl)), Arg::Text(&ids)],
         )
@@ -90,7 +90,7 @@ impl Db {
 
     /// Let the incident go, if `replica` holds it.
     pub async fn release(&self, id: &str, replica: &str) -> Result<()> {
-        self.write(
+        self.write_atomic(
             "UPDATE incidents SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2",
             &[Arg::Text(id), Arg::Text(replica)],
         )

@@ -5,11 +5,13 @@
 //! most of what ingest cost. Should the batch fail, each report is stored again in its own savepoint, so one bad
 //! report leaves the others stored.
 
-use super::backend::{Arg, Pool, WriteTx, bind_all, on_conn};
+use super::backend::{Arg, Pool, Scope, WriteTx, bind_all, key_lock, on_conn};
 use super::{Db, DbError, NewIncident, Result, insert_transition, now, sql_states};
+use crate::metrics::Counters;
 use reflexion_core::IncidentState;
 use serde_json::json;
 use std::collections::HashMap;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Reports stored in one transaction, at most.
@@ -63,11 +65,24 @@ impl Db {
             .map_err(|_| DbError::Corrupt("the report writer stopped".into()))?
     }
 
-    /// The writer task: take what is queued, store it in one transaction, answer each.
-    pub(super) fn start_ingest(&self, mut queue: mpsc::Receiver<Pending>) {
+    /// The writer task: take what is queued, store it in one transaction, answer each. On PostgreSQL it runs on a
+    /// thread of its own with its own connections: a batch is a few round trips, and on the service's runtime each
+    /// answer waited for a worker thread busy with the engine (the backend sat `idle in transaction` most of a
+    /// batch); SQLite's driver has a thread per connection already.
+    pub(super) fn start_ingest(&self, mut queue: mpsc::Receiver<Pending>, own: Option<Pool>) {
         // The pool and the writer lock, not the Db: the task ends when the last Db (and its sender) is dropped.
-        let (pool, writer) = (self.pool.clone(), self.writer.clone());
-        tokio::spawn(async move {
+        let (pool, writer, counters) = (
+            own.clone().unwrap_or_else(|| self.pool.clone()),
+            self.writer.clone(),
+            self.counters.clone(),
+        );
+        let work = async move {
+            // Open a connection before the first report, not while it waits (TLS and authentication take a while).
+            if let Pool::Postgres(p) = &pool
+                && let Err(e) = p.acquire().await
+            {
+                tracing::warn!(error = %e, "the report writer could not connect yet");
+            }
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -76,7 +91,7 @@ impl Db {
                         Err(_) => break,
                     }
                 }
-                match store_batch(&pool, &writer, &batch).await {
+                match store_batch(&pool, &writer, &counters, &batch).await {
                     Ok(results) => {
                         for (p, r) in batch.into_iter().zip(results) {
                             let _ = p.reply.send(r);
@@ -90,19 +105,47 @@ impl Db {
                     }
                 }
             }
-        });
+        };
+        if own.is_some() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => {
+                    let spawned = std::thread::Builder::new()
+                        .name("report-writer".into())
+                        .spawn(move || rt.block_on(work));
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "the report writer's thread did not start");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no runtime for the report writer; it shares the service's");
+                }
+            }
+        }
+        tokio::spawn(work);
     }
 }
 
 async fn store_batch(
     pool: &Pool,
     writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    counters: &Counters,
     batch: &[Pending],
 ) -> Result<Vec<Result<(String, bool)>>> {
-    let mut tx = WriteTx::begin(pool, writer).await?;
-    match store_together(&mut tx, batch).await {
+    let started = Instant::now();
+    let keys = batch_keys(batch);
+    let mut tx = WriteTx::begin(pool, writer, Scope::Keys(&keys)).await?;
+    Counters::time(&counters.ingest_wait_us, started);
+    match store_together(&mut tx, batch, counters).await {
         Ok(results) => {
+            let committing = Instant::now();
             tx.commit().await?;
+            Counters::time(&counters.ingest_commit_us, committing);
+            Counters::add(&counters.ingest_batches, 1);
+            Counters::add(&counters.ingest_reports, batch.len() as u64);
             return Ok(results.into_iter().map(Ok).collect());
         }
         Err(e) => {
@@ -111,6 +154,25 @@ async fn store_batch(
         }
     }
     store_each(pool, writer, batch).await
+}
+
+/// What a batch decides on, as advisory-lock keys: each report's workload (one open incident each) and idempotency
+/// key. Another replica's batch on the same workload or key waits; one on others does not.
+fn batch_keys(batch: &[Pending]) -> Vec<i64> {
+    let mut keys = Vec::with_capacity(batch.len() * 2);
+    for p in batch {
+        keys.push(key_lock(&[
+            "workload",
+            &p.cluster,
+            &p.namespace,
+            &p.workload_kind,
+            &p.workload_name,
+        ]));
+        if let Some(k) = &p.idempotency_key {
+            keys.push(key_lock(&["key", k]));
+        }
+    }
+    keys
 }
 
 /// What the store holds for one report's key and workload, read before the batch is stored.
@@ -122,7 +184,12 @@ struct Found {
 }
 
 /// The whole batch in a few statements: read what exists, decide each report in arrival order, insert the new ones.
-async fn store_together(tx: &mut WriteTx, batch: &[Pending]) -> Result<Vec<(String, bool)>> {
+async fn store_together(
+    tx: &mut WriteTx,
+    batch: &[Pending],
+    counters: &Counters,
+) -> Result<Vec<(String, bool)>> {
+    let looking = Instant::now();
     let asked = serde_json::Value::Array(
         batch
             .iter()
@@ -168,6 +235,7 @@ async fn store_together(tx: &mut WriteTx, batch: &[Pending]) -> Result<Vec<(Stri
             .fetch_all(&mut *c)
             .await?
     });
+    Counters::time(&counters.ingest_lookup_us, looking);
     let mut found: Vec<Found> = (0..batch.len()).map(|_| Found::default()).collect();
     for (i, by_key, open_id, last_id, last_at) in rows {
         let Some(f) = usize::try_from(i).ok().and_then(|i| found.get_mut(i)) else {
@@ -224,6 +292,7 @@ async fn store_together(tx: &mut WriteTx, batch: &[Pending]) -> Result<Vec<(Stri
     if created.is_empty() {
         return Ok(results);
     }
+    let inserting = Instant::now();
     let created = serde_json::Value::Array(created).to_string();
     // Both statements' text is built from the dialect's own table function, never input.
     let rows_of = tx.dialect().json_rows("$2");
@@ -247,6 +316,7 @@ async fn store_together(tx: &mut WriteTx, batch: &[Pending]) -> Result<Vec<(Stri
             .rows_affected()
         });
     }
+    Counters::time(&counters.ingest_insert_us, inserting);
     Ok(results)
 }
 
@@ -266,7 +336,8 @@ async fn store_each(
     writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
     batch: &[Pending],
 ) -> Result<Vec<Result<(String, bool)>>> {
-    let mut tx = WriteTx::begin(pool, writer).await?;
+    let keys = batch_keys(batch);
+    let mut tx = WriteTx::begin(pool, writer, Scope::Keys(&keys)).await?;
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
         tx.execute("SAVEPOINT report", &[]).await?;

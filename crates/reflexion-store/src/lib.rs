@@ -240,7 +240,7 @@ impl Db {
             writer: Default::default(),
             ingest,
         };
-        db.start_ingest(queue);
+        db.start_ingest(queue, db.pool.writer_pool(url)?);
         Ok(db)
     }
 
@@ -252,7 +252,44 @@ impl Db {
     /// A write transaction that takes the write lock at BEGIN: a deferred one that reads first fails with
     /// SQLITE_BUSY (no waiting) when another connection wrote in between, which under load turned into 500s.
     async fn begin_write(&self) -> Result<WriteTx> {
-        WriteTx::begin(&self.pool, &self.writer).await
+        self.begin_scoped(backend::Scope::All).await
+    }
+
+    /// A write transaction of one incident's row (see `Scope::Shared`).
+    async fn begin_shared(&self) -> Result<WriteTx> {
+        self.begin_scoped(backend::Scope::Shared).await
+    }
+
+    async fn begin_scoped(&self, scope: backend::Scope<'_>) -> Result<WriteTx> {
+        let started = std::time::Instant::now();
+        let tx = WriteTx::begin(&self.pool, &self.writer, scope).await?;
+        Counters::add(&self.counters.write_txs, 1);
+        Counters::time(&self.counters.write_wait_us, started);
+        Ok(tx)
+    }
+
+    /// One statement that is a compare-and-set on its own (a claim): on PostgreSQL it runs alone, in autocommit,
+    /// waiting for no lock — its `WHERE` is checked again against the row as committed when another writer got there
+    /// first; on SQLite through the one writer, like every write.
+    async fn write_atomic(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
+        match &self.pool {
+            Pool::Postgres(p) => {
+                Counters::add(&self.counters.write_txs, 1);
+                Ok(bind_all!(sqlx::query(sql), args)
+                    .execute(p)
+                    .await?
+                    .rows_affected())
+            }
+            Pool::Sqlite(_) => self.write(sql, args).await,
+        }
+    }
+
+    /// One statement in its own shared write transaction (see `Scope::Shared`).
+    async fn write_shared(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
+        let mut tx = self.begin_shared().await?;
+        let n = tx.execute(sql, args).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// One statement in its own write transaction; the rows it changed.
@@ -319,7 +356,7 @@ impl Db {
     }
 
     pub async fn transition(&self, id: &str, state: IncidentState, note: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_shared().await?;
         apply_transition(&mut tx, id, state, note).await?;
         tx.commit().await?;
         Ok(())
@@ -327,7 +364,7 @@ impl Db {
 
     pub async fn set_evidence(&self, id: &str, signature: &str, evidence: &Value) -> Result<()> {
         let (evidence, ts) = (evidence.to_string(), now());
-        self.write(
+        self.write_shared(
             "UPDATE incidents SET evidence = $1, signature = $2, updated_at = $3 WHERE id = $4",
             &[
                 Arg::Text(&evidence),
@@ -343,7 +380,7 @@ impl Db {
     /// Who owns the incident's workload of record, and where its fixes land.
     pub async fn set_owner(&self, id: &str, owner: &Value) -> Result<()> {
         let owner = owner.to_string();
-        self.write(
+        self.write_shared(
             "UPDATE incidents SET owner = $1 WHERE id = $2",
             &[Arg::Text(&owner), Arg::Text(id)],
         )
@@ -354,7 +391,7 @@ impl Db {
     /// The Git change of the incident's latest trial (or the proposal waiting for approval).
     pub async fn set_git(&self, id: &str, git: &Value) -> Result<()> {
         let git = git.to_string();
-        self.write(
+        self.write_shared(
             "UPDATE incidents SET git = $1 WHERE id = $2",
             &[Arg::Text(&git), Arg::Text(id)],
         )
@@ -363,7 +400,7 @@ impl Db {
     }
 
     pub async fn set_outcome(&self, id: &str, outcome: &str) -> Result<()> {
-        self.write(
+        self.write_shared(
             "UPDATE incidents SET outcome = $1 WHERE id = $2",
             &[Arg::Text(outcome), Arg::Text(id)],
         )
@@ -373,7 +410,7 @@ impl Db {
 
     /// The final state and its outcome, in one transaction.
     pub async fn finish(&self, id: &str, state: IncidentState, outcome: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_shared().await?;
         on_conn!(tx, c => {
             sqlx::query("UPDATE incidents SET outcome = $1 WHERE id = $2")
                 .bind(outcome)

@@ -11,11 +11,31 @@ pub struct Counters {
     pub reverts: AtomicU64,
     pub llm_calls: AtomicU64,
     pub llm_tokens: AtomicU64,
+    /// Write transactions begun, and the microseconds spent getting each (a pooled connection, BEGIN, the writer
+    /// lock): how long writers queue behind each other.
+    pub write_txs: AtomicU64,
+    pub write_wait_us: AtomicU64,
+    /// Report batches stored together (group commit), the reports in them, and the microseconds of each phase:
+    /// getting the write transaction, reading what exists, inserting, committing.
+    pub ingest_batches: AtomicU64,
+    pub ingest_reports: AtomicU64,
+    pub ingest_wait_us: AtomicU64,
+    pub ingest_lookup_us: AtomicU64,
+    pub ingest_insert_us: AtomicU64,
+    pub ingest_commit_us: AtomicU64,
 }
 
 impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Add the microseconds since `since`.
+    pub fn time(counter: &AtomicU64, since: std::time::Instant) {
+        Self::add(
+            counter,
+            u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
