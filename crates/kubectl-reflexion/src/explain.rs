@@ -159,7 +159,7 @@ pub async fn explain(
         let s = api
             .get(&format!(
                 "/api/v1/memory/strategies?error_type={}",
-                query_value(sig)
+                path_segment(sig)
             ))
             .await?;
         learned.extend(s["strategies"].as_array().into_iter().flatten().cloned());
@@ -177,7 +177,7 @@ pub async fn explain(
     Ok(out.join("\n"))
 }
 
-/// A value from the API or a person in a URL path segment.
+/// A value from the API or a person in a URL path segment or query value, percent-encoded.
 pub fn path_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -185,10 +185,6 @@ pub fn path_segment(s: &str) -> String {
             b => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn query_value(s: &str) -> String {
-    path_segment(s)
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ async fn handle(
         } => ("resolved", None, None, Some((namespace, kind, name))),
         Meaning::Ignored(why) => ("ignored", Some(why), None, None),
     };
-    let kind_text = workload.as_ref().map(|(_, k, _)| k.to_string());
+    let workload = workload.map(|(ns, kind, name)| (ns, kind.to_string(), name));
     state
         .engine
         .db()
@@ -102,8 +102,7 @@ async fn handle(
             fingerprint: &fingerprint,
             workload: workload
                 .as_ref()
-                .zip(kind_text.as_deref())
-                .map(|((ns, _, name), kind)| (ns.as_str(), kind, name.as_str())),
+                .map(|(ns, kind, name)| (ns.as_str(), kind.as_str(), name.as_str())),
             outcome,
             why: why.as_deref(),
             incident_id: incident.as_deref(),
@@ -114,7 +113,7 @@ async fn handle(
     Ok(
         json!({"alertname": alertname, "fingerprint": fingerprint, "outcome": outcome, "why": why,
               "incident_id": incident,
-              "workload": workload.map(|(ns, k, n)| json!({"namespace": ns, "kind": k.to_string(), "name": n}))}),
+              "workload": workload.map(|(ns, k, n)| json!({"namespace": ns, "kind": k, "name": n}))}),
     )
 }
 

@@ -177,9 +177,14 @@ impl Notice {
 
 /// At most `MAX_TEXT` characters, cut at a character boundary with an ellipsis.
 fn bounded(text: &str) -> String {
-    match text.char_indices().nth(MAX_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
+    cut(text, MAX_TEXT + 1)
+}
+
+/// At most `max` characters: longer text keeps `max - 1` and ends with an ellipsis.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if text.chars().count() > max => format!("{}…", &text[..at]),
+        _ => text.to_string(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! API's token decides who may approve: an approve button would need Slack's interactivity endpoint and its signing
 //! secret, which an incoming webhook does not give, so a click could not be verified.
 
-use crate::notice::{Event, Notice};
+use crate::notice::{Event, Notice, cut};
 use serde_json::{Value, json};
 
 /// Slack's limits: a header's text 150 characters, a section's 3,000, a field's 2,000.
@@ -80,13 +80,6 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((at, _)) if text.chars().count() > max => format!("{}…", &text[..at]),
-        _ => text.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -51,17 +51,25 @@ impl Db {
     /// Where `target`'s feed stands: the last transition and audit ids it was offered. A target seen for the first
     /// time starts at the newest ones: it is told what happens from now on, not the history.
     pub async fn notify_cursor(&self, target: &str) -> Result<(i64, i64)> {
+        // Read on every tick; written (under the writer lock) only the first time a target is seen.
+        let sql = "SELECT transitions, audit FROM notify_cursors WHERE target = $1";
+        let at: Option<(i64, i64)> = on_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(target).fetch_optional(p).await?
+        });
+        if let Some(at) = at {
+            return Ok(at);
+        }
         let mut tx = self.begin_write().await?;
-        let sql = "INSERT INTO notify_cursors (target, transitions, audit)
-                   VALUES ($1, COALESCE((SELECT MAX(id) FROM incident_transitions), 0),
-                           COALESCE((SELECT MAX(id) FROM audit), 0))
-                   ON CONFLICT (target) DO NOTHING";
-        tx.execute(sql, &[Arg::Text(target)]).await?;
+        tx.execute(
+            "INSERT INTO notify_cursors (target, transitions, audit)
+             VALUES ($1, COALESCE((SELECT MAX(id) FROM incident_transitions), 0),
+                     COALESCE((SELECT MAX(id) FROM audit), 0))
+             ON CONFLICT (target) DO NOTHING",
+            &[Arg::Text(target)],
+        )
+        .await?;
         let at: (i64, i64) = on_conn!(tx, c => {
-            sqlx::query_as("SELECT transitions, audit FROM notify_cursors WHERE target = $1")
-                .bind(target)
-                .fetch_one(&mut *c)
-                .await?
+            sqlx::query_as(sql).bind(target).fetch_one(&mut *c).await?
         });
         tx.commit().await?;
         Ok(at)
