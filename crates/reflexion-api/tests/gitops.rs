@@ -441,11 +441,50 @@ async fn a_pull_request_merged_on_the_forge_approves_the_fix() {
     let repo = Repo::new(dir.path(), &[("apps/web.yaml", &web_manifest(BAD))]);
     let client = stack.kube().await;
     flux(&client, &repo, "apps", INTERVAL).await;
-    awaiting_approval(&stack).await;
-    // A person merges it where they review changes.
+    let waiting = awaiting_approval(&stack).await;
+    // A person merges it where they review changes, and Flux applies it before the product's next look at the pull
+    // request: the workload is healthy when the approval arrives, which is the fix to verify, not a recovery.
+    gh.answer_as_now();
     gh.merge_by_hand(1);
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), "default");
+    stack
+        .eventually(
+            "Flux to apply the merge and web to recover",
+            support::FIX_TIMEOUT,
+            async || {
+                let d = api.get("web").await.unwrap();
+                let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+                let good = image(&api).await == GOOD && available >= 1;
+                (
+                    good.then_some(()),
+                    format!("image {}, {available} available", image(&api).await),
+                )
+            },
+        )
+        .await;
+    let still = stack
+        .get(&format!(
+            "/api/v1/reflexion/incidents/{}",
+            waiting["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        still["state"], "awaiting_approval",
+        "the merge is not seen yet"
+    );
+    gh.answer_live();
     let inc = finished_incident(&stack).await;
     assert_eq!(inc["state"], "resolved", "{}", inc["outcome"]);
+    let verified = inc["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["verification"]["verified"] == true);
+    assert!(
+        verified,
+        "the merged change was verified: {}",
+        inc["episodes"]
+    );
     let approved = inc["transitions"].as_array().unwrap().iter().any(|t| {
         t["note"].as_str().unwrap_or_default().contains("merging")
             && t["note"]
@@ -454,7 +493,6 @@ async fn a_pull_request_merged_on_the_forge_approves_the_fix() {
                 .contains("on the forge")
     });
     assert!(approved, "{}", inc["transitions"]);
-    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "default");
     stays_ready(&api, GOOD).await;
 }
 

@@ -145,7 +145,12 @@ impl Engine {
             return Ok(());
         };
         let this = &self.on(&inc.cluster)?;
-        let PendingPlan { plan, trial, .. } = match pending {
+        let PendingPlan {
+            plan,
+            trial,
+            diagnosis,
+            ..
+        } = match pending {
             Ok(p) => p,
             Err(e) => {
                 db.finish(
@@ -157,7 +162,13 @@ impl Engine {
                 return Ok(());
             }
         };
-        let Some(mut diag) = this.diagnose(&inc).await? else {
+        // A proposal a person merged on the forge may run already when this replica hears of it: its healthy pods
+        // are then the fix to verify, not a recovery before any action. It goes on from the diagnosis it was made for.
+        let diag = match (&plan.proposal, diagnosis) {
+            (Some(_), Some(d)) => Some(d),
+            _ => this.diagnose(&inc).await?,
+        };
+        let Some(mut diag) = diag else {
             return Ok(());
         };
         let route = this.route_of(&inc, &mut diag).await?;

@@ -130,11 +130,14 @@ struct PendingPlan {
     plan: Plan,
     trial: u32,
     command: String,
+    /// What the plan was made for (absent in plans stored before it was kept).
+    #[serde(default)]
+    diagnosis: Option<Diagnosis>,
 }
 
 /// What diagnosis found: the failure, where its fix belongs, the evidence, the pod it was read from, every cause
 /// the workload's pods show, and what their probes are seen to do.
-#[derive(Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Diagnosis {
     failure: Failure,
     target: WorkloadRef,

@@ -573,6 +573,7 @@ impl Engine {
             command,
             plan,
             trial,
+            diagnosis: Some(diag.clone()),
         };
         db.await_approval(&inc.id, &pending, &note).await?;
         Ok(())

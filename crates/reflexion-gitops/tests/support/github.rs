@@ -34,6 +34,9 @@ pub struct Inner {
     pub token: String,
     /// Every request's `Authorization` header, to check no other credential was sent.
     pub auth_seen: Vec<String>,
+    /// While set, reading a pull request answers from this earlier state: what a person did since is not yet seen
+    /// by the product's polls (its next look comes after the controller has synced).
+    pub stale: Option<Vec<(String, Pr)>>,
 }
 
 #[derive(Clone)]
@@ -51,6 +54,16 @@ impl Github {
             .iter()
             .map(|(_, p)| p.clone())
             .collect()
+    }
+
+    /// From now until `answer_live`, reads of pull requests answer as of now.
+    pub fn answer_as_now(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stale = Some(inner.pulls.clone());
+    }
+
+    pub fn answer_live(&self) {
+        self.inner.lock().unwrap().stale = None;
     }
 
     /// Merge a pull request as a person would on the forge's page.
@@ -179,7 +192,9 @@ async fn show(
     }
     let inner = s.0.inner.lock().unwrap();
     match inner
-        .pulls
+        .stale
+        .as_ref()
+        .unwrap_or(&inner.pulls)
         .iter()
         .find(|(repo, p)| p.number == n && *repo == format!("{o}/{r}"))
     {
