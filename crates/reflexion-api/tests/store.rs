@@ -281,6 +281,19 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
                 "{w}: {results:?}"
             );
         }
+        // Each incident stored with its first transition, whichever statements stored them.
+        let side = side_pool(&url).await;
+        let unmatched: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT i.id, (SELECT count(*) FROM incident_transitions t WHERE t.incident_id = i.id
+                             AND t.state = 'reported') AS n FROM incidents i",
+        )
+        .fetch_all(&side)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, n)| *n != 1)
+        .collect();
+        assert!(unmatched.is_empty(), "{unmatched:?}");
     }
 }
 
