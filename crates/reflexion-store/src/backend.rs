@@ -213,36 +213,28 @@ impl WriteTx {
                 })
             }
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                match scope {
-                    Scope::All => {
-                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                            .bind(WRITER_LOCK)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Scope::Shared => {
-                        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                            .bind(WRITER_LOCK)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                // BEGIN and the locks in one round trip (a simple query of several statements); the text is built from
+                // integers only. Should a lock fail, the error is the BEGIN's and the transaction is rolled back.
+                let locks = match scope {
+                    Scope::All => format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
+                    Scope::Shared => format!("SELECT pg_advisory_xact_lock_shared({WRITER_LOCK})"),
                     Scope::Keys(keys) => {
                         let mut keys = keys.to_vec();
                         keys.sort_unstable();
                         keys.dedup();
-                        // The shared lock first, in the same round trip; then the keys, the subquery ordering them.
-                        sqlx::query(
-                            "SELECT pg_advisory_xact_lock_shared($1),
-                                    (SELECT COUNT(pg_advisory_xact_lock(k))
-                                       FROM (SELECT k FROM UNNEST($2::bigint[]) AS k ORDER BY k) AS ordered)",
+                        let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
+                        // The shared lock first; then the keys in order (the subquery sorts them).
+                        format!(
+                            "SELECT pg_advisory_xact_lock_shared({WRITER_LOCK});
+                             SELECT COUNT(pg_advisory_xact_lock(k))
+                               FROM (SELECT k FROM UNNEST('{{{}}}'::bigint[]) AS k ORDER BY k) AS ordered",
+                            keys.join(",")
                         )
-                        .bind(WRITER_LOCK)
-                        .bind(&keys)
-                        .execute(&mut *tx)
-                        .await?;
                     }
-                }
+                };
+                let tx = p
+                    .begin_with(sqlx::AssertSqlSafe(format!("BEGIN; {locks}")))
+                    .await?;
                 Ok(WriteTx {
                     tx: Tx::Postgres(tx),
                     _writer: None,
