@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use support::gitops::{argo, flux, kustomizations, web_manifest};
 use support::repo::Repo;
-use support::{Options, Stack, audit_verbs, awaiting_approval, finished_incident};
+use support::{Options, Stack, audit_verbs, awaiting_approval, finished_incident, incident_detail};
 
 const BAD: &str = "nginx:1.27.O";
 const GOOD: &str = "nginx:1.27.3";
@@ -55,9 +55,22 @@ async fn stack(
 
 /// The Deployment's image; empty while it does not exist (the controller has not applied it yet).
 async fn image(api: &kube::Api<Deployment>) -> String {
-    let d = api.get_opt("web").await.unwrap();
-    d.and_then(|d| d.spec?.template.spec?.containers.first()?.image.clone())
-        .unwrap_or_default()
+    image_of(api.get_opt("web").await.unwrap().as_ref())
+}
+
+fn image_of(d: Option<&Deployment>) -> String {
+    d.and_then(|d| {
+        d.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .clone()
+    })
+    .unwrap_or_default()
 }
 
 /// The Deployment runs `want` with a Ready replica, checked every interval for three intervals.
@@ -453,21 +466,17 @@ async fn a_pull_request_merged_on_the_forge_approves_the_fix() {
             support::FIX_TIMEOUT,
             async || {
                 let d = api.get("web").await.unwrap();
+                let image = image_of(Some(&d));
                 let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-                let good = image(&api).await == GOOD && available >= 1;
+                let good = image == GOOD && available >= 1;
                 (
                     good.then_some(()),
-                    format!("image {}, {available} available", image(&api).await),
+                    format!("image {image}, {available} available"),
                 )
             },
         )
         .await;
-    let still = stack
-        .get(&format!(
-            "/api/v1/reflexion/incidents/{}",
-            waiting["id"].as_str().unwrap()
-        ))
-        .await;
+    let still = incident_detail(&stack, &waiting).await;
     assert_eq!(
         still["state"], "awaiting_approval",
         "the merge is not seen yet"

@@ -113,14 +113,19 @@ pub async fn ingest(figures: &mut Vec<Figure>, series: &mut Vec<Series>) {
     series.push(Series::cdf("ingest", "report POST latency", latency));
 }
 
-/// Incidents in any state but `reported`, from the API's own gauge.
-async fn incidents_past_reported(api_url: &str) -> f64 {
-    let text = reqwest::get(format!("{api_url}/metrics"))
+/// An API process's Prometheus text.
+async fn metrics_text(api_url: &str) -> String {
+    reqwest::get(format!("{api_url}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Incidents in any state but `reported`, from the API's own gauge.
+async fn incidents_past_reported(api_url: &str) -> f64 {
+    let text = metrics_text(api_url).await;
     text.lines()
         .filter_map(|l| l.strip_prefix("reflexion_incidents{state=\""))
         .filter(|l| !l.starts_with("reported\""))
@@ -343,12 +348,7 @@ struct Profile {
 async fn profile(urls: &[String]) -> Profile {
     let mut p = Profile::default();
     for url in urls {
-        let text = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(url).await;
         for line in text.lines().filter(|l| l.starts_with("reflexion_store_")) {
             let Some((name, v)) = line.rsplit_once(' ') else {
                 continue;
