@@ -156,9 +156,9 @@ pub struct Args {
     /// replica resumes the incidents of one that died or lost the database.
     #[arg(long, env = "REFLEXION_CLAIM_TTL_SECS", default_value_t = 60.0)]
     pub claim_ttl_secs: f64,
-    /// Requests a second the engine may send the Kubernetes API on average (client-go's token bucket; the
+    /// Requests a second the engine may send each cluster's Kubernetes API on average (client-go's token bucket; the
     /// kube-controller-manager runs with 20). A storm's incidents wait for their reads instead of flooding the API
-    /// server.
+    /// server. It is the fleet's budget: replicas sharing a database split it (and the burst) evenly.
     #[arg(long, env = "REFLEXION_KUBE_QPS", default_value_t = 50.0)]
     pub kube_qps: f64,
     /// Requests the engine may send the Kubernetes API at once before `--kube-qps` paces it.
@@ -343,6 +343,7 @@ impl TryFrom<&Args> for Settings {
                 id => id.to_string(),
             },
             claim_ttl: seconds("--claim-ttl-secs", args.claim_ttl_secs)?,
+            kube_share: crate::cluster::throttle::Share::new(),
             max_trials: args.max_trials,
             verify_window: seconds("--verify-window-secs", args.verify_window_secs)?,
             verify_timeout: seconds("--verify-timeout-secs", args.verify_timeout_secs)?,

@@ -70,6 +70,7 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, database = %reflexion_api::db::redacted_url(&args.database_url), resumed, %clusters, auth = settings.api_token.is_some(),
         llm = args.llm_base_url.as_deref().unwrap_or(if args.openai_api_key.is_some() { "openai" } else { "none" }),
         "reflexion-api serving");
+    let retiring = engine.clone();
     let state = AppState {
         engine,
         token: settings.api_token.map(Arc::new),
@@ -85,6 +86,7 @@ async fn run() -> anyhow::Result<()> {
     for task in notifier {
         task.abort();
     }
+    retiring.retire().await;
     tracing::info!("reflexion-api stopped");
     if let Some(p) = traces
         && let Err(e) = tokio::task::spawn_blocking(move || p.shutdown()).await
@@ -102,7 +104,11 @@ async fn fleet(settings: &Settings) -> anyhow::Result<Fleet> {
         Ok::<_, anyhow::Error>(
             reflexion_k8s::client::builder(config)
                 .context("building the Kubernetes client")?
-                .with_layer(&throttle::Layer(throttle::Throttle::new(qps, burst)))
+                .with_layer(&throttle::Layer(throttle::Throttle::new(
+                    qps,
+                    burst,
+                    settings.engine.kube_share.clone(),
+                )))
                 .build(),
         )
     };

@@ -35,6 +35,30 @@ async fn resolved_on(stack: &Stack, cluster: &str) -> Value {
     support::incident_detail(stack, &summary).await
 }
 
+/// Wait until the replica at `url` says `n` replicas share the Kubernetes budget (`reflexion_replicas`).
+async fn sharing(stack: &Stack, url: &str, n: u32) {
+    let want = format!("\nreflexion_replicas {n}\n");
+    stack
+        .eventually(
+            &format!("{url} to share the Kubernetes budget with {n} replica(s)"),
+            FIX_TIMEOUT,
+            async || {
+                let text = reqwest::get(format!("{url}/metrics"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let seen = text
+                    .lines()
+                    .find(|l| l.starts_with("reflexion_replicas "))
+                    .map(String::from);
+                (text.contains(&want).then_some(()), format!("{seen:?}"))
+            },
+        )
+        .await;
+}
+
 async fn create_web(client: kube::Client) -> Api<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client, "default");
     let d: Deployment = serde_yaml::from_str(BAD_TAG_WEB).unwrap();
@@ -266,6 +290,10 @@ async fn two_replicas_on_one_postgres_with_one_killed_midway_resolve_every_incid
         ..Options::default()
     })
     .await;
+    // Each takes half of the Kubernetes request budget.
+    for (_, url) in &stack.replicas {
+        sharing(&stack, url, 2).await;
+    }
     start_storm(&stack).await;
     // Every report delivered (the killed replica's watcher has nowhere else to send), some incidents unfinished.
     stack
@@ -290,6 +318,8 @@ async fn two_replicas_on_one_postgres_with_one_killed_midway_resolve_every_incid
         .await;
     stack.kill_replica("reflexion-api");
     assert_storm_resolved_once(&stack).await;
+    // The survivor has the whole budget once the dead replica's time ran out.
+    sharing(&stack, &stack.api_url, 1).await;
     let log = std::fs::read_to_string(stack.dir.path().join("reflexion-api-2.log")).unwrap();
     assert!(
         log.lines().any(
@@ -297,6 +327,42 @@ async fn two_replicas_on_one_postgres_with_one_killed_midway_resolve_every_incid
                 && l.contains("\"replica-1\"")
         ),
         "replica-2 took nothing over from replica-1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_gives_its_part_of_the_kubernetes_budget_back_at_once() {
+    let Some(database_url) = support::postgres::database().await else {
+        return;
+    };
+    // Claims (and a replica's announced life) last ten minutes: only the stopping replica's own goodbye can make
+    // the other see it gone within the wait below.
+    let mut stack = Stack::start(Options {
+        watcher: false,
+        api_args: &["--claim-ttl-secs", "600"],
+        database_url: Some(database_url),
+        replicas: 2,
+        ..Options::default()
+    })
+    .await;
+    for (_, url) in &stack.replicas {
+        sharing(&stack, url, 2).await;
+    }
+    stack.stop_replica("reflexion-api");
+    sharing(&stack, &stack.api_url, 1).await;
+    let log = std::fs::read_to_string(stack.dir.path().join("reflexion-api-2.log")).unwrap();
+    // The log is coloured: its fields' names and values are apart by escape codes.
+    let mut parts = log.split('\u{1b}');
+    let plain: String = parts
+        .next()
+        .into_iter()
+        .chain(parts.map(|s| s.split_once('m').map_or(s, |(_, t)| t)))
+        .collect();
+    assert!(
+        plain
+            .lines()
+            .any(|l| l.contains("replicas sharing the Kubernetes request budget replicas=1")),
+        "replica-2 did not say it has the whole budget again:\n{plain}"
     );
 }
 

@@ -529,6 +529,28 @@ async fn one_replica_holds_an_incident_until_its_claim_expires_or_it_lets_go() {
 }
 
 #[tokio::test]
+async fn replicas_alive_are_counted_until_their_time_runs_out_or_they_retire() {
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        let long = std::time::Duration::from_secs(60);
+        let short = std::time::Duration::from_millis(300);
+        assert_eq!(db.announce("a", long).await.unwrap(), 1, "alone");
+        assert_eq!(db.announce("b", short).await.unwrap(), 2);
+        assert_eq!(
+            db.announce("a", long).await.unwrap(),
+            2,
+            "announcing again is not another replica"
+        );
+        tokio::time::sleep(short * 2).await;
+        assert_eq!(db.announce("a", long).await.unwrap(), 1, "b's time ran out");
+        assert_eq!(db.announce("b", long).await.unwrap(), 2, "b is back");
+        db.retire("b").await.unwrap();
+        assert_eq!(db.announce("a", long).await.unwrap(), 1, "b retired");
+    }
+}
+
+#[tokio::test]
 async fn a_postgres_url_that_requires_tls_is_served_over_tls() {
     let Some(url) = support::postgres::database().await else {
         return;

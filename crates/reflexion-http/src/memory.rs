@@ -297,6 +297,15 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
         "LLM tokens, prompt and completion.",
         counter(&c.llm_tokens),
     );
+    metric(
+        "reflexion_replicas",
+        "gauge",
+        "Replicas alive sharing the Kubernetes request budget, this one included (as last announced).",
+        vec![(
+            String::new(),
+            f64::from(state.engine.config().kube_share.get()),
+        )],
+    );
     let seconds = |n: &std::sync::atomic::AtomicU64| crate::metrics::Counters::get(n) as f64 / 1e6;
     metric(
         "reflexion_store_write_transactions_total",

@@ -1,7 +1,8 @@
 //! Claims: which replica works an incident. A claim is the replica's name and an expiry on the database's clock
 //! (so replicas' clocks do not matter); a replica renews the claims its live tasks hold in one write, and an incident
 //! whose claim expired — its replica died, lost the database, or its task ended without letting go — is free for any
-//! replica to resume.
+//! replica to resume. Replicas also say they are alive (`announce`), so that they can split one budget of
+//! Kubernetes requests between them.
 
 use super::backend::{Arg, Dialect, on_pool};
 use super::{Db, Result, ago, parse_state, sql_states};
@@ -93,6 +94,42 @@ impl Db {
         self.write_atomic(
             "UPDATE incidents SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2",
             &[Arg::Text(id), Arg::Text(replica)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Say `replica` is alive for `ttl` (on the database's clock), forget replicas whose time ran out, and count
+    /// the replicas alive now, `replica` included.
+    pub async fn announce(&self, replica: &str, ttl: Duration) -> Result<u32> {
+        let d = self.dialect();
+        self.write_atomic(
+            pick(
+                d,
+                at_now!(
+                    "INSERT INTO replicas (name, alive_until) VALUES ($1, " NOW " + $2)
+                     ON CONFLICT (name) DO UPDATE SET alive_until = excluded.alive_until"
+                ),
+            ),
+            &[Arg::Text(replica), Arg::Int(millis(ttl))],
+        )
+        .await?;
+        self.write_atomic(
+            pick(d, at_now!("DELETE FROM replicas WHERE alive_until < " NOW)),
+            &[],
+        )
+        .await?;
+        let n: i64 = on_pool!(&self.pool, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM replicas").fetch_one(p).await?
+        });
+        Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// `replica` stops: the others take its part of the budget at their next `announce`.
+    pub async fn retire(&self, replica: &str) -> Result<()> {
+        self.write_atomic(
+            "DELETE FROM replicas WHERE name = $1",
+            &[Arg::Text(replica)],
         )
         .await?;
         Ok(())

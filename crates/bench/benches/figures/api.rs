@@ -324,12 +324,50 @@ async fn query_plans(db_path: &std::path::Path) -> String {
     out
 }
 
-/// One run of the stores part: the rate, the p99, the reports accepted, and where the store's time went.
+/// One run of the stores part: the rate, the p99, the reports accepted, where the store's time went, and the
+/// machine's CPU time while the reports arrived.
 struct StoreRun {
     rate: f64,
     p99: f64,
     accepted: usize,
     profile: Profile,
+    cpu: Cpu,
+}
+
+/// The machine's CPU time (every process's, from /proc/stat), in seconds of one CPU.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    busy: f64,
+    all: f64,
+}
+
+impl Cpu {
+    /// Now, since boot; zero where /proc/stat cannot be read.
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...; /proc/stat counts in USER_HZ, 100 a second.
+        let all: f64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        Self {
+            busy: (all - idle) / 100.0,
+            all: all / 100.0,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            busy: self.busy - before.busy,
+            all: self.all - before.all,
+        }
+    }
 }
 
 /// The store's own counters, summed over the replicas (`/metrics`, reflexion_store_*).
@@ -376,7 +414,21 @@ async fn store_run(url: Option<String>, replicas: usize, n: usize, concurrency: 
     for r in 2..=replicas {
         urls.push(stack.start_replica(&format!("replica-{r}")).await);
     }
+    // Each replica takes its part of the Kubernetes budget before the load starts (they announce every 5 s).
+    for url in &urls {
+        let want = format!("\nreflexion_replicas {replicas}\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !metrics_text(url).await.contains(&want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url} never counted {replicas} replicas"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let before = Cpu::now();
     let (secs, results) = post_reports(&urls, n, concurrency).await;
+    let cpu = Cpu::now().since(before);
     let accepted = results.iter().filter(|(_, s)| *s == 202).count();
     let mut latency: Vec<f64> = results.iter().map(|(l, _)| *l).collect();
     latency.sort_by(f64::total_cmp);
@@ -385,6 +437,7 @@ async fn store_run(url: Option<String>, replicas: usize, n: usize, concurrency: 
         p99: percentile(&latency, 99.0),
         accepted,
         profile: profile(&urls).await,
+        cpu,
     }
 }
 
@@ -456,7 +509,21 @@ pub async fn stores(figures: &mut Vec<Figure>) {
             f = f.target(Target::AtMost(25.0));
         }
         figures.push(f);
-        // Where the time went, in the last run: per batch of reports stored together, and every write's wait.
+        // Where the time went, in the last run: the machine's CPUs (every process on them: the clients, the API
+        // processes, PostgreSQL, simcluster), per batch of reports stored together, and every write's wait.
+        let cpu = done.last().map(|r| r.cpu).unwrap_or_default();
+        figures.push(Figure::new(
+            part,
+            format!("{label}: the machine's CPUs busy while the reports arrived"),
+            100.0 * cpu.busy / cpu.all.max(f64::MIN_POSITIVE),
+            "%",
+        ));
+        figures.push(Figure::new(
+            part,
+            format!("{label}: CPU time per 1,000 reports, all processes"),
+            1000.0 * cpu.busy / n as f64,
+            "s",
+        ));
         let p = done.last().map(|r| r.profile).unwrap_or_default();
         let per_batch = |secs: f64| secs * 1000.0 / p.batches.max(1.0);
         figures.push(Figure::new(

@@ -396,9 +396,21 @@ impl Stack {
 
     /// SIGKILL one API process of several, for good; reads go to the next one from now on.
     pub fn kill_replica(&mut self, name: &str) {
+        self.end_replica(name, "-KILL");
+    }
+
+    /// SIGTERM one API process of several (it shuts down gracefully) and wait for it to exit.
+    pub fn stop_replica(&mut self, name: &str) {
+        self.end_replica(name, "-TERM");
+    }
+
+    fn end_replica(&mut self, name: &str, signal: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
             let (_, mut child) = self.children.remove(i);
-            let _ = child.kill();
+            let sent = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {name}");
             let _ = child.wait();
         }
         self.replicas.retain(|(n, _)| n != name);

@@ -158,8 +158,43 @@ impl Engine {
         }
     }
 
-    /// Renew this replica's claims and look for incidents nobody works, until the process ends.
+    /// Say this replica is alive and take its part of the Kubernetes budget: the fleet's `--kube-qps` split evenly
+    /// between the replicas alive. How many there are.
+    pub(super) async fn announce(&self) -> Result<u32, crate::db::DbError> {
+        let config = &self.inner.config;
+        let replicas = self
+            .inner
+            .db
+            .announce(&config.replica, config.claim_ttl)
+            .await?;
+        if replicas != config.kube_share.get() {
+            tracing::info!(replicas, "replicas sharing the Kubernetes request budget");
+        }
+        config.kube_share.set(replicas);
+        Ok(replicas)
+    }
+
+    /// This replica stops: the others take its part of the budget at once rather than after a claim's life.
+    pub async fn retire(&self) {
+        if let Err(e) = self.inner.db.retire(&self.inner.config.replica).await {
+            tracing::warn!(error = %e, "not retired; the other replicas take this one's budget when it expires");
+        }
+    }
+
+    /// Renew this replica's claims and look for incidents nobody works, until the process ends; and say it is
+    /// alive, often enough (every 5 s at most) that a replica joining or leaving changes every one's budget soon.
     pub fn keep_claims(&self) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let every = (engine.inner.config.claim_ttl / 3)
+                .clamp(Duration::from_millis(200), Duration::from_secs(5));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = engine.announce().await {
+                    tracing::warn!(error = %e, "not announced; the Kubernetes budget's share stays as it was");
+                }
+            }
+        });
         let engine = self.clone();
         tokio::spawn(async move {
             let every = (engine.inner.config.claim_ttl / 3).max(Duration::from_millis(200));

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub replica: String,
     /// How long a claim lasts unless renewed: how soon another replica resumes the incidents of one that died.
     pub claim_ttl: Duration,
+    /// This replica's part of the Kubernetes request budget, given to every cluster's client: set from the replicas
+    /// alive (`claims`).
+    pub kube_share: Arc<crate::cluster::throttle::Share>,
     /// The Git write path, for workloads a GitOps controller owns.
     pub gitops: Arc<reflexion_gitops::Gitops>,
     /// How long a commit may wait for its controller to apply it.
@@ -252,6 +255,7 @@ impl Engine {
     /// Resume what a restart interrupted, and from then on what any replica left (`claims`). Returns the incidents
     /// resumed now.
     pub async fn resume(&self) -> Result<usize, DbError> {
+        self.announce().await?;
         let n = self.adopt_unclaimed(Duration::ZERO).await?;
         self.keep_claims();
         self.watch_proposals();
