@@ -6,6 +6,7 @@
 mod support;
 
 use reflexion_api::db::{Db, DbError, Dialect, NewIncident};
+use reflexion_api::metrics::Counters;
 use reflexion_core::IncidentState::{self, *};
 use serde_json::json;
 
@@ -273,6 +274,14 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
             by_workload.entry(w).or_default().push(r);
         }
         assert_eq!(by_workload.len(), 20);
+        let batched: u64 = writers
+            .iter()
+            .map(|w| Counters::get(&w.counters().ingest_reports))
+            .sum();
+        assert_eq!(
+            batched, 60,
+            "every report stored by a batch, none by the slow path"
+        );
         for (w, results) in by_workload {
             let created: Vec<_> = results.iter().filter(|(_, c)| *c).collect();
             assert_eq!(created.len(), 1, "{w}: {results:?}");
@@ -294,6 +303,110 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
         .filter(|(_, n)| *n != 1)
         .collect();
         assert!(unmatched.is_empty(), "{unmatched:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_for_several_workloads_at_once_is_one_incident() {
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        let report = json!({});
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let (db, report) = (db.clone(), report.clone());
+                tokio::spawn(async move {
+                    db.open_incident(&bad_tag(
+                        "a",
+                        "p",
+                        &format!("w-{i}"),
+                        Some("shared"),
+                        &report,
+                    ))
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        assert_eq!(results.iter().filter(|(_, c)| *c).count(), 1, "{results:?}");
+        assert!(
+            results.iter().all(|(id, _)| *id == results[0].0),
+            "{results:?}"
+        );
+        assert_eq!(
+            Counters::get(&db.counters().ingest_reports),
+            10,
+            "stored by batches, none by the slow path"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_report_detected_before_the_workloads_last_incident_changed_joins_it_to_the_microsecond()
+{
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        let report = json!({});
+        let workload = format!("late-{}", uuid_like());
+        fn at<'a>(
+            workload: &'a str,
+            report: &'a serde_json::Value,
+            detected: &'a str,
+            key: &'a str,
+        ) -> NewIncident<'a> {
+            NewIncident {
+                detected_at: Some(detected).filter(|d| !d.is_empty()),
+                ..bad_tag("a", "p", workload, Some(key), report)
+            }
+        }
+        let (first, _) = db
+            .open_incident(&at(&workload, &report, "", "first"))
+            .await
+            .unwrap();
+        db.finish(&first, Escalated, "handed over").await.unwrap();
+        let side = side_pool(&url).await;
+        let (changed,): (String,) =
+            sqlx::query_as("SELECT updated_at FROM incidents WHERE id = $1")
+                .bind(&first)
+                .fetch_one(&side)
+                .await
+                .unwrap();
+        let changed = chrono::DateTime::parse_from_rfc3339(&changed).unwrap();
+        let shifted = |nanos: i64| {
+            (changed + chrono::Duration::nanoseconds(nanos))
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        };
+        // Detected at the moment it last changed, or before (in another zone's notation too): that incident's.
+        let before = (changed - chrono::Duration::nanoseconds(1))
+            .with_timezone(&chrono::FixedOffset::east_opt(5 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+        let earlier = [shifted(0), shifted(-500), before];
+        for (i, detected) in earlier.iter().enumerate() {
+            let (id, created) = db
+                .open_incident(&at(&workload, &report, detected, &format!("k{i}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                (id.as_str(), created),
+                (first.as_str(), false),
+                "{detected}"
+            );
+        }
+        // A nanosecond after: a new failure, a new incident; not a time at all: a new one too.
+        let later = [shifted(1), "yesterday".to_string()];
+        for (i, detected) in later.iter().enumerate() {
+            let (id, created) = db
+                .open_incident(&at(&workload, &report, detected, &format!("n{i}")))
+                .await
+                .unwrap();
+            assert!(created && id != first, "{detected}");
+            db.finish(&id, Escalated, "handed over").await.unwrap();
+        }
     }
 }
 

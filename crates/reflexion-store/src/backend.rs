@@ -72,7 +72,7 @@ pub enum Dialect {
 /// incident moved, see no other writer in between. Reads never wait for it. A batch of reports takes it shared,
 /// with an exclusive lock on each workload and idempotency key it touches (`Scope::Keys`): batches of different
 /// replicas on different workloads are stored side by side, and each stays serial with every other write.
-const WRITER_LOCK: i64 = 0x6b72_6566_6c78; // "krefl x"
+pub(crate) const WRITER_LOCK: i64 = 0x6b72_6566_6c78; // "krefl x"
 
 /// What a write transaction locks on PostgreSQL.
 pub(crate) enum Scope<'a> {

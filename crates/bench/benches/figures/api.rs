@@ -532,15 +532,24 @@ pub async fn stores(figures: &mut Vec<Figure>) {
             p.reports / p.batches.max(1.0),
             "",
         ));
-        for (phase, secs) in [
-            (
-                "waiting for the write transaction (connection, BEGIN, lock)",
-                p.wait,
-            ),
-            ("reading what exists", p.lookup),
-            ("inserting", p.insert),
-            ("committing", p.commit),
-        ] {
+        let phases = if pg {
+            // One call of the store's function: its locks, lookup, inserts and commit.
+            vec![
+                ("waiting for a connection", p.wait),
+                ("the one call (locks, lookup, inserts, commit)", p.insert),
+            ]
+        } else {
+            vec![
+                (
+                    "waiting for the write transaction (connection, BEGIN, lock)",
+                    p.wait,
+                ),
+                ("reading what exists", p.lookup),
+                ("inserting", p.insert),
+                ("committing", p.commit),
+            ]
+        };
+        for (phase, secs) in phases {
             figures.push(Figure::new(
                 part,
                 format!("{label}: per batch, {phase}"),
