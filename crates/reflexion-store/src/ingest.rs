@@ -78,11 +78,15 @@ impl Db {
             self.counters.clone(),
         );
         let work = async move {
-            // Open a connection before the first report, not while it waits (TLS and authentication take a while).
-            if let Pool::Postgres(p) = &pool
-                && let Err(e) = p.acquire().await
-            {
-                tracing::warn!(error = %e, "the report writer could not connect yet");
+            // Open a connection before the first report, not while it waits (TLS and authentication take a while),
+            // and keep it: the pool pings a connection as it is taken and again as it is given back, two round trips
+            // per batch besides the batch's own.
+            let mut held = None;
+            if let Pool::Postgres(p) = &pool {
+                match p.acquire().await {
+                    Ok(c) => held = Some(c),
+                    Err(e) => tracing::warn!(error = %e, "the report writer could not connect yet"),
+                }
             }
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
@@ -92,7 +96,7 @@ impl Db {
                         Err(_) => break,
                     }
                 }
-                match store_batch(&pool, &writer, &counters, &batch).await {
+                match store_batch(&pool, &mut held, &writer, &counters, &batch).await {
                     Ok(results) => {
                         for (p, r) in batch.into_iter().zip(results) {
                             let _ = p.reply.send(r);
@@ -130,14 +134,18 @@ impl Db {
     }
 }
 
+/// The report writer's own PostgreSQL connection, kept between batches.
+type Held = Option<sqlx::pool::PoolConnection<sqlx::Postgres>>;
+
 async fn store_batch(
     pool: &Pool,
+    held: &mut Held,
     writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
     counters: &Counters,
     batch: &[Pending],
 ) -> Result<Vec<Result<(String, bool)>>> {
     if let Pool::Postgres(p) = pool {
-        match store_in_one_call(p, counters, batch).await {
+        match store_in_one_call(p, held, counters, batch).await {
             Ok(results) => return Ok(results.into_iter().map(Ok).collect()),
             Err(e) => {
                 tracing::warn!(error = %e, reports = batch.len(), "storing reports together failed; storing each alone");
@@ -186,14 +194,19 @@ fn batch_keys(batch: &[Pending]) -> Vec<i64> {
 }
 
 /// PostgreSQL: the batch in one call of `reflexion_store_reports` (its own transaction): the locks of `batch_keys`,
-/// each report's decision as `store_together` makes it, the inserts. Its answer is checked against the batch.
+/// each report's decision as `store_together` makes it, the inserts. Its answer is checked against the batch. On the
+/// connection `held`, opened when there is none; one that failed is let go (the pool closes a broken one).
 async fn store_in_one_call(
     pool: &sqlx::PgPool,
+    held: &mut Held,
     counters: &Counters,
     batch: &[Pending],
 ) -> Result<Vec<(String, bool)>> {
     let started = Instant::now();
-    let mut conn = pool.acquire().await?;
+    let conn = match held {
+        Some(c) => c,
+        None => held.insert(pool.acquire().await?),
+    };
     Counters::time(&counters.ingest_wait_us, started);
     let calling = Instant::now();
     let mut keys = batch_keys(batch);
@@ -225,7 +238,7 @@ async fn store_in_one_call(
         .filter(|s| s.is_open())
         .map(IncidentState::as_str)
         .collect();
-    let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+    let rows: std::result::Result<Vec<(i64, String, bool)>, sqlx::Error> = sqlx::query_as(
         "SELECT out_n, out_id, out_created FROM reflexion_store_reports(CAST($1 AS JSONB), $2, $3, $4, $5)",
     )
     .bind(&reports)
@@ -233,8 +246,15 @@ async fn store_in_one_call(
     .bind(&keys)
     .bind(WRITER_LOCK)
     .bind(&open)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(&mut **conn)
+    .await;
+    let rows: Vec<(i64, String, bool)> = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            *held = None;
+            return Err(e.into());
+        }
+    };
     Counters::time(&counters.ingest_insert_us, calling);
     let answered_in_order = rows.len() == batch.len()
         && rows

@@ -13,6 +13,7 @@ mod plot;
 #[path = "../../../reflexion-api/tests/support/postgres.rs"]
 mod postgres;
 mod recovery;
+mod relay;
 mod stack;
 mod watcher;
 
