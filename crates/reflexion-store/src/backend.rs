@@ -81,8 +81,9 @@ pub(crate) enum Scope<'a> {
     /// `WRITER_LOCK` shared: one incident's own row moved by compare-and-set (a transition, its evidence). Such
     /// writes never wait for each other or for report batches, and stay serial with every exclusive write.
     Shared,
-    /// `WRITER_LOCK` shared, then these keys (`key_lock`) exclusively, in ascending order so that two batches
-    /// wanting the same keys never wait on each other crosswise.
+    /// `WRITER_LOCK` shared, then these keys (`key_lock`, each once: `ingest::batch_keys`) exclusively, in
+    /// ascending order (the statement sorts them) so that two batches wanting the same keys never wait on each other
+    /// crosswise.
     Keys(&'a [i64]),
 }
 
@@ -219,9 +220,6 @@ impl WriteTx {
                     Scope::All => format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
                     Scope::Shared => format!("SELECT pg_advisory_xact_lock_shared({WRITER_LOCK})"),
                     Scope::Keys(keys) => {
-                        let mut keys = keys.to_vec();
-                        keys.sort_unstable();
-                        keys.dedup();
                         let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
                         // The shared lock first; then the keys in order (the subquery sorts them).
                         format!(

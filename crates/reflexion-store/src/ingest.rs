@@ -174,8 +174,9 @@ async fn store_batch(
     store_each(pool, writer, batch).await
 }
 
-/// What a batch decides on, as advisory-lock keys: each report's workload (one open incident each) and idempotency
-/// key. Another replica's batch on the same workload or key waits; one on others does not.
+/// What a batch decides on, as advisory-lock keys, ascending and each once: each report's workload (one open
+/// incident each) and idempotency key. Another replica's batch on the same workload or key waits; one on others does
+/// not.
 fn batch_keys(batch: &[Pending]) -> Vec<i64> {
     let mut keys = Vec::with_capacity(batch.len() * 2);
     for p in batch {
@@ -190,6 +191,8 @@ fn batch_keys(batch: &[Pending]) -> Vec<i64> {
             keys.push(key_lock(&["key", k]));
         }
     }
+    keys.sort_unstable();
+    keys.dedup();
     keys
 }
 
@@ -209,9 +212,6 @@ async fn store_in_one_call(
     };
     Counters::time(&counters.ingest_wait_us, started);
     let calling = Instant::now();
-    let mut keys = batch_keys(batch);
-    keys.sort_unstable();
-    keys.dedup();
     let reports = serde_json::Value::Array(
         batch
             .iter()
@@ -238,17 +238,17 @@ async fn store_in_one_call(
         .filter(|s| s.is_open())
         .map(IncidentState::as_str)
         .collect();
-    let rows: std::result::Result<Vec<(i64, String, bool)>, sqlx::Error> = sqlx::query_as(
+    let rows: Vec<(i64, String, bool)> = match sqlx::query_as(
         "SELECT out_n, out_id, out_created FROM reflexion_store_reports(CAST($1 AS JSONB), $2, $3, $4, $5)",
     )
     .bind(&reports)
     .bind(now())
-    .bind(&keys)
+    .bind(batch_keys(batch))
     .bind(WRITER_LOCK)
     .bind(&open)
     .fetch_all(&mut **conn)
-    .await;
-    let rows: Vec<(i64, String, bool)> = match rows {
+    .await
+    {
         Ok(rows) => rows,
         Err(e) => {
             *held = None;
@@ -405,7 +405,7 @@ async fn store_together(
     }
     let inserting = Instant::now();
     let created = serde_json::Value::Array(created).to_string();
-    // The statements' text is built from the dialect's own table function, never input.
+    // Both statements' text is built from the dialect's own table function, never input.
     let rows_of = tx.dialect().json_rows("$2");
     let insert_incidents = format!(
         "INSERT INTO incidents (id, created_at, updated_at, namespace, pod_name, workload_kind, workload_name, error_type, signature, state, idempotency_key, report, cluster)
@@ -413,14 +413,11 @@ async fn store_together(
                 'reported', value ->> 7, value ->> 8, value ->> 9
          FROM {rows_of} AS j ORDER BY key"
     );
-    let statements = [
-        insert_incidents,
-        format!(
-            "INSERT INTO incident_transitions (incident_id, at, state, note)
-             SELECT value ->> 0, $1, 'reported', 'failure reported' FROM {rows_of} AS j ORDER BY key"
-        ),
-    ];
-    for sql in statements {
+    let insert_transitions = format!(
+        "INSERT INTO incident_transitions (incident_id, at, state, note)
+         SELECT value ->> 0, $1, 'reported', 'failure reported' FROM {rows_of} AS j ORDER BY key"
+    );
+    for sql in [insert_incidents, insert_transitions] {
         on_conn!(tx, c => {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&ts)

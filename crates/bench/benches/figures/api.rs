@@ -467,6 +467,13 @@ pub async fn stores(figures: &mut Vec<Figure>) {
     // A database on another machine: each direction held back by a relay (tokio's timers round it up to whole
     // milliseconds), so that a round trip costs what it does across a network.
     let away = Duration::from_micros(500);
+    let relayed_db = crate::relay::delayed_url(&crate::postgres::database().await.unwrap(), away);
+    figures.push(Figure::new(
+        part,
+        "PostgreSQL across a network: a round trip (SELECT 1), median",
+        crate::relay::round_trip_ms(&relayed_db).await,
+        "ms",
+    ));
     for (label, pg, replicas, target, relayed) in [
         ("SQLite", false, 1, Some(5000.0), false),
         ("PostgreSQL, 1 replica", true, 1, Some(5000.0), false),
@@ -475,15 +482,6 @@ pub async fn stores(figures: &mut Vec<Figure>) {
         (AWAY_1, true, 1, None, true),
         (AWAY_2, true, 2, None, true),
     ] {
-        if relayed {
-            let url = crate::relay::delayed_url(&crate::postgres::database().await.unwrap(), away);
-            figures.push(Figure::new(
-                part,
-                "PostgreSQL across a network: a round trip (SELECT 1), median",
-                crate::relay::round_trip_ms(&url).await,
-                "ms",
-            ));
-        }
         let mut done = Vec::new();
         for _ in 0..runs {
             let url = match pg {
