@@ -2,6 +2,7 @@
 //! on loopback, `suggest` policy), its memory, and — in this process, on the product's own store — how long a known
 //! failure waits for its plan and how recall behaves with 100,000 episodes.
 
+use crate::cpulimit::CpuLimit;
 use crate::stack::{Mode, Stack, percentile, rss_mib, size};
 use crate::{Figure, Series, Target};
 use futures::{StreamExt, stream};
@@ -332,13 +333,61 @@ struct StoreRun {
     accepted: usize,
     profile: Profile,
     cpu: Cpu,
+    /// The run's length in seconds.
+    secs: f64,
 }
 
-/// The machine's CPU time (every process's, from /proc/stat), in seconds of one CPU.
+/// The machine's CPU time (every process's, from /proc/stat), in seconds of one CPU, and the part of it spent by
+/// each kind of process (from /proc/<pid>/stat, every thread's user and system time).
 #[derive(Default, Clone, Copy)]
 struct Cpu {
     busy: f64,
     all: f64,
+    by: [f64; PROCESSES.len()],
+}
+
+/// The kinds of process counted apart: this bench (the clients), the API processes, PostgreSQL's, simcluster.
+const PROCESSES: [&str; 4] = [
+    "the clients (this bench)",
+    "reflexion-api",
+    "PostgreSQL",
+    "simcluster",
+];
+
+/// Seconds of CPU each kind of process has used since it started; a process that ended is not counted.
+fn by_process() -> [f64; PROCESSES.len()] {
+    let mut by = [0.0; PROCESSES.len()];
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return by;
+    };
+    for entry in dir.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ...: the name may hold spaces, so the fields are counted after its closing parenthesis.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let kind = match comm {
+            _ if pid == me => 0,
+            "reflexion-api" => 1,
+            "postgres" => 2,
+            "simcluster" => 3,
+            _ => continue,
+        };
+        let fields: Vec<f64> = stat[close + 1..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        // After the name: state is field 3, utime field 14 and stime field 15 (proc(5)); in USER_HZ, 100 a second.
+        by[kind] += (fields.get(11).copied().unwrap_or(0.0)
+            + fields.get(12).copied().unwrap_or(0.0))
+            / 100.0;
+    }
+    by
 }
 
 impl Cpu {
@@ -359,6 +408,7 @@ impl Cpu {
         Self {
             busy: (all - idle) / 100.0,
             all: all / 100.0,
+            by: by_process(),
         }
     }
 
@@ -366,6 +416,7 @@ impl Cpu {
         Self {
             busy: self.busy - before.busy,
             all: self.all - before.all,
+            by: std::array::from_fn(|i| self.by[i] - before.by[i]),
         }
     }
 }
@@ -408,12 +459,34 @@ async fn profile(urls: &[String]) -> Profile {
     p
 }
 
-async fn store_run(url: Option<String>, replicas: usize, n: usize, concurrency: usize) -> StoreRun {
+/// One run on the store at `url` (None: SQLite) with `replicas` API processes, each held to `cpus` of a CPU where
+/// given; why not, where that quota cannot be set.
+async fn store_run(
+    url: Option<String>,
+    replicas: usize,
+    n: usize,
+    concurrency: usize,
+    cpus: Option<f64>,
+) -> Result<StoreRun, String> {
     let mut stack = Stack::start_on(false, false, Mode::Suggest, url).await;
     let mut urls = vec![stack.api_url.clone()];
+    let mut pids = vec![stack.api_pid];
     for r in 2..=replicas {
         urls.push(stack.start_replica(&format!("replica-{r}")).await);
+        pids.push(stack.procs.last().map(|p| p.0.id()).unwrap_or_default());
     }
+    let limits: Vec<_> = match cpus {
+        Some(cpus) => pids.iter().map(|&pid| CpuLimit::new(pid, cpus)).collect(),
+        None => Vec::new(),
+    };
+    if let Some(Err(why)) = limits.iter().find(|l| l.is_err()) {
+        let why = why.clone();
+        // The processes end before their cgroups are removed.
+        drop(stack);
+        drop(limits);
+        return Err(why);
+    }
+    let limits: Vec<CpuLimit> = limits.into_iter().flatten().collect();
     // Each replica takes its part of the Kubernetes budget before the load starts (they announce every 5 s).
     for url in &urls {
         let want = format!("\nreflexion_replicas {replicas}\n");
@@ -432,17 +505,30 @@ async fn store_run(url: Option<String>, replicas: usize, n: usize, concurrency: 
     let accepted = results.iter().filter(|(_, s)| *s == 202).count();
     let mut latency: Vec<f64> = results.iter().map(|(l, _)| *l).collect();
     latency.sort_by(f64::total_cmp);
-    StoreRun {
+    let run = StoreRun {
         rate: accepted as f64 / secs,
         p99: percentile(&latency, 99.0),
         accepted,
         profile: profile(&urls).await,
         cpu,
-    }
+        secs,
+    };
+    // The processes end before their cgroups are removed.
+    drop(stack);
+    drop(limits);
+    Ok(run)
 }
 
 const AWAY_1: &str = "PostgreSQL across a network, 1 replica";
 const AWAY_2: &str = "PostgreSQL across a network, 2 replicas";
+/// Each replica held to a quarter of a CPU, as on a small machine of its own: what a replica adds when it brings its
+/// own CPU, which on this one 2-CPU machine the unlimited replicas cannot. Four of them take one CPU and leave the
+/// other to PostgreSQL and the clients. (Held to an eighth, a replica spends much of its share on the engine's work,
+/// which goes by time, not by reports: the ratios then measure that, not the store.)
+const QUARTER: f64 = 0.25;
+const OWN_1: &str = "PostgreSQL, 1 replica of a quarter CPU";
+const OWN_2: &str = "PostgreSQL, 2 replicas of a quarter CPU each";
+const OWN_4: &str = "PostgreSQL, 4 replicas of a quarter CPU each";
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -474,13 +560,16 @@ pub async fn stores(figures: &mut Vec<Figure>) {
         crate::relay::round_trip_ms(&relayed_db).await,
         "ms",
     ));
-    for (label, pg, replicas, target, relayed) in [
-        ("SQLite", false, 1, Some(5000.0), false),
-        ("PostgreSQL, 1 replica", true, 1, Some(5000.0), false),
-        ("PostgreSQL, 2 replicas", true, 2, None, false),
-        ("PostgreSQL, 4 replicas", true, 4, None, false),
-        (AWAY_1, true, 1, None, true),
-        (AWAY_2, true, 2, None, true),
+    'configs: for (label, pg, replicas, target, relayed, cpus) in [
+        ("SQLite", false, 1, Some(5000.0), false, None),
+        ("PostgreSQL, 1 replica", true, 1, Some(5000.0), false, None),
+        ("PostgreSQL, 2 replicas", true, 2, None, false, None),
+        ("PostgreSQL, 4 replicas", true, 4, None, false, None),
+        (AWAY_1, true, 1, None, true, None),
+        (AWAY_2, true, 2, None, true, None),
+        (OWN_1, true, 1, None, false, Some(QUARTER)),
+        (OWN_2, true, 2, None, false, Some(QUARTER)),
+        (OWN_4, true, 4, None, false, Some(QUARTER)),
     ] {
         let mut done = Vec::new();
         for _ in 0..runs {
@@ -492,7 +581,13 @@ pub async fn stores(figures: &mut Vec<Figure>) {
                 true => crate::relay::delayed_url(&u, away),
                 false => u,
             });
-            done.push(store_run(url, replicas, n, concurrency).await);
+            match store_run(url, replicas, n, concurrency, cpus).await {
+                Ok(run) => done.push(run),
+                Err(why) => {
+                    println!("{label}: no CPU quota ({why}): not measured");
+                    continue 'configs;
+                }
+            }
         }
         let rate = median(done.iter().map(|r| r.rate).collect());
         let p99 = median(done.iter().map(|r| r.p99).collect());
@@ -542,6 +637,22 @@ pub async fn stores(figures: &mut Vec<Figure>) {
             1000.0 * cpu.busy / n as f64,
             "s",
         ));
+        for (name, secs) in PROCESSES.iter().zip(cpu.by) {
+            figures.push(Figure::new(
+                part,
+                format!("{label}: CPU time per 1,000 reports, {name}"),
+                1000.0 * secs / n as f64,
+                "s",
+            ));
+        }
+        if let (Some(cpus), Some(run)) = (cpus, done.last()) {
+            figures.push(Figure::new(
+                part,
+                format!("{label}: the replicas' CPU time, share of their quota"),
+                100.0 * run.cpu.by[1] / (cpus * replicas as f64 * run.secs),
+                "%",
+            ));
+        }
         let p = done.last().map(|r| r.profile).unwrap_or_default();
         let per_batch = |secs: f64| secs * 1000.0 / p.batches.max(1.0);
         figures.push(Figure::new(
@@ -620,6 +731,21 @@ pub async fn stores(figures: &mut Vec<Figure>) {
         )
         .target(Target::AtLeast(1.0)),
     );
+    if let (Some(one), Some(two), Some(four)) =
+        (medians.get(OWN_1), medians.get(OWN_2), medians.get(OWN_4))
+    {
+        for (what, ratio, target) in [("2 over 1", two / one, 1.6), ("4 over 2", four / two, 1.0)] {
+            figures.push(
+                Figure::new(
+                    part,
+                    format!("PostgreSQL, replicas of a quarter CPU each: {what} (medians)"),
+                    ratio,
+                    "×",
+                )
+                .target(Target::AtLeast(target)),
+            );
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     for (label, url) in [
         ("SQLite", sqlite_url(dir.path())),

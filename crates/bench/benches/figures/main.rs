@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod cpulimit;
 // The tests' PostgreSQL harness: Debian's server, initdb in a temporary directory, a loopback port.
 mod plot;
 #[path = "../../../reflexion-api/tests/support/postgres.rs"]
