@@ -306,32 +306,34 @@ async fn reports_stored_together_keep_one_incident_per_workload_and_per_key() {
     }
 }
 
+/// Bad-tag reports of (workload, idempotency key), sent at once so that they are stored together where they can be;
+/// each one's (incident, created), in the order sent.
+async fn at_once(db: &Db, sent: &[(String, &str)]) -> Vec<(String, bool)> {
+    let tasks: Vec<_> = sent
+        .iter()
+        .map(|(workload, key)| {
+            let (db, workload, key) = (db.clone(), workload.clone(), key.to_string());
+            tokio::spawn(async move {
+                db.open_incident(&bad_tag("a", "p", &workload, Some(&key), &json!({})))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_sent_for_several_workloads_at_once_is_one_incident() {
     let (_dir, stores) = stores().await;
     for (url, db) in stores {
         eprintln!("on {url}");
-        let report = json!({});
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let (db, report) = (db.clone(), report.clone());
-                tokio::spawn(async move {
-                    db.open_incident(&bad_tag(
-                        "a",
-                        "p",
-                        &format!("w-{i}"),
-                        Some("shared"),
-                        &report,
-                    ))
-                    .await
-                    .unwrap()
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await.unwrap());
-        }
+        let sent: Vec<_> = (0..10).map(|i| (format!("w-{i}"), "shared")).collect();
+        let results = at_once(&db, &sent).await;
         assert_eq!(results.iter().filter(|(_, c)| *c).count(), 1, "{results:?}");
         assert!(
             results.iter().all(|(id, _)| *id == results[0].0),
@@ -342,6 +344,48 @@ async fn one_key_sent_for_several_workloads_at_once_is_one_incident() {
             10,
             "stored by batches, none by the slow path"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_that_share_no_key_and_no_workload_each_join_what_exists_or_open_their_own() {
+    let (_dir, stores) = stores().await;
+    for (url, db) in stores {
+        eprintln!("on {url}");
+        let report = json!({});
+        let (open, _) = db
+            .open_incident(&bad_tag("a", "p", "open", Some("stored-key"), &report))
+            .await
+            .unwrap();
+        // No key and no workload twice.
+        let sent = [
+            ("elsewhere".to_string(), "stored-key"), // a re-send of a stored key, from another workload: its incident
+            ("open".to_string(), "new-key"),         // the workload's open incident
+            ("fresh".to_string(), "fresh-key"),      // neither: an incident of its own
+        ];
+        let results = at_once(&db, &sent).await;
+        assert_eq!(results[0], (open.clone(), false), "{results:?}");
+        assert_eq!(results[1], (open.clone(), false), "{results:?}");
+        assert!(results[2].1 && results[2].0 != open, "{results:?}");
+        assert_eq!(
+            Counters::get(&db.counters().ingest_reports),
+            4,
+            "stored by batches, none by the slow path"
+        );
+        let side = side_pool(&url).await;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT i.workload_name, i.idempotency_key, (SELECT count(*) FROM incident_transitions t
+               WHERE t.incident_id = i.id) AS n FROM incidents i ORDER BY i.workload_name",
+        )
+        .fetch_all(&side)
+        .await
+        .unwrap();
+        let want = [("fresh", "fresh-key", 1), ("open", "stored-key", 1)];
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(w, k, n)| (w.as_str(), k.as_str(), *n))
+            .collect();
+        assert_eq!(rows, want);
     }
 }
 
