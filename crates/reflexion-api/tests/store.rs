@@ -507,6 +507,16 @@ async fn a_report_the_database_refuses_leaves_the_reports_stored_with_it_stored(
             }
         }
         assert_eq!(stored.len(), 39);
+        // The failed batch left no transaction behind: reports after it are stored by batches again (on SQLite a
+        // transaction left open would hold the file's write lock and fail the next one after the busy timeout).
+        let batched = Counters::get(&db.counters().ingest_reports);
+        let later = at_once(&db, &[("w-later".to_string(), "k-later")]).await;
+        assert!(later[0].1, "{later:?}");
+        assert_eq!(
+            Counters::get(&db.counters().ingest_reports),
+            batched + 1,
+            "stored by a batch, not by the slow path"
+        );
         for id in stored {
             let (state, stored_report, transitions): (String, String, i64) = sqlx::query_as(
             "SELECT state, report, (SELECT count(*) FROM incident_transitions t WHERE t.incident_id = i.id

@@ -334,7 +334,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> Result<Response
     metric(
         "reflexion_store_ingest_seconds_total",
         "counter",
-        "Time storing report batches, by phase: wait (connection, BEGIN, lock), lookup, insert, commit. On PostgreSQL a batch is one call: wait (a connection) and insert (the locks, lookup and commit included).",
+        "Time storing report batches, by phase. SQLite: wait (the writer lock), lookup (BEGIN with the read), insert (the inserts with the COMMIT), commit (a COMMIT alone, when nothing was new). PostgreSQL, a batch in one call: wait (a connection) and insert (the locks, lookup and commit included).",
         [
             ("wait", &c.ingest_wait_us),
             ("lookup", &c.ingest_lookup_us),

@@ -16,7 +16,8 @@ pub struct Counters {
     pub write_txs: AtomicU64,
     pub write_wait_us: AtomicU64,
     /// Report batches stored together (group commit), the reports in them, and the microseconds of each phase:
-    /// getting the write transaction, reading what exists, inserting, committing.
+    /// waiting (the writer lock; on PostgreSQL a connection), reading what exists (with BEGIN), inserting (with the
+    /// COMMIT; on PostgreSQL the whole call), a COMMIT alone (nothing new).
     pub ingest_batches: AtomicU64,
     pub ingest_reports: AtomicU64,
     pub ingest_wait_us: AtomicU64,
