@@ -5,8 +5,8 @@
 //! most of what ingest cost; a batch now takes two (BEGIN with the read, the inserts with the COMMIT), where taking
 //! a pooled connection, BEGIN, the read, two inserts and COMMIT took six. On PostgreSQL the batch is one call of a
 //! function that decides the same way (`reflexion_store_reports`, in its migrations): one round trip, where separate
-//! statements took four. Should the
-//! batch fail, each report is stored again in its own savepoint, so one bad report leaves the others stored.
+//! statements took four. Should the batch fail, each report is stored again in its own savepoint, so one bad report
+//! leaves the others stored.
 
 use super::backend::{Arg, Pool, Scope, WRITER_LOCK, WriteTx, bind_all, key_lock, on_conn};
 use super::{Db, DbError, NewIncident, Result, insert_transition, now, sql_states};

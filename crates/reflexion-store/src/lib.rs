@@ -280,49 +280,44 @@ impl Db {
                     .await?
                     .rows_affected())
             }
-            Pool::Sqlite(p) => self.write_sqlite(p, sql, args).await,
+            Pool::Sqlite(_) => self.write(sql, args).await,
         }
     }
 
     /// One statement in its own shared write transaction (see `Scope::Shared`).
     async fn write_shared(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
-        if let Pool::Sqlite(p) = &self.pool {
-            return self.write_sqlite(p, sql, args).await;
-        }
-        let mut tx = self.begin_shared().await?;
-        let n = tx.execute(sql, args).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.write_one(backend::Scope::Shared, sql, args).await
     }
 
     /// One statement in its own write transaction; the rows it changed.
     async fn write(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
-        if let Pool::Sqlite(p) = &self.pool {
-            return self.write_sqlite(p, sql, args).await;
-        }
-        let mut tx = self.begin_write().await?;
-        let n = tx.execute(sql, args).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.write_one(backend::Scope::All, sql, args).await
     }
 
-    /// SQLite: one statement is a transaction of its own, and with the writer lock held no other connection of this
-    /// process writes while it runs, so it cannot meet a stale snapshot (`SQLITE_BUSY`). One round trip to the
-    /// connection's thread, where BEGIN, the statement and COMMIT took three, all holding the lock.
-    async fn write_sqlite(
+    /// One statement in its own write transaction of `scope`. On SQLite the statement is a transaction of its own,
+    /// and with the writer lock held no other connection of this process writes while it runs, so it cannot meet a
+    /// stale snapshot (`SQLITE_BUSY`): one round trip to the connection's thread, where BEGIN, the statement and
+    /// COMMIT took three, all holding the lock.
+    async fn write_one(
         &self,
-        pool: &sqlx::SqlitePool,
+        scope: backend::Scope<'_>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<u64> {
-        let started = std::time::Instant::now();
-        let _writer = self.writer.lock().await;
-        Counters::add(&self.counters.write_txs, 1);
-        Counters::time(&self.counters.write_wait_us, started);
-        Ok(bind_all!(sqlx::query(sql), args)
-            .execute(pool)
-            .await?
-            .rows_affected())
+        if let Pool::Sqlite(p) = &self.pool {
+            let started = std::time::Instant::now();
+            let _writer = self.writer.lock().await;
+            Counters::add(&self.counters.write_txs, 1);
+            Counters::time(&self.counters.write_wait_us, started);
+            return Ok(bind_all!(sqlx::query(sql), args)
+                .execute(p)
+                .await?
+                .rows_affected());
+        }
+        let mut tx = self.begin_scoped(scope).await?;
+        let n = tx.execute(sql, args).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// What this process did, for Prometheus.

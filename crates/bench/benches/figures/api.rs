@@ -701,11 +701,6 @@ pub async fn stores(figures: &mut Vec<Figure>) {
             "",
         ));
     }
-    let (one, two, four) = (
-        "PostgreSQL, 1 replica",
-        "PostgreSQL, 2 replicas",
-        "PostgreSQL, 4 replicas",
-    );
     for (what, over, under, target) in [
         (
             "PostgreSQL across a network: 2 replicas over 1",
@@ -713,8 +708,18 @@ pub async fn stores(figures: &mut Vec<Figure>) {
             AWAY_1,
             1.6,
         ),
-        ("PostgreSQL: 2 replicas over 1", two, one, 1.6),
-        ("PostgreSQL: 4 replicas over 2", four, two, 1.0),
+        (
+            "PostgreSQL: 2 replicas over 1",
+            "PostgreSQL, 2 replicas",
+            "PostgreSQL, 1 replica",
+            1.6,
+        ),
+        (
+            "PostgreSQL: 4 replicas over 2",
+            "PostgreSQL, 4 replicas",
+            "PostgreSQL, 2 replicas",
+            1.0,
+        ),
         (
             "PostgreSQL, replicas of a quarter CPU each: 2 over 1",
             OWN_2,
